@@ -1,0 +1,229 @@
+//! The ABI between alloctrace's eBPF programs and its user-space daemon.
+//!
+//! Every type that crosses the kernel/user boundary is defined here, once: `#[repr(C)]`, `Copy`,
+//! explicit padding, and a size assertion so a layout change fails the build on both sides.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Deepest user stack recorded per allocation site. The walk is a bounded loop in the kernel,
+/// so this is also the verifier's loop bound.
+pub const MAX_FRAMES: usize = 32;
+/// Buckets of the log2 size and lifetime histograms: bucket 0 holds zero, bucket `i` holds
+/// values in `[2^(i-1), 2^i)`, and the last bucket also holds everything above.
+pub const HIST_BUCKETS: usize = 64;
+
+// Map names, as the loader looks them up.
+pub const MAP_STACKS: &str = "STACKS";
+pub const MAP_SITES: &str = "SITES";
+pub const MAP_LIVE: &str = "LIVE";
+pub const MAP_CALLS: &str = "CALLS";
+pub const MAP_PROCS: &str = "PROCS";
+pub const MAP_LOSSES: &str = "LOSSES";
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_SITE_ZERO: &str = "SITE_ZERO";
+pub const MAP_STACK_SCRATCH: &str = "STACK_SCRATCH";
+
+// Globals set by the loader.
+/// tgid of alloctrace itself: never traced, so system-wide mode does not trace its own drain.
+pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+
+// Program names (the eBPF function names).
+pub const PROG_MALLOC_ENTER: &str = "malloc_enter";
+pub const PROG_CALLOC_ENTER: &str = "calloc_enter";
+pub const PROG_REALLOC_ENTER: &str = "realloc_enter";
+pub const PROG_REALLOCARRAY_ENTER: &str = "reallocarray_enter";
+pub const PROG_POSIX_MEMALIGN_ENTER: &str = "posix_memalign_enter";
+pub const PROG_ALIGNED_ALLOC_ENTER: &str = "aligned_alloc_enter";
+pub const PROG_VALLOC_ENTER: &str = "valloc_enter";
+pub const PROG_ALLOC_RETURN: &str = "alloc_return";
+pub const PROG_FREE_ENTER: &str = "free_enter";
+
+/// Which allocator function an in-flight call belongs to; decides how its return is read.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// malloc, calloc, aligned_alloc, memalign, valloc, pvalloc: the return value is the block.
+    Plain = 0,
+    /// realloc and reallocarray: frees `ptr_arg` (when not NULL) and returns the new block.
+    Realloc = 1,
+    /// posix_memalign: returns 0 on success and stores the block at `*ptr_arg`.
+    PosixMemalign = 2,
+}
+
+/// Key of a per-process stack: the same addresses in two processes are two different stacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// FNV-1a of the stack's return addresses; never 0 (0 means "no stack").
+    pub hash: u64,
+}
+const _: () = assert!(size_of::<StackKey>() == 16);
+
+/// A user stack, innermost frame first. `ips[0]` is the allocator's immediate caller, read
+/// from the return address on top of the stack at the probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackTrace {
+    pub len: u32,
+    pub _pad: u32,
+    pub ips: [u64; MAX_FRAMES],
+}
+const _: () = assert!(size_of::<StackTrace>() == 8 + 8 * MAX_FRAMES);
+
+/// Cumulative counters of one allocation site (process + stack). Never reset by the kernel:
+/// user space takes deltas between drains, so no increment can be lost between two reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SiteStats {
+    pub allocs: u64,
+    pub bytes: u64,
+    /// Frees (and realloc moves) of blocks this site allocated, wherever they were freed.
+    pub frees: u64,
+    pub freed_bytes: u64,
+    /// log2 histogram of requested sizes.
+    pub size_hist: [u64; HIST_BUCKETS],
+    /// log2 histogram of lifetimes in nanoseconds, for blocks that were freed.
+    pub life_hist: [u64; HIST_BUCKETS],
+}
+const _: () = assert!(size_of::<SiteStats>() == 32 + 16 * HIST_BUCKETS);
+
+/// Key of an in-flight block: addresses are only unique within one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+const _: () = assert!(size_of::<BlockKey>() == 16);
+
+/// An allocated block not yet freed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllocInfo {
+    pub size: u64,
+    /// The allocating site's stack hash; 0 when the site could not be recorded (counted as a loss).
+    pub stack_hash: u64,
+    /// `bpf_ktime_get_ns` at the allocator's return.
+    pub ts_ns: u64,
+}
+const _: () = assert!(size_of::<AllocInfo>() == 24);
+
+/// State of an allocator call between its entry and its return, keyed by `pid_tgid` (thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallState {
+    /// Requested bytes.
+    pub size: u64,
+    /// realloc: the old block; posix_memalign: where the block's address is stored.
+    pub ptr_arg: u64,
+    pub stack_hash: u64,
+    /// Stack pointer at the outermost entry: a new entry at or above it means the previous call
+    /// never returned through our uretprobe, not nesting.
+    pub sp: u64,
+    /// realloc: the old block, taken out of the in-flight map at entry (while the caller still
+    /// owns it, so another thread reusing the address after realloc freed it cannot be confused
+    /// with it) and put back if realloc fails.
+    pub old: AllocInfo,
+    /// `CallKind` as u32.
+    pub kind: u32,
+    /// Allocator calls nested inside this one on the same thread (glibc's realloc(NULL, n)
+    /// calls malloc): only the outermost is counted.
+    pub depth: u32,
+    /// 1 when `old` holds the realloc'd block's record.
+    pub old_known: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<CallState>() == 72);
+
+/// Per-process cumulative totals (Go's MemStats analog). Live = allocated - freed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcStats {
+    pub allocs: u64,
+    pub bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    /// Frees of addresses this tracer never saw allocated (allocated before attach, or lost).
+    pub unknown_frees: u64,
+    /// `comm` of the thread that made the process's first traced call.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<ProcStats>() == 56);
+
+/// Indices of the loss counters (a per-CPU array summed by user space).
+pub mod loss {
+    /// A new stack could not be stored: the stack map is full (raise --max-stacks).
+    pub const STACK_MAP_FULL: u32 = 0;
+    /// A new site could not be stored: the site map is full (raise --max-stacks).
+    pub const SITE_MAP_FULL: u32 = 1;
+    /// A block could not be tracked: the in-flight map is full (raise --max-live).
+    pub const LIVE_MAP_FULL: u32 = 2;
+    /// The entry state of a call could not be stored: too many threads inside the allocator.
+    pub const CALL_MAP_FULL: u32 = 3;
+    /// A process could not be stored: the process map is full.
+    pub const PROC_MAP_FULL: u32 = 4;
+    /// The caller's return address could not be read from the stack: the site has no frames.
+    pub const STACK_READ_FAILED: u32 = 5;
+    /// A call's entry state was found stale (its return was never seen) and replaced.
+    pub const STALE_CALL: u32 = 6;
+    /// A notification to user space was dropped: the event ring buffer was full.
+    pub const EVENT_DROPPED: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// Why the kernel side woke user space. Rare by construction (once per new process or stack),
+/// so user space can snapshot a short-lived process's mappings while it still lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Event {
+    pub tgid: u32,
+    pub kind: u32,
+}
+const _: () = assert!(size_of::<Event>() == 8);
+
+pub mod event {
+    pub const NEW_PROCESS: u32 = 0;
+    pub const NEW_STACK: u32 = 1;
+}
+
+/// FNV-1a offset basis and prime, for stack hashing (kernel side) and tests (user side).
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// The log2 bucket of `v`: 0 for 0, else the number of significant bits, capped at the last.
+#[inline(always)]
+pub fn log2_bucket(v: u64) -> usize {
+    let bits = (64 - v.leading_zeros()) as usize;
+    if bits >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        bits
+    }
+}
+
+/// Lower bound of histogram bucket `i` (see [`log2_bucket`]).
+pub fn bucket_floor(i: usize) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        1u64 << (i - 1)
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all these are #[repr(C)] plain-old-data with explicit padding and no pointers.
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for StackTrace {}
+    unsafe impl aya::Pod for SiteStats {}
+    unsafe impl aya::Pod for BlockKey {}
+    unsafe impl aya::Pod for AllocInfo {}
+    unsafe impl aya::Pod for CallState {}
+    unsafe impl aya::Pod for ProcStats {}
+    unsafe impl aya::Pod for Event {}
+}

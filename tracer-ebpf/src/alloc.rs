@@ -1,0 +1,281 @@
+//! The shared logic of every allocator probe: entry (remember the request and the stack),
+//! return (record the block), and free (attribute it to the site that allocated it).
+//!
+//! Only the outermost allocator call on a thread counts: glibc's own functions call each other
+//! (realloc(NULL, n) calls malloc, aligned_alloc calls malloc for small alignments, realloc(p, 0)
+//! calls free), and one allocation by the program must be counted once.
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use alloctrace_common::{
+    event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, CallState, Event, ProcStats,
+    StackKey,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
+    programs::{ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+
+use crate::maps::{CALLS, EVENTS, LIVE, LOSSES, PROCS, SITES};
+use crate::{stack, SELF_TGID};
+
+const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+fn add(counter: &mut u64, v: u64) {
+    // SAFETY: `counter` points into a map value that lives as long as the map; the add is a
+    // single atomic instruction (BPF XADD: core's AtomicU64 has no fetch_add on the BPF target),
+    // so concurrent CPUs never lose an increment.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, v) };
+}
+
+/// Counts a loss. Logs only the first one of each kind on a CPU: map-full losses repeat on
+/// every allocation and logging must stay off the hot path.
+#[inline(always)]
+pub fn bump_loss<C: EbpfContext>(ctx: &C, which: u32) {
+    if let Some(c) = LOSSES.get_ptr_mut(which) {
+        // SAFETY: a per-CPU array slot.
+        let c = unsafe { &mut *c };
+        if *c == 0 {
+            warn!(ctx, "alloctrace: first loss of kind {}", which);
+        }
+        add(c, 1);
+    }
+}
+
+#[inline(always)]
+pub fn notify<C: EbpfContext>(ctx: &C, ev: Event) {
+    if EVENTS.output::<Event>(&ev, 0).is_err() {
+        bump_loss(ctx, loss::EVENT_DROPPED);
+    }
+}
+
+/// nmemb × size for calloc/reallocarray; on overflow the call fails and records nothing, so the
+/// saturated value is never counted.
+#[inline(always)]
+pub fn array_bytes(n: u64, size: u64) -> u64 {
+    // checked_mul lowers to a 128-bit multiply, which BPF lacks, and LLVM turns a plain
+    // `MAX / n` test back into one: the volatile read hides the constant from it.
+    // SAFETY: reads a local.
+    let max = unsafe { core::ptr::read_volatile(&u64::MAX) };
+    if n != 0 && size > max / n {
+        u64::MAX
+    } else {
+        n.wrapping_mul(size)
+    }
+}
+
+#[inline(always)]
+fn current() -> Option<(u64, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == SELF_TGID.load() {
+        return None;
+    }
+    Some((pid_tgid, tgid))
+}
+
+#[inline(always)]
+pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32 {
+    let Some((pid_tgid, tgid)) = current() else {
+        return 0;
+    };
+    // SAFETY: regs points at the probed task's saved registers for the program's duration.
+    let (sp, fp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
+    if let Some(state) = CALLS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: this thread's own entry; only this thread's probes touch it.
+        let state = unsafe { &mut *state };
+        if sp < state.sp {
+            state.depth += 1;
+            return 0;
+        }
+        bump_loss(ctx, loss::STALE_CALL);
+    }
+    let mut state = CallState {
+        size,
+        ptr_arg,
+        stack_hash: stack::record(ctx, tgid, sp, fp),
+        sp,
+        kind: kind as u32,
+        ..CallState::default()
+    };
+    if kind == CallKind::Realloc && ptr_arg != 0 {
+        let key = BlockKey { tgid, _pad: 0, addr: ptr_arg };
+        // SAFETY: copied out before the remove below.
+        if let Some(old) = unsafe { LIVE.get(&key) } {
+            state.old = *old;
+            state.old_known = 1;
+            let _ = LIVE.remove(&key);
+        }
+    }
+    if CALLS.insert(&pid_tgid, &state, 0).is_err() {
+        bump_loss(ctx, loss::CALL_MAP_FULL);
+        if state.old_known != 0 {
+            // Without the call state its return cannot be seen: leave the block as it was.
+            let key = BlockKey { tgid, _pad: 0, addr: ptr_arg };
+            let _ = LIVE.insert(&key, &state.old, 0);
+        }
+    }
+    0
+}
+
+#[inline(always)]
+pub fn exit(ctx: &RetProbeContext) -> u32 {
+    let Some((pid_tgid, tgid)) = current() else {
+        return 0;
+    };
+    let Some(state) = CALLS.get_ptr_mut(&pid_tgid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own entry.
+    let state = unsafe { &mut *state };
+    if state.depth > 0 {
+        state.depth -= 1;
+        return 0;
+    }
+    let st = *state;
+    let _ = CALLS.remove(&pid_tgid);
+    let ret: u64 = ctx.ret();
+    let kind = st.kind;
+    if kind == CallKind::Plain as u32 {
+        if ret != 0 {
+            record_alloc(ctx, tgid, ret, st.size, st.stack_hash);
+        }
+    } else if kind == CallKind::Realloc as u32 {
+        if st.ptr_arg == 0 {
+            if ret != 0 {
+                record_alloc(ctx, tgid, ret, st.size, st.stack_hash);
+            }
+        } else if ret != 0 || st.size == 0 {
+            // Moved, resized in place, or realloc(p, 0) freed it.
+            if st.old_known != 0 {
+                record_freed(tgid, &st.old);
+            } else {
+                count_unknown_free(ctx, tgid);
+            }
+            if ret != 0 {
+                record_alloc(ctx, tgid, ret, st.size, st.stack_hash);
+            }
+        } else if st.old_known != 0 {
+            // Failed: the old block is still the caller's.
+            let key = BlockKey { tgid, _pad: 0, addr: st.ptr_arg };
+            let _ = LIVE.insert(&key, &st.old, 0);
+        }
+    } else if kind == CallKind::PosixMemalign as u32 && ret as u32 == 0 {
+        // SAFETY: reads the caller's out-parameter; bpf_probe_read_user fails instead of faulting.
+        if let Ok(addr) = unsafe { bpf_probe_read_user(st.ptr_arg as *const u64) } {
+            if addr != 0 {
+                record_alloc(ctx, tgid, addr, st.size, st.stack_hash);
+            }
+        }
+    }
+    0
+}
+
+#[inline(always)]
+pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
+    if addr == 0 {
+        return 0;
+    }
+    let Some((pid_tgid, tgid)) = current() else {
+        return 0;
+    };
+    // SAFETY: as in `enter`.
+    let sp = unsafe { (*ctx.regs).rsp };
+    if let Some(state) = CALLS.get_ptr(&pid_tgid) {
+        // SAFETY: this thread's own entry.
+        if sp < unsafe { (*state).sp } {
+            // Inside an allocator call (realloc(p, 0)): the outer call accounts for it.
+            return 0;
+        }
+    }
+    let key = BlockKey { tgid, _pad: 0, addr };
+    // SAFETY: copied out before the remove below.
+    match unsafe { LIVE.get(&key) } {
+        Some(info) => {
+            let info = *info;
+            let _ = LIVE.remove(&key);
+            record_freed(tgid, &info);
+        }
+        None => count_unknown_free(ctx, tgid),
+    }
+    0
+}
+
+#[inline(always)]
+fn record_alloc<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64) {
+    let info = AllocInfo { size, stack_hash, ts_ns: unsafe { bpf_ktime_get_ns() } };
+    if LIVE.insert(&BlockKey { tgid, _pad: 0, addr }, &info, 0).is_err() {
+        bump_loss(ctx, loss::LIVE_MAP_FULL);
+    }
+    if stack_hash != 0 {
+        if let Some(site) = SITES.get_ptr_mut(&StackKey { tgid, _pad: 0, hash: stack_hash }) {
+            // SAFETY: map value; all updates are atomic adds.
+            let site = unsafe { &mut *site };
+            add(&mut site.allocs, 1);
+            add(&mut site.bytes, size);
+            add(&mut site.size_hist[log2_bucket(size)], 1);
+        }
+    }
+    if let Some(p) = proc_stats(ctx, tgid) {
+        add(&mut p.allocs, 1);
+        add(&mut p.bytes, size);
+    }
+}
+
+#[inline(always)]
+fn record_freed(tgid: u32, info: &AllocInfo) {
+    if info.stack_hash != 0 {
+        if let Some(site) = SITES.get_ptr_mut(&StackKey { tgid, _pad: 0, hash: info.stack_hash }) {
+            // SAFETY: map value; all updates are atomic adds.
+            let site = unsafe { &mut *site };
+            add(&mut site.frees, 1);
+            add(&mut site.freed_bytes, info.size);
+            let life = unsafe { bpf_ktime_get_ns() }.saturating_sub(info.ts_ns);
+            add(&mut site.life_hist[log2_bucket(life)], 1);
+        }
+    }
+    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+        // SAFETY: map value; all updates are atomic adds.
+        let p = unsafe { &mut *p };
+        add(&mut p.frees, 1);
+        add(&mut p.freed_bytes, info.size);
+    }
+}
+
+#[inline(always)]
+fn count_unknown_free<C: EbpfContext>(ctx: &C, tgid: u32) {
+    if let Some(p) = proc_stats(ctx, tgid) {
+        add(&mut p.unknown_frees, 1);
+    }
+}
+
+/// The process's totals, created on its first traced call.
+#[inline(always)]
+fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut ProcStats> {
+    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+        // SAFETY: map value pointers stay valid for the program's run.
+        return Some(unsafe { &mut *p });
+    }
+    let fresh = ProcStats {
+        allocs: 0,
+        bytes: 0,
+        frees: 0,
+        freed_bytes: 0,
+        unknown_frees: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    match PROCS.insert(&tgid, &fresh, BPF_NOEXIST) {
+        Ok(()) => notify(ctx, Event { tgid, kind: event::NEW_PROCESS }),
+        Err(e) if e == -17 => {}
+        Err(_) => {
+            bump_loss(ctx, loss::PROC_MAP_FULL);
+            return None;
+        }
+    }
+    // SAFETY: as above.
+    PROCS.get_ptr_mut(&tgid).map(|p| unsafe { &mut *p })
+}

@@ -1,0 +1,85 @@
+//! alloctrace's eBPF programs. Each entry point is a one-line wrapper: the shared logic lives
+//! in `alloc` (allocation entry/return, free) and `stack` (stack capture).
+#![no_std]
+#![no_main]
+// atomic_xadd: the BPF target's core has no AtomicU64::fetch_add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod alloc;
+mod maps;
+mod stack;
+
+use alloctrace_common::CallKind;
+use aya_ebpf::{
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+
+/// tgid of alloctrace itself, set by the loader; never traced.
+#[unsafe(no_mangle)]
+static SELF_TGID: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+
+fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+    ctx.arg::<u64>(n).unwrap_or(0)
+}
+
+#[uprobe]
+pub fn malloc_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Plain, arg(&ctx, 0), 0)
+}
+
+#[uprobe]
+pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Plain, alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)), 0)
+}
+
+#[uprobe]
+pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Realloc, arg(&ctx, 1), arg(&ctx, 0))
+}
+
+#[uprobe]
+pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
+    let bytes = alloc::array_bytes(arg(&ctx, 1), arg(&ctx, 2));
+    alloc::enter(&ctx, CallKind::Realloc, bytes, arg(&ctx, 0))
+}
+
+/// posix_memalign(void **memptr, size_t alignment, size_t size)
+#[uprobe]
+pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::PosixMemalign, arg(&ctx, 2), arg(&ctx, 0))
+}
+
+/// aligned_alloc(alignment, size) and memalign(alignment, size).
+#[uprobe]
+pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Plain, arg(&ctx, 1), 0)
+}
+
+/// valloc(size) and pvalloc(size).
+#[uprobe]
+pub fn valloc_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Plain, arg(&ctx, 0), 0)
+}
+
+/// The return of every allocator function above.
+#[uretprobe]
+pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    alloc::exit(&ctx)
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    alloc::free(&ctx, arg(&ctx, 0))
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,46 @@
+//! Every map of the tracer. Sizes here are defaults: the loader sets the real ones from
+//! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
+use alloctrace_common::{
+    loss, AllocInfo, BlockKey, CallState, ProcStats, SiteStats, StackKey, StackTrace,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+
+/// (tgid, stack hash) -> frames. Written once per distinct stack.
+#[map]
+pub static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(16384, 0);
+
+/// (tgid, stack hash) -> cumulative counters and histograms of that allocation site.
+#[map]
+pub static SITES: HashMap<StackKey, SiteStats> = HashMap::with_max_entries(16384, 0);
+
+/// (tgid, address) -> the block's size, site and birth time, until it is freed.
+#[map]
+pub static LIVE: HashMap<BlockKey, AllocInfo> = HashMap::with_max_entries(524288, 0);
+
+/// pid_tgid (one thread) -> state of the allocator call it is inside.
+#[map]
+pub static CALLS: HashMap<u64, CallState> = HashMap::with_max_entries(16384, 0);
+
+/// tgid -> cumulative per-process totals.
+#[map]
+pub static PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(8192, 0);
+
+/// Loss counters, indexed by `alloctrace_common::loss`.
+#[map]
+pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
+
+/// New processes and stacks, so user space snapshots mappings while the process lives.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// One all-zero SiteStats to initialise new sites from: it is too large for the BPF stack.
+/// Nothing ever writes it.
+#[map]
+pub static SITE_ZERO: Array<SiteStats> = Array::with_max_entries(1, 0);
+
+/// Per-CPU room to build a stack in before it is hashed and stored.
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);

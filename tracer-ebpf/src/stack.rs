@@ -1,0 +1,102 @@
+//! User stack capture at an allocator's entry.
+//!
+//! A frame-pointer walk started at a probe on the function's first instruction misses the
+//! immediate caller: its return address is on top of the stack, not yet in a frame. So the
+//! caller is read from `[rsp]` and the walk of `[rbp]`/`[rbp+8]` pairs supplies the rest. Doing
+//! the walk here (rather than `bpf_get_stackid`) costs less and hashes the stack ourselves, so
+//! there are no stack-map bucket collisions to lose data to.
+use alloctrace_common::{
+    event, loss, Event, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES,
+};
+use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
+
+use crate::alloc::{bump_loss, notify};
+use crate::maps::{SITES, SITE_ZERO, STACKS, STACK_SCRATCH};
+
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+fn mix(h: u64, ip: u64) -> u64 {
+    let h = (h ^ ip).wrapping_mul(FNV_PRIME);
+    h ^ (h >> 32)
+}
+
+/// Captures the current user stack, stores it (and an empty site for it) if it is new, and
+/// returns its hash, or 0 when it could not be stored (counted as a loss).
+#[inline(always)]
+pub fn record(ctx: &ProbeContext, tgid: u32, sp: u64, fp: u64) -> u64 {
+    let Some(st) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU array slot; this program has the CPU until it returns.
+    let st = unsafe { &mut *st };
+    let mut hash = FNV_OFFSET;
+    let mut len = 0u32;
+    // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting.
+    match unsafe { bpf_probe_read_user(sp as *const u64) } {
+        Ok(ret) => {
+            st.ips[0] = ret;
+            hash = mix(hash, ret);
+            len = 1;
+            let mut fp = fp;
+            // Frames live above the stack pointer; anything else is not a frame pointer.
+            if fp < sp {
+                fp = 0;
+            }
+            for i in 1..MAX_FRAMES {
+                if fp == 0 || fp & 7 != 0 {
+                    break;
+                }
+                // SAFETY: as above; [fp] is the saved frame pointer, [fp+8] the return address.
+                let Ok(pair) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+                    break;
+                };
+                let (next, ret) = (pair[0], pair[1]);
+                if ret == 0 {
+                    break;
+                }
+                st.ips[i] = ret;
+                hash = mix(hash, ret);
+                len += 1;
+                // The stack grows down: a caller's frame is always at a higher address.
+                if next <= fp {
+                    break;
+                }
+                fp = next;
+            }
+        }
+        Err(_) => bump_loss(ctx, loss::STACK_READ_FAILED),
+    }
+    st.len = len;
+    hash = mix(hash, len as u64);
+    if hash == 0 {
+        hash = 1;
+    }
+    let key = StackKey { tgid, _pad: 0, hash };
+    if SITES.get_ptr(&key).is_some() {
+        return hash;
+    }
+    match STACKS.insert(&key, &*st, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {}
+        Err(_) => {
+            bump_loss(ctx, loss::STACK_MAP_FULL);
+            return 0;
+        }
+    }
+    let Some(zero) = SITE_ZERO.get(0) else {
+        return 0;
+    };
+    match SITES.insert(&key, zero, BPF_NOEXIST) {
+        Ok(()) => notify(ctx, Event { tgid, kind: event::NEW_STACK }),
+        Err(e) if e == -EEXIST => {}
+        Err(_) => {
+            // Keep the two maps consistent: a stack without a site would never be drained.
+            let _ = STACKS.remove(&key);
+            bump_loss(ctx, loss::SITE_MAP_FULL);
+            return 0;
+        }
+    }
+    hash
+}

@@ -1,0 +1,2 @@
+pub mod folded;
+pub mod json;

@@ -1,0 +1,210 @@
+//! The drained data as every analyzer and exporter sees it: plain values, no BPF handles, so
+//! everything downstream of the drain is a pure function testable without root.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Cumulative allocation counters (of a site, a process, or everything).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub allocs: u64,
+    pub bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+}
+
+impl Counters {
+    pub fn live_objects(&self) -> u64 {
+        self.allocs.saturating_sub(self.frees)
+    }
+    pub fn live_bytes(&self) -> u64 {
+        self.bytes.saturating_sub(self.freed_bytes)
+    }
+    /// What happened between `earlier` and `self` (both cumulative).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            allocs: self.allocs.saturating_sub(earlier.allocs),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            frees: self.frees.saturating_sub(earlier.frees),
+            freed_bytes: self.freed_bytes.saturating_sub(earlier.freed_bytes),
+        }
+    }
+    pub fn add(&mut self, o: &Counters) {
+        self.allocs += o.allocs;
+        self.bytes += o.bytes;
+        self.frees += o.frees;
+        self.freed_bytes += o.freed_bytes;
+    }
+}
+
+/// One symbolized frame of a user stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The return address as seen in the process.
+    pub addr: u64,
+    /// Function name (demangled), when the binary's symbols say.
+    pub function: Option<String>,
+    /// Offset of `addr` from the function's start.
+    pub function_offset: u64,
+    /// Path of the binary or library the address falls in, as the process mapped it.
+    pub module: Option<String>,
+    /// File offset of `addr` within `module`.
+    pub module_offset: u64,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl Frame {
+    /// The name a frame goes by in reports: the function, else `module+0xoffset`, else the
+    /// bare address. A frame is never dropped for lack of a symbol.
+    pub fn name(&self) -> String {
+        if let Some(f) = &self.function {
+            return f.clone();
+        }
+        if let Some(m) = &self.module {
+            let base = m.rsplit('/').next().unwrap_or(m);
+            return format!("{base}+{:#x}", self.module_offset);
+        }
+        format!("{:#x}", self.addr)
+    }
+}
+
+/// One allocation site: a process and the user stack its allocations came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    pub pid: u32,
+    /// The kernel's hash of the stack; identifies the site within its process.
+    pub stack_id: u64,
+    /// Innermost first: `frames[0]` is the allocator's immediate caller.
+    pub frames: Vec<Frame>,
+    pub counters: Counters,
+    /// log2 histogram of requested sizes (see `alloctrace_common::log2_bucket`).
+    pub size_hist: Vec<u64>,
+    /// log2 histogram of lifetimes in ns of the blocks that were freed.
+    pub life_hist: Vec<u64>,
+}
+
+/// Per-process totals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    pub comm: String,
+    pub counters: Counters,
+    /// Frees of addresses never seen allocated (allocated before attach, or lost).
+    pub unknown_frees: u64,
+}
+
+/// Data the tracer could not record, each with the hint that fixes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Losses {
+    pub stack_map_full: u64,
+    pub site_map_full: u64,
+    pub live_map_full: u64,
+    pub call_map_full: u64,
+    pub proc_map_full: u64,
+    pub stack_read_failed: u64,
+    pub stale_call: u64,
+    pub event_dropped: u64,
+}
+
+impl Losses {
+    /// The non-zero counters as (name, count, what to do about it).
+    pub fn nonzero(&self) -> Vec<(&'static str, u64, &'static str)> {
+        [
+            ("stack map full", self.stack_map_full, "raise --max-stacks"),
+            ("site map full", self.site_map_full, "raise --max-stacks"),
+            ("in-flight map full", self.live_map_full, "raise --max-live"),
+            ("call map full", self.call_map_full, "too many threads inside the allocator at once"),
+            ("process map full", self.proc_map_full, "too many traced processes at once"),
+            ("stack unreadable", self.stack_read_failed, "these allocations have no frames"),
+            ("call without return", self.stale_call, "an allocator call never returned"),
+            ("events dropped", self.event_dropped, "short-lived processes may not symbolize"),
+        ]
+        .into_iter()
+        .filter(|(_, n, _)| *n > 0)
+        .collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.nonzero().iter().map(|(_, n, _)| n).sum()
+    }
+}
+
+/// One drain: the cumulative counters of every process at time `t` since the start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    #[serde(with = "duration_secs")]
+    pub t: Duration,
+    pub processes: BTreeMap<u32, Counters>,
+}
+
+impl Sample {
+    pub fn total(&self) -> Counters {
+        let mut c = Counters::default();
+        for p in self.processes.values() {
+            c.add(p);
+        }
+        c
+    }
+}
+
+/// What was traced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Target {
+    Pid { pid: u32 },
+    Command { argv: Vec<String>, pid: u32 },
+    System,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Pid { pid } => write!(f, "pid {pid}"),
+            Target::Command { argv, .. } => write!(f, "{}", argv.join(" ")),
+            Target::System => write!(f, "all processes"),
+        }
+    }
+}
+
+/// Everything one run of the tracer measured: the input of every report and exporter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub target: Target,
+    /// Wall-clock start, seconds since the Unix epoch.
+    pub start_unix_secs: u64,
+    #[serde(with = "duration_secs")]
+    pub duration: Duration,
+    #[serde(with = "duration_secs")]
+    pub interval: Duration,
+    /// One per drain, oldest first (bounded: the oldest are dropped, totals are not).
+    pub samples: Vec<Sample>,
+    pub processes: Vec<Process>,
+    pub sites: Vec<Site>,
+    pub losses: Losses,
+}
+
+impl Profile {
+    pub fn total(&self) -> Counters {
+        let mut c = Counters::default();
+        for p in &self.processes {
+            c.add(&p.counters);
+        }
+        c
+    }
+}
+
+/// Durations as fractional seconds in serialized output.
+pub mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
