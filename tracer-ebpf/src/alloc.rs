@@ -7,8 +7,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, CallState, Event, ProcStats,
-    StackKey,
+    event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, CallState, Event, ProcStats, StackKey,
 };
 use aya_ebpf::{
     helpers::{
@@ -88,7 +87,9 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     if let Some(state) = CALLS.get_ptr_mut(&pid_tgid) {
         // SAFETY: this thread's own entry; only this thread's probes touch it.
         let state = unsafe { &mut *state };
-        if sp < state.sp {
+        // Nested calls run deeper on the same stack, or at the same depth when the outer
+        // function tail-calls the inner one (glibc's aligned_alloc jumps to malloc).
+        if sp <= state.sp {
             state.depth += 1;
             return 0;
         }
@@ -103,7 +104,11 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
         ..CallState::default()
     };
     if kind == CallKind::Realloc && ptr_arg != 0 {
-        let key = BlockKey { tgid, _pad: 0, addr: ptr_arg };
+        let key = BlockKey {
+            tgid,
+            _pad: 0,
+            addr: ptr_arg,
+        };
         // SAFETY: copied out before the remove below.
         if let Some(old) = unsafe { LIVE.get(&key) } {
             state.old = *old;
@@ -115,7 +120,11 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
         bump_loss(ctx, loss::CALL_MAP_FULL);
         if state.old_known != 0 {
             // Without the call state its return cannot be seen: leave the block as it was.
-            let key = BlockKey { tgid, _pad: 0, addr: ptr_arg };
+            let key = BlockKey {
+                tgid,
+                _pad: 0,
+                addr: ptr_arg,
+            };
             let _ = LIVE.insert(&key, &state.old, 0);
         }
     }
@@ -161,7 +170,11 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
             }
         } else if st.old_known != 0 {
             // Failed: the old block is still the caller's.
-            let key = BlockKey { tgid, _pad: 0, addr: st.ptr_arg };
+            let key = BlockKey {
+                tgid,
+                _pad: 0,
+                addr: st.ptr_arg,
+            };
             let _ = LIVE.insert(&key, &st.old, 0);
         }
     } else if kind == CallKind::PosixMemalign as u32 && ret as u32 == 0 {
@@ -187,12 +200,16 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
     let sp = unsafe { (*ctx.regs).rsp };
     if let Some(state) = CALLS.get_ptr(&pid_tgid) {
         // SAFETY: this thread's own entry.
-        if sp < unsafe { (*state).sp } {
+        if sp <= unsafe { (*state).sp } {
             // Inside an allocator call (realloc(p, 0)): the outer call accounts for it.
             return 0;
         }
     }
-    let key = BlockKey { tgid, _pad: 0, addr };
+    let key = BlockKey {
+        tgid,
+        _pad: 0,
+        addr,
+    };
     // SAFETY: copied out before the remove below.
     match unsafe { LIVE.get(&key) } {
         Some(info) => {
@@ -207,12 +224,31 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
 
 #[inline(always)]
 fn record_alloc<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64) {
-    let info = AllocInfo { size, stack_hash, ts_ns: unsafe { bpf_ktime_get_ns() } };
-    if LIVE.insert(&BlockKey { tgid, _pad: 0, addr }, &info, 0).is_err() {
+    let info = AllocInfo {
+        size,
+        stack_hash,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if LIVE
+        .insert(
+            &BlockKey {
+                tgid,
+                _pad: 0,
+                addr,
+            },
+            &info,
+            0,
+        )
+        .is_err()
+    {
         bump_loss(ctx, loss::LIVE_MAP_FULL);
     }
     if stack_hash != 0 {
-        if let Some(site) = SITES.get_ptr_mut(&StackKey { tgid, _pad: 0, hash: stack_hash }) {
+        if let Some(site) = SITES.get_ptr_mut(&StackKey {
+            tgid,
+            _pad: 0,
+            hash: stack_hash,
+        }) {
             // SAFETY: map value; all updates are atomic adds.
             let site = unsafe { &mut *site };
             add(&mut site.allocs, 1);
@@ -229,7 +265,11 @@ fn record_alloc<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_
 #[inline(always)]
 fn record_freed(tgid: u32, info: &AllocInfo) {
     if info.stack_hash != 0 {
-        if let Some(site) = SITES.get_ptr_mut(&StackKey { tgid, _pad: 0, hash: info.stack_hash }) {
+        if let Some(site) = SITES.get_ptr_mut(&StackKey {
+            tgid,
+            _pad: 0,
+            hash: info.stack_hash,
+        }) {
             // SAFETY: map value; all updates are atomic adds.
             let site = unsafe { &mut *site };
             add(&mut site.frees, 1);
@@ -269,7 +309,13 @@ fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut ProcSta
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     match PROCS.insert(&tgid, &fresh, BPF_NOEXIST) {
-        Ok(()) => notify(ctx, Event { tgid, kind: event::NEW_PROCESS }),
+        Ok(()) => notify(
+            ctx,
+            Event {
+                tgid,
+                kind: event::NEW_PROCESS,
+            },
+        ),
         Err(e) if e == -17 => {}
         Err(_) => {
             bump_loss(ctx, loss::PROC_MAP_FULL);

@@ -31,7 +31,12 @@ pub fn malloc_enter(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
-    alloc::enter(&ctx, CallKind::Plain, alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)), 0)
+    alloc::enter(
+        &ctx,
+        CallKind::Plain,
+        alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)),
+        0,
+    )
 }
 
 #[uprobe]

@@ -5,9 +5,7 @@
 //! caller is read from `[rsp]` and the walk of `[rbp]`/`[rbp+8]` pairs supplies the rest. Doing
 //! the walk here (rather than `bpf_get_stackid`) costs less and hashes the stack ourselves, so
 //! there are no stack-map bucket collisions to lose data to.
-use alloctrace_common::{
-    event, loss, Event, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES,
-};
+use alloctrace_common::{event, loss, Event, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES};
 use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
 
 use crate::alloc::{bump_loss, notify};
@@ -73,7 +71,11 @@ pub fn record(ctx: &ProbeContext, tgid: u32, sp: u64, fp: u64) -> u64 {
     if hash == 0 {
         hash = 1;
     }
-    let key = StackKey { tgid, _pad: 0, hash };
+    let key = StackKey {
+        tgid,
+        _pad: 0,
+        hash,
+    };
     if SITES.get_ptr(&key).is_some() {
         return hash;
     }
@@ -89,7 +91,13 @@ pub fn record(ctx: &ProbeContext, tgid: u32, sp: u64, fp: u64) -> u64 {
         return 0;
     };
     match SITES.insert(&key, zero, BPF_NOEXIST) {
-        Ok(()) => notify(ctx, Event { tgid, kind: event::NEW_STACK }),
+        Ok(()) => notify(
+            ctx,
+            Event {
+                tgid,
+                kind: event::NEW_STACK,
+            },
+        ),
         Err(e) if e == -EEXIST => {}
         Err(_) => {
             // Keep the two maps consistent: a stack without a site would never be drained.

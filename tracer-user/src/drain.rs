@@ -1,1 +1,205 @@
-//! (being written)
+//! Reads the kernel's cumulative maps into plain values. The kernel never resets a counter,
+//! so a drain is a read, and a delta is the difference of two reads: nothing is lost or
+//! counted twice between drains however they interleave with the probes.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use alloctrace_common::{
+    self as abi, AllocInfo, BlockKey, ProcStats, SiteStats, StackKey, StackTrace,
+};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::Ebpf;
+
+use crate::model::{Counters, Losses, Sample};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+/// One process's totals as the kernel counted them.
+#[derive(Clone, Debug, Default)]
+pub struct ProcTotals {
+    pub comm: String,
+    pub counters: Counters,
+    pub unknown_frees: u64,
+}
+
+/// One allocation site as the kernel counted it, frames still unsymbolized.
+#[derive(Clone, Debug)]
+pub struct RawSite {
+    pub key: StackKey,
+    pub stats: SiteStats,
+    pub ips: Vec<u64>,
+}
+
+pub struct Drainer {
+    sites: HashMap<MapData, StackKey, SiteStats>,
+    stacks: HashMap<MapData, StackKey, StackTrace>,
+    procs: HashMap<MapData, u32, ProcStats>,
+    live: HashMap<MapData, BlockKey, AllocInfo>,
+    losses: PerCpuArray<MapData, u64>,
+    /// Final state of processes that exited and were removed from the kernel maps
+    /// (system-wide mode), so their totals and sites still reach the report.
+    retired_procs: BTreeMap<u32, ProcTotals>,
+    retired_sites: Vec<RawSite>,
+    live_sweep_due: bool,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, DrainError> {
+    let map = ebpf.take_map(name).ok_or(DrainError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DrainError::Map { name, source })
+}
+
+/// Takes the event ring buffer, read by its own thread.
+pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, DrainError> {
+    take(ebpf, abi::MAP_EVENTS)
+}
+
+pub fn comm_str(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+fn counters(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
+    Counters {
+        allocs,
+        bytes,
+        frees,
+        freed_bytes,
+    }
+}
+
+impl Drainer {
+    /// Takes the maps out of `ebpf`, so they outlive the programs: dropping `ebpf` detaches
+    /// every probe while the final drain can still read what they counted.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DrainError> {
+        Ok(Drainer {
+            sites: take(ebpf, abi::MAP_SITES)?,
+            stacks: take(ebpf, abi::MAP_STACKS)?,
+            procs: take(ebpf, abi::MAP_PROCS)?,
+            live: take(ebpf, abi::MAP_LIVE)?,
+            losses: take(ebpf, abi::MAP_LOSSES)?,
+            retired_procs: BTreeMap::new(),
+            retired_sites: Vec::new(),
+            live_sweep_due: false,
+        })
+    }
+
+    /// Every process seen so far, live and retired.
+    pub fn processes(&self) -> BTreeMap<u32, ProcTotals> {
+        let mut out = self.retired_procs.clone();
+        for (pid, p) in self.procs.iter().filter_map(Result::ok) {
+            out.insert(
+                pid,
+                ProcTotals {
+                    comm: comm_str(&p.comm),
+                    counters: counters(p.allocs, p.bytes, p.frees, p.freed_bytes),
+                    unknown_frees: p.unknown_frees,
+                },
+            );
+        }
+        out
+    }
+
+    pub fn sample(&self, t: std::time::Duration) -> (Sample, BTreeMap<u32, ProcTotals>) {
+        let procs = self.processes();
+        let sample = Sample {
+            t,
+            processes: procs.iter().map(|(p, v)| (*p, v.counters)).collect(),
+        };
+        (sample, procs)
+    }
+
+    pub fn losses(&self) -> Losses {
+        let get = |i: u32| -> u64 { self.losses.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Losses {
+            stack_map_full: get(abi::loss::STACK_MAP_FULL),
+            site_map_full: get(abi::loss::SITE_MAP_FULL),
+            live_map_full: get(abi::loss::LIVE_MAP_FULL),
+            call_map_full: get(abi::loss::CALL_MAP_FULL),
+            proc_map_full: get(abi::loss::PROC_MAP_FULL),
+            stack_read_failed: get(abi::loss::STACK_READ_FAILED),
+            stale_call: get(abi::loss::STALE_CALL),
+            event_dropped: get(abi::loss::EVENT_DROPPED),
+        }
+    }
+
+    fn live_sites(&self, only: Option<&BTreeSet<u32>>) -> Vec<RawSite> {
+        let mut out = Vec::new();
+        for (key, stats) in self.sites.iter().filter_map(Result::ok) {
+            if only.is_some_and(|set| !set.contains(&key.tgid)) {
+                continue;
+            }
+            let ips = match self.stacks.get(&key, 0) {
+                Ok(st) => st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
+                Err(_) => Vec::new(),
+            };
+            out.push(RawSite { key, stats, ips });
+        }
+        out
+    }
+
+    /// Every site with its frames, live and retired.
+    pub fn sites(&self) -> Vec<RawSite> {
+        let mut out = self.retired_sites.clone();
+        out.extend(self.live_sites(None));
+        out
+    }
+
+    /// Moves processes that no longer exist out of the kernel maps into user memory, so a
+    /// system-wide run over many short-lived processes never fills the maps. Their blocks
+    /// still in flight are swept from the in-flight map every `sweep_every` calls.
+    pub fn retire_dead(&mut self) {
+        let dead: BTreeSet<u32> = self
+            .procs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let all = self.processes();
+        for pid in &dead {
+            if let Some(p) = all.get(pid) {
+                self.retired_procs.insert(*pid, p.clone());
+            }
+        }
+        let sites = self.live_sites(Some(&dead));
+        for s in &sites {
+            let _ = self.sites.remove(&s.key);
+            let _ = self.stacks.remove(&s.key);
+        }
+        self.retired_sites.extend(sites);
+        for pid in &dead {
+            let _ = self.procs.remove(pid);
+        }
+        self.live_sweep_due = true;
+    }
+
+    /// Drops in-flight blocks of processes that are gone (their frees can never come).
+    pub fn sweep_live(&mut self) {
+        if !std::mem::take(&mut self.live_sweep_due) {
+            return;
+        }
+        let gone: Vec<BlockKey> = self
+            .live
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| self.retired_procs.contains_key(&k.tgid))
+            .collect();
+        for k in gone {
+            let _ = self.live.remove(&k);
+        }
+    }
+}

@@ -1,1 +1,34 @@
-//! (being written)
+//! Loads the embedded eBPF object with the map sizes and globals of this run.
+use alloctrace_common as abi;
+use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
+
+/// The eBPF object, built by `cargo xtask build` and embedded by build.rs (empty when the
+/// binary was built without it).
+static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this alloctrace binary was built without its eBPF programs: build it with `cargo xtask build`")]
+    NotEmbedded,
+    #[error("cannot load the eBPF programs: {0}")]
+    Load(#[source] aya::EbpfError),
+}
+
+pub struct Sizes {
+    pub max_stacks: u32,
+    pub max_live: u32,
+}
+
+pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NotEmbedded);
+    }
+    let self_tgid = std::process::id();
+    EbpfLoader::new()
+        .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
+        .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
+        .map_max_entries(abi::MAP_SITES, sizes.max_stacks)
+        .map_max_entries(abi::MAP_LIVE, sizes.max_live)
+        .load(OBJECT)
+        .map_err(LoadError::Load)
+}

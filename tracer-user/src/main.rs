@@ -12,5 +12,49 @@ mod report;
 mod spawn;
 mod symbolize;
 mod target;
+mod trace;
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+            if matches!(e.kind(), DisplayHelp | DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, not clap's usage block: the first line says what was wrong.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!("alloctrace: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let level = if cli.verbose > 0 {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .init();
+    let cfg = match config::validate(cli) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("alloctrace: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match trace::run(cfg) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("alloctrace: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

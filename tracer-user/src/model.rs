@@ -115,11 +115,31 @@ impl Losses {
             ("stack map full", self.stack_map_full, "raise --max-stacks"),
             ("site map full", self.site_map_full, "raise --max-stacks"),
             ("in-flight map full", self.live_map_full, "raise --max-live"),
-            ("call map full", self.call_map_full, "too many threads inside the allocator at once"),
-            ("process map full", self.proc_map_full, "too many traced processes at once"),
-            ("stack unreadable", self.stack_read_failed, "these allocations have no frames"),
-            ("call without return", self.stale_call, "an allocator call never returned"),
-            ("events dropped", self.event_dropped, "short-lived processes may not symbolize"),
+            (
+                "call map full",
+                self.call_map_full,
+                "too many threads inside the allocator at once",
+            ),
+            (
+                "process map full",
+                self.proc_map_full,
+                "too many traced processes at once",
+            ),
+            (
+                "stack unreadable",
+                self.stack_read_failed,
+                "these allocations have no frames",
+            ),
+            (
+                "call without return",
+                self.stale_call,
+                "an allocator call never returned",
+            ),
+            (
+                "events dropped",
+                self.event_dropped,
+                "short-lived processes may not symbolize",
+            ),
         ]
         .into_iter()
         .filter(|(_, n, _)| *n > 0)

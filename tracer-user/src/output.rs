@@ -1,1 +1,238 @@
-//! (being written)
+//! Writing result files safely. alloctrace runs as root, often in directories other users can
+//! write to (/tmp), so files are written to a fresh temporary name and renamed into place:
+//! a reader never sees a half-written report and a planted symlink is never followed.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The directory `path` lives in ("." for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Creates a new, empty file (mode 0644 before the umask) at a unique name next to `path`.
+/// `create_new` means O_CREAT|O_EXCL: if anything exists at the chosen name — including a
+/// symlink an attacker planted there — the open fails instead of following it, and we retry
+/// with another name.
+fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = parent_dir(path);
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut last_err = None;
+    for _ in 0..100 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{base}.alloctrace-{}-{n}-{nanos:08x}.tmp",
+            std::process::id()
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary name")))
+}
+
+fn named(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Replaces `path` with `bytes` atomically: written to a new temporary file in the same
+/// directory, flushed to disk, then renamed over `path`. Readers see the old file or the
+/// complete new one, never a partial write.
+///
+/// If `path` is a symlink, the rename replaces the link itself with a regular file; its
+/// target is left untouched. That is deliberate: as root, writing through a link someone
+/// else planted would let them overwrite any file on the system.
+///
+/// The new file is owned by the caller (root under sudo) with mode 0644 (less the umask).
+/// Errors name `path`; the temporary file is removed on any failure.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (tmp, mut file) = create_temp(path).map_err(|e| named(path, e))?;
+    let result = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&tmp, path)
+        });
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(named(path, e));
+    }
+    // Make the rename itself durable; a failure here does not undo a completed write.
+    if let Ok(d) = File::open(parent_dir(path)) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Checks before tracing starts that [`write_atomic`] will be able to write `path`: its
+/// directory exists, is a directory, and accepts new files (a probe file is created and
+/// removed), and `path` is not itself a directory. The error is one line naming the path.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let dir = parent_dir(path);
+    let cannot = |why: String| format!("cannot write {}: {why}", path.display());
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(cannot(format!("{} is not a directory", dir.display())))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(cannot(format!(
+                "directory {} does not exist",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(cannot(format!("{}: {e}", dir.display()))),
+    }
+    if path.file_name().is_none() {
+        return Err(cannot("not a file name".into()));
+    }
+    // symlink_metadata: a symlink at `path` is fine (it gets replaced); a directory is not.
+    if let Ok(m) = fs::symlink_metadata(path) {
+        if m.is_dir() {
+            return Err(cannot("is a directory".into()));
+        }
+    }
+    let (tmp, file) = create_temp(path).map_err(|e| cannot(format!("{}: {e}", dir.display())))?;
+    drop(file);
+    let _ = fs::remove_file(&tmp);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "alloctrace-output-test-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir(&p).expect("create test dir");
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn writes_and_replaces() {
+        let d = TempDir::new("replace");
+        let path = d.0.join("report.txt");
+        write_atomic(&path, b"first").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        write_atomic(&path, b"second, longer").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second, longer");
+        // No temporary file left behind.
+        assert_eq!(entries(&d.0), vec!["report.txt"]);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o644, 0, "mode {mode:o}");
+    }
+
+    #[test]
+    fn missing_directory_names_the_path() {
+        let d = TempDir::new("missing");
+        let path = d.0.join("nope").join("x.folded");
+        let e = write_atomic(&path, b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        let msg = check_writable(&path).unwrap_err();
+        assert_eq!(
+            msg,
+            format!(
+                "cannot write {}: directory {} does not exist",
+                path.display(),
+                d.0.join("nope").display()
+            )
+        );
+    }
+
+    #[test]
+    fn symlink_at_path_is_replaced_not_followed() {
+        let d = TempDir::new("symlink");
+        let victim = d.0.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let path = d.0.join("out.json");
+        symlink(&victim, &path).unwrap();
+        check_writable(&path).unwrap();
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        assert_eq!(entries(&d.0), vec!["out.json", "victim"]);
+    }
+
+    #[test]
+    fn check_writable_cases() {
+        let d = TempDir::new("check");
+        check_writable(&d.0.join("new.txt")).unwrap();
+        assert_eq!(entries(&d.0), Vec::<String>::new(), "probe file removed");
+        let msg = check_writable(&d.0).unwrap_err();
+        assert!(
+            msg.contains("is a directory") && msg.contains(&d.0.display().to_string()),
+            "{msg}"
+        );
+        let file = d.0.join("plain");
+        fs::write(&file, b"").unwrap();
+        let msg = check_writable(&file.join("x")).unwrap_err();
+        assert!(msg.contains("is not a directory"), "{msg}");
+        // A bare file name is relative to the current directory.
+        assert_eq!(parent_dir(Path::new("x.txt")), Path::new("."));
+    }
+
+    #[test]
+    fn directory_at_path_fails_and_cleans_up() {
+        let d = TempDir::new("dir");
+        let path = d.0.join("sub");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("keep"), b"k").unwrap();
+        let e = write_atomic(&path, b"x").unwrap_err();
+        assert!(
+            e.to_string().starts_with(&path.display().to_string()),
+            "{e}"
+        );
+        assert_eq!(entries(&d.0), vec!["sub"]);
+    }
+}

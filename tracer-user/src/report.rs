@@ -1,1 +1,917 @@
-//! (being written)
+//! Human-readable output: the per-interval lines printed while tracing and the final text
+//! report. Pure functions over the model; the caller decides where the text goes.
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::model::{Counters, Frame, Losses, Profile, Sample, Site};
+
+/// Processes shown per interval before the rest are summarized in one line.
+const MAX_INTERVAL_PROCS: usize = 20;
+/// Frames of a site's stack shown in the final report.
+const MAX_FRAMES: usize = 12;
+/// Width of the labels in the final report's header block.
+const LABEL: usize = 20;
+
+// ---------------------------------------------------------------------------------------------
+// Human units
+// ---------------------------------------------------------------------------------------------
+
+/// Scales `v` by `step` through `units` (the first unit is the unscaled one), with one decimal
+/// once scaled. Rounding never shows a value equal to `step` (1023.96 KiB is "1.0 MiB").
+fn scaled(v: f64, step: f64, units: &[&str], sep: &str, small: impl Fn(f64) -> String) -> String {
+    if !v.is_finite() || v < step {
+        return format!("{}{sep}{}", small(v.max(0.0)), units[0]);
+    }
+    let mut x = v;
+    let mut i = 0;
+    while i + 1 < units.len() && x >= step {
+        x /= step;
+        i += 1;
+    }
+    // "1023.96" would print as "1024.0": show it in the next unit instead.
+    if (x * 10.0).round() / 10.0 >= step && i + 1 < units.len() {
+        x /= step;
+        i += 1;
+    }
+    format!("{x:.1}{sep}{}", units[i])
+}
+
+const BYTE_UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+const COUNT_UNITS: &[&str] = &["", "k", "M", "G", "T", "P", "E"];
+
+/// `356 B`, `12.3 KiB`, `1.2 GiB`.
+pub fn fmt_bytes(n: u64) -> String {
+    scaled(n as f64, 1024.0, BYTE_UNITS, " ", |v| format!("{v:.0}"))
+}
+
+/// A byte rate or average: like [`fmt_bytes`], rounded to whole bytes below 1 KiB.
+pub fn fmt_bytes_f(v: f64) -> String {
+    scaled(v, 1024.0, BYTE_UNITS, " ", |v| format!("{v:.0}"))
+}
+
+/// `123`, `45.6k`, `3.4M`.
+pub fn fmt_count(n: u64) -> String {
+    scaled(n as f64, 1000.0, COUNT_UNITS, "", |v| format!("{v:.0}"))
+}
+
+/// A count rate: one decimal below 100 (a slow leak of 0.5 objects/s must not read as 0).
+pub fn fmt_count_f(v: f64) -> String {
+    scaled(v, 1000.0, COUNT_UNITS, "", |v| {
+        if v == 0.0 {
+            "0".to_string()
+        } else if v < 100.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.0}")
+        }
+    })
+}
+
+/// `1s`, `0.5s`, `2.25s`.
+fn fmt_interval(d: Duration) -> String {
+    let s = format!("{:.3}", d.as_secs_f64());
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}s")
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// `n` per second over `secs`; zero when no time passed (never a division by zero).
+fn per_sec(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-interval lines
+// ---------------------------------------------------------------------------------------------
+
+/// What each process did between `prev` and `cur` (`prev` None: since the start, t = 0):
+/// one line per process with activity in the period or live data at its end, busiest (bytes
+/// allocated in the period) first; beyond 20 processes a last line says how many more. When
+/// no process qualifies, a single line says so, so the user still sees the tracer is alive.
+///
+/// Rates divide by the real time between the two samples; a zero-length period shows 0/s.
+pub fn interval_lines(
+    prev: Option<&Sample>,
+    cur: &Sample,
+    comm: &dyn Fn(u32) -> String,
+) -> Vec<String> {
+    let elapsed = cur
+        .t
+        .saturating_sub(prev.map_or(Duration::ZERO, |p| p.t))
+        .as_secs_f64();
+    let zero = Counters::default();
+    let mut rows: Vec<(u32, Counters, &Counters)> = cur
+        .processes
+        .iter()
+        .map(|(&pid, c)| {
+            let before = prev.and_then(|p| p.processes.get(&pid)).unwrap_or(&zero);
+            (pid, c.since(before), c)
+        })
+        .filter(|(_, d, c)| *d != zero || c.live_bytes() > 0 || c.live_objects() > 0)
+        .collect();
+    let stamp = format!("[{:>7.2}s]", cur.t.as_secs_f64());
+    if rows.is_empty() {
+        return vec![format!("{stamp} no allocation activity")];
+    }
+    rows.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(&b.0)));
+    let more = rows.len().saturating_sub(MAX_INTERVAL_PROCS);
+    rows.truncate(MAX_INTERVAL_PROCS);
+
+    let names: Vec<String> = rows
+        .iter()
+        .map(|(pid, ..)| {
+            let c = comm(*pid);
+            format!("({})", if c.is_empty() { "?" } else { &c })
+        })
+        .collect();
+    let pid_w = rows
+        .iter()
+        .map(|(pid, ..)| pid.to_string().len())
+        .max()
+        .unwrap_or(1);
+    let name_w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let mut out: Vec<String> = rows
+        .iter()
+        .zip(&names)
+        .map(|((pid, d, c), name)| {
+            format!(
+                "{stamp} pid {pid:>pid_w$} {name:<name_w$}  alloc {:>10}/s  {:>6} obj/s  frees {:>6}/s  live {:>10} in {:>6} objects",
+                fmt_bytes_f(per_sec(d.bytes, elapsed)),
+                fmt_count_f(per_sec(d.allocs, elapsed)),
+                fmt_count_f(per_sec(d.frees, elapsed)),
+                fmt_bytes(c.live_bytes()),
+                fmt_count(c.live_objects()),
+            )
+        })
+        .collect();
+    if more > 0 {
+        out.push(format!("{stamp} … and {more} more processes"));
+    }
+    out
+}
+
+/// One line naming every non-zero loss counter with the hint that fixes it; None when
+/// nothing was lost.
+pub fn losses_line(l: &Losses) -> Option<String> {
+    let nz = l.nonzero();
+    if nz.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = nz
+        .iter()
+        .map(|(name, n, hint)| format!("{name}: {n} ({hint})"))
+        .collect();
+    Some(format!("  lost data: {}", parts.join("; ")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Final report
+// ---------------------------------------------------------------------------------------------
+
+/// More than one process appears in the profile (system-wide, or a command that forked).
+fn multi_process(p: &Profile) -> bool {
+    let pids: BTreeSet<u32> = p
+        .processes
+        .iter()
+        .map(|x| x.pid)
+        .chain(p.sites.iter().map(|s| s.pid))
+        .collect();
+    pids.len() > 1
+}
+
+/// Activity in one period between drains.
+struct Period {
+    end: Duration,
+    secs: f64,
+    delta: Counters,
+}
+
+/// The periods between consecutive samples. The first sample also counts from t = 0 when it
+/// is the first drain of the run (taken within two intervals of the start; the sample buffer
+/// is bounded and may have dropped the oldest). Deltas are summed per process, so a process
+/// retired from later samples does not make a period look negative.
+fn periods(p: &Profile) -> Vec<Period> {
+    let mut out = Vec::new();
+    let Some(first) = p.samples.first() else {
+        return out;
+    };
+    let zero = Sample::default();
+    if p.interval.is_zero() || first.t < p.interval * 2 {
+        out.push(period(&zero, first));
+    }
+    for w in p.samples.windows(2) {
+        out.push(period(&w[0], &w[1]));
+    }
+    out
+}
+
+fn period(a: &Sample, b: &Sample) -> Period {
+    let zero = Counters::default();
+    let mut delta = Counters::default();
+    for (pid, c) in &b.processes {
+        delta.add(&c.since(a.processes.get(pid).unwrap_or(&zero)));
+    }
+    Period {
+        end: b.t,
+        secs: b.t.saturating_sub(a.t).as_secs_f64(),
+        delta,
+    }
+}
+
+/// `avg X/s, peak Y/s at Ts` for one counter. The peak ignores periods shorter than half the
+/// interval (the final drain's partial period) unless nothing else is there; without periods
+/// only the average is shown, and with zero duration neither.
+fn rate_line(
+    p: &Profile,
+    periods: &[Period],
+    total: u64,
+    get: fn(&Counters) -> u64,
+    fmt: fn(f64) -> String,
+) -> String {
+    let dur = p.duration.as_secs_f64();
+    let mut s = if dur > 0.0 {
+        format!("avg {}/s", fmt(per_sec(total, dur)))
+    } else {
+        "n/a (zero duration)".to_string()
+    };
+    let full = |x: &&Period| x.secs > 0.0 && x.secs >= p.interval.as_secs_f64() / 2.0;
+    let any = |x: &&Period| x.secs > 0.0;
+    let candidates: Vec<&Period> = if periods.iter().any(|x| full(&x)) {
+        periods.iter().filter(full).collect()
+    } else {
+        periods.iter().filter(any).collect()
+    };
+    // Earliest period wins a tie.
+    let peak = candidates
+        .into_iter()
+        .fold(None::<(f64, Duration)>, |best, x| {
+            let r = per_sec(get(&x.delta), x.secs);
+            match best {
+                Some((b, _)) if b >= r => best,
+                _ => Some((r, x.end)),
+            }
+        });
+    if let Some((r, at)) = peak {
+        let _ = write!(s, ", peak {}/s at {:.1}s", fmt(r), at.as_secs_f64());
+    }
+    s
+}
+
+fn label(out: &mut String, name: &str, value: &str) {
+    let _ = writeln!(out, "{:<LABEL$}{value}", format!("{name}:"));
+}
+
+/// How a frame appears in a stack listing: its name plus `(file:line)` when known.
+fn frame_line(f: &Frame) -> String {
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{} ({file}:{line})", f.name()),
+        (Some(file), None) => format!("{} ({file})", f.name()),
+        _ => f.name(),
+    }
+}
+
+fn site_name(s: &Site) -> String {
+    s.frames
+        .first()
+        .map_or_else(|| "[no stack]".to_string(), Frame::name)
+}
+
+/// The final report: a summary, a per-process table when more than one process was traced,
+/// and the `top` allocation sites by bytes with their stacks.
+pub fn render_text(p: &Profile, top: usize) -> String {
+    let mut out = String::new();
+    let total = p.total();
+    let multi = multi_process(p);
+    let dur = p.duration.as_secs_f64();
+
+    let _ = writeln!(out, "=== Allocation Report: {} ===", p.target);
+    let samples = match p.samples.len() {
+        0 => "no samples".to_string(),
+        1 => format!("1 sample, every {}", fmt_interval(p.interval)),
+        n => format!("{n} samples every {}", fmt_interval(p.interval)),
+    };
+    label(&mut out, "Duration", &format!("{dur:.2}s   ({samples})"));
+    let avg = if total.allocs > 0 {
+        format!(
+            " (avg {})",
+            fmt_bytes_f(total.bytes as f64 / total.allocs as f64)
+        )
+    } else {
+        String::new()
+    };
+    label(
+        &mut out,
+        "Total allocated",
+        &format!(
+            "{} in {} objects{avg}",
+            fmt_bytes(total.bytes),
+            fmt_count(total.allocs)
+        ),
+    );
+    label(
+        &mut out,
+        "Total freed",
+        &format!(
+            "{} in {} objects",
+            fmt_bytes(total.freed_bytes),
+            fmt_count(total.frees)
+        ),
+    );
+    let periods = periods(p);
+    label(
+        &mut out,
+        "Alloc rate",
+        &rate_line(p, &periods, total.bytes, |c| c.bytes, fmt_bytes_f),
+    );
+    label(
+        &mut out,
+        "Object rate",
+        &rate_line(p, &periods, total.allocs, |c| c.allocs, fmt_count_f),
+    );
+    // Peak live: the largest total over the samples and the end state (earliest wins a tie).
+    let peak_live = p
+        .samples
+        .iter()
+        .map(|s| (s.total().live_bytes(), s.t))
+        .fold(None::<(u64, Duration)>, |best, (b, t)| match best {
+            Some((x, _)) if x >= b => best,
+            _ => Some((b, t)),
+        })
+        .map(|(b, t)| {
+            if total.live_bytes() > b {
+                (total.live_bytes(), p.duration)
+            } else {
+                (b, t)
+            }
+        });
+    let peak = match peak_live {
+        Some((b, t)) => format!(" (peak live {} at {:.1}s)", fmt_bytes(b), t.as_secs_f64()),
+        None => String::new(),
+    };
+    label(
+        &mut out,
+        "Live at end",
+        &format!(
+            "{} in {} objects{peak}",
+            fmt_bytes(total.live_bytes()),
+            fmt_count(total.live_objects())
+        ),
+    );
+    let unknown: u64 = p.processes.iter().map(|x| x.unknown_frees).sum();
+    if unknown > 0 {
+        label(
+            &mut out,
+            "Unknown frees",
+            &format!("{unknown} (blocks allocated before tracing started)"),
+        );
+    }
+    let losses = p.losses.nonzero();
+    if losses.is_empty() {
+        label(&mut out, "Lost data", "none");
+    } else {
+        for (i, (name, n, hint)) in losses.iter().enumerate() {
+            let head = if i == 0 { "Lost data:" } else { "" };
+            let _ = writeln!(out, "{head:<LABEL$}{name}: {n} ({hint})");
+        }
+    }
+
+    if multi {
+        render_processes(&mut out, p, top);
+    }
+    render_sites(&mut out, p, top, total.bytes, multi);
+    out
+}
+
+fn render_processes(out: &mut String, p: &Profile, top: usize) {
+    let mut procs: Vec<_> = p.processes.iter().collect();
+    procs.sort_by(|a, b| {
+        b.counters
+            .bytes
+            .cmp(&a.counters.bytes)
+            .then(a.pid.cmp(&b.pid))
+    });
+    let shown = procs.len().min(top);
+    let _ = writeln!(
+        out,
+        "\nProcesses by bytes allocated ({shown} of {}):",
+        procs.len()
+    );
+    let comm_w = procs
+        .iter()
+        .take(shown)
+        .map(|x| x.comm.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}",
+        "PID", "COMM", "ALLOCS", "BYTES", "FREES", "LIVE BYTES", "LIVE OBJS"
+    );
+    for x in procs.iter().take(shown) {
+        let c = &x.counters;
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}",
+            x.pid,
+            x.comm,
+            fmt_count(c.allocs),
+            fmt_bytes(c.bytes),
+            fmt_count(c.frees),
+            fmt_bytes(c.live_bytes()),
+            fmt_count(c.live_objects()),
+        );
+    }
+    if procs.len() > shown {
+        let _ = writeln!(out, "  … and {} more processes", procs.len() - shown);
+    }
+}
+
+fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, multi: bool) {
+    let mut sites: Vec<&Site> = p.sites.iter().filter(|s| s.counters.allocs > 0).collect();
+    if sites.is_empty() {
+        let _ = writeln!(out, "\nAllocation sites: none recorded");
+        return;
+    }
+    // Shares are of everything allocated; if the process totals are missing, of the sites.
+    let whole = if total_bytes > 0 {
+        total_bytes
+    } else {
+        sites.iter().map(|s| s.counters.bytes).sum()
+    };
+    sites.sort_by(|a, b| {
+        b.counters
+            .bytes
+            .cmp(&a.counters.bytes)
+            .then(b.counters.allocs.cmp(&a.counters.allocs))
+            .then(a.pid.cmp(&b.pid))
+            .then(a.stack_id.cmp(&b.stack_id))
+    });
+    let shown = sites.len().min(top);
+    let _ = writeln!(
+        out,
+        "\nTop {shown} allocation sites by bytes (of {}):",
+        sites.len()
+    );
+    let rank_w = shown.to_string().len().max(2);
+    let pid_col = |v: &dyn std::fmt::Display| {
+        if multi {
+            format!("{v:>7}  ")
+        } else {
+            String::new()
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  {:>rank_w$}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {:>9}  {:>7}  {}SITE",
+        "#",
+        "BYTES",
+        "SHARE",
+        "ALLOCS",
+        "AVG",
+        "LIVE BYTES",
+        "LIVE OBJS",
+        "FREES",
+        pid_col(&"PID"),
+    );
+    let indent = " ".repeat(2 + rank_w + 4);
+    for (i, s) in sites.iter().take(shown).enumerate() {
+        let c = &s.counters;
+        let _ = writeln!(
+            out,
+            "  {:>rank_w$}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {:>9}  {:>7}  {}{}",
+            i + 1,
+            fmt_bytes(c.bytes),
+            percent(c.bytes, whole),
+            fmt_count(c.allocs),
+            fmt_bytes_f(c.bytes as f64 / c.allocs as f64),
+            fmt_bytes(c.live_bytes()),
+            fmt_count(c.live_objects()),
+            fmt_count(c.frees),
+            pid_col(&s.pid),
+            site_name(s),
+        );
+        for f in s.frames.iter().take(MAX_FRAMES) {
+            let _ = writeln!(out, "{indent}{}", frame_line(f));
+        }
+        if s.frames.len() > MAX_FRAMES {
+            let n = s.frames.len() - MAX_FRAMES;
+            let _ = writeln!(
+                out,
+                "{indent}… {n} more frame{}",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        if i + 1 < shown {
+            out.push('\n');
+        }
+    }
+    if sites.len() > shown {
+        let _ = writeln!(out, "\n  … and {} more sites (--top)", sites.len() - shown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Process, Target};
+    use std::collections::BTreeMap;
+
+    fn c(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
+        Counters {
+            allocs,
+            bytes,
+            frees,
+            freed_bytes,
+        }
+    }
+
+    fn frame(function: &str, file: Option<&str>, line: Option<u32>) -> Frame {
+        Frame {
+            addr: 0x1000,
+            function: Some(function.to_string()),
+            function_offset: 4,
+            module: Some("/usr/bin/prog".to_string()),
+            module_offset: 0x1000,
+            file: file.map(str::to_string),
+            line,
+        }
+    }
+
+    fn site(pid: u32, stack_id: u64, frames: Vec<Frame>, counters: Counters) -> Site {
+        Site {
+            pid,
+            stack_id,
+            frames,
+            counters,
+            size_hist: vec![],
+            life_hist: vec![],
+        }
+    }
+
+    fn sample(t_ms: u64, procs: &[(u32, Counters)]) -> Sample {
+        Sample {
+            t: Duration::from_millis(t_ms),
+            processes: procs.iter().copied().collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn profile(
+        processes: Vec<Process>,
+        sites: Vec<Site>,
+        samples: Vec<Sample>,
+        duration_ms: u64,
+    ) -> Profile {
+        Profile {
+            target: Target::Command {
+                argv: vec!["./prog".into(), "-x".into()],
+                pid: 100,
+            },
+            start_unix_secs: 1_700_000_000,
+            duration: Duration::from_millis(duration_ms),
+            interval: Duration::from_secs(1),
+            samples,
+            processes,
+            sites,
+            losses: Losses::default(),
+        }
+    }
+
+    fn proc_(pid: u32, comm: &str, counters: Counters) -> Process {
+        Process {
+            pid,
+            comm: comm.into(),
+            counters,
+            unknown_frees: 0,
+        }
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_bytes(0), "0 B");
+        assert_eq!(fmt_bytes(1023), "1023 B");
+        assert_eq!(fmt_bytes(1024), "1.0 KiB");
+        assert_eq!(fmt_bytes(12_900_000), "12.3 MiB");
+        assert_eq!(fmt_bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(fmt_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(fmt_bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(45_600), "45.6k");
+        assert_eq!(fmt_count(999_960), "1.0M");
+        assert_eq!(fmt_count(3_400_000), "3.4M");
+        assert_eq!(fmt_count_f(0.0), "0");
+        assert_eq!(fmt_count_f(0.5), "0.5");
+        assert_eq!(fmt_count_f(250.0), "250");
+        assert_eq!(fmt_bytes_f(355.6), "356 B");
+        assert_eq!(fmt_bytes_f(f64::NAN), "0 B");
+        assert_eq!(fmt_interval(Duration::from_secs(1)), "1s");
+        assert_eq!(fmt_interval(Duration::from_millis(250)), "0.25s");
+    }
+
+    #[test]
+    fn interval_lines_rates_and_alignment() {
+        let prev = sample(
+            1000,
+            &[
+                (1234, c(1000, 1 << 20, 500, 1 << 19)),
+                (77, c(10, 100, 10, 100)),
+            ],
+        );
+        let cur = sample(
+            3000,
+            &[
+                (1234, c(91_000, 25 << 20, 88_700, (25 << 20) - (3 << 20))),
+                (77, c(10, 100, 10, 100)),
+                (5, c(1, 64, 0, 0)),
+            ],
+        );
+        let comm = |pid: u32| {
+            if pid == 1234 {
+                "myprog".to_string()
+            } else {
+                String::new()
+            }
+        };
+        let lines = interval_lines(Some(&prev), &cur, &comm);
+        assert_eq!(
+            lines,
+            vec![
+                "[   3.00s] pid 1234 (myprog)  alloc   12.0 MiB/s   45.0k obj/s  frees  44.1k/s  live    3.0 MiB in   2.3k objects",
+                "[   3.00s] pid    5 (?)       alloc       32 B/s     0.5 obj/s  frees      0/s  live       64 B in      1 objects",
+            ]
+        );
+    }
+
+    #[test]
+    fn interval_lines_from_start_and_zero_elapsed() {
+        let cur = sample(2000, &[(1, c(4, 4096, 0, 0))]);
+        let comm = |_: u32| "p".to_string();
+        assert_eq!(
+            interval_lines(None, &cur, &comm),
+            vec!["[   2.00s] pid 1 (p)  alloc    2.0 KiB/s     2.0 obj/s  frees      0/s  live    4.0 KiB in      4 objects"]
+        );
+        let same = sample(2000, &[(1, c(8, 8192, 0, 0))]);
+        assert_eq!(
+            interval_lines(Some(&cur), &same, &comm),
+            vec!["[   2.00s] pid 1 (p)  alloc        0 B/s       0 obj/s  frees      0/s  live    8.0 KiB in      8 objects"]
+        );
+        let idle = sample(3000, &[(1, c(8, 8192, 8, 8192))]);
+        assert_eq!(
+            interval_lines(Some(&idle), &idle, &comm),
+            vec!["[   3.00s] no allocation activity"]
+        );
+    }
+
+    #[test]
+    fn interval_lines_caps_processes() {
+        let procs: Vec<(u32, Counters)> = (1..=25)
+            .map(|pid| (pid, c(1, u64::from(pid) * 10, 0, 0)))
+            .collect();
+        let cur = sample(1000, &procs);
+        let lines = interval_lines(None, &cur, &|_| "w".into());
+        assert_eq!(lines.len(), 21);
+        assert!(
+            lines[0].starts_with("[   1.00s] pid 25 (w)  alloc      250 B/s"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[19].starts_with("[   1.00s] pid  6 (w)"),
+            "{}",
+            lines[19]
+        );
+        assert_eq!(lines[20], "[   1.00s] … and 5 more processes");
+    }
+
+    #[test]
+    fn losses_line_lists_nonzero() {
+        assert_eq!(losses_line(&Losses::default()), None);
+        let l = Losses {
+            stack_map_full: 3,
+            event_dropped: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            losses_line(&l).unwrap(),
+            "  lost data: stack map full: 3 (raise --max-stacks); events dropped: 1 (short-lived processes may not symbolize)"
+        );
+    }
+
+    #[test]
+    fn report_one_site() {
+        let counters = c(1000, 1_000_000, 900, 900_000);
+        let p = profile(
+            vec![proc_(100, "prog", counters)],
+            vec![site(
+                100,
+                7,
+                vec![
+                    frame("alloc_a", Some("src/main.rs"), Some(12)),
+                    frame("main", Some("src/main.rs"), None),
+                ],
+                counters,
+            )],
+            vec![
+                sample(1000, &[(100, c(400, 400_000, 300, 300_000))]),
+                sample(2000, &[(100, counters)]),
+            ],
+            2000,
+        );
+        let expected = "\
+=== Allocation Report: ./prog -x ===
+Duration:           2.00s   (2 samples every 1s)
+Total allocated:    976.6 KiB in 1.0k objects (avg 1000 B)
+Total freed:        878.9 KiB in 900 objects
+Alloc rate:         avg 488.3 KiB/s, peak 585.9 KiB/s at 2.0s
+Object rate:        avg 500/s, peak 600/s at 2.0s
+Live at end:        97.7 KiB in 100 objects (peak live 97.7 KiB at 1.0s)
+Lost data:          none
+
+Top 1 allocation sites by bytes (of 1):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES  LIVE OBJS    FREES  SITE
+   1   976.6 KiB  100.0%     1.0k      1000 B    97.7 KiB        100      900  alloc_a
+        alloc_a (src/main.rs:12)
+        main (src/main.rs)
+";
+        assert_eq!(render_text(&p, 10), expected);
+    }
+
+    #[test]
+    fn report_several_sites_sorted_and_truncated() {
+        let a = c(10, 5000, 10, 5000);
+        let b = c(20, 5000, 0, 0);
+        let z = c(0, 0, 3, 300);
+        let big = c(1, 1 << 20, 0, 0);
+        let long: Vec<Frame> = (0..15)
+            .map(|i| frame(&format!("f{i}"), None, None))
+            .collect();
+        let mut unknown = Frame {
+            addr: 0xdead,
+            module: Some("/lib/libc.so.6".into()),
+            module_offset: 0x2a,
+            ..Default::default()
+        };
+        unknown.line = Some(3);
+        let mut total = a;
+        total.add(&b);
+        total.add(&big);
+        let mut proc = proc_(100, "prog", total);
+        proc.unknown_frees = 3;
+        let mut p = profile(
+            vec![proc],
+            vec![
+                site(100, 1, vec![frame("a", None, None)], a),
+                site(100, 2, vec![unknown], b),
+                site(100, 3, vec![frame("zero", None, None)], z),
+                site(100, 4, long, big),
+                site(100, 5, vec![], c(1, 1, 0, 0)),
+            ],
+            vec![],
+            0,
+        );
+        p.losses = Losses {
+            stack_map_full: 2,
+            stale_call: 1,
+            ..Default::default()
+        };
+        let expected = "\
+=== Allocation Report: ./prog -x ===
+Duration:           0.00s   (no samples)
+Total allocated:    1.0 MiB in 31 objects (avg 33.3 KiB)
+Total freed:        4.9 KiB in 10 objects
+Alloc rate:         n/a (zero duration)
+Object rate:        n/a (zero duration)
+Live at end:        1.0 MiB in 21 objects
+Unknown frees:      3 (blocks allocated before tracing started)
+Lost data:          stack map full: 2 (raise --max-stacks)
+                    call without return: 1 (an allocator call never returned)
+
+Top 3 allocation sites by bytes (of 4):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES  LIVE OBJS    FREES  SITE
+   1     1.0 MiB   99.1%        1     1.0 MiB     1.0 MiB          1        0  f0
+        f0
+        f1
+        f2
+        f3
+        f4
+        f5
+        f6
+        f7
+        f8
+        f9
+        f10
+        f11
+        … 3 more frames
+
+   2     4.9 KiB    0.5%       20       250 B     4.9 KiB         20        0  libc.so.6+0x2a
+        libc.so.6+0x2a
+
+   3     4.9 KiB    0.5%       10       500 B         0 B          0       10  a
+        a
+
+  … and 1 more sites (--top)
+";
+        assert_eq!(render_text(&p, 3), expected);
+    }
+
+    #[test]
+    fn report_system_wide() {
+        let c1 = c(3000, 3 << 20, 1000, 1 << 20);
+        let c2 = c(10, 4096, 10, 4096);
+        let mut p = profile(
+            vec![proc_(42, "worker", c2), proc_(4242, "a-long-name", c1)],
+            vec![
+                site(42, 1, vec![frame("w_alloc", None, None)], c2),
+                site(4242, 1, vec![], c1),
+            ],
+            vec![
+                sample(1000, &[(42, c2), (4242, c(1000, 1 << 20, 0, 0))]),
+                sample(2000, &[(4242, c(2000, 2 << 20, 500, 512 << 10))]),
+                sample(3000, &[(4242, c(2500, 2560 << 10, 700, 700 << 10))]),
+                sample(3100, &[(4242, c1)]),
+            ],
+            3100,
+        );
+        p.target = Target::System;
+        let expected = "\
+=== Allocation Report: all processes ===
+Duration:           3.10s   (4 samples every 1s)
+Total allocated:    3.0 MiB in 3.0k objects (avg 1.0 KiB)
+Total freed:        1.0 MiB in 1.0k objects
+Alloc rate:         avg 992.3 KiB/s, peak 1.0 MiB/s at 1.0s
+Object rate:        avg 971/s, peak 1.0k/s at 1.0s
+Live at end:        2.0 MiB in 2.0k objects (peak live 2.0 MiB at 3.1s)
+Lost data:          none
+
+Processes by bytes allocated (2 of 2):
+      PID  COMM          ALLOCS       BYTES    FREES  LIVE BYTES  LIVE OBJS
+     4242  a-long-name     3.0k     3.0 MiB     1.0k     2.0 MiB       2.0k
+       42  worker            10     4.0 KiB       10         0 B          0
+
+Top 2 allocation sites by bytes (of 2):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES  LIVE OBJS    FREES      PID  SITE
+   1     3.0 MiB   99.9%     3.0k     1.0 KiB     2.0 MiB       2.0k     1.0k     4242  [no stack]
+
+   2     4.0 KiB    0.1%       10       410 B         0 B          0       10       42  w_alloc
+        w_alloc
+";
+        assert_eq!(render_text(&p, 10), expected);
+    }
+
+    #[test]
+    fn report_empty_profile() {
+        let p = profile(vec![], vec![], vec![], 0);
+        let expected = "\
+=== Allocation Report: ./prog -x ===
+Duration:           0.00s   (no samples)
+Total allocated:    0 B in 0 objects
+Total freed:        0 B in 0 objects
+Alloc rate:         n/a (zero duration)
+Object rate:        n/a (zero duration)
+Live at end:        0 B in 0 objects
+Lost data:          none
+
+Allocation sites: none recorded
+";
+        assert_eq!(render_text(&p, 10), expected);
+    }
+
+    #[test]
+    fn rates_without_samples_and_single_sample() {
+        let counters = c(10, 10_240, 0, 0);
+        let mut p = profile(vec![proc_(1, "p", counters)], vec![], vec![], 2000);
+        let text = render_text(&p, 10);
+        assert!(
+            text.contains("Alloc rate:         avg 5.0 KiB/s\n"),
+            "{text}"
+        );
+        // One sample long after the start (older samples dropped): no period, average only.
+        p.samples = vec![sample(2000, &[(1, counters)])];
+        p.interval = Duration::from_millis(500);
+        let text = render_text(&p, 10);
+        assert!(text.contains("(1 sample, every 0.5s)"), "{text}");
+        assert!(
+            text.contains("Alloc rate:         avg 5.0 KiB/s\n"),
+            "{text}"
+        );
+        // The first drain of the run counts from t = 0.
+        p.interval = Duration::from_secs(2);
+        let text = render_text(&p, 10);
+        assert!(
+            text.contains("Alloc rate:         avg 5.0 KiB/s, peak 5.0 KiB/s at 2.0s\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,1 +1,259 @@
-//! (being written)
+//! What to probe: the privileges and kernel support tracing needs, the libc a target really
+//! maps, and the executable a launch command names.
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("alloctrace needs root, or CAP_BPF and CAP_PERFMON, to load eBPF programs: run it with sudo")]
+    NotPrivileged,
+    #[error(
+        "this kernel has no uprobe support ({0} is missing): alloctrace needs CONFIG_UPROBE_EVENTS"
+    )]
+    NoUprobes(&'static str),
+    #[error("this kernel has no BTF ({0} is missing): alloctrace needs CONFIG_DEBUG_INFO_BTF")]
+    NoBtf(&'static str),
+    #[error("no process with pid {0}")]
+    NoSuchPid(u32),
+    #[error("pid {0} is a kernel thread: it has no user-space allocator to trace")]
+    KernelThread(u32),
+    #[error("cannot read the mappings of pid {pid}: {source}")]
+    Maps { pid: u32, source: std::io::Error },
+    #[error("pid {pid} ({exe}) maps no libc (a statically linked binary?): alloctrace probes the allocator of a dynamically linked libc")]
+    NoLibc { pid: u32, exe: String },
+    #[error("command not found: {0}")]
+    CommandNotFound(String),
+    #[error("cannot execute {path}: {reason}")]
+    NotExecutable { path: String, reason: String },
+    #[error("{0} is statically linked: it maps no libc whose allocator alloctrace could probe")]
+    StaticBinary(String),
+    #[error("cannot find the libc alloctrace itself uses in /proc/self/maps")]
+    NoOwnLibc,
+}
+
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Root, or the capabilities loading and attaching uprobe programs needs.
+pub fn check_privileges() -> Result<(), TargetError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let need = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
+    if caps & need == need {
+        Ok(())
+    } else {
+        Err(TargetError::NotPrivileged)
+    }
+}
+
+pub fn check_kernel() -> Result<(), TargetError> {
+    const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe";
+    const BTF: &str = "/sys/kernel/btf/vmlinux";
+    if !Path::new(UPROBE_PMU).exists() {
+        return Err(TargetError::NoUprobes(UPROBE_PMU));
+    }
+    if !Path::new(BTF).exists() {
+        return Err(TargetError::NoBtf(BTF));
+    }
+    Ok(())
+}
+
+/// Whether a mapped file is the C library (glibc's `libc.so.6`, older `libc-2.x.so`, musl's
+/// `libc.so`/`ld-musl-*.so.1`).
+fn is_libc(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name == "libc.so.6"
+        || name == "libc.so"
+        || (name.starts_with("libc-") && name.ends_with(".so"))
+        || (name.starts_with("ld-musl-") && name.ends_with(".so.1"))
+}
+
+/// The libc `pid` really maps, as a path alloctrace can open: through `/proc/PID/root`, so a
+/// process in another mount namespace gets its own copy probed, or through
+/// `/proc/PID/map_files` when the file was deleted or replaced on disk since it was mapped.
+pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    if pid == 0 || !proc_dir.exists() {
+        return Err(TargetError::NoSuchPid(pid));
+    }
+    let maps = fs::read_to_string(proc_dir.join("maps")).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            TargetError::NoSuchPid(pid)
+        } else {
+            TargetError::Maps { pid, source }
+        }
+    })?;
+    if maps.trim().is_empty() {
+        // Kernel threads have no mm: an empty maps file (and no exe link).
+        if fs::read_link(proc_dir.join("exe")).is_err() {
+            return Err(TargetError::KernelThread(pid));
+        }
+    }
+    for line in maps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(_inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let rest: Vec<&str> = fields.collect();
+        if rest.is_empty() {
+            continue;
+        }
+        let deleted = rest.last() == Some(&"(deleted)");
+        let path = if deleted {
+            rest[..rest.len() - 1].join(" ")
+        } else {
+            rest.join(" ")
+        };
+        if !path.starts_with('/') || !is_libc(&path) {
+            continue;
+        }
+        if deleted {
+            return Ok(proc_dir.join("map_files").join(range));
+        }
+        return Ok(proc_dir.join("root").join(path.trim_start_matches('/')));
+    }
+    let exe = fs::read_link(proc_dir.join("exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(TargetError::NoLibc { pid, exe })
+}
+
+/// The libc alloctrace itself maps: the system's, which a launched command or system-wide
+/// mode probes.
+pub fn own_libc() -> Result<PathBuf, TargetError> {
+    let maps = fs::read_to_string("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
+    maps.lines()
+        .filter_map(|l| l.split_ascii_whitespace().nth(5))
+        .find(|p| p.starts_with('/') && is_libc(p))
+        .map(PathBuf::from)
+        .ok_or(TargetError::NoOwnLibc)
+}
+
+/// Resolves `argv0` the way execvp would, and refuses what cannot be traced: a file that is
+/// not executable, or a statically linked ELF (no libc to probe).
+pub fn resolve_command(argv0: &str) -> Result<PathBuf, TargetError> {
+    let path = if argv0.contains('/') {
+        PathBuf::from(argv0)
+    } else {
+        std::env::var_os("PATH")
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+            .to_string_lossy()
+            .split(':')
+            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(argv0))
+            .find(|p| p.is_file() && executable(p))
+            .ok_or_else(|| TargetError::CommandNotFound(argv0.to_string()))?
+    };
+    let not_exec = |reason: String| TargetError::NotExecutable {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = fs::metadata(&path).map_err(|e| not_exec(e.to_string()))?;
+    if meta.is_dir() {
+        return Err(not_exec("it is a directory".into()));
+    }
+    if !executable(&path) {
+        return Err(not_exec("permission denied (not executable)".into()));
+    }
+    let data = fs::read(&path).map_err(|e| not_exec(e.to_string()))?;
+    if data.starts_with(b"\x7fELF") && is_static_elf(&data) {
+        return Err(TargetError::StaticBinary(path.display().to_string()));
+    }
+    Ok(path)
+}
+
+fn executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// An ELF with no program interpreter (PT_INTERP) is loaded without ld.so, so it maps no
+/// shared libc. (A static-pie is ET_DYN without PT_INTERP too, and is rightly refused.)
+fn is_static_elf(data: &[u8]) -> bool {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let Ok(elf) = ElfFile64::<object::Endianness>::parse(data) else {
+        return false;
+    };
+    let endian = elf.endian();
+    !elf.elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_names() {
+        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc("/lib/libc-2.31.so"));
+        assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
+        assert!(!is_libc("/usr/lib/libcrypt.so.1"));
+        assert!(!is_libc("/usr/lib/libc++.so.1"));
+    }
+
+    #[test]
+    fn own_process_has_a_libc() {
+        let libc = libc_of_pid(std::process::id()).expect("the test binary maps libc");
+        assert!(
+            libc.starts_with(format!("/proc/{}/root", std::process::id())),
+            "{libc:?}"
+        );
+        assert!(libc.exists());
+        assert!(own_libc().unwrap().exists());
+    }
+
+    #[test]
+    fn missing_pid_is_named() {
+        let e = libc_of_pid(999_999_999).unwrap_err();
+        assert_eq!(e.to_string(), "no process with pid 999999999");
+    }
+
+    #[test]
+    fn kernel_thread_is_refused() {
+        // kthreadd is pid 2 on every Linux system.
+        match libc_of_pid(2) {
+            Err(TargetError::KernelThread(2)) => {}
+            // Without CAP_SYS_PTRACE-like access the maps may be unreadable instead.
+            Err(TargetError::Maps { .. }) => {}
+            other => panic!("pid 2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_resolve_through_path() {
+        let sh = resolve_command("sh").expect("sh is on PATH");
+        assert!(sh.is_absolute(), "{sh:?}");
+        assert!(matches!(
+            resolve_command("no-such-command-xyz"),
+            Err(TargetError::CommandNotFound(_))
+        ));
+        assert!(matches!(
+            resolve_command("/etc/passwd"),
+            Err(TargetError::NotExecutable { .. })
+        ));
+        assert!(matches!(
+            resolve_command("/tmp"),
+            Err(TargetError::NotExecutable { .. })
+        ));
+    }
+}

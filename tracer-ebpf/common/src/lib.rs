@@ -121,8 +121,8 @@ pub struct CallState {
     /// realloc: the old block; posix_memalign: where the block's address is stored.
     pub ptr_arg: u64,
     pub stack_hash: u64,
-    /// Stack pointer at the outermost entry: a new entry at or above it means the previous call
-    /// never returned through our uretprobe, not nesting.
+    /// Stack pointer at the outermost entry: an entry above it means the previous call never
+    /// returned through our uretprobe; at or below it, a call nested inside this one.
     pub sp: u64,
     /// realloc: the old block, taken out of the in-flight map at entry (while the caller still
     /// owns it, so another thread reusing the address after realloc freed it cannot be confused

@@ -1,1 +1,304 @@
-//! (being written)
+//! The stable machine-readable report: the [`Profile`] as serde writes it, plus
+//! `"version"`, top-level `"totals"`, and computed `"live_objects"`/`"live_bytes"` in every
+//! process and site. Readers ([`from_json`]) ignore the computed fields.
+//!
+//! Schema (version 1), keys in this order:
+//! `version, target{mode,...}, start_unix_secs, duration, interval,
+//!  totals{allocs,bytes,frees,freed_bytes,live_objects,live_bytes},
+//!  processes[]{pid,comm,counters{allocs,bytes,frees,freed_bytes},unknown_frees,live_objects,live_bytes},
+//!  sites[]{pid,stack_id,frames[]{addr,function,function_offset,module,module_offset,file,line},
+//!          counters{...},size_hist,life_hist,live_objects,live_bytes},
+//!  samples[]{t,processes{"<pid>":counters}}, losses{...}`.
+//! Durations and `t` are seconds as floats; absent symbols are `null`.
+use serde::Serialize;
+
+use crate::model::{duration_secs, Counters, Losses, Process, Profile, Sample, Site, Target};
+
+/// Bumped when a field changes meaning or disappears (adding fields does not bump it).
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Totals {
+    allocs: u64,
+    bytes: u64,
+    frees: u64,
+    freed_bytes: u64,
+    live_objects: u64,
+    live_bytes: u64,
+}
+
+impl From<Counters> for Totals {
+    fn from(c: Counters) -> Self {
+        Totals {
+            allocs: c.allocs,
+            bytes: c.bytes,
+            frees: c.frees,
+            freed_bytes: c.freed_bytes,
+            live_objects: c.live_objects(),
+            live_bytes: c.live_bytes(),
+        }
+    }
+}
+
+/// A model value with its live counts computed alongside its own fields.
+#[derive(Serialize)]
+struct WithLive<'a, T> {
+    #[serde(flatten)]
+    inner: &'a T,
+    live_objects: u64,
+    live_bytes: u64,
+}
+
+fn with_live<'a, T>(inner: &'a T, c: &Counters) -> WithLive<'a, T> {
+    WithLive {
+        inner,
+        live_objects: c.live_objects(),
+        live_bytes: c.live_bytes(),
+    }
+}
+
+/// Every field of [`Profile`] (a test keeps this list in step with the model) plus the extras.
+#[derive(Serialize)]
+struct Document<'a> {
+    version: u32,
+    target: &'a Target,
+    start_unix_secs: u64,
+    #[serde(with = "duration_secs")]
+    duration: std::time::Duration,
+    #[serde(with = "duration_secs")]
+    interval: std::time::Duration,
+    totals: Totals,
+    processes: Vec<WithLive<'a, Process>>,
+    sites: Vec<WithLive<'a, Site>>,
+    samples: &'a [Sample],
+    losses: &'a Losses,
+}
+
+/// The profile as pretty-printed JSON (schema above), newline-terminated.
+pub fn to_json(p: &Profile) -> String {
+    let doc = Document {
+        version: VERSION,
+        target: &p.target,
+        start_unix_secs: p.start_unix_secs,
+        duration: p.duration,
+        interval: p.interval,
+        totals: p.total().into(),
+        processes: p
+            .processes
+            .iter()
+            .map(|x| with_live(x, &x.counters))
+            .collect(),
+        sites: p.sites.iter().map(|s| with_live(s, &s.counters)).collect(),
+        samples: &p.samples,
+        losses: &p.losses,
+    };
+    // Serializing plain structs, strings and numbers into memory cannot fail.
+    let mut s = serde_json::to_string_pretty(&doc).expect("a profile always serializes");
+    s.push('\n');
+    s
+}
+
+/// Reads back what [`to_json`] wrote (the computed fields and `version` are ignored).
+pub fn from_json(s: &str) -> Result<Profile, serde_json::Error> {
+    serde_json::from_str(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Frame;
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn sample_profile() -> Profile {
+        let c1 = Counters {
+            allocs: 10,
+            bytes: 1000,
+            frees: 4,
+            freed_bytes: 400,
+        };
+        let c2 = Counters {
+            allocs: 5,
+            bytes: 50,
+            frees: 5,
+            freed_bytes: 50,
+        };
+        Profile {
+            target: Target::Command {
+                argv: vec!["./prog".into(), "arg".into()],
+                pid: 7,
+            },
+            start_unix_secs: 1_700_000_000,
+            duration: Duration::from_millis(2500),
+            interval: Duration::from_secs(1),
+            samples: vec![
+                Sample {
+                    t: Duration::from_millis(1000),
+                    processes: BTreeMap::from([(7, c2)]),
+                },
+                Sample {
+                    t: Duration::from_millis(2500),
+                    processes: BTreeMap::from([(7, c1), (8, c2)]),
+                },
+            ],
+            processes: vec![
+                Process {
+                    pid: 7,
+                    comm: "prog".into(),
+                    counters: c1,
+                    unknown_frees: 2,
+                },
+                Process {
+                    pid: 8,
+                    comm: "child".into(),
+                    counters: c2,
+                    unknown_frees: 0,
+                },
+            ],
+            sites: vec![
+                Site {
+                    pid: 7,
+                    stack_id: 0xfeed,
+                    frames: vec![
+                        Frame {
+                            addr: 0x401000,
+                            function: Some("alloc_a".into()),
+                            function_offset: 0x10,
+                            module: Some("/usr/bin/prog".into()),
+                            module_offset: 0x1000,
+                            file: Some("src/main.rs".into()),
+                            line: Some(12),
+                        },
+                        Frame {
+                            addr: 0x7f00,
+                            ..Default::default()
+                        },
+                    ],
+                    counters: c1,
+                    size_hist: vec![0, 1, 9],
+                    life_hist: vec![4],
+                },
+                Site {
+                    pid: 8,
+                    stack_id: 1,
+                    frames: vec![],
+                    counters: c2,
+                    size_hist: vec![],
+                    life_hist: vec![],
+                },
+            ],
+            losses: Losses {
+                stack_map_full: 3,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let p = sample_profile();
+        let text = to_json(&p);
+        assert_eq!(from_json(&text).unwrap(), p);
+        let sys = Profile {
+            target: Target::System,
+            ..p.clone()
+        };
+        assert_eq!(from_json(&to_json(&sys)).unwrap(), sys);
+        let pid = Profile {
+            target: Target::Pid { pid: 9 },
+            samples: vec![],
+            sites: vec![],
+            ..p
+        };
+        assert_eq!(from_json(&to_json(&pid)).unwrap(), pid);
+    }
+
+    #[test]
+    fn extra_fields() {
+        let v: Value = serde_json::from_str(&to_json(&sample_profile())).unwrap();
+        assert_eq!(v["version"], json!(1));
+        assert_eq!(
+            v["totals"],
+            json!({"allocs": 15, "bytes": 1050, "frees": 9, "freed_bytes": 450, "live_objects": 6, "live_bytes": 600})
+        );
+        assert_eq!(
+            v["target"],
+            json!({"mode": "command", "argv": ["./prog", "arg"], "pid": 7})
+        );
+        assert_eq!(v["duration"], json!(2.5));
+        assert_eq!(v["interval"], json!(1.0));
+        let p0 = &v["processes"][0];
+        assert_eq!(p0["pid"], json!(7));
+        assert_eq!(p0["comm"], json!("prog"));
+        assert_eq!(
+            p0["counters"],
+            json!({"allocs": 10, "bytes": 1000, "frees": 4, "freed_bytes": 400})
+        );
+        assert_eq!(p0["unknown_frees"], json!(2));
+        assert_eq!(
+            (p0["live_objects"].clone(), p0["live_bytes"].clone()),
+            (json!(6), json!(600))
+        );
+        assert_eq!(
+            (
+                v["processes"][1]["live_objects"].clone(),
+                v["processes"][1]["live_bytes"].clone()
+            ),
+            (json!(0), json!(0))
+        );
+        let s0 = &v["sites"][0];
+        assert_eq!(s0["stack_id"], json!(0xfeed));
+        assert_eq!(
+            (s0["live_objects"].clone(), s0["live_bytes"].clone()),
+            (json!(6), json!(600))
+        );
+        assert_eq!(
+            s0["frames"][0],
+            json!({"addr": 0x401000, "function": "alloc_a", "function_offset": 16, "module": "/usr/bin/prog",
+                   "module_offset": 4096, "file": "src/main.rs", "line": 12})
+        );
+        assert_eq!(s0["frames"][1]["function"], Value::Null);
+        assert_eq!(s0["size_hist"], json!([0, 1, 9]));
+        assert_eq!(s0["life_hist"], json!([4]));
+        assert_eq!(v["samples"][1]["t"], json!(2.5));
+        assert_eq!(v["samples"][1]["processes"]["8"]["allocs"], json!(5));
+        assert_eq!(v["losses"]["stack_map_full"], json!(3));
+        assert_eq!(v["losses"]["event_dropped"], json!(0));
+    }
+
+    /// The document carries every field serde writes for the model, so a field added to
+    /// `Profile`, `Process` or `Site` cannot silently go missing from the JSON.
+    #[test]
+    fn document_covers_the_model() {
+        let p = sample_profile();
+        let plain = serde_json::to_value(&p).unwrap();
+        let mut ours = serde_json::from_str::<Value>(&to_json(&p)).unwrap();
+        let top = ours.as_object_mut().unwrap();
+        assert!(top.remove("version").is_some() && top.remove("totals").is_some());
+        for list in ["processes", "sites"] {
+            for item in top[list].as_array_mut().unwrap() {
+                let o = item.as_object_mut().unwrap();
+                assert!(o.remove("live_objects").is_some() && o.remove("live_bytes").is_some());
+            }
+        }
+        assert_eq!(ours, plain);
+    }
+
+    #[test]
+    fn key_order_is_readable() {
+        let text = to_json(&sample_profile());
+        let pos = |k: &str| {
+            text.find(&format!("\"{k}\""))
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert!(pos("version") < pos("target"));
+        assert!(pos("interval") < pos("totals") && pos("totals") < pos("processes"));
+        assert!(
+            pos("processes") < pos("sites")
+                && pos("sites") < pos("samples")
+                && pos("samples") < pos("losses")
+        );
+        assert!(text.ends_with("}\n"));
+    }
+}

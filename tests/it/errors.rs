@@ -1,0 +1,82 @@
+//! What alloctrace refuses, and how: a non-zero exit status and exactly one stderr line starting
+//! with `alloctrace: error: ` that names the problem.
+//!
+//! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`). Run
+//! unprivileged, alloctrace would fail for lack of root instead and these would prove nothing.
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+
+use alloctrace_tests::*;
+
+/// `--duration` bounds a run that wrongly starts tracing, so the test fails on its status
+/// instead of waiting.
+const BOUND: [&str; 2] = ["--duration", "5s"];
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn nonexistent_pid_is_an_error() {
+    alloctrace_bin();
+    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", "999999999"], &[]);
+    finished.assert_one_line_error(&["999999999"]);
+}
+
+/// A file without execute permission (a shell script, mode 0644: not executable even by root).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn non_executable_command_is_an_error() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let script = scratch.path("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    let finished = run_alloctrace(
+        &[
+            OsStr::new(BOUND[0]),
+            OsStr::new(BOUND[1]),
+            OsStr::new("--"),
+            script.as_os_str(),
+        ],
+        &[],
+    );
+    finished.assert_one_line_error(&["not-executable.sh"]);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn missing_command_is_an_error() {
+    alloctrace_bin();
+    let name = "alloctrace-test-no-such-command";
+    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--", name], &[]);
+    finished.assert_one_line_error(&[name]);
+}
+
+/// A statically linked program maps no libc to probe: launching it is refused.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn static_binary_is_refused_in_launch_mode() {
+    alloctrace_bin();
+    let bin = workload("static_wait");
+    let finished = run_alloctrace(
+        &[
+            OsStr::new(BOUND[0]),
+            OsStr::new(BOUND[1]),
+            OsStr::new("--"),
+            bin.as_os_str(),
+        ],
+        &[],
+    );
+    finished.assert_one_line_error(&["static"]);
+}
+
+/// A running statically linked process is refused by --pid too.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn static_process_is_refused_by_pid() {
+    alloctrace_bin();
+    let mut w = Workload::start("static_wait", &[], &[]);
+    let pid = w.pid().to_string();
+    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", &pid], &[]);
+    finished.assert_one_line_error(&["static"]);
+    w.close_stdin();
+    w.wait_code(0);
+}

@@ -1,0 +1,557 @@
+//! Per-site accounting, checked exactly against `workloads/sites.c`'s own ground truth: each
+//! test launches it under alloctrace (`alloctrace ... -- sites`) and checks one aspect.
+//!
+//! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+
+use alloctrace_tests::*;
+
+/// Functions of sites.c that call malloc directly.
+const PLAIN: &[&str] = &[
+    "alloc_small",
+    "alloc_leak",
+    "alloc_chain_start",
+    "alloc_for_other",
+    "alloc_for_failed_realloc",
+    "alloc_for_zero_realloc",
+    "alloc_zero_size",
+    "alloc_varied_sizes",
+    "leaf_caller",
+];
+
+/// Functions of sites.c that use the rest of the allocator API (or call it and allocate
+/// nothing: a failed realloc, realloc(p, 0)).
+const FAMILY: &[&str] = &[
+    "alloc_calloc",
+    "alloc_realloc_chain",
+    "alloc_realloc_null",
+    "alloc_posix_memalign",
+    "alloc_aligned_alloc",
+    "alloc_memalign",
+    "alloc_valloc",
+    "alloc_pvalloc",
+    "failed_realloc",
+    "realloc_to_zero",
+];
+
+/// Functions of sites.c that free (or free nothing) but never allocate.
+const NON_ALLOCATING: &[&str] = &[
+    "free_elsewhere",
+    "failed_realloc",
+    "realloc_to_zero",
+    "free_null",
+];
+
+/// `sites` under alloctrace with `extra` options; asserts it exited 0.
+fn run_sites(extra: &[&OsStr], scratch: Scratch) -> Launched {
+    let run = launch("sites", &[], extra, scratch);
+    run.finished.assert_code(0);
+    run
+}
+
+/// Only the allocation side of each plain-malloc site: count, bytes and size histogram.
+fn assert_allocations(run: &Launched, functions: &[&str]) {
+    let got = run.report.functions(run.truth.pid);
+    let mut problems = Vec::new();
+    for f in functions {
+        let want = run.truth.site(f);
+        let (allocs, bytes, hist) = match got.get(*f) {
+            Some(g) => (g.counters.allocs, g.counters.bytes, g.size_hist.clone()),
+            None => (0, 0, vec![0; HIST_BUCKETS]),
+        };
+        if (allocs, bytes) != (want.counters.allocs, want.counters.bytes) {
+            problems.push(format!(
+                "{f}: expected {} allocations of {} bytes, reported {allocs} of {bytes}",
+                want.counters.allocs, want.counters.bytes
+            ));
+        }
+        if hist != want.size_hist_vec() {
+            problems.push(format!(
+                "{f}: size_hist expected {}, reported {}",
+                hist_text(&want.size_hist_vec()),
+                hist_text(&hist)
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "allocation counts differ from the ground truth:\n  - {}\n\nground truth:\n{}\n{}",
+        problems.join("\n  - "),
+        run.truth.text,
+        run.report.describe_sites(run.truth.pid)
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn allocation_count_and_bytes_per_site() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    run.assert_command_target(&[]);
+    assert_allocations(&run, PLAIN);
+}
+
+/// Frees are charged to the site that allocated the block, whichever function frees it: the
+/// same function (alloc_small), another function (free_elsewhere frees alloc_for_other's
+/// blocks), realloc growing a block (alloc_chain_start's blocks) or realloc(p, 0)
+/// (alloc_for_zero_realloc's blocks). free(NULL) counts nothing; nothing is unknown.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn frees_are_attributed_to_the_allocating_site() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    let got = run.report.functions(run.truth.pid);
+    let mut problems = Vec::new();
+    for f in PLAIN {
+        let want = run.truth.site(f).counters;
+        let g = got.get(*f).cloned().unwrap_or_default();
+        if (g.counters.frees, g.counters.freed_bytes) != (want.frees, want.freed_bytes) {
+            problems.push(format!(
+                "{f}: expected {} frees of {} bytes, reported {} of {}",
+                want.frees, want.freed_bytes, g.counters.frees, g.counters.freed_bytes
+            ));
+        }
+        let lifetimes: u64 = g.life_hist.iter().sum();
+        if lifetimes != want.frees {
+            problems.push(format!(
+                "{f}: life_hist holds {lifetimes} lifetimes for {} frees ({})",
+                want.frees,
+                hist_text(&g.life_hist)
+            ));
+        }
+    }
+    for f in NON_ALLOCATING {
+        if let Some(g) = got.get(*f) {
+            if !g.counters.is_zero() {
+                problems.push(format!(
+                    "{f} allocates nothing, but the report charges it {}",
+                    g.counters
+                ));
+            }
+        }
+    }
+    let unknown = run.report.process(run.truth.pid)["unknown_frees"].clone();
+    if unknown != 0 {
+        problems.push(format!("unknown_frees: expected 0 (every block was allocated under tracing), reported {unknown}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "frees differ from the ground truth:\n  - {}\n\nground truth:\n{}\n{}",
+        problems.join("\n  - "),
+        run.truth.text,
+        run.report.describe_sites(run.truth.pid)
+    );
+}
+
+/// alloc_leak never frees: its site's `live_objects`/`live_bytes` are all of it. So are those of
+/// alloc_for_failed_realloc, whose blocks a failed realloc leaves alive; and the report's
+/// totals hold exactly those two sites' live data.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn live_bytes_of_the_leaking_site() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    let got = run.report.functions(run.truth.pid);
+    for f in ["alloc_leak", "alloc_for_failed_realloc"] {
+        let want = run.truth.site(f).counters;
+        let g = got.get(f).unwrap_or_else(|| {
+            panic!(
+                "no site for {f}\n{}",
+                run.report.describe_sites(run.truth.pid)
+            )
+        });
+        assert_eq!(
+            (g.live_objects, g.live_bytes),
+            (want.live_objects(), want.live_bytes()),
+            "{f}: (live_objects, live_bytes) of its site(s); expected {want}, the site says {}\n{}",
+            g.counters,
+            run.report.describe_sites(run.truth.pid)
+        );
+    }
+    let total = run.truth.total();
+    let totals = &run.report.json["totals"];
+    assert_eq!(
+        (
+            totals["live_objects"].as_u64(),
+            totals["live_bytes"].as_u64()
+        ),
+        (Some(total.live_objects()), Some(total.live_bytes())),
+        "report totals' live data; expected {total}, totals are {totals}\n{}",
+        run.report.describe_sites(run.truth.pid)
+    );
+}
+
+/// calloc counts nmemb * size; realloc is a free of the old block (charged to its allocating
+/// site) plus an allocation charged to realloc's caller; realloc(NULL, n) is one allocation;
+/// a failed realloc changes nothing; realloc(p, 0) is a free; the aligned family counts the
+/// requested bytes, once (glibc's aligned_alloc(16, n) calls malloc internally).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn realloc_calloc_and_aligned_family_accounting() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    // Plus the sites whose blocks realloc frees (alloc_chain_start's: the chain's first
+    // realloc; alloc_for_zero_realloc's: realloc(p, 0)) or must leave alive (a failed realloc).
+    let mut functions = FAMILY.to_vec();
+    functions.extend([
+        "alloc_chain_start",
+        "alloc_for_failed_realloc",
+        "alloc_for_zero_realloc",
+    ]);
+    assert_sites_match(&run.report, &run.truth, &functions);
+}
+
+/// Nothing but sites.c's named functions allocates in the process, so its totals are exactly
+/// the ground truth's sum: an allocator call that nests another (realloc(NULL) -> malloc,
+/// aligned_alloc -> malloc, realloc(p, 0) -> free) must count once; no site may be left without
+/// a function name; nothing is lost.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn process_totals_are_exact_without_double_counting() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    assert_eq!(
+        run.report.pids(),
+        vec![u64::from(run.truth.pid)],
+        "launching sites (which does not fork) must report exactly its process\n{}",
+        run.report.text
+    );
+    assert_process_matches(&run.report, &run.truth);
+    assert_process_is_sum_of_sites(&run.report, run.truth.pid);
+    let got = run.report.functions(run.truth.pid);
+    let strangers: Vec<&String> = got
+        .keys()
+        .filter(|f| !run.truth.sites.iter().any(|s| &s.function == *f))
+        .collect();
+    assert!(
+        strangers.is_empty(),
+        "sites whose frames[0] is not one of sites.c's functions: {strangers:?} (a nested allocator call \
+         counted on its own, or an unsymbolized caller)\n{}",
+        run.report.describe_sites(run.truth.pid)
+    );
+    assert_no_losses(&run.report);
+    assert_sites_match(&run.report, &run.truth, &[]);
+    let totals = &run.report.json["totals"];
+    let want = run.truth.total();
+    assert_eq!(
+        Counters::from_json(totals, "totals"),
+        want,
+        "report totals; expected {want}, got {totals}"
+    );
+}
+
+/// leaf_caller() calls malloc, mid() calls leaf_caller(), top() calls mid(), main calls top():
+/// the site's frames are exactly leaf_caller, mid, top, main, innermost first.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn caller_attribution() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    let pid = run.truth.pid;
+    let sites: Vec<_> = run
+        .report
+        .sites_of(pid)
+        .into_iter()
+        .filter(|s| Report::frame_names(s).iter().any(|f| f == "leaf_caller"))
+        .collect();
+    assert_eq!(
+        sites.len(),
+        1,
+        "expected one site with leaf_caller on its stack\n{}",
+        run.report.describe_sites(pid)
+    );
+    let names = Report::frame_names(sites[0]);
+    let want = ["leaf_caller", "mid", "top", "main"];
+    assert!(
+        names.len() >= want.len() && names[..want.len()] == want,
+        "the site's innermost frames: expected {want:?}, got {names:?} (frames[0] must be malloc's immediate caller)\n{}",
+        run.report.describe_sites(pid)
+    );
+    assert_sites_match(&run.report, &run.truth, &["leaf_caller"]);
+}
+
+/// The text report (on stdout) names every allocating function of sites.c, and none of the
+/// functions that allocate nothing.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn text_report_names_every_site() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let truth_path = scratch.path("truth.txt");
+    let sites = workload("sites");
+    let finished = run_alloctrace(
+        &[
+            OsStr::new("--interval"),
+            OsStr::new(INTERVAL),
+            OsStr::new("--report"),
+            OsStr::new("text"),
+            OsStr::new("--top"),
+            OsStr::new("100"),
+            OsStr::new("--"),
+            sites.as_os_str(),
+        ],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    finished.assert_code(0);
+    let truth = GroundTruth::read(&truth_path, &finished.describe());
+    // A name counts when it is a whole word of the report (alloc_small, not alloc_small_x).
+    let words: Vec<&str> = finished
+        .stdout
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let missing: Vec<&str> = truth
+        .sites
+        .iter()
+        .filter(|s| s.counters.allocs > 0 && !words.contains(&s.function.as_str()))
+        .map(|s| s.function.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the text report does not name {missing:?}\nground truth:\n{}\n{}",
+        truth.text,
+        finished.describe()
+    );
+    let present: Vec<&&str> = NON_ALLOCATING
+        .iter()
+        .filter(|f| words.contains(f))
+        .collect();
+    assert!(
+        present.is_empty(),
+        "the text report names {present:?}, which allocate nothing and are on no allocation stack\n{}",
+        finished.describe()
+    );
+    assert!(
+        !finished.stdout.contains(TRACING_PREFIX),
+        "diagnostics belong on stderr, not in the report on stdout\n{}",
+        finished.describe()
+    );
+}
+
+/// `--report json` without `-o` writes the report, and only the report, to stdout (premain
+/// prints nothing there).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn json_report_on_stdout_is_the_whole_stdout() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let truth_path = scratch.path("truth.txt");
+    let premain = workload("premain");
+    let finished = run_alloctrace(
+        &[
+            OsStr::new("--interval"),
+            OsStr::new(INTERVAL),
+            OsStr::new("--report"),
+            OsStr::new("json"),
+            OsStr::new("--"),
+            premain.as_os_str(),
+        ],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    finished.assert_code(0);
+    let report = Report::parse(&finished.stdout, &finished.describe());
+    let truth = GroundTruth::read(&truth_path, &finished.describe());
+    assert_eq!(
+        report.json["interval"].as_f64(),
+        Some(0.25),
+        "interval of --interval 250ms, in seconds"
+    );
+    assert_process_matches(&report, &truth);
+}
+
+/// Folded stacks (`--folded`, default weight bytes): one `root;...;leaf VALUE` line per stack,
+/// leaf = the allocating function; per leaf the values add up to its bytes, and all of them to
+/// the process's bytes.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn folded_stacks_name_every_site_with_its_bytes() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let folded_path = scratch.path("stacks.folded");
+    let run = run_sites(&[OsStr::new("--folded"), folded_path.as_os_str()], scratch);
+    let text = std::fs::read_to_string(&folded_path).unwrap_or_else(|e| {
+        panic!(
+            "no folded file at {}: {e}\n{}",
+            folded_path.display(),
+            run.finished.describe()
+        )
+    });
+    check_folded(&run, &text, "bytes", |c| c.bytes);
+}
+
+/// `--folded-weight count` and `--folded-weight live` weigh the same stacks by allocations and
+/// by bytes still live at the end.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn folded_count_and_live_weights() {
+    alloctrace_bin();
+    for (weight, value) in [
+        ("count", (|c: &Counters| c.allocs) as fn(&Counters) -> u64),
+        ("live", |c| c.live_bytes()),
+    ] {
+        let scratch = Scratch::new();
+        let folded_path = scratch.path("stacks.folded");
+        let run = run_sites(
+            &[
+                OsStr::new("--folded"),
+                folded_path.as_os_str(),
+                OsStr::new("--folded-weight"),
+                OsStr::new(weight),
+            ],
+            scratch,
+        );
+        let text = std::fs::read_to_string(&folded_path).unwrap_or_else(|e| {
+            panic!(
+                "no folded file at {}: {e}\n{}",
+                folded_path.display(),
+                run.finished.describe()
+            )
+        });
+        check_folded(&run, &text, weight, value);
+    }
+}
+
+fn check_folded(run: &Launched, text: &str, weight: &str, value: impl Fn(&Counters) -> u64) {
+    let lines = parse_folded(text);
+    let by_leaf = folded_by_leaf(&lines);
+    let mut problems = Vec::new();
+    for s in &run.truth.sites {
+        let want = value(&s.counters);
+        let got = by_leaf.get(&s.function).copied().unwrap_or(0);
+        if got != want {
+            problems.push(format!(
+                "{}: expected {want}, the folded lines ending in it sum to {got}",
+                s.function
+            ));
+        }
+    }
+    let strangers: BTreeMap<&String, &u64> = by_leaf
+        .iter()
+        .filter(|(f, v)| **v > 0 && !run.truth.sites.iter().any(|s| &s.function == *f))
+        .collect();
+    if !strangers.is_empty() {
+        problems.push(format!(
+            "lines ending in frames that are not sites.c's functions: {strangers:?}"
+        ));
+    }
+    let total: u64 = lines.iter().map(|(_, v)| v).sum();
+    let want_total = value(&run.truth.total());
+    if total != want_total {
+        problems.push(format!("all lines sum to {total}, expected {want_total}"));
+    }
+    for (frames, _) in &lines {
+        if frames.iter().any(|f| f.is_empty()) {
+            problems.push(format!("a line has an empty frame: {frames:?}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "--folded-weight {weight} disagrees with the ground truth:\n  - {}\n\nfolded file:\n{}\nground truth:\n{}",
+        problems.join("\n  - "),
+        excerpt(text, 6000),
+        run.truth.text
+    );
+}
+
+/// The folded file, fed to inferno (the flame graph library), renders an SVG whose total is the
+/// ground truth's bytes and that has a frame for every allocating function with its bytes.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn inferno_renders_the_folded_stacks() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let folded_path = scratch.path("stacks.folded");
+    let run = run_sites(&[OsStr::new("--folded"), folded_path.as_os_str()], scratch);
+    let text = std::fs::read_to_string(&folded_path).unwrap_or_else(|e| {
+        panic!(
+            "no folded file at {}: {e}\n{}",
+            folded_path.display(),
+            run.finished.describe()
+        )
+    });
+
+    let mut opts = inferno::flamegraph::Options::default();
+    // Keep every frame, however narrow (inferno drops frames under 0.1 px by default).
+    opts.min_width = 0.0;
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_lines(&mut opts, text.lines(), &mut svg).unwrap_or_else(|e| {
+        panic!(
+            "inferno rejects the folded file: {e}\n{}",
+            excerpt(&text, 6000)
+        )
+    });
+    let svg = String::from_utf8(svg).expect("inferno writes UTF-8");
+
+    let total = run.truth.total().bytes;
+    let mut want = vec![
+        format!("total_samples=\"{total}\""),
+        format!("<title>all ({} samples, 100%)</title>", thousands(total)),
+    ];
+    for s in run.truth.sites.iter().filter(|s| s.counters.bytes > 0) {
+        // inferno's title: "name (N samples, P%)", P = 100 * N / total with two decimals.
+        let pct = 100.0 * s.counters.bytes as f64 / total as f64;
+        want.push(format!(
+            "<title>{} ({} samples, {pct:.2}%)</title>",
+            s.function,
+            thousands(s.counters.bytes)
+        ));
+    }
+    let missing: Vec<&String> = want.iter().filter(|w| !svg.contains(w.as_str())).collect();
+    if !missing.is_empty() {
+        let titles: Vec<&str> = svg
+            .match_indices("<title>")
+            .map(|(i, _)| &svg[i..svg[i..].find("</title>").map_or(svg.len(), |e| i + e + 8)])
+            .collect();
+        panic!(
+            "the flame graph lacks {missing:#?}\nits titles: {titles:#?}\nfolded file:\n{}\nground truth:\n{}",
+            excerpt(&text, 6000),
+            run.truth.text
+        );
+    }
+}
+
+/// `samples[]` holds cumulative per-process counters at increasing times; the last equals the
+/// process's final counters.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn samples_are_cumulative_and_end_at_the_totals() {
+    alloctrace_bin();
+    let run = run_sites(&[], Scratch::new());
+    let pid = run.truth.pid;
+    let samples = run.report.samples();
+    assert!(
+        !samples.is_empty(),
+        "no samples in the report\n{}",
+        excerpt(&run.report.text, 4000)
+    );
+    let mut prev_t = f64::NEG_INFINITY;
+    let mut prev = Counters::default();
+    let mut last = None;
+    for (i, s) in samples.iter().enumerate() {
+        let t = s["t"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("samples[{i}].t is {}", s["t"]));
+        assert!(t > prev_t, "samples[{i}].t = {t} does not follow {prev_t}");
+        prev_t = t;
+        if let Some(c) = s["processes"].get(pid.to_string()) {
+            let c = Counters::from_json(c, &format!("samples[{i}].processes.{pid}"));
+            assert!(
+                c.allocs >= prev.allocs
+                    && c.bytes >= prev.bytes
+                    && c.frees >= prev.frees
+                    && c.freed_bytes >= prev.freed_bytes,
+                "samples[{i}] for pid {pid} went backwards: {prev} then {c}"
+            );
+            prev = c;
+            last = Some(c);
+        }
+    }
+    let final_counters = run.report.process_counters(pid);
+    assert_eq!(
+        last,
+        Some(final_counters),
+        "the last sample of pid {pid} is not its final counters\nsamples: {}",
+        serde_json::to_string_pretty(&run.report.json["samples"]).unwrap_or_default()
+    );
+}

@@ -1,0 +1,364 @@
+//! One tracing session: resolve the target, attach, drain every interval until the end
+//! condition, then detach, symbolize and hand the profile to the reports.
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use alloctrace_common::Event;
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::ReportFormat;
+use crate::config::{Config, TargetSpec};
+use crate::drain::{self, Drainer, ProcTotals, RawSite};
+use crate::export;
+use crate::loader::{self, Sizes};
+use crate::model::{Counters, Process, Profile, Sample, Site, Target};
+use crate::output;
+use crate::probes::{self, Scope};
+use crate::report;
+use crate::spawn;
+use crate::symbolize::Symbolizer;
+use crate::target;
+
+/// Samples kept for the rate-over-time series; older ones are dropped (never the totals,
+/// which are cumulative in the kernel).
+const MAX_SAMPLES: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    TargetExited,
+    Duration,
+    Signal(i32),
+}
+
+/// Runs a session and returns the process exit code.
+pub fn run(cfg: Config) -> Result<i32> {
+    target::check_privileges()?;
+    target::check_kernel()?;
+
+    let (libc, scope, mut held, model_target) = match &cfg.target {
+        TargetSpec::Pid(pid) => {
+            let libc = target::libc_of_pid(*pid)?;
+            let nz = NonZeroU32::new(*pid).context("pid 0")?;
+            (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
+        }
+        TargetSpec::Command(argv) => {
+            let exe = target::resolve_command(&argv[0])?;
+            let libc = target::own_libc()?;
+            // Forked before any thread of ours exists; it waits for the probes.
+            let held = spawn::hold(&exe, argv)?;
+            let nz = NonZeroU32::new(held.pid).context("fork returned pid 0")?;
+            let t = Target::Command {
+                argv: argv.clone(),
+                pid: held.pid,
+            };
+            (libc, Scope::Pid(nz), Some(held), t)
+        }
+        TargetSpec::System => (target::own_libc()?, Scope::All, None, Target::System),
+    };
+    let target_pid = match &model_target {
+        Target::Pid { pid } | Target::Command { pid, .. } => Some(*pid),
+        Target::System => None,
+    };
+
+    let entries = probes::resolve(&libc)?;
+    let mut ebpf = loader::load(&Sizes {
+        max_stacks: cfg.max_stacks,
+        max_live: cfg.max_live,
+    })?;
+    let mut bpf_log = if cfg.verbose > 0 {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!("no eBPF log: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let attached = probes::attach(&mut ebpf, &libc, &entries, scope)?;
+    let mut drainer = Drainer::take(&mut ebpf)?;
+    let symbolizer = Arc::new(Symbolizer::new());
+    if let Some(pid) = target_pid.filter(|_| held.is_none()) {
+        symbolizer.note_process(pid);
+    }
+    let stop_events = Arc::new(AtomicBool::new(false));
+    let events_thread = {
+        let ring = drain::take_events(&mut ebpf)?;
+        let (sym, stop) = (symbolizer.clone(), stop_events.clone());
+        std::thread::Builder::new()
+            .name("alloctrace-events".into())
+            .spawn(move || watch_events(ring, &sym, &stop))
+            .context("cannot start the event thread")?
+    };
+
+    eprintln!(
+        "alloctrace: tracing {model_target}: {attached} probes on {}{}",
+        libc.display(),
+        if cfg.duration.is_some() || target_pid.is_none() {
+            ""
+        } else {
+            " (Ctrl-C to stop)"
+        }
+    );
+    if let Some(h) = held.as_mut() {
+        h.release()?;
+    }
+    let start = Instant::now();
+    let start_unix_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let mut samples = VecDeque::new();
+    let end = rt.block_on(watch(
+        &cfg,
+        &mut drainer,
+        target_pid,
+        start,
+        &mut samples,
+        &mut bpf_log,
+    ))?;
+
+    // Detach before the final drain, so the final numbers are a consistent end state.
+    drop(bpf_log);
+    drop(ebpf);
+    let duration = start.elapsed();
+    let (last, procs) = drainer.sample(duration);
+    print_interval(samples.back(), &last, &procs, &drainer);
+    push_sample(&mut samples, last);
+    stop_events.store(true, Ordering::Relaxed);
+    let _ = events_thread.join();
+
+    let profile = Profile {
+        target: model_target,
+        start_unix_secs,
+        duration,
+        interval: cfg.interval,
+        samples: samples.into(),
+        processes: procs
+            .into_iter()
+            .map(|(pid, p)| Process {
+                pid,
+                comm: p.comm,
+                counters: p.counters,
+                unknown_frees: p.unknown_frees,
+            })
+            .collect(),
+        sites: symbolize_sites(&symbolizer, drainer.sites()),
+        losses: drainer.losses(),
+    };
+    write_outputs(&cfg, &profile)?;
+
+    Ok(match (held, end) {
+        (Some(h), End::TargetExited) => h.reap(),
+        (Some(h), End::Signal(sig)) => {
+            // The command got the same Ctrl-C from the terminal: give it a moment to finish.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            loop {
+                if let Some(code) = h.try_reap() {
+                    break code;
+                }
+                if Instant::now() > deadline {
+                    break 128 + sig;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        (Some(h), End::Duration) => h.try_reap().unwrap_or(0),
+        (None, End::Signal(sig)) => 128 + sig,
+        (None, _) => 0,
+    })
+}
+
+fn push_sample(samples: &mut VecDeque<Sample>, s: Sample) {
+    if samples.len() == MAX_SAMPLES {
+        samples.pop_front();
+    }
+    samples.push_back(s);
+}
+
+fn print_interval(
+    prev: Option<&Sample>,
+    cur: &Sample,
+    procs: &BTreeMap<u32, ProcTotals>,
+    drainer: &Drainer,
+) {
+    let comm = |pid: u32| procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default();
+    for line in report::interval_lines(prev, cur, &comm) {
+        eprintln!("{line}");
+    }
+    if let Some(line) = report::losses_line(&drainer.losses()) {
+        eprintln!("{line}");
+    }
+}
+
+async fn watch(
+    cfg: &Config,
+    drainer: &mut Drainer,
+    target_pid: Option<u32>,
+    start: Instant,
+    samples: &mut VecDeque<Sample>,
+    bpf_log: &mut Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+) -> Result<End> {
+    let first = tokio::time::Instant::from_std(start) + cfg.interval;
+    let mut tick = tokio::time::interval_at(first, cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let deadline = async {
+        match cfg.duration {
+            Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(start) + d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let exited = async {
+        match target_pid {
+            Some(pid) => wait_exit(pid).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(exited);
+    let system_wide = matches!(cfg.target, TargetSpec::System);
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(l) = bpf_log.as_mut() {
+                    l.flush();
+                }
+                let (s, procs) = drainer.sample(start.elapsed());
+                print_interval(samples.back(), &s, &procs, drainer);
+                push_sample(samples, s);
+                if system_wide {
+                    drainer.retire_dead();
+                    ticks += 1;
+                    if ticks.is_multiple_of(10) {
+                        drainer.sweep_live();
+                    }
+                }
+            }
+            _ = sigint.recv() => return Ok(End::Signal(libc::SIGINT)),
+            _ = sigterm.recv() => return Ok(End::Signal(libc::SIGTERM)),
+            _ = &mut deadline => return Ok(End::Duration),
+            r = &mut exited => { r?; return Ok(End::TargetExited) }
+        }
+    }
+}
+
+/// Resolves when `pid` exits (a pidfd turns readable), whether or not it is our child.
+async fn wait_exit(pid: u32) -> Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        // Already gone.
+        return Ok(());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: an OwnedFd keeps its descriptor open and unchanged for as long as it lives,
+    // and the AsyncFd owns it.
+    let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("cannot watch the target's exit")?;
+    let _ = afd
+        .readable()
+        .await
+        .context("waiting for the target's exit")?;
+    Ok(())
+}
+
+/// Reads the kernel's rare notifications (new process, new stack) and has the symbolizer
+/// snapshot that process's mappings while it still lives.
+fn watch_events(mut ring: RingBuf<MapData>, sym: &Symbolizer, stop: &AtomicBool) {
+    let mut pfd = libc::pollfd {
+        fd: ring.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel wrote an `Event` (repr(C), plain data) into this record.
+                let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                sym.note_process(ev.tgid);
+            }
+        }
+    }
+}
+
+fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>) -> Vec<Site> {
+    let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
+    for s in raw {
+        by_pid.entry(s.key.tgid).or_default().push(s);
+    }
+    let mut sites = Vec::new();
+    for (pid, raws) in by_pid {
+        let mut addrs: Vec<u64> = raws.iter().flat_map(|s| s.ips.iter().copied()).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let frames: BTreeMap<u64, _> = addrs
+            .iter()
+            .copied()
+            .zip(sym.symbolize(pid, &addrs))
+            .collect();
+        for r in raws {
+            let st = &r.stats;
+            sites.push(Site {
+                pid,
+                stack_id: r.key.hash,
+                frames: r.ips.iter().map(|a| frames[a].clone()).collect(),
+                counters: Counters {
+                    allocs: st.allocs,
+                    bytes: st.bytes,
+                    frees: st.frees,
+                    freed_bytes: st.freed_bytes,
+                },
+                size_hist: st.size_hist.to_vec(),
+                life_hist: st.life_hist.to_vec(),
+            });
+        }
+    }
+    sites
+}
+
+fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
+    if let Some((path, weight)) = &cfg.folded {
+        let text = export::folded::folded(profile, *weight);
+        output::write_atomic(path, text.as_bytes())?;
+        eprintln!("alloctrace: folded stacks written to {}", path.display());
+    }
+    let text = match cfg.report {
+        ReportFormat::Text => report::render_text(profile, cfg.top),
+        ReportFormat::Json => export::json::to_json(profile),
+    };
+    match &cfg.output {
+        Some(path) => output::write_atomic(path, text.as_bytes())?,
+        None => write_stdout(&text)?,
+    }
+    Ok(())
+}
+
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`alloctrace ... | head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write the report"),
+    }
+}
