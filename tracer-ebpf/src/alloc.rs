@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 
-use crate::maps::{CALLS, EVENTS, LIVE, LOSSES, PROCS, SITES};
+use crate::maps::{CALLS, CONTROL, EVENTS, LIVE, LOSSES, PROCS, SITES};
 use crate::{stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
@@ -72,6 +72,12 @@ fn current() -> Option<(u64, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == SELF_TGID.load() {
+        return None;
+    }
+    if CONTROL
+        .get(alloctrace_common::CONTROL_STOPPED)
+        .is_some_and(|&v| v != 0)
+    {
         return None;
     }
     Some((pid_tgid, tgid))

@@ -44,3 +44,7 @@ pub static SITE_ZERO: Array<SiteStats> = Array::with_max_entries(1, 0);
 /// Per-CPU room to build a stack in before it is hashed and stored.
 #[map]
 pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+/// Run-time switches set by user space (`alloctrace_common::CONTROL_STOPPED`).
+#[map]
+pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);

@@ -7,7 +7,7 @@ use std::path::Path;
 use alloctrace_common::{
     self as abi, AllocInfo, BlockKey, ProcStats, SiteStats, StackKey, StackTrace,
 };
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 
 use crate::model::{Counters, Losses, Sample};
@@ -45,6 +45,7 @@ pub struct Drainer {
     procs: HashMap<MapData, u32, ProcStats>,
     live: HashMap<MapData, BlockKey, AllocInfo>,
     losses: PerCpuArray<MapData, u64>,
+    control: Array<MapData, u32>,
     /// Final state of processes that exited and were removed from the kernel maps
     /// (system-wide mode), so their totals and sites still reach the report.
     retired_procs: BTreeMap<u32, ProcTotals>,
@@ -70,6 +71,13 @@ pub fn comm_str(comm: &[u8; 16]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
+/// The kernel records `comm` at a process's first traced call, which can come before an exec
+/// (a shell's child allocates, then execs the program): a live process's own name wins.
+fn current_comm(pid: u32) -> Option<String> {
+    let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(c.trim_end_matches('\n').to_string())
+}
+
 fn counters(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
     Counters {
         allocs,
@@ -89,10 +97,21 @@ impl Drainer {
             procs: take(ebpf, abi::MAP_PROCS)?,
             live: take(ebpf, abi::MAP_LIVE)?,
             losses: take(ebpf, abi::MAP_LOSSES)?,
+            control: take(ebpf, abi::MAP_CONTROL)?,
             retired_procs: BTreeMap::new(),
             retired_sites: Vec::new(),
             live_sweep_due: false,
         })
+    }
+
+    /// Makes every probe stop counting from now on (they stay attached until dropped).
+    pub fn stop_probes(&mut self) -> Result<(), DrainError> {
+        self.control
+            .set(abi::CONTROL_STOPPED, 1, 0)
+            .map_err(|source| DrainError::Map {
+                name: abi::MAP_CONTROL,
+                source,
+            })
     }
 
     /// Every process seen so far, live and retired.
@@ -102,7 +121,7 @@ impl Drainer {
             out.insert(
                 pid,
                 ProcTotals {
-                    comm: comm_str(&p.comm),
+                    comm: current_comm(pid).unwrap_or_else(|| comm_str(&p.comm)),
                     counters: counters(p.allocs, p.bytes, p.frees, p.freed_bytes),
                     unknown_frees: p.unknown_frees,
                 },

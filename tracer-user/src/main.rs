@@ -4,6 +4,7 @@ mod config;
 mod drain;
 mod export;
 mod loader;
+mod mmap_watch;
 mod model;
 mod output;
 mod probes;

@@ -68,14 +68,14 @@ pub enum ProbeError {
     #[error("cannot load eBPF program {program}: {source}")]
     Load {
         program: &'static str,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("cannot attach {kind} to {symbol} in {path}: {source}")]
     Attach {
         kind: &'static str,
         symbol: &'static str,
         path: String,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -151,7 +151,8 @@ pub enum Scope {
 /// Loads the programs and attaches them at `entries` of `libc`. Return probes go first: a
 /// return seen without its entry is ignored, while an entry whose return probe was not yet
 /// attached would leave a stale call state behind. Free goes last, after every block-producing
-/// probe is in place. Returns the number of probes attached. Dropping `ebpf` detaches them all.
+/// probe is in place. Returns how many were attached; dropping `ebpf` detaches them all
+/// (slowly: each removal waits a kernel grace period, ~0.1 s here, serialized in the kernel).
 pub fn attach(
     ebpf: &mut Ebpf,
     libc: &Path,
@@ -171,7 +172,7 @@ pub fn attach(
         let prog: &mut UProbe = program(ebpf, name)?;
         prog.load().map_err(|source| ProbeError::Load {
             program: name,
-            source,
+            source: Box::new(source),
         })?;
     }
     let mut attached = 0;
@@ -203,7 +204,7 @@ pub fn attach(
                 kind,
                 symbol: spec.symbol,
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         attached += 1;
     }

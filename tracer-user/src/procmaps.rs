@@ -92,6 +92,21 @@ impl ProcessMaps {
             .then(|| (m, addr - m.start + m.file_offset))
     }
 
+    /// Takes in mappings made in this order (as the kernel records them): each wins over
+    /// the earlier ones it overlaps, whether already held or earlier in `newer`.
+    fn merge_in_order(&mut self, newer: Vec<Mapping>) {
+        let mut batch: Vec<Mapping> = Vec::with_capacity(newer.len());
+        for m in newer {
+            batch.retain(|old| !old.overlaps(&m));
+            batch.push(m);
+        }
+        batch.sort_by_key(|m| m.start);
+        self.merge(ProcessMaps {
+            pid: self.pid,
+            mappings: batch,
+        });
+    }
+
     /// Takes in a newer snapshot: its mappings win, and older ones it does not overlap stay
     /// (a library may have been unmapped since, but stacks recorded before still point in it).
     fn merge(&mut self, newer: ProcessMaps) {
@@ -170,7 +185,8 @@ struct Snapshot {
     maps: ProcessMaps,
     /// Hash of the last maps text read, to skip re-parsing an unchanged file.
     text_hash: u64,
-    refreshed: Instant,
+    /// When `/proc/PID/maps` was last read; `None` while all we know comes from mmap records.
+    refreshed: Option<Instant>,
 }
 
 /// pid -> last snapshot of its mappings, and (dev, inode) -> held binary.
@@ -203,8 +219,8 @@ impl MapsCache {
         };
         let now = Instant::now();
         if let Some(s) = self.procs.get_mut(&pid) {
-            if s.text_hash == text_hash {
-                s.refreshed = now;
+            if s.refreshed.is_some() && s.text_hash == text_hash {
+                s.refreshed = Some(now);
                 self.open_missing(pid);
                 return true;
             }
@@ -214,7 +230,7 @@ impl MapsCache {
             Some(s) => {
                 s.maps.merge(newer);
                 s.text_hash = text_hash;
-                s.refreshed = now;
+                s.refreshed = Some(now);
             }
             None => {
                 self.procs.insert(
@@ -222,13 +238,36 @@ impl MapsCache {
                     Snapshot {
                         maps: newer,
                         text_hash,
-                        refreshed: now,
+                        refreshed: Some(now),
                     },
                 );
             }
         }
         self.open_missing(pid);
         true
+    }
+
+    /// Takes in mappings `pid` was seen to make (mmap records, in the order made): they win
+    /// over the known mappings they overlap, as a refresh's do, and their binaries are opened
+    /// (through `pid`'s `map_files` while it lives). Does not count as a refresh: a process
+    /// known only this way still has its maps read when it is next looked at.
+    pub fn add_mappings(&mut self, pid: u32, mappings: Vec<Mapping>) {
+        if mappings.is_empty() {
+            return;
+        }
+        self.procs
+            .entry(pid)
+            .or_insert_with(|| Snapshot {
+                maps: ProcessMaps {
+                    pid,
+                    mappings: Vec::new(),
+                },
+                text_hash: 0,
+                refreshed: None,
+            })
+            .maps
+            .merge_in_order(mappings);
+        self.open_missing(pid);
     }
 
     /// Opens every binary `pid` maps that is not held yet (retrying earlier failures).
@@ -256,9 +295,10 @@ impl MapsCache {
         self.procs.get(&pid).map(|s| &s.maps)
     }
 
-    /// When `pid`'s maps were last read successfully.
+    /// When `pid`'s maps were last read successfully (`None`: never, though mmap records may
+    /// have told us its mappings).
     pub fn refreshed_at(&self, pid: u32) -> Option<Instant> {
-        self.procs.get(&pid).map(|s| s.refreshed)
+        self.procs.get(&pid).and_then(|s| s.refreshed)
     }
 
     /// The mapping of `pid` holding `addr` and `addr`'s file offset in it.
@@ -423,6 +463,51 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             .any(|(_, b)| b.name() == exe.to_str().unwrap()));
         assert!(cache.get(pid).is_none());
         assert!(cache.forget(pid).is_empty());
+    }
+
+    #[test]
+    fn added_mappings_apply_in_order_and_count_as_known_not_refreshed() {
+        let pid = u32::MAX - 3;
+        let mut cache = MapsCache::new();
+        let m = |start: u64, end: u64, inode: u64, path: &str| Mapping {
+            start,
+            end,
+            file_offset: 0x1000,
+            dev: libc::makedev(8, 1),
+            inode,
+            path: path.into(),
+            deleted: false,
+        };
+        cache.add_mappings(pid, vec![]);
+        assert!(cache.get(pid).is_none());
+        // /a, then /b mapped over part of /a, then /c elsewhere.
+        cache.add_mappings(
+            pid,
+            vec![
+                m(0x1000, 0x3000, 1, "/a"),
+                m(0x2000, 0x4000, 2, "/b"),
+                m(0x8000, 0x9000, 3, "/c"),
+            ],
+        );
+        let paths = |c: &MapsCache| -> Vec<String> {
+            c.get(pid)
+                .unwrap()
+                .mappings()
+                .iter()
+                .map(|m| m.path.clone())
+                .collect()
+        };
+        assert_eq!(paths(&cache), ["/b", "/c"]);
+        assert_eq!(cache.lookup(pid, 0x2010).unwrap().1, 0x1010);
+        assert!(cache.refreshed_at(pid).is_none(), "known, never read");
+        // A later batch wins over what it overlaps.
+        cache.add_mappings(pid, vec![m(0x8800, 0x9800, 4, "/d")]);
+        assert_eq!(paths(&cache), ["/b", "/d"]);
+        // Nonexistent paths: nothing held open, but the mappings still name the module.
+        assert!(cache.binary((libc::makedev(8, 1), 4)).is_none());
+        // Gone and never read: a refresh keeps what the records said.
+        assert!(!cache.refresh(pid));
+        assert_eq!(paths(&cache), ["/b", "/d"]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! blazesym's `Symbolizer` is neither Send nor Sync, so one long-lived instance runs on a
 //! dedicated thread fed by a channel; [`Symbolizer`] is the (Send + Sync) handle to it. The
-//! thread keeps a [`MapsCache`]: the mappings of every process it was told about, and an open
+//! thread keeps a [`MapsCache`]: the mappings of every process it was told about (read from
+//! `/proc/PID/maps`, or recorded by the kernel as they were made: `mmap_watch`), and an open
 //! file per binary, so stacks of processes that have exited (or whose binaries were deleted,
 //! or that live in another mount namespace) still symbolize. Each binary is symbolized by file
 //! offset through `/proc/self/fd/N`, once per distinct offset.
@@ -16,7 +17,7 @@ use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{evict, Input, Symbolized};
 
 use crate::model::Frame;
-use crate::procmaps::{BinaryId, MapsCache};
+use crate::procmaps::{BinaryId, Mapping, MapsCache};
 
 /// A process's maps are re-read at most this often; a request inside the window is served
 /// at its end, so a library mapped just before a new stack is still seen.
@@ -24,6 +25,7 @@ const REFRESH_EVERY: Duration = Duration::from_millis(5);
 
 enum Request {
     Note(u32),
+    AddMappings(u32, Vec<Mapping>),
     Forget(u32),
     Symbolize {
         pid: u32,
@@ -70,6 +72,15 @@ impl Symbolizer {
     /// Never blocks; cheap to call for every new stack.
     pub fn note_process(&self, pid: u32) {
         self.send(Request::Note(pid));
+    }
+
+    /// Adds mappings `pid` was seen to create (mmap records, in the order made), so its
+    /// stacks symbolize even if its maps are never read (it exits first); the binaries are
+    /// held open. They win over known mappings they overlap. Never blocks.
+    pub fn add_mappings(&self, pid: u32, mappings: Vec<Mapping>) {
+        if !mappings.is_empty() {
+            self.send(Request::AddMappings(pid, mappings));
+        }
     }
 
     /// Drops what is held for `pid` (its mappings, and binaries no other process maps):
@@ -194,6 +205,7 @@ impl Worker {
     fn handle(&mut self, req: Request) {
         match req {
             Request::Note(pid) => self.note(pid),
+            Request::AddMappings(pid, mappings) => self.maps.add_mappings(pid, mappings),
             Request::Forget(pid) => self.forget(pid),
             Request::Symbolize { pid, addrs, reply } => {
                 let _ = reply.send(self.symbolize(pid, &addrs));
@@ -456,6 +468,34 @@ mod tests {
             fr.module.as_deref().is_some_and(|m| m.contains("libc.so")),
             "{fr:?}"
         );
+    }
+
+    #[test]
+    fn mappings_from_records_alone_symbolize() {
+        // A pid with no /proc entry (beyond pid_max): all that is known of it is what
+        // `add_mappings` says, as for a command that exited before its maps were read.
+        let pid = u32::MAX - 2;
+        let f = alloctrace_symbolize_test_target as *const () as u64;
+        let own = crate::procmaps::ProcessMaps::read(std::process::id()).unwrap();
+        let (m, off) = own.lookup(f + 1).unwrap();
+        let sym = Symbolizer::new();
+        assert!(sym.symbolize(pid, &[f + 1])[0].module.is_none());
+        // An earlier mapping at the same place, superseded by the later one.
+        let stale = crate::procmaps::Mapping {
+            path: "/nonexistent/old.so".into(),
+            inode: 1,
+            ..m.clone()
+        };
+        sym.add_mappings(pid, vec![stale, m.clone()]);
+        let fr = &sym.symbolize(pid, &[f + 1])[0];
+        assert_eq!(
+            fr.function.as_deref(),
+            Some("alloctrace_symbolize_test_target"),
+            "{fr:?}"
+        );
+        assert_eq!(fr.module.as_deref(), Some(own_exe().as_str()));
+        assert_eq!(fr.module_offset, off);
+        assert!(sym.build_id(pid, f + 1).is_some());
     }
 
     #[test]

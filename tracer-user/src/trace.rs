@@ -18,6 +18,7 @@ use crate::config::{Config, TargetSpec};
 use crate::drain::{self, Drainer, ProcTotals, RawSite};
 use crate::export;
 use crate::loader::{self, Sizes};
+use crate::mmap_watch::MmapWatch;
 use crate::model::{Counters, Process, Profile, Sample, Site, Target};
 use crate::output;
 use crate::probes::{self, Scope};
@@ -42,6 +43,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     target::check_privileges()?;
     target::check_kernel()?;
 
+    let mut mmap_watch = None;
     let (libc, scope, mut held, model_target) = match &cfg.target {
         TargetSpec::Pid(pid) => {
             let libc = target::libc_of_pid(*pid)?;
@@ -54,13 +56,40 @@ pub fn run(cfg: Config) -> Result<i32> {
             // Forked before any thread of ours exists; it waits for the probes.
             let held = spawn::hold(&exe, argv)?;
             let nz = NonZeroU32::new(held.pid).context("fork returned pid 0")?;
+            // Before the exec: the command's every executable mapping, from the exec's own
+            // on, is recorded as it is made, so a command that exits before its maps can be
+            // read still symbolizes.
+            mmap_watch = match MmapWatch::open(Some(held.pid)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!(
+                        "cannot record the command's mappings as they are made ({e}); \
+                         a short-lived command's frames may print as bare addresses"
+                    );
+                    None
+                }
+            };
             let t = Target::Command {
                 argv: argv.clone(),
                 pid: held.pid,
             };
             (libc, Scope::Pid(nz), Some(held), t)
         }
-        TargetSpec::System => (target::own_libc()?, Scope::All, None, Target::System),
+        TargetSpec::System => {
+            // As for a command: processes that exit before their maps are read still
+            // symbolize.
+            mmap_watch = match MmapWatch::open(None) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!(
+                        "cannot record mappings as they are made ({e}); short-lived \
+                         processes' frames may print as bare addresses"
+                    );
+                    None
+                }
+            };
+            (target::own_libc()?, Scope::All, None, Target::System)
+        }
     };
     let target_pid = match &model_target {
         Target::Pid { pid } | Target::Command { pid, .. } => Some(*pid),
@@ -95,12 +124,13 @@ pub fn run(cfg: Config) -> Result<i32> {
         let (sym, stop) = (symbolizer.clone(), stop_events.clone());
         std::thread::Builder::new()
             .name("alloctrace-events".into())
-            .spawn(move || watch_events(ring, &sym, &stop))
+            .spawn(move || watch_events(ring, mmap_watch, &sym, &stop))
             .context("cannot start the event thread")?
     };
 
     eprintln!(
-        "alloctrace: tracing {model_target}: {attached} probes on {}{}",
+        "alloctrace: tracing {model_target}: {} probes on {}{}",
+        attached,
         libc.display(),
         if cfg.duration.is_some() || target_pid.is_none() {
             ""
@@ -131,15 +161,19 @@ pub fn run(cfg: Config) -> Result<i32> {
         &mut bpf_log,
     ))?;
 
-    // Detach before the final drain, so the final numbers are a consistent end state.
-    drop(bpf_log);
-    drop(ebpf);
     let duration = start.elapsed();
+    // Stop counting before the final drain, so the final numbers are a consistent end state;
+    // the (slow) detach waits until the report is out.
+    drainer.stop_probes()?;
     let (last, procs) = drainer.sample(duration);
     print_interval(samples.back(), &last, &procs, &drainer);
     push_sample(&mut samples, last);
     stop_events.store(true, Ordering::Relaxed);
-    let _ = events_thread.join();
+    // Whatever the watch recorded since the thread's last look reaches the symbolizer
+    // (ahead of the requests below: one channel, in order).
+    if let Ok(Some(mut w)) = events_thread.join() {
+        feed_mappings(&mut w, &symbolizer);
+    }
 
     let profile = Profile {
         target: model_target,
@@ -160,6 +194,8 @@ pub fn run(cfg: Config) -> Result<i32> {
         losses: drainer.losses(),
     };
     write_outputs(&cfg, &profile)?;
+    drop(bpf_log);
+    drop(ebpf);
 
     Ok(match (held, end) {
         (Some(h), End::TargetExited) => h.reap(),
@@ -281,16 +317,38 @@ async fn wait_exit(pid: u32) -> Result<()> {
 }
 
 /// Reads the kernel's rare notifications (new process, new stack) and has the symbolizer
-/// snapshot that process's mappings while it still lives.
-fn watch_events(mut ring: RingBuf<MapData>, sym: &Symbolizer, stop: &AtomicBool) {
-    let mut pfd = libc::pollfd {
+/// snapshot that process's mappings while it still lives; passes on the mappings the watch
+/// records. Returns the watch, for a last look once the run is over.
+fn watch_events(
+    mut ring: RingBuf<MapData>,
+    mut mmaps: Option<MmapWatch>,
+    sym: &Symbolizer,
+    stop: &AtomicBool,
+) -> Option<MmapWatch> {
+    let mut pfds = vec![libc::pollfd {
         fd: ring.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
-    };
+    }];
+    pfds.extend(mmaps.iter().flat_map(|w| w.fds()).map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
+        // SAFETY: a valid array of pfds.len() pollfds.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
+        // A perf event whose task has exited stays readable-hung-up forever: stop polling it
+        // (a negative fd is ignored) rather than spin; it is still read below.
+        for p in &mut pfds[1..] {
+            if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                p.fd = -1;
+            }
+        }
+        // Mappings first: a new stack's note may find the process gone already.
+        if let Some(w) = mmaps.as_mut() {
+            feed_mappings(w, sym);
+        }
         while let Some(item) = ring.next() {
             if item.len() >= size_of::<Event>() {
                 // SAFETY: the kernel wrote an `Event` (repr(C), plain data) into this record.
@@ -298,6 +356,13 @@ fn watch_events(mut ring: RingBuf<MapData>, sym: &Symbolizer, stop: &AtomicBool)
                 sym.note_process(ev.tgid);
             }
         }
+    }
+    mmaps
+}
+
+fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
+    for (pid, mappings) in w.drain() {
+        sym.add_mappings(pid, mappings);
     }
 }
 

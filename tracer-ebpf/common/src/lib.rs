@@ -23,6 +23,13 @@ pub const MAP_LOSSES: &str = "LOSSES";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_SITE_ZERO: &str = "SITE_ZERO";
 pub const MAP_STACK_SCRATCH: &str = "STACK_SCRATCH";
+pub const MAP_CONTROL: &str = "CONTROL";
+
+/// Index in the CONTROL array: non-zero once user space stops tracing. Uprobe removal waits a
+/// kernel grace period per probe (~0.1 s each here), so the probes are first told to stop
+/// counting, which makes the final drain a consistent end state at once, and detached after
+/// the report is out.
+pub const CONTROL_STOPPED: u32 = 0;
 
 // Globals set by the loader.
 /// tgid of alloctrace itself: never traced, so system-wide mode does not trace its own drain.

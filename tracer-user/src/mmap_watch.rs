@@ -1,0 +1,629 @@
+//! Executable mappings recorded as they are created, the way `perf record` learns them: a
+//! software "dummy" perf event per online CPU asks the kernel for a `PERF_RECORD_MMAP2` side-band
+//! record on every executable `mmap` of the watched process (and of the processes and threads
+//! it starts), written into a ring buffer we map.
+//!
+//! `/proc/PID/maps` snapshots miss a process that exits before it is read (a command living a
+//! millisecond); records do not: opened on a launched command before its exec, the watch sees
+//! the exec map the executable and `ld.so`, then every library `ld.so` and `dlopen` map.
+//!
+//! One event per CPU rather than one per task: the kernel refuses to `mmap` an inherited
+//! per-task (`cpu == -1`) event.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::procmaps::Mapping;
+
+/// Data pages per CPU ring (a power of two). Side-band records are ~100 bytes and are drained
+/// at least every 100 ms: 64 KiB holds hundreds of them.
+const DATA_PAGES: usize = 16;
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_DUMMY: u64 = 9;
+/// `perf_event_attr` as of `PERF_ATTR_SIZE_VER5`; the kernel accepts any size it knows.
+const PERF_ATTR_SIZE_VER5: u32 = 112;
+
+// Bits of the flags word of `perf_event_attr` (C bit-fields, allocated from the least
+// significant bit on little-endian targets).
+const ATTR_INHERIT: u64 = 1 << 1;
+const ATTR_MMAP: u64 = 1 << 8;
+const ATTR_COMM: u64 = 1 << 9;
+const ATTR_TASK: u64 = 1 << 13;
+const ATTR_MMAP2: u64 = 1 << 23;
+const ATTR_COMM_EXEC: u64 = 1 << 24;
+
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+
+const PERF_RECORD_MMAP: u32 = 1;
+const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_MMAP2: u32 = 10;
+const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
+
+// Offsets in `struct perf_event_mmap_page` (the ring's first page).
+const DATA_HEAD: usize = 1024;
+const DATA_TAIL: usize = 1032;
+const DATA_OFFSET: usize = 1040;
+const DATA_SIZE: usize = 1048;
+
+/// The leading fields of the kernel's `struct perf_event_attr` (uapi/linux/perf_event.h), up
+/// to `PERF_ATTR_SIZE_VER5`. Not a BPF boundary type: the kernel's own ABI, mirrored once here.
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    _reserved_2: u16,
+}
+const _: () = assert!(size_of::<PerfEventAttr>() == PERF_ATTR_SIZE_VER5 as usize);
+#[cfg(not(target_endian = "little"))]
+compile_error!("PerfEventAttr flag bits are laid out for little-endian targets");
+
+/// One record the watch understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// An executable mapping created by process `pid`.
+    Mmap { pid: u32, mapping: Mapping },
+    /// The kernel dropped this many records: the ring was full.
+    Lost(u64),
+}
+
+/// Executable mmaps of one process tree (or of the whole system), recorded by the kernel.
+pub struct MmapWatch {
+    rings: Vec<Ring>,
+}
+
+impl MmapWatch {
+    /// Watches `pid` and every process and thread it starts from now on, or with `None`
+    /// every process (one event per CPU either way). Must be opened before the mappings of interest are made (for a launched
+    /// command: before its exec).
+    pub fn open(pid: Option<u32>) -> io::Result<MmapWatch> {
+        let pid = match pid {
+            Some(p) => {
+                i32::try_from(p).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?
+            }
+            None => -1,
+        };
+        let rings = online_cpus()?
+            .into_iter()
+            .map(|cpu| Ring::open(pid, cpu))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(MmapWatch { rings })
+    }
+
+    /// The descriptors to poll for `POLLIN` (records waiting) or `POLLHUP` (the watched
+    /// task exited: nothing more will come on that one).
+    pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.rings.iter().map(|r| r.fd.as_raw_fd())
+    }
+
+    /// Every record written since the last call, grouped by process, in the order the kernel
+    /// wrote them (per CPU; a process's mmaps run on one CPU at a time, so in practice in order).
+    pub fn drain(&mut self) -> HashMap<u32, Vec<Mapping>> {
+        let mut by_pid: HashMap<u32, Vec<Mapping>> = HashMap::new();
+        for ring in &mut self.rings {
+            ring.read(|rec| match parse_record(rec) {
+                Some(Record::Mmap { pid, mapping }) => by_pid.entry(pid).or_default().push(mapping),
+                Some(Record::Lost(n)) => {
+                    log::warn!(
+                        "mmap watch: the kernel dropped {n} mapping records; some frames may \
+                         print as bare addresses"
+                    );
+                }
+                None => {}
+            });
+        }
+        by_pid
+    }
+}
+
+/// The CPUs in `/sys/devices/system/cpu/online` (`0-3,6,8-9`).
+fn online_cpus() -> io::Result<Vec<i32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    parse_cpu_list(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot parse the online CPU list {:?}", text.trim()),
+        )
+    })
+}
+
+fn parse_cpu_list(text: &str) -> Option<Vec<i32>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<i32>().ok()?..=b.parse().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+/// One perf event and its mapped ring: a metadata page, then `DATA_PAGES` pages of records.
+struct Ring {
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    len: usize,
+    data_offset: usize,
+    data_size: usize,
+    /// Reassembles a record that wraps around the end of the data area.
+    scratch: Vec<u8>,
+}
+
+// SAFETY: the mapping is owned by the Ring (unmapped only on drop) and only accessed through
+// &mut self (or atomics for the fields the kernel shares).
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn open(pid: i32, cpu: i32) -> io::Result<Ring> {
+        let attr = PerfEventAttr {
+            type_: PERF_TYPE_SOFTWARE,
+            size: PERF_ATTR_SIZE_VER5,
+            config: PERF_COUNT_SW_DUMMY,
+            // Enabled from the start; watermark off, so wake up on every record. A task's
+            // event is inherited by the processes and threads it starts; a CPU-wide one
+            // (pid -1) sees every task already.
+            flags: if pid >= 0 { ATTR_INHERIT } else { 0 }
+                | ATTR_MMAP
+                | ATTR_MMAP2
+                | ATTR_COMM
+                | ATTR_COMM_EXEC
+                | ATTR_TASK,
+            wakeup_events: 1,
+            ..PerfEventAttr::default()
+        };
+        // SAFETY: perf_event_open reads a perf_event_attr of `attr.size` bytes from the
+        // pointer; the other arguments are plain integers.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &raw const attr,
+                pid,
+                cpu,
+                -1 as libc::c_int,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = page * (1 + DATA_PAGES);
+        // SAFETY: maps a fresh region of `len` bytes backed by the perf event; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned null");
+        let mut ring = Ring {
+            fd,
+            base,
+            len,
+            data_offset: page,
+            data_size: page * DATA_PAGES,
+            scratch: Vec::new(),
+        };
+        // Kernels since 4.1 say where the data is; older ones put it right after the first page.
+        let (off, size) = (ring.meta(DATA_OFFSET), ring.meta(DATA_SIZE));
+        let (off, size) = (
+            off.load(Ordering::Relaxed) as usize,
+            size.load(Ordering::Relaxed) as usize,
+        );
+        if size != 0 && off.checked_add(size).is_some_and(|e| e <= len) {
+            (ring.data_offset, ring.data_size) = (off, size);
+        }
+        Ok(ring)
+    }
+
+    /// A u64 field of the metadata page.
+    fn meta(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: `at` is one of the 8-byte aligned offsets of perf_event_mmap_page, inside the
+        // first page of a live mapping; the kernel accesses these fields atomically too.
+        unsafe { &*self.base.as_ptr().add(at).cast::<AtomicU64>() }
+    }
+
+    /// Calls `f` with each record (header included) written since the last read, then hands
+    /// the space back to the kernel.
+    fn read(&mut self, mut f: impl FnMut(&[u8])) {
+        let head = self.meta(DATA_HEAD).load(Ordering::Acquire);
+        let tail = self.meta(DATA_TAIL).load(Ordering::Relaxed);
+        // SAFETY: the data area lies inside the mapping (checked at open); the kernel does
+        // not write between tail and head until we move tail.
+        let data = unsafe {
+            std::slice::from_raw_parts(self.base.as_ptr().add(self.data_offset), self.data_size)
+        };
+        let tail = read_records(data, tail, head, &mut self.scratch, &mut f);
+        self.meta(DATA_TAIL).store(tail, Ordering::Release);
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the region mapped in `open`, which nothing references any more.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Walks the records between `tail` and `head` (free-running byte counters) of a ring whose
+/// data area is `data` (a power of two long), passing each whole record to `f`; a record that
+/// wraps around the end is copied into `scratch` first. Returns the new tail.
+fn read_records(
+    data: &[u8],
+    mut tail: u64,
+    head: u64,
+    scratch: &mut Vec<u8>,
+    f: &mut impl FnMut(&[u8]),
+) -> u64 {
+    let size = data.len() as u64;
+    if size == 0 || head.wrapping_sub(tail) > size {
+        // Cannot happen with a sane kernel; drop what is there rather than read garbage.
+        return head;
+    }
+    while head.wrapping_sub(tail) >= 8 {
+        let at = (tail % size) as usize;
+        let mut hdr = [0u8; 8];
+        copy_wrapping(data, at, &mut hdr);
+        let len = u16::from_ne_bytes([hdr[6], hdr[7]]) as u64;
+        if len < 8 || len > head.wrapping_sub(tail) {
+            return head;
+        }
+        let len = len as usize;
+        if at + len <= data.len() {
+            f(&data[at..at + len]);
+        } else {
+            scratch.resize(len, 0);
+            copy_wrapping(data, at, scratch);
+            f(scratch);
+        }
+        tail = tail.wrapping_add(len as u64);
+    }
+    tail
+}
+
+/// Fills `out` from `data` starting at `at`, continuing at the start of `data` at its end.
+fn copy_wrapping(data: &[u8], at: usize, out: &mut [u8]) {
+    let first = out.len().min(data.len() - at);
+    out[..first].copy_from_slice(&data[at..at + first]);
+    let rest = out.len() - first;
+    out[first..].copy_from_slice(&data[..rest]);
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Decodes one record (header included). Mappings that are neither file-backed nor the vDSO
+/// come back as `None`, as do record types of no interest.
+pub fn parse_record(rec: &[u8]) -> Option<Record> {
+    let ty = u32_at(rec, 0)?;
+    let misc = u16::from_ne_bytes(rec.get(4..6)?.try_into().ok()?);
+    let size = (u16::from_ne_bytes(rec.get(6..8)?.try_into().ok()?) as usize).min(rec.len());
+    let rec = &rec[..size];
+    match ty {
+        PERF_RECORD_LOST => Some(Record::Lost(u64_at(rec, 16)?)),
+        PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
+            // header(8) pid tid addr len pgoff
+            let pid = u32_at(rec, 8)?;
+            let (addr, len, pgoff) = (u64_at(rec, 16)?, u64_at(rec, 24)?, u64_at(rec, 32)?);
+            let (ids, name_at) = if ty == PERF_RECORD_MMAP2 {
+                // maj min ino ino_generation (or a build id in their place), prot flags
+                let ids = (misc & PERF_RECORD_MISC_MMAP_BUILD_ID == 0).then(|| {
+                    let (maj, min) = (u32_at(rec, 40)?, u32_at(rec, 44)?);
+                    Some((libc::makedev(maj, min), u64_at(rec, 48)?))
+                });
+                let prot = u32_at(rec, 64)?;
+                if prot & libc::PROT_EXEC as u32 == 0 {
+                    return None;
+                }
+                (ids.flatten(), 72)
+            } else {
+                (None, 40)
+            };
+            let raw = rec.get(name_at..)?;
+            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            let name = String::from_utf8_lossy(name);
+            let (path, deleted) = match name.strip_suffix(" (deleted)") {
+                Some(p) => (p.to_owned(), true),
+                None => (name.into_owned(), false),
+            };
+            if !((path.starts_with('/') && !path.starts_with("//")) || path == "[vdso]") {
+                return None;
+            }
+            let (dev, inode) = match ids {
+                Some(ids) => ids,
+                None if path.starts_with('/') => stat_ids(pid, &path)?,
+                None => (0, 0),
+            };
+            Some(Record::Mmap {
+                pid,
+                mapping: Mapping {
+                    start: addr,
+                    end: addr.checked_add(len)?,
+                    file_offset: pgoff,
+                    dev,
+                    inode,
+                    path,
+                    deleted,
+                },
+            })
+        }
+        _ => None,
+    }
+}
+
+/// (device, inode) of `path` as process `pid` sees it, for records that do not carry them.
+fn stat_ids(pid: u32, path: &str) -> Option<(u64, u64)> {
+    let md = File::open(format!("/proc/{pid}/root{path}"))
+        .or_else(|_| File::open(path))
+        .and_then(|f| f.metadata())
+        .ok()?;
+    Some((md.dev(), md.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    fn mmap2(pid: u32, addr: u64, len: u64, pgoff: u64, prot: u32, name: &str) -> Vec<u8> {
+        let mut name = name.as_bytes().to_vec();
+        name.push(0);
+        name.resize(name.len().next_multiple_of(8), 0);
+        let size = 72 + name.len();
+        let mut b = Vec::new();
+        b.extend(PERF_RECORD_MMAP2.to_ne_bytes());
+        b.extend(0u16.to_ne_bytes());
+        b.extend((size as u16).to_ne_bytes());
+        b.extend(pid.to_ne_bytes());
+        b.extend((pid + 1).to_ne_bytes()); // tid
+        b.extend(addr.to_ne_bytes());
+        b.extend(len.to_ne_bytes());
+        b.extend(pgoff.to_ne_bytes());
+        b.extend(0xfeu32.to_ne_bytes()); // maj
+        b.extend(1u32.to_ne_bytes()); // min
+        b.extend(4242u64.to_ne_bytes()); // ino
+        b.extend(7u64.to_ne_bytes()); // ino_generation
+        b.extend(prot.to_ne_bytes());
+        b.extend(2u32.to_ne_bytes()); // MAP_PRIVATE
+        b.extend(name);
+        assert_eq!(b.len(), size);
+        b
+    }
+
+    const RX: u32 = (libc::PROT_READ | libc::PROT_EXEC) as u32;
+
+    #[test]
+    fn parses_mmap2() {
+        let r = parse_record(&mmap2(9, 0x7000, 0x3000, 0x1000, RX, "/usr/lib/libx.so")).unwrap();
+        assert_eq!(
+            r,
+            Record::Mmap {
+                pid: 9,
+                mapping: Mapping {
+                    start: 0x7000,
+                    end: 0xa000,
+                    file_offset: 0x1000,
+                    dev: libc::makedev(0xfe, 1),
+                    inode: 4242,
+                    path: "/usr/lib/libx.so".into(),
+                    deleted: false,
+                }
+            }
+        );
+        let Some(Record::Mmap { mapping, .. }) =
+            parse_record(&mmap2(9, 0x7000, 0x1000, 0, RX, "/tmp/a b (deleted)"))
+        else {
+            panic!()
+        };
+        assert_eq!((mapping.path.as_str(), mapping.deleted), ("/tmp/a b", true));
+        let vdso = parse_record(&mmap2(9, 0x7000, 0x1000, 0, RX, "[vdso]")).unwrap();
+        assert!(matches!(vdso, Record::Mmap { mapping, .. } if mapping.path == "[vdso]"));
+    }
+
+    #[test]
+    fn skips_anonymous_non_executable_and_truncated_records() {
+        assert_eq!(
+            parse_record(&mmap2(9, 0x7000, 0x1000, 0, RX, "//anon")),
+            None
+        );
+        let ro = libc::PROT_READ as u32;
+        assert_eq!(
+            parse_record(&mmap2(9, 0x7000, 0x1000, 0, ro, "/lib/x.so")),
+            None
+        );
+        let full = mmap2(9, 0x7000, 0x1000, 0, RX, "/lib/x.so");
+        assert_eq!(parse_record(&full[..40]), None);
+        assert_eq!(parse_record(&[]), None);
+        // An overflowing range.
+        assert_eq!(
+            parse_record(&mmap2(9, u64::MAX - 1, 0x1000, 0, RX, "/x")),
+            None
+        );
+    }
+
+    #[test]
+    fn build_id_variant_falls_back_to_stat() {
+        let mut r = mmap2(9, 0x7000, 0x1000, 0, RX, "/proc/self/exe-does-not-exist");
+        r[4..6].copy_from_slice(&PERF_RECORD_MISC_MMAP_BUILD_ID.to_ne_bytes());
+        assert_eq!(parse_record(&r), None, "no ids and no file to stat");
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mut r = mmap2(
+            std::process::id(),
+            0x7000,
+            0x1000,
+            0,
+            RX,
+            exe.to_str().unwrap(),
+        );
+        r[4..6].copy_from_slice(&PERF_RECORD_MISC_MMAP_BUILD_ID.to_ne_bytes());
+        let Some(Record::Mmap { mapping, .. }) = parse_record(&r) else {
+            panic!()
+        };
+        let md = std::fs::metadata(&exe).unwrap();
+        assert_eq!((mapping.dev, mapping.inode), (md.dev(), md.ino()));
+    }
+
+    #[test]
+    fn parses_lost_and_ignores_other_types() {
+        let mut b = Vec::new();
+        b.extend(PERF_RECORD_LOST.to_ne_bytes());
+        b.extend(0u16.to_ne_bytes());
+        b.extend(24u16.to_ne_bytes());
+        b.extend(1u64.to_ne_bytes()); // id
+        b.extend(5u64.to_ne_bytes());
+        assert_eq!(parse_record(&b), Some(Record::Lost(5)));
+        b[0..4].copy_from_slice(&3u32.to_ne_bytes()); // PERF_RECORD_COMM
+        assert_eq!(parse_record(&b), None);
+    }
+
+    /// Lays `records` into a ring of `size` bytes starting at byte counter `start`.
+    fn ring_with(size: usize, start: u64, records: &[Vec<u8>]) -> (Vec<u8>, u64) {
+        let mut data = vec![0xAAu8; size];
+        let mut pos = start;
+        for r in records {
+            for &b in r {
+                data[(pos % size as u64) as usize] = b;
+                pos += 1;
+            }
+        }
+        (data, pos)
+    }
+
+    fn collect(data: &[u8], tail: u64, head: u64) -> (Vec<Record>, u64) {
+        let mut got = Vec::new();
+        let mut scratch = Vec::new();
+        let t = read_records(data, tail, head, &mut scratch, &mut |r| {
+            got.push(parse_record(r).expect("a record"))
+        });
+        (got, t)
+    }
+
+    #[test]
+    fn reads_records_wrapping_around_the_ring_end() {
+        let a = mmap2(1, 0x1000, 0x1000, 0, RX, "/a");
+        let b = mmap2(2, 0x2000, 0x1000, 0, RX, "/some/longer/library/path.so");
+        let c = mmap2(3, 0x3000, 0x1000, 0, RX, "/c");
+        let size = 512;
+        // `b` starts 40 bytes before the end: its header and body wrap; the counters are
+        // far past the ring size, as after a long run.
+        let start = 10 * size as u64 + (size - a.len() - 40) as u64;
+        let (data, head) = ring_with(size, start, &[a.clone(), b.clone(), c.clone()]);
+        let (got, tail) = collect(&data, start, head);
+        assert_eq!(tail, head);
+        let pids: Vec<u32> = got
+            .iter()
+            .map(|r| match r {
+                Record::Mmap { pid, .. } => *pid,
+                Record::Lost(_) => 0,
+            })
+            .collect();
+        assert_eq!(pids, [1, 2, 3]);
+        assert_eq!(got[1], parse_record(&b).unwrap());
+
+        // A header split by the end of the ring.
+        let start = 3 * size as u64 + (size - 4) as u64;
+        let (data, head) = ring_with(size, start, std::slice::from_ref(&c));
+        assert_eq!(collect(&data, start, head).0, [parse_record(&c).unwrap()]);
+    }
+
+    #[test]
+    fn partial_record_is_left_for_later() {
+        let a = mmap2(1, 0x1000, 0x1000, 0, RX, "/a");
+        let (data, head) = ring_with(256, 0, std::slice::from_ref(&a));
+        // The kernel never publishes half a record; a corrupt length is skipped, not read.
+        let (got, tail) = collect(&data, 0, head - 8);
+        assert!(got.is_empty());
+        assert_eq!(tail, head - 8);
+        let (got, tail) = collect(&data, 0, 0);
+        assert!(got.is_empty());
+        assert_eq!(tail, 0);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(
+            parse_cpu_list("0-3,6,8-9\n"),
+            Some(vec![0, 1, 2, 3, 6, 8, 9])
+        );
+        assert_eq!(parse_cpu_list("0\n"), Some(vec![0]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    /// A launched command's exec and library mappings arrive as records, even though the
+    /// command has exited (and been reaped) before anything reads them. Needs root (or
+    /// CAP_PERFMON), as alloctrace itself does.
+    #[test]
+    fn records_mappings_of_a_held_child_across_its_exec() {
+        let mut h = crate::spawn::hold(Path::new("/bin/true"), &["true".into()]).unwrap();
+        let mut w = MmapWatch::open(Some(h.pid)).unwrap_or_else(|e| {
+            panic!("perf_event_open on a child failed (alloctrace needs root): {e}")
+        });
+        h.release().unwrap();
+        assert_eq!(h.reap(), 0);
+        let mut all: HashMap<u32, Vec<Mapping>> = HashMap::new();
+        let started = Instant::now();
+        loop {
+            for (pid, ms) in w.drain() {
+                all.entry(pid).or_default().extend(ms);
+            }
+            let maps = all.get(&h.pid).map(Vec::as_slice).unwrap_or_default();
+            let has = |f: &dyn Fn(&Mapping) -> bool| maps.iter().any(f);
+            let exe = std::fs::canonicalize("/bin/true").unwrap();
+            if has(&|m| {
+                Path::new(&m.path) == exe || m.path == "/bin/true" || m.path == "/usr/bin/true"
+            }) && has(&|m| m.path.contains("libc.so"))
+                && has(&|m| m.path.contains("ld-linux") || m.path.contains("/ld-"))
+            {
+                let libc = maps.iter().find(|m| m.path.contains("libc.so")).unwrap();
+                let md = std::fs::metadata(&libc.path).unwrap();
+                assert_eq!((libc.dev, libc.inode), (md.dev(), md.ino()), "{libc:?}");
+                assert!(libc.end > libc.start && libc.file_offset > 0, "{libc:?}");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "records of {}: {maps:#?}",
+                h.pid
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
