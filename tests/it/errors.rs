@@ -80,3 +80,54 @@ fn static_process_is_refused_by_pid() {
     w.close_stdin();
     w.wait_code(0);
 }
+
+/// Without root (and without CAP_BPF + CAP_PERFMON) nothing can be loaded: say so up front.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn not_root_is_an_error() {
+    let bin = alloctrace_bin();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&bin)
+        .args(BOUND)
+        .output()
+        .expect("run setpriv (util-linux)");
+    let finished = Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        args: vec![bin.into_os_string()],
+    };
+    finished.assert_one_line_error(&["root", "CAP_BPF"]);
+}
+
+/// Kernel threads have no user-space allocator (pid 2 is kthreadd on every Linux).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn kernel_thread_is_refused() {
+    alloctrace_bin();
+    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", "2"], &[]);
+    finished.assert_one_line_error(&["kernel thread"]);
+}
+
+/// Option values that cannot work are refused before anything is loaded.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn bad_option_values_are_errors() {
+    alloctrace_bin();
+    for (args, mention) in [
+        (&["--interval", "0"][..], "--interval"),
+        (&["--top", "0"][..], "--top"),
+        (&["--max-stacks", "0"][..], "--max-stacks"),
+        (&["--folded", "/nonexistent-dir/out.folded"][..], "/nonexistent-dir"),
+        (&["--output", "/nonexistent-dir/report.txt"][..], "/nonexistent-dir"),
+        (&["--folded-weight", "weight"][..], "--folded-weight"),
+        (&["--pid", "1", "--", "true"][..], "not both"),
+    ] {
+        let mut all = vec![BOUND[0], BOUND[1]];
+        all.extend_from_slice(args);
+        run_alloctrace(&all, &[]).assert_one_line_error(&[mention]);
+    }
+    // Without the bounding --duration, which may be given only once.
+    run_alloctrace(&["--duration=-1s"], &[]).assert_one_line_error(&["negative"]);
+}
