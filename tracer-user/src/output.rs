@@ -67,6 +67,13 @@ fn named(path: &Path, e: io::Error) -> io::Error {
 /// The new file is owned by the caller (root under sudo) with mode 0644 (less the umask).
 /// Errors name `path`; the temporary file is removed on any failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(stream) = stream_target(path) {
+        return OpenOptions::new()
+            .write(true)
+            .open(stream)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| named(path, e));
+    }
     let (tmp, mut file) = create_temp(path).map_err(|e| named(path, e))?;
     let result = file
         .write_all(bytes)
@@ -86,10 +93,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Where `path` names a stream rather than a file — a FIFO or character device given directly
+/// (`-o /dev/null`, a named pipe), or `/dev/stdout`-style links under /dev and /proc that lead
+/// to one — the bytes are written into it: renaming a temporary file over it would replace
+/// the device node itself (as root, `-o /dev/null` would turn /dev/null into a regular file).
+/// Block devices and regular files never qualify.
+fn stream_target(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_stream = |t: fs::FileType| t.is_fifo() || t.is_char_device() || t.is_socket();
+    let meta = fs::symlink_metadata(path).ok()?;
+    if is_stream(meta.file_type()) {
+        return Some(path.to_path_buf());
+    }
+    let system_link = path.starts_with("/dev/") || path.starts_with("/proc/");
+    if meta.file_type().is_symlink() && system_link {
+        let target = fs::canonicalize(path).ok()?;
+        let t = fs::metadata(&target).ok()?.file_type();
+        return is_stream(t).then_some(target);
+    }
+    None
+}
+
 /// Checks before tracing starts that [`write_atomic`] will be able to write `path`: its
 /// directory exists, is a directory, and accepts new files (a probe file is created and
 /// removed), and `path` is not itself a directory. The error is one line naming the path.
 pub fn check_writable(path: &Path) -> Result<(), String> {
+    if stream_target(path).is_some() {
+        return Ok(());
+    }
     let dir = parent_dir(path);
     let cannot = |why: String| format!("cannot write {}: {why}", path.display());
     match fs::metadata(dir) {
@@ -143,6 +174,34 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A FIFO stands in for /dev/null and pipes: it must be written into, never replaced
+    /// (a rename over /dev/null as root turns it into a regular file, as happened here once).
+    #[test]
+    fn fifo_is_written_into_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = TempDir::new("fifo");
+        let fifo = d.0.join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(fifo).unwrap())
+        };
+        check_writable(&fifo).unwrap();
+        write_atomic(&fifo, b"through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "FIFO replaced");
+        assert_eq!(entries(&d.0), vec!["pipe"], "temporary files left behind");
+    }
+
+    #[test]
+    fn dev_null_stays_a_device() {
+        use std::os::unix::fs::FileTypeExt;
+        write_atomic(Path::new("/dev/null"), b"x").unwrap();
+        assert!(fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     }
 
     fn entries(dir: &Path) -> Vec<String> {

@@ -18,10 +18,7 @@ pub struct BuildOpts {
 
 /// Builds the eBPF object; returns its absolute path.
 fn build_ebpf() -> Result<PathBuf> {
-    // A target directory of its own: nightly cargo sharing `target/` (and its
-    // .rustc_info.json) with the stable cargo that is running xtask failed its very first
-    // target probe in a fresh clone.
-    let target_dir = cmd::target_dir()?.join("ebpf");
+    let target_dir = cmd::target_dir()?;
     cmd::run(
         cmd::cargo(NIGHTLY)?
             .args(["build", "-p", "tracer-ebpf", "-Z", "build-std=core"])

@@ -84,9 +84,6 @@ const SCRUBBED_PREFIXES: &[&str] = &[
 /// `~/.cargo/bin` first on PATH, so `cargo` is rustup's proxy and bpf-linker is found.
 pub fn cargo(toolchain: &str) -> Result<Command> {
     let mut cmd = Command::new("cargo");
-    // Nothing below reads input; a definite empty stdin keeps rustc's `rustc -` probes from
-    // reading whatever descriptor 0 happens to be.
-    cmd.stdin(std::process::Stdio::null());
     cmd.arg(format!("+{toolchain}"))
         .current_dir(root())
         .env("PATH", path_with_cargo_bin()?);
