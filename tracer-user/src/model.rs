@@ -206,6 +206,20 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// More than one process appears (system-wide, or a command that forked): reports then
+    /// name the process of every site.
+    pub fn is_multi_process(&self) -> bool {
+        let mut pids = self
+            .processes
+            .iter()
+            .map(|x| x.pid)
+            .chain(self.sites.iter().map(|s| s.pid));
+        let Some(first) = pids.next() else {
+            return false;
+        };
+        pids.any(|p| p != first)
+    }
+
     pub fn total(&self) -> Counters {
         let mut c = Counters::default();
         for p in &self.processes {

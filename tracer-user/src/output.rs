@@ -193,7 +193,10 @@ mod tests {
         check_writable(&fifo).unwrap();
         write_atomic(&fifo, b"through the pipe").unwrap();
         assert_eq!(reader.join().unwrap(), b"through the pipe");
-        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "FIFO replaced");
+        assert!(
+            fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+            "FIFO replaced"
+        );
         assert_eq!(entries(&d.0), vec!["pipe"], "temporary files left behind");
     }
 
@@ -201,7 +204,10 @@ mod tests {
     fn dev_null_stays_a_device() {
         use std::os::unix::fs::FileTypeExt;
         write_atomic(Path::new("/dev/null"), b"x").unwrap();
-        assert!(fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+        assert!(fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 
     fn entries(dir: &Path) -> Vec<String> {

@@ -1,6 +1,5 @@
 //! Human-readable output: the per-interval lines printed while tracing and the final text
 //! report. Pure functions over the model; the caller decides where the text goes.
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -180,17 +179,6 @@ pub fn losses_line(l: &Losses) -> Option<String> {
 // Final report
 // ---------------------------------------------------------------------------------------------
 
-/// More than one process appears in the profile (system-wide, or a command that forked).
-fn multi_process(p: &Profile) -> bool {
-    let pids: BTreeSet<u32> = p
-        .processes
-        .iter()
-        .map(|x| x.pid)
-        .chain(p.sites.iter().map(|s| s.pid))
-        .collect();
-    pids.len() > 1
-}
-
 /// Activity in one period between drains.
 struct Period {
     end: Duration,
@@ -293,7 +281,7 @@ fn site_name(s: &Site) -> String {
 pub fn render_text(p: &Profile, top: usize) -> String {
     let mut out = String::new();
     let total = p.total();
-    let multi = multi_process(p);
+    let multi = p.is_multi_process();
     let dur = p.duration.as_secs_f64();
 
     let _ = writeln!(out, "=== Allocation Report: {} ===", p.target);

@@ -1,6 +1,6 @@
 //! Folded stacks (`root;...;leaf VALUE`, one line per stack), the input of flamegraph.pl,
 //! inferno and speedscope.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::model::{Frame, Profile, Site};
 
@@ -63,13 +63,7 @@ fn frame_name(f: &Frame) -> String {
 /// profile holds more than one process, every stack starts with a `comm (pid)` frame. Lines
 /// are sorted, so equal profiles give identical files.
 pub fn folded(p: &Profile, weight: FoldedWeight) -> String {
-    let pids: BTreeSet<u32> = p
-        .processes
-        .iter()
-        .map(|x| x.pid)
-        .chain(p.sites.iter().map(|s| s.pid))
-        .collect();
-    let multi = pids.len() > 1;
+    let multi = p.is_multi_process();
     let comms: BTreeMap<u32, &str> = p
         .processes
         .iter()
