@@ -1,6 +1,7 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
 mod cli;
 mod config;
+mod analyze;
 mod drain;
 mod export;
 mod loader;

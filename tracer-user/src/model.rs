@@ -83,6 +83,19 @@ pub struct Site {
     pub size_hist: Vec<u64>,
     /// log2 histogram of lifetimes in ns of the blocks that were freed.
     pub life_hist: Vec<u64>,
+    /// The site's cumulative counters at each drain where they had changed since the previous
+    /// point (a site idle for a while has no points there), oldest first. The last point
+    /// equals `counters` unless the final drain moved it.
+    #[serde(default)]
+    pub series: Vec<SitePoint>,
+}
+
+/// A site's cumulative counters at time `t` since the start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePoint {
+    #[serde(with = "duration_secs")]
+    pub t: Duration,
+    pub counters: Counters,
 }
 
 /// Per-process totals.

@@ -546,6 +546,7 @@ mod tests {
             counters,
             size_hist: vec![],
             life_hist: vec![],
+            series: vec![],
         }
     }
 

@@ -395,6 +395,7 @@ fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>) -> Vec<Site> {
                 },
                 size_hist: st.size_hist.to_vec(),
                 life_hist: st.life_hist.to_vec(),
+                series: Vec::new(),
             });
         }
     }

@@ -137,6 +137,7 @@ mod tests {
             },
             size_hist: vec![],
             life_hist: vec![],
+            series: vec![],
         }
     }
 

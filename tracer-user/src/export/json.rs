@@ -178,6 +178,7 @@ mod tests {
                     counters: c1,
                     size_hist: vec![0, 1, 9],
                     life_hist: vec![4],
+                    series: vec![],
                 },
                 Site {
                     pid: 8,
@@ -186,6 +187,7 @@ mod tests {
                     counters: c2,
                     size_hist: vec![],
                     life_hist: vec![],
+                    series: vec![],
                 },
             ],
             losses: Losses {
