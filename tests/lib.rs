@@ -1341,10 +1341,22 @@ impl Launched {
 /// Panics if alloctrace does not finish in time or writes no report, or the workload writes no
 /// ground truth; the exit status is the caller's to check.
 pub fn launch(name: &str, args: &[&str], extra: &[&OsStr], scratch: Scratch) -> Launched {
+    launch_every(INTERVAL, name, args, extra, scratch)
+}
+
+/// [`launch`] with `--interval INTERVAL` instead of the default [`INTERVAL`] (analyses that
+/// need several drains per phase of a workload).
+pub fn launch_every(
+    interval: &str,
+    name: &str,
+    args: &[&str],
+    extra: &[&OsStr],
+    scratch: Scratch,
+) -> Launched {
     let command = workload(name);
     let report_path = scratch.path("report.json");
     let truth_path = scratch.path("truth.txt");
-    let mut argv: Vec<OsString> = ["--interval", INTERVAL, "--report", "json", "-o"]
+    let mut argv: Vec<OsString> = ["--interval", interval, "--report", "json", "-o"]
         .iter()
         .map(OsString::from)
         .collect();

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::analyze::{GroupBy, SortBy};
 use crate::export::folded::FoldedWeight;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,6 +61,39 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 524288)]
     pub max_live: u32,
 
+    /// Samples kept for the time series (per process, and per site); the oldest are dropped,
+    /// never the totals.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_samples: usize,
+
+    /// What a hot spot is: the first function outside the allocator and libc, or the whole stack.
+    #[arg(long, value_enum, value_name = "BY", default_value = "function")]
+    pub group_by: GroupBy,
+
+    /// Order of the hot spots.
+    #[arg(long, value_enum, value_name = "KEY", default_value = "bytes")]
+    pub sort: SortBy,
+
+    /// Pattern thresholds: small-frequent sites allocate below this size (bytes)...
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub small_max_size: u64,
+
+    /// ...at more than this many allocations per second.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0)]
+    pub small_min_rate: f64,
+
+    /// Large-infrequent sites allocate above this size (bytes)...
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub large_min_size: u64,
+
+    /// ...at fewer than this many allocations per second.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
+    pub large_max_rate: f64,
+
+    /// Blocks freed sooner than this are short-lived.
+    #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
+    pub short_lived: Duration,
+
     /// Show what alloctrace does, and the eBPF programs' own log (loss events).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -67,6 +101,21 @@ pub struct Cli {
     /// The command to launch and trace.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+
+    #[command(subcommand)]
+    pub subcommand: Option<Sub>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Compare two `--report json` files: per site and in total, how allocations, bytes, rate
+    /// and live bytes changed (the guide's "validating improvements").
+    Compare {
+        /// The report before the change.
+        before: PathBuf,
+        /// The report after the change.
+        after: PathBuf,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

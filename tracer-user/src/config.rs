@@ -24,6 +24,8 @@ pub struct Config {
     pub output: Option<PathBuf>,
     pub max_stacks: u32,
     pub max_live: u32,
+    pub max_samples: usize,
+    pub analyze: crate::analyze::Options,
     pub verbose: u8,
 }
 
@@ -43,6 +45,8 @@ pub enum ConfigError {
     ZeroSize(&'static str),
     #[error("{0}")]
     Output(String),
+    #[error("--{0} must be a positive number")]
+    BadThreshold(&'static str),
 }
 
 pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
@@ -68,6 +72,14 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     if cli.max_live == 0 {
         return Err(ConfigError::ZeroSize("max-live"));
     }
+    if cli.max_samples == 0 {
+        return Err(ConfigError::ZeroSize("max-samples"));
+    }
+    for (name, v) in [("small-min-rate", cli.small_min_rate), ("large-max-rate", cli.large_max_rate)] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(ConfigError::BadThreshold(name));
+        }
+    }
     for path in cli.folded.iter().chain(cli.output.iter()) {
         output::check_writable(path).map_err(ConfigError::Output)?;
     }
@@ -81,6 +93,17 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         output: cli.output,
         max_stacks: cli.max_stacks,
         max_live: cli.max_live,
+        max_samples: cli.max_samples,
+        analyze: crate::analyze::Options {
+            group_by: cli.group_by,
+            sort: cli.sort,
+            top: cli.top,
+            small_max_size: cli.small_max_size,
+            small_min_rate: cli.small_min_rate,
+            large_min_size: cli.large_min_size,
+            large_max_rate: cli.large_max_rate,
+            short_lived: cli.short_lived,
+        },
         verbose: cli.verbose,
     })
 }

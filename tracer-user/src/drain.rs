@@ -1,7 +1,7 @@
 //! Reads the kernel's cumulative maps into plain values. The kernel never resets a counter,
 //! so a drain is a read, and a delta is the difference of two reads: nothing is lost or
 //! counted twice between drains however they interleave with the probes.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque};
 use std::path::Path;
 
 use alloctrace_common::{
@@ -10,7 +10,7 @@ use alloctrace_common::{
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 
-use crate::model::{Counters, Losses, Sample};
+use crate::model::{Counters, Losses, Sample, SitePoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -37,6 +37,9 @@ pub struct RawSite {
     pub key: StackKey,
     pub stats: SiteStats,
     pub ips: Vec<u64>,
+    /// The site's cumulative counters at the drains where they changed (oldest dropped
+    /// beyond the sample bound).
+    pub series: Vec<SitePoint>,
 }
 
 pub struct Drainer {
@@ -50,6 +53,8 @@ pub struct Drainer {
     /// (system-wide mode), so their totals and sites still reach the report.
     retired_procs: BTreeMap<u32, ProcTotals>,
     retired_sites: Vec<RawSite>,
+    series: StdHashMap<StackKey, VecDeque<SitePoint>>,
+    max_points: usize,
     live_sweep_due: bool,
 }
 
@@ -90,7 +95,8 @@ fn counters(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
 impl Drainer {
     /// Takes the maps out of `ebpf`, so they outlive the programs: dropping `ebpf` detaches
     /// every probe while the final drain can still read what they counted.
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DrainError> {
+    /// `max_points` bounds each site's series (the oldest points are dropped).
+    pub fn take(ebpf: &mut Ebpf, max_points: usize) -> Result<Self, DrainError> {
         Ok(Drainer {
             sites: take(ebpf, abi::MAP_SITES)?,
             stacks: take(ebpf, abi::MAP_STACKS)?,
@@ -100,6 +106,8 @@ impl Drainer {
             control: take(ebpf, abi::MAP_CONTROL)?,
             retired_procs: BTreeMap::new(),
             retired_sites: Vec::new(),
+            series: StdHashMap::new(),
+            max_points: max_points.max(1),
             live_sweep_due: false,
         })
     }
@@ -163,9 +171,33 @@ impl Drainer {
                 Ok(st) => st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
                 Err(_) => Vec::new(),
             };
-            out.push(RawSite { key, stats, ips });
+            let series = self
+                .series
+                .get(&key)
+                .map(|pts| pts.iter().copied().collect())
+                .unwrap_or_default();
+            out.push(RawSite { key, stats, ips, series });
         }
         out
+    }
+
+    /// Adds a point at `t` to the series of every site whose counters moved since its last
+    /// point: the per-site, per-interval data the pattern analyzers need.
+    pub fn record_series(&mut self, t: std::time::Duration) {
+        for (key, st) in self.sites.iter().filter_map(Result::ok) {
+            let c = counters(st.allocs, st.bytes, st.frees, st.freed_bytes);
+            if c == Counters::default() {
+                continue;
+            }
+            let pts = self.series.entry(key).or_default();
+            if pts.back().is_some_and(|p| p.counters == c) {
+                continue;
+            }
+            if pts.len() == self.max_points {
+                pts.pop_front();
+            }
+            pts.push_back(SitePoint { t, counters: c });
+        }
     }
 
     /// Every site with its frames, live and retired.
@@ -198,6 +230,9 @@ impl Drainer {
         for s in &sites {
             let _ = self.sites.remove(&s.key);
             let _ = self.stacks.remove(&s.key);
+        }
+        for s in &sites {
+            self.series.remove(&s.key);
         }
         self.retired_sites.extend(sites);
         for pid in &dead {

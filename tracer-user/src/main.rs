@@ -1,5 +1,6 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
 mod cli;
+mod compare;
 mod config;
 mod analyze;
 mod drain;
@@ -36,6 +37,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(cli::Sub::Compare { before, after }) = &cli.subcommand {
+        return match compare::run(before, after) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("alloctrace: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = if cli.verbose > 0 {
         log::LevelFilter::Info
     } else {

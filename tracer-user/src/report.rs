@@ -3,6 +3,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::analyze::advice::Advice;
+use crate::analyze::hotspots::{site_name, Hotspots};
+use crate::analyze::patterns::{ns_range_text, SitePattern};
+use crate::analyze::rate::Peak;
+use crate::analyze::{analyze, Analysis, GroupBy, Options, SortBy};
 use crate::model::{Counters, Frame, Losses, Profile, Sample, Site};
 
 /// Processes shown per interval before the rest are summarized in one line.
@@ -65,6 +70,20 @@ pub fn fmt_count_f(v: f64) -> String {
             format!("{v:.0}")
         }
     })
+}
+
+/// A duration in nanoseconds: `512 ns`, `1.0 µs`, `2.5 ms`, `1.5 s`.
+pub fn fmt_ns(n: u64) -> String {
+    let v = n as f64;
+    if v < 1e3 {
+        format!("{n} ns")
+    } else if v < 1e6 {
+        format!("{:.0} µs", v / 1e3)
+    } else if v < 1e9 {
+        format!("{:.1} ms", v / 1e6)
+    } else {
+        format!("{:.1} s", v / 1e9)
+    }
 }
 
 /// `1s`, `0.5s`, `2.25s`.
@@ -179,80 +198,15 @@ pub fn losses_line(l: &Losses) -> Option<String> {
 // Final report
 // ---------------------------------------------------------------------------------------------
 
-/// Activity in one period between drains.
-struct Period {
-    end: Duration,
-    secs: f64,
-    delta: Counters,
-}
-
-/// The periods between consecutive samples. The first sample also counts from t = 0 when it
-/// is the first drain of the run (taken within two intervals of the start; the sample buffer
-/// is bounded and may have dropped the oldest). Deltas are summed per process, so a process
-/// retired from later samples does not make a period look negative.
-fn periods(p: &Profile) -> Vec<Period> {
-    let mut out = Vec::new();
-    let Some(first) = p.samples.first() else {
-        return out;
+/// `avg X/s, peak Y/s at Ts` for one counter; `n/a (zero duration)` instead of the average
+/// for a zero-length run; without a period, no peak.
+fn rate_line(avg: Option<f64>, peak: Option<Peak>, fmt: fn(f64) -> String) -> String {
+    let mut s = match avg {
+        Some(r) => format!("avg {}/s", fmt(r)),
+        None => "n/a (zero duration)".to_string(),
     };
-    let zero = Sample::default();
-    if p.interval.is_zero() || first.t < p.interval * 2 {
-        out.push(period(&zero, first));
-    }
-    for w in p.samples.windows(2) {
-        out.push(period(&w[0], &w[1]));
-    }
-    out
-}
-
-fn period(a: &Sample, b: &Sample) -> Period {
-    let zero = Counters::default();
-    let mut delta = Counters::default();
-    for (pid, c) in &b.processes {
-        delta.add(&c.since(a.processes.get(pid).unwrap_or(&zero)));
-    }
-    Period {
-        end: b.t,
-        secs: b.t.saturating_sub(a.t).as_secs_f64(),
-        delta,
-    }
-}
-
-/// `avg X/s, peak Y/s at Ts` for one counter. The peak ignores periods shorter than half the
-/// interval (the final drain's partial period) unless nothing else is there; without periods
-/// only the average is shown, and with zero duration neither.
-fn rate_line(
-    p: &Profile,
-    periods: &[Period],
-    total: u64,
-    get: fn(&Counters) -> u64,
-    fmt: fn(f64) -> String,
-) -> String {
-    let dur = p.duration.as_secs_f64();
-    let mut s = if dur > 0.0 {
-        format!("avg {}/s", fmt(per_sec(total, dur)))
-    } else {
-        "n/a (zero duration)".to_string()
-    };
-    let full = |x: &&Period| x.secs > 0.0 && x.secs >= p.interval.as_secs_f64() / 2.0;
-    let any = |x: &&Period| x.secs > 0.0;
-    let candidates: Vec<&Period> = if periods.iter().any(|x| full(&x)) {
-        periods.iter().filter(full).collect()
-    } else {
-        periods.iter().filter(any).collect()
-    };
-    // Earliest period wins a tie.
-    let peak = candidates
-        .into_iter()
-        .fold(None::<(f64, Duration)>, |best, x| {
-            let r = per_sec(get(&x.delta), x.secs);
-            match best {
-                Some((b, _)) if b >= r => best,
-                _ => Some((r, x.end)),
-            }
-        });
-    if let Some((r, at)) = peak {
-        let _ = write!(s, ", peak {}/s at {:.1}s", fmt(r), at.as_secs_f64());
+    if let Some(pk) = peak {
+        let _ = write!(s, ", peak {}/s at {:.1}s", fmt(pk.value), pk.at);
     }
     s
 }
@@ -270,17 +224,22 @@ fn frame_line(f: &Frame) -> String {
     }
 }
 
-fn site_name(s: &Site) -> String {
-    s.frames
-        .first()
-        .map_or_else(|| "[no stack]".to_string(), Frame::name)
+/// The final report with the default analyzer settings (`top` sites).
+pub fn render_text(p: &Profile, top: usize) -> String {
+    let o = Options {
+        top,
+        ..Default::default()
+    };
+    render_report(p, &analyze(p, &o), top)
 }
 
 /// The final report: a summary, a per-process table when more than one process was traced,
-/// and the `top` allocation sites by bytes with their stacks.
-pub fn render_text(p: &Profile, top: usize) -> String {
+/// the `top` allocation sites by bytes with their stacks, then the analysis: hot spots,
+/// the pattern and lifetimes of each top site, and advice.
+pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     let mut out = String::new();
     let total = p.total();
+    let r = &a.rate.overall;
     let multi = p.is_multi_process();
     let dur = p.duration.as_secs_f64();
 
@@ -317,35 +276,22 @@ pub fn render_text(p: &Profile, top: usize) -> String {
             fmt_count(total.frees)
         ),
     );
-    let periods = periods(p);
     label(
         &mut out,
         "Alloc rate",
-        &rate_line(p, &periods, total.bytes, |c| c.bytes, fmt_bytes_f),
+        &rate_line(r.avg_alloc_rate, r.peak_alloc_rate, fmt_bytes_f),
     );
     label(
         &mut out,
         "Object rate",
-        &rate_line(p, &periods, total.allocs, |c| c.allocs, fmt_count_f),
+        &rate_line(r.avg_object_rate, r.peak_object_rate, fmt_count_f),
     );
-    // Peak live: the largest total over the samples and the end state (earliest wins a tie).
-    let peak_live = p
-        .samples
-        .iter()
-        .map(|s| (s.total().live_bytes(), s.t))
-        .fold(None::<(u64, Duration)>, |best, (b, t)| match best {
-            Some((x, _)) if x >= b => best,
-            _ => Some((b, t)),
-        })
-        .map(|(b, t)| {
-            if total.live_bytes() > b {
-                (total.live_bytes(), p.duration)
-            } else {
-                (b, t)
-            }
-        });
-    let peak = match peak_live {
-        Some((b, t)) => format!(" (peak live {} at {:.1}s)", fmt_bytes(b), t.as_secs_f64()),
+    let peak = match r.peak_live_bytes {
+        Some(pk) => format!(
+            " (peak live {} at {:.1}s)",
+            fmt_bytes(pk.value as u64),
+            pk.at
+        ),
         None => String::new(),
     };
     label(
@@ -353,8 +299,8 @@ pub fn render_text(p: &Profile, top: usize) -> String {
         "Live at end",
         &format!(
             "{} in {} objects{peak}",
-            fmt_bytes(total.live_bytes()),
-            fmt_count(total.live_objects())
+            fmt_bytes(r.live_bytes_end),
+            fmt_count(r.live_objects_end)
         ),
     );
     let unknown: u64 = p.processes.iter().map(|x| x.unknown_frees).sum();
@@ -379,6 +325,11 @@ pub fn render_text(p: &Profile, top: usize) -> String {
         render_processes(&mut out, p, top);
     }
     render_sites(&mut out, p, top, total.bytes, multi);
+    render_hotspots(&mut out, &a.hotspots, multi);
+    render_patterns(&mut out, &a.patterns, top, multi);
+    if !a.patterns.is_empty() {
+        render_advice(&mut out, &a.advice, top, multi);
+    }
     out
 }
 
@@ -508,6 +459,171 @@ fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, mul
     }
     if sites.len() > shown {
         let _ = writeln!(out, "\n  … and {} more sites (--top)", sites.len() - shown);
+    }
+}
+
+fn fmt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}s"))
+}
+
+fn fmt_range(lo: u64, hi: u64) -> String {
+    if lo == hi {
+        fmt_bytes(lo)
+    } else {
+        format!("{}–{}", fmt_bytes(lo), fmt_bytes(hi))
+    }
+}
+
+fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool) {
+    if h.top.is_empty() {
+        return;
+    }
+    let (by, what) = match h.group_by {
+        GroupBy::Function => ("function", "FUNCTION"),
+        GroupBy::Stack => ("stack", "SITE"),
+    };
+    let sort = match h.sort {
+        SortBy::Bytes => "bytes",
+        SortBy::Count => "allocations",
+        SortBy::Live => "live bytes",
+    };
+    let _ = writeln!(
+        out,
+        "\nHot spots by {by}, by {sort} ({} of {}):",
+        h.top.len(),
+        h.groups
+    );
+    let rank_w = h.top.len().to_string().len().max(2);
+    let pid_col = |v: &dyn std::fmt::Display| {
+        if multi {
+            format!("{v:>7}  ")
+        } else {
+            String::new()
+        }
+    };
+    let _ =
+        writeln!(
+        out,
+        "  {:>rank_w$}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {:>7}  {:>7}  {:>7}  {:>5}  {}{what}",
+        "#", "BYTES", "SHARE", "ALLOCS", "AVG", "LIVE BYTES", "FIRST", "LAST", "ACTIVE", "SITES",
+        pid_col(&"PID"),
+    );
+    for (i, x) in h.top.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {:>rank_w$}  {:>10}  {:>6}  {:>7}  {:>10}  {:>10}  {:>7}  {:>7}  {:>7}  {:>5}  {}{}",
+            i + 1,
+            fmt_bytes(x.bytes),
+            format!("{:.1}%", x.share * 100.0),
+            fmt_count(x.allocs),
+            fmt_bytes_f(x.avg_size),
+            fmt_bytes(x.live_bytes),
+            fmt_secs(x.first_seen),
+            fmt_secs(x.last_seen),
+            fmt_secs(x.active),
+            x.sites,
+            pid_col(&x.pid),
+            x.name,
+        );
+    }
+}
+
+fn render_patterns(out: &mut String, patterns: &[SitePattern], top: usize, multi: bool) {
+    let shown = patterns.len().min(top);
+    if shown == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nPatterns of the top {shown} sites (sizes and lifetimes are log2 bucket bounds):"
+    );
+    for (i, x) in patterns.iter().take(shown).enumerate() {
+        let pid = if multi {
+            format!("pid {} ", x.pid)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {:>2}. {pid}{}: {} ({})",
+            i + 1,
+            x.name,
+            x.class,
+            x.reason
+        );
+        let mut line = String::new();
+        match (x.size_range, x.typical_size) {
+            (Some(r), Some(t)) if r != t => {
+                let _ = write!(
+                    line,
+                    "sizes {} (typical {}), ",
+                    fmt_range(r.lo, r.hi),
+                    fmt_range(t.lo, t.hi)
+                );
+            }
+            (Some(r), _) => {
+                let _ = write!(line, "size {}, ", fmt_range(r.lo, r.hi));
+            }
+            _ => {}
+        }
+        match x.frequency {
+            Some(f) => {
+                let _ = write!(line, "{}/s over {:.1}s", fmt_count_f(f), x.span);
+            }
+            None => line.push_str("frequency n/a (no time passed)"),
+        }
+        if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
+            let _ = write!(line, ", peak {}/s at {at:.1}s", fmt_count_f(pk));
+        }
+        if x.idle_intervals > 0 {
+            let _ = write!(
+                line,
+                ", idle {} of {} intervals",
+                x.idle_intervals, x.intervals
+            );
+        }
+        let _ = writeln!(out, "      {line}");
+        match &x.lifetimes {
+            Some(l) => {
+                let _ = writeln!(
+                    out,
+                    "      lifetimes of {} freed: median {}, p90 {}, {:.0}% under {}",
+                    fmt_count(l.freed),
+                    ns_range_text(l.median_ns),
+                    ns_range_text(l.p90_ns),
+                    l.short_lived_share * 100.0,
+                    fmt_ns(l.short_lived_below_ns)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "      lifetimes: no block freed");
+            }
+        }
+    }
+}
+
+fn render_advice(out: &mut String, advice: &[Advice], top: usize, multi: bool) {
+    if advice.is_empty() {
+        let _ = writeln!(out, "\nAdvice: none (no site's numbers met a rule)");
+        return;
+    }
+    let shown = advice.len().min(top.max(1));
+    let _ = writeln!(out, "\nAdvice:");
+    for x in advice.iter().take(shown) {
+        let pid = if multi {
+            format!("pid {} ", x.pid)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  [{}] {pid}{}: {}", x.kind, x.site, x.evidence);
+        let _ = writeln!(out, "      → {}", x.suggestion);
+    }
+    if advice.len() > shown {
+        let _ = writeln!(
+            out,
+            "  … and {} more (--top, or --report json)",
+            advice.len() - shown
+        );
     }
 }
 
@@ -733,6 +849,17 @@ Top 1 allocation sites by bytes (of 1):
    1   976.6 KiB  100.0%     1.0k      1000 B    97.7 KiB        100      900  alloc_a
         alloc_a (src/main.rs:12)
         main (src/main.rs)
+
+Hot spots by function, by bytes (1 of 1):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES    FIRST     LAST   ACTIVE  SITES  FUNCTION
+   1   976.6 KiB  100.0%     1.0k      1000 B    97.7 KiB        -        -        -      1  alloc_a
+
+Patterns of the top 1 sites (sizes and lifetimes are log2 bucket bounds):
+   1. alloc_a: small-frequent (typical size 1000 B < 1.0 KiB, sustained 500/s > 100/s)
+      size 1000 B, 500/s over 2.0s
+      lifetimes: no block freed
+
+Advice: none (no site's numbers met a rule)
 ";
         assert_eq!(render_text(&p, 10), expected);
     }
@@ -811,6 +938,25 @@ Top 3 allocation sites by bytes (of 4):
         a
 
   … and 1 more sites (--top)
+
+Hot spots by function, by bytes (3 of 4):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES    FIRST     LAST   ACTIVE  SITES  FUNCTION
+   1     1.0 MiB   99.1%        1     1.0 MiB     1.0 MiB        -        -        -      1  f0
+   2     4.9 KiB    0.5%       20       250 B     4.9 KiB        -        -        -      1  libc.so.6+0x2a
+   3     4.9 KiB    0.5%       10       500 B         0 B        -        -        -      1  a
+
+Patterns of the top 3 sites (sizes and lifetimes are log2 bucket bounds):
+   1. f0: steady (no other class applies)
+      size 1.0 MiB, frequency n/a (no time passed)
+      lifetimes: no block freed
+   2. libc.so.6+0x2a: steady (no other class applies)
+      size 250 B, frequency n/a (no time passed)
+      lifetimes: no block freed
+   3. a: steady (no other class applies)
+      size 500 B, frequency n/a (no time passed)
+      lifetimes: no block freed
+
+Advice: none (no site's numbers met a rule)
 ";
         assert_eq!(render_text(&p, 3), expected);
     }
@@ -855,6 +1001,21 @@ Top 2 allocation sites by bytes (of 2):
 
    2     4.0 KiB    0.1%       10       410 B         0 B          0       10       42  w_alloc
         w_alloc
+
+Hot spots by function, by bytes (2 of 2):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES    FIRST     LAST   ACTIVE  SITES      PID  FUNCTION
+   1     3.0 MiB   99.9%     3.0k     1.0 KiB     2.0 MiB        -        -        -      1     4242  [no stack]
+   2     4.0 KiB    0.1%       10       410 B         0 B        -        -        -      1       42  w_alloc
+
+Patterns of the top 2 sites (sizes and lifetimes are log2 bucket bounds):
+   1. pid 4242 [no stack]: steady (no other class applies)
+      size 1.0 KiB, 968/s over 3.1s
+      lifetimes: no block freed
+   2. pid 42 w_alloc: steady (no other class applies)
+      size 409 B, 3.2/s over 3.1s
+      lifetimes: no block freed
+
+Advice: none (no site's numbers met a rule)
 ";
         assert_eq!(render_text(&p, 10), expected);
     }
@@ -875,6 +1036,57 @@ Lost data:          none
 Allocation sites: none recorded
 ";
         assert_eq!(render_text(&p, 10), expected);
+    }
+
+    #[test]
+    fn report_analysis_sections() {
+        use crate::analyze::patterns::tests::series_site;
+        // A pool candidate (64 B, 1000/s, dying at once) and a leak (256 B, never freed).
+        let pts: Vec<_> = (1..=4).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
+        let mut pool = series_site(64, &pts, 100);
+        pool.frames = vec![frame("parse_token", None, None), frame("main", None, None)];
+        let pts: Vec<_> = (1..=4).map(|i| (i * 1000, i * 50, 0)).collect();
+        let mut leak = series_site(256, &pts, 0);
+        leak.stack_id = 2;
+        leak.frames = vec![frame("cache_insert", None, None)];
+        let mut total = pool.counters;
+        total.add(&leak.counters);
+        let p = profile(
+            vec![proc_(1, "prog", total)],
+            vec![pool, leak],
+            vec![],
+            4000,
+        );
+        let a = analyze(
+            &p,
+            &Options {
+                sort: SortBy::Live,
+                ..Default::default()
+            },
+        );
+        let text = render_report(&p, &a, 10);
+        let tail = &text[text.find("\nHot spots").expect("hot spots")..];
+        let expected = "
+Hot spots by function, by live bytes (2 of 2):
+   #       BYTES   SHARE   ALLOCS         AVG  LIVE BYTES    FIRST     LAST   ACTIVE  SITES  FUNCTION
+   1    50.0 KiB   16.7%      200       256 B    50.0 KiB     1.0s     4.0s     3.0s      1  cache_insert
+   2   250.0 KiB   83.3%     4.0k        64 B         0 B     1.0s     4.0s     3.0s      1  parse_token
+
+Patterns of the top 2 sites (sizes and lifetimes are log2 bucket bounds):
+   1. parse_token: small-frequent (typical size 64 B–127 B < 1.0 KiB, sustained 1.0k/s > 100/s)
+      size 64 B–127 B, 1.0k/s over 4.0s, peak 1.0k/s at 1.0s
+      lifetimes of 4.0k freed: median 64 ns–128 ns, p90 64 ns–128 ns, 100% under 524 µs
+   2. cache_insert: growing (live bytes rise 12.5 KiB/s (R² 1.00 over 4 points), 0% of blocks freed)
+      size 256 B–511 B, 50.0/s over 4.0s, peak 50.0/s at 1.0s
+      lifetimes: no block freed
+
+Advice:
+  [pool] parse_token: 4.0k allocations at 1.0k/s, sizes 64 B–127 B (1 size class), 100% of freed blocks lived < 524 µs
+      → reuse these objects (a free list, an object pool, or a buffer kept across calls) instead of allocating each time
+  [leak suspect] cache_insert: live bytes grow 12.5 KiB/s (R² 1.00 over 4 points), 0 of 200 allocations freed (0.0%), 50.0 KiB live
+      → check who owns these blocks and when they should be freed
+";
+        assert_eq!(tail, expected);
     }
 
     #[test]

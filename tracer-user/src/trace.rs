@@ -27,9 +27,6 @@ use crate::spawn;
 use crate::symbolize::Symbolizer;
 use crate::target;
 
-/// Samples kept for the rate-over-time series; older ones are dropped (never the totals,
-/// which are cumulative in the kernel).
-const MAX_SAMPLES: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -113,7 +110,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         None
     };
     let attached = probes::attach(&mut ebpf, &libc, &entries, scope)?;
-    let mut drainer = Drainer::take(&mut ebpf)?;
+    let mut drainer = Drainer::take(&mut ebpf, cfg.max_samples)?;
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
         symbolizer.note_process(pid);
@@ -165,9 +162,10 @@ pub fn run(cfg: Config) -> Result<i32> {
     // Stop counting before the final drain, so the final numbers are a consistent end state;
     // the (slow) detach waits until the report is out.
     drainer.stop_probes()?;
+    drainer.record_series(duration);
     let (last, procs) = drainer.sample(duration);
     print_interval(samples.back(), &last, &procs, &drainer);
-    push_sample(&mut samples, last);
+    push_sample(&mut samples, last, cfg.max_samples);
     stop_events.store(true, Ordering::Relaxed);
     // Whatever the watch recorded since the thread's last look reaches the symbolizer
     // (ahead of the requests below: one channel, in order).
@@ -218,8 +216,8 @@ pub fn run(cfg: Config) -> Result<i32> {
     })
 }
 
-fn push_sample(samples: &mut VecDeque<Sample>, s: Sample) {
-    if samples.len() == MAX_SAMPLES {
+fn push_sample(samples: &mut VecDeque<Sample>, s: Sample, max: usize) {
+    if samples.len() >= max.max(1) {
         samples.pop_front();
     }
     samples.push_back(s);
@@ -275,9 +273,11 @@ async fn watch(
                 if let Some(l) = bpf_log.as_mut() {
                     l.flush();
                 }
-                let (s, procs) = drainer.sample(start.elapsed());
+                let t = start.elapsed();
+                drainer.record_series(t);
+                let (s, procs) = drainer.sample(t);
                 print_interval(samples.back(), &s, &procs, drainer);
-                push_sample(samples, s);
+                push_sample(samples, s, cfg.max_samples);
                 if system_wide {
                     drainer.retire_dead();
                     ticks += 1;
@@ -395,7 +395,7 @@ fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>) -> Vec<Site> {
                 },
                 size_hist: st.size_hist.to_vec(),
                 life_hist: st.life_hist.to_vec(),
-                series: Vec::new(),
+                series: r.series,
             });
         }
     }

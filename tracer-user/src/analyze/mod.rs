@@ -1,8 +1,15 @@
 //! Analyzers: pure functions of a drained `Profile`, one module each.
+pub mod advice;
+pub mod hotspots;
+pub mod patterns;
+pub mod rate;
+
 use std::time::Duration;
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
+
+use crate::model::{duration_secs, Profile};
 
 /// What an allocation site is, for the hot-spot table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -24,7 +31,7 @@ pub enum SortBy {
 }
 
 /// Analyzer settings; the defaults are the allocation-profiling guide's.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Options {
     pub group_by: GroupBy,
     pub sort: SortBy,
@@ -38,6 +45,7 @@ pub struct Options {
     /// ...and fewer than this many allocations per second.
     pub large_max_rate: f64,
     /// Blocks freed within this are "short-lived".
+    #[serde(with = "duration_secs")]
     pub short_lived: Duration,
 }
 
@@ -53,5 +61,55 @@ impl Default for Options {
             large_max_rate: 10.0,
             short_lived: Duration::from_millis(1),
         }
+    }
+}
+
+/// Everything the analyzers found, as the text report prints it and `--report json` stores it
+/// under `"analysis"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// The settings these results were computed with.
+    pub options: Options,
+    pub rate: rate::RateReport,
+    pub hotspots: hotspots::Hotspots,
+    /// Every site with allocations, biggest (bytes) first.
+    pub patterns: Vec<patterns::SitePattern>,
+    pub advice: Vec<advice::Advice>,
+}
+
+/// Runs every analyzer over `p`.
+pub fn analyze(p: &Profile, o: &Options) -> Analysis {
+    let patterns = patterns::analyze(p, o);
+    Analysis {
+        options: o.clone(),
+        rate: rate::analyze(p),
+        hotspots: hotspots::analyze(p, o),
+        advice: advice::analyze(&patterns, o),
+        patterns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analysis_round_trips_through_json() {
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
+        let mut p = rate::tests::profile(5000, vec![]);
+        p.sites = vec![patterns::tests::series_site(64, &pts, 100)];
+        let a = analyze(&p, &Options::default());
+        assert_eq!(a.patterns.len(), 1);
+        assert_eq!(a.hotspots.top.len(), 1);
+        assert_eq!(a.advice.len(), 1);
+        let text = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Analysis>(&text).unwrap(), a);
+    }
+
+    #[test]
+    fn empty_profile() {
+        let a = analyze(&rate::tests::profile(0, vec![]), &Options::default());
+        assert!(a.patterns.is_empty() && a.advice.is_empty() && a.hotspots.top.is_empty());
+        assert!(a.rate.series.is_empty());
     }
 }

@@ -8,10 +8,18 @@
 //!  processes[]{pid,comm,counters{allocs,bytes,frees,freed_bytes},unknown_frees,live_objects,live_bytes},
 //!  sites[]{pid,stack_id,frames[]{addr,function,function_offset,module,module_offset,file,line},
 //!          counters{...},size_hist,life_hist,live_objects,live_bytes},
-//!  samples[]{t,processes{"<pid>":counters}}, losses{...}`.
+//!  samples[]{t,processes{"<pid>":counters}}, losses{...}, analysis{...}`.
 //! Durations and `t` are seconds as floats; absent symbols are `null`.
+//!
+//! `analysis` is [`Analysis`] as serde writes it (computed, ignored by [`from_json`], which also
+//! reads files without it): `options{group_by,sort,top,small_max_size,small_min_rate,
+//! large_min_size,large_max_rate,short_lived}`, `rate{overall,series[],processes[]}`,
+//! `hotspots{group_by,sort,groups,total_bytes,top[]}`, `patterns[]` (every site with
+//! allocations, biggest first: class, reason, size and lifetime bucket bounds, rates, trend,
+//! stack) and `advice[]{kind,pid,stack_id,site,evidence,suggestion}`.
 use serde::Serialize;
 
+use crate::analyze::{analyze, Analysis, Options};
 use crate::model::{duration_secs, Counters, Losses, Process, Profile, Sample, Site, Target};
 
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
@@ -72,10 +80,18 @@ struct Document<'a> {
     sites: Vec<WithLive<'a, Site>>,
     samples: &'a [Sample],
     losses: &'a Losses,
+    analysis: &'a Analysis,
 }
 
-/// The profile as pretty-printed JSON (schema above), newline-terminated.
+/// The profile as pretty-printed JSON (schema above) with its analysis under the default
+/// analyzer settings, newline-terminated.
 pub fn to_json(p: &Profile) -> String {
+    to_json_with(p, &analyze(p, &Options::default()))
+}
+
+/// The profile and `analysis` (of that profile) as pretty-printed JSON (schema above),
+/// newline-terminated.
+pub fn to_json_with(p: &Profile, analysis: &Analysis) -> String {
     let doc = Document {
         version: VERSION,
         target: &p.target,
@@ -91,6 +107,7 @@ pub fn to_json(p: &Profile) -> String {
         sites: p.sites.iter().map(|s| with_live(s, &s.counters)).collect(),
         samples: &p.samples,
         losses: &p.losses,
+        analysis,
     };
     // Serializing plain structs, strings and numbers into memory cannot fail.
     let mut s = serde_json::to_string_pretty(&doc).expect("a profile always serializes");
@@ -98,7 +115,8 @@ pub fn to_json(p: &Profile) -> String {
     s
 }
 
-/// Reads back what [`to_json`] wrote (the computed fields and `version` are ignored).
+/// Reads back what [`to_json`] wrote (the computed fields, `analysis` and `version` are
+/// ignored; files without `analysis` read the same).
 pub fn from_json(s: &str) -> Result<Profile, serde_json::Error> {
     serde_json::from_str(s)
 }
@@ -278,6 +296,7 @@ mod tests {
         let mut ours = serde_json::from_str::<Value>(&to_json(&p)).unwrap();
         let top = ours.as_object_mut().unwrap();
         assert!(top.remove("version").is_some() && top.remove("totals").is_some());
+        assert!(top.remove("analysis").is_some());
         for list in ["processes", "sites"] {
             for item in top[list].as_array_mut().unwrap() {
                 let o = item.as_object_mut().unwrap();
@@ -285,6 +304,45 @@ mod tests {
             }
         }
         assert_eq!(ours, plain);
+    }
+
+    #[test]
+    fn analysis_is_included_and_optional() {
+        let p = sample_profile();
+        let o = Options {
+            top: 1,
+            ..Default::default()
+        };
+        let a = analyze(&p, &o);
+        let text = to_json_with(&p, &a);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        // Floats may differ in the last digit after a text round trip (serde_json's default
+        // parser), so compare what is exact.
+        let back: Analysis = serde_json::from_value(v["analysis"].clone()).unwrap();
+        assert_eq!((back.options, back.patterns.len()), (o, a.patterns.len()));
+        assert_eq!(back.rate.overall.totals, a.rate.overall.totals);
+        assert_eq!(v["analysis"]["options"]["top"], json!(1));
+        assert_eq!(v["analysis"]["options"]["short_lived"], json!(0.001));
+        assert_eq!(v["analysis"]["hotspots"]["group_by"], json!("function"));
+        assert_eq!(
+            v["analysis"]["hotspots"]["top"][0]["name"],
+            json!("alloc_a")
+        );
+        assert_eq!(v["analysis"]["patterns"][0]["class"], json!("steady"));
+        assert_eq!(
+            v["analysis"]["rate"]["overall"]["totals"]["bytes"],
+            json!(1050)
+        );
+        assert_eq!(from_json(&text).unwrap(), p);
+        // A file written before the analysis existed still reads.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("analysis");
+        assert_eq!(from_json(&old.to_string()).unwrap(), p);
+        // The default-settings wrapper analyzes the same profile.
+        assert_eq!(
+            to_json(&p),
+            to_json_with(&p, &analyze(&p, &Options::default()))
+        );
     }
 
     #[test]
@@ -300,6 +358,7 @@ mod tests {
             pos("processes") < pos("sites")
                 && pos("sites") < pos("samples")
                 && pos("samples") < pos("losses")
+                && pos("losses") < pos("analysis")
         );
         assert!(text.ends_with("}\n"));
     }

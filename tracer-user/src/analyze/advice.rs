@@ -1,0 +1,261 @@
+//! The guide's optimization strategies, each only where a site's numbers support it, with the
+//! numbers that triggered it.
+use serde::{Deserialize, Serialize};
+
+use super::patterns::{ns_range_text, PatternClass, SitePattern};
+use super::Options;
+use crate::report::{fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
+
+/// pool: sizes span at most this many doubling buckets ("one size class")...
+pub const POOL_MAX_SIZE_BUCKETS: usize = 2;
+/// ...and at least this share of the freed blocks is short-lived.
+pub const POOL_MIN_SHORT_SHARE: f64 = 0.5;
+/// growth chain: at least this many allocations...
+pub const GROWTH_CHAIN_MIN_ALLOCS: u64 = 100;
+/// ...sizes spanning at least this many doubling buckets...
+pub const GROWTH_CHAIN_MIN_SIZE_BUCKETS: usize = 4;
+/// ...and at least this share of the blocks freed (a chain frees each step).
+pub const GROWTH_CHAIN_MIN_FREE_SHARE: f64 = 0.5;
+/// large-block churn: at least this many large allocations...
+pub const CHURN_MIN_ALLOCS: u64 = 3;
+/// ...with at least this share freed (frees ≈ allocs).
+pub const CHURN_MIN_FREE_SHARE: f64 = 0.9;
+/// leak suspect: growing with at least this R²...
+pub const LEAK_MIN_R2: f64 = 0.8;
+/// ...and fewer than this share of the allocations freed.
+pub const LEAK_MAX_FREE_SHARE: f64 = 0.1;
+
+/// Which strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdviceKind {
+    /// Reuse or pool the objects.
+    Pool,
+    /// Reserve the final size up front instead of growing (a growth-chain suspect).
+    PreSize,
+    /// Keep and reuse large buffers instead of allocating and freeing them repeatedly.
+    LargeBlockChurn,
+    /// Live bytes grow and are rarely freed.
+    LeakSuspect,
+}
+
+impl std::fmt::Display for AdviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdviceKind::Pool => "pool",
+            AdviceKind::PreSize => "pre-size",
+            AdviceKind::LargeBlockChurn => "large-block churn",
+            AdviceKind::LeakSuspect => "leak suspect",
+        })
+    }
+}
+
+/// One suggestion for one site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Advice {
+    pub kind: AdviceKind,
+    pub pid: u32,
+    pub stack_id: u64,
+    pub site: String,
+    /// The numbers that triggered it.
+    pub evidence: String,
+    pub suggestion: String,
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Advice for one site's pattern, in the order pool, pre-size, large-block churn, leak.
+pub fn for_site(s: &SitePattern, o: &Options) -> Vec<Advice> {
+    let mut out = Vec::new();
+    let c = &s.counters;
+    let free_share = share(c.frees, c.allocs);
+    let mut push = |kind, evidence: String, suggestion: &str| {
+        out.push(Advice {
+            kind,
+            pid: s.pid,
+            stack_id: s.stack_id,
+            site: s.name.clone(),
+            evidence,
+            suggestion: suggestion.to_string(),
+        })
+    };
+    let sizes = s.size_range.map_or_else(String::new, |r| {
+        if r.lo == r.hi {
+            fmt_bytes(r.lo)
+        } else {
+            format!("{}–{}", fmt_bytes(r.lo), fmt_bytes(r.hi))
+        }
+    });
+    let freq = s.frequency.unwrap_or(0.0);
+
+    if let Some(l) = &s.lifetimes {
+        let frequent = s.class == PatternClass::SmallFrequent || freq > o.small_min_rate;
+        if frequent
+            && s.class != PatternClass::Growing
+            && s.size_buckets <= POOL_MAX_SIZE_BUCKETS
+            && l.short_lived_share >= POOL_MIN_SHORT_SHARE
+        {
+            push(
+                AdviceKind::Pool,
+                format!(
+                    "{} allocations at {}/s, sizes {sizes} ({} size class{}), {:.0}% of freed blocks lived < {}",
+                    fmt_count(c.allocs),
+                    fmt_count_f(freq),
+                    s.size_buckets,
+                    if s.size_buckets == 1 { "" } else { "es" },
+                    l.short_lived_share * 100.0,
+                    fmt_ns(l.short_lived_below_ns),
+                ),
+                "reuse these objects (a free list, an object pool, or a buffer kept across calls) instead of allocating each time",
+            );
+        }
+        let short = u64::try_from(o.short_lived.as_nanos()).unwrap_or(u64::MAX);
+        if c.allocs >= GROWTH_CHAIN_MIN_ALLOCS
+            && s.size_buckets >= GROWTH_CHAIN_MIN_SIZE_BUCKETS
+            && free_share >= GROWTH_CHAIN_MIN_FREE_SHARE
+            && l.median_ns.hi < short
+        {
+            push(
+                AdviceKind::PreSize,
+                format!(
+                    "growth chain suspect: {} allocations whose sizes span {} doubling buckets ({sizes}), median lifetime {} (< {})",
+                    fmt_count(c.allocs),
+                    s.size_buckets,
+                    ns_range_text(l.median_ns),
+                    fmt_ns(short),
+                ),
+                "if this is a buffer grown step by step (realloc, Vec/String push), reserve its final size up front",
+            );
+        }
+    }
+    if let Some(t) = s.typical_size.filter(|t| t.lo >= o.large_min_size) {
+        if c.allocs >= CHURN_MIN_ALLOCS && free_share >= CHURN_MIN_FREE_SHARE {
+            push(
+                AdviceKind::LargeBlockChurn,
+                format!(
+                    "{} blocks of typically {}–{} allocated and {:.0}% freed again{}",
+                    fmt_count(c.allocs),
+                    fmt_bytes(t.lo),
+                    fmt_bytes(t.hi),
+                    free_share * 100.0,
+                    s.frequency
+                        .map(|f| format!(", {}/s", fmt_count_f(f)))
+                        .unwrap_or_default(),
+                ),
+                "keep one large buffer and reuse it (or reuse through a pool) rather than allocating and freeing it repeatedly",
+            );
+        }
+    }
+    if let Some(t) = s.trend {
+        if s.class == PatternClass::Growing
+            && t.r2 >= LEAK_MIN_R2
+            && free_share < LEAK_MAX_FREE_SHARE
+        {
+            push(
+                AdviceKind::LeakSuspect,
+                format!(
+                    "live bytes grow {}/s (R² {:.2} over {} points), {} of {} allocations freed ({:.1}%), {} live",
+                    fmt_bytes(t.slope.max(0.0) as u64),
+                    t.r2,
+                    t.points,
+                    fmt_count(c.frees),
+                    fmt_count(c.allocs),
+                    free_share * 100.0,
+                    fmt_bytes(c.live_bytes()),
+                ),
+                "check who owns these blocks and when they should be freed",
+            );
+        }
+    }
+    out
+}
+
+/// Advice for every site, in the patterns' order (biggest first).
+pub fn analyze(patterns: &[SitePattern], o: &Options) -> Vec<Advice> {
+    patterns.iter().flat_map(|s| for_site(s, o)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::patterns::classify;
+    use crate::analyze::patterns::tests::{hist, series_site};
+    use crate::analyze::rate::tests::profile;
+
+    fn advise(s: &crate::model::Site, dur_ms: u64) -> Vec<Advice> {
+        let o = Options::default();
+        for_site(&classify(&profile(dur_ms, vec![]), s, &o), &o)
+    }
+
+    fn kinds(a: &[Advice]) -> Vec<AdviceKind> {
+        a.iter().map(|x| x.kind).collect()
+    }
+
+    #[test]
+    fn pool() {
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
+        let a = advise(&series_site(64, &pts, 100), 5000);
+        assert_eq!(kinds(&a), vec![AdviceKind::Pool]);
+        assert_eq!(
+            a[0].evidence,
+            "5.0k allocations at 1.0k/s, sizes 64 B–127 B (1 size class), 100% of freed blocks lived < 524 µs"
+        );
+        // Long-lived blocks: no pool.
+        let a = advise(&series_site(64, &pts, 10_000_000), 5000);
+        assert!(a.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn growth_chain() {
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 40, i * 40)).collect();
+        let mut s = series_site(64, &pts, 100);
+        s.size_hist = hist(&[(16, 50), (64, 50), (256, 50), (1024, 50)]);
+        let a = advise(&s, 5000);
+        assert_eq!(kinds(&a), vec![AdviceKind::PreSize]);
+        assert!(
+            a[0].evidence.contains("span 7 doubling buckets"),
+            "{}",
+            a[0].evidence
+        );
+        // Few allocations: no evidence.
+        let mut s = series_site(64, &[(1000, 10, 10)], 100);
+        s.size_hist = hist(&[(16, 5), (1024, 5)]);
+        assert!(advise(&s, 1000).is_empty());
+    }
+
+    #[test]
+    fn large_block_churn() {
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 2, i * 2)).collect();
+        let a = advise(&series_site(1 << 20, &pts, 50_000_000), 5000);
+        assert_eq!(kinds(&a), vec![AdviceKind::LargeBlockChurn]);
+        assert_eq!(
+            a[0].evidence,
+            "10 blocks of typically 1.0 MiB–2.0 MiB allocated and 100% freed again, 2.0/s"
+        );
+        // Kept, not freed: no churn.
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 2, 0)).collect();
+        let a = advise(&series_site(1 << 20, &pts, 0), 5000);
+        assert!(!kinds(&a).contains(&AdviceKind::LargeBlockChurn));
+    }
+
+    #[test]
+    fn leak_suspect() {
+        let pts: Vec<_> = (1..=6).map(|i| (i * 1000, i * 100, 0)).collect();
+        let a = advise(&series_site(64, &pts, 0), 6000);
+        assert_eq!(kinds(&a), vec![AdviceKind::LeakSuspect]);
+        assert!(a[0].evidence.starts_with("live bytes grow 6.2 KiB/s (R² 1.00 over 6 points), 0 of 600 allocations freed (0.0%)"), "{}", a[0].evidence);
+    }
+
+    #[test]
+    fn no_evidence_no_advice() {
+        let a = advise(&series_site(64, &[(0, 5, 0)], 0), 0);
+        assert!(a.is_empty());
+        assert!(analyze(&[], &Options::default()).is_empty());
+    }
+}

@@ -1,0 +1,680 @@
+//! The pattern analyzer (the guide's `AllocationPatternAnalyzer`), per allocation site (one
+//! process and one stack): a class from the site's per-interval series and size histogram,
+//! and its lifetimes from the kernel's lifetime histogram.
+//!
+//! Intervals: the series has a point at each drain where the site's counters moved, so the
+//! delta between consecutive points happened in the drain period ending at the later point
+//! (its length is the nominal interval, or less when the points are closer, e.g. the final
+//! partial drain). Whole intervals between two points without a point were idle (rate 0).
+//! The first point counts from zero over at most one interval.
+//!
+//! Histograms are log2: bucket 0 holds 0, bucket i ≥ 1 holds [2^(i-1), 2^i - 1]. Sizes and
+//! lifetimes derived from them are bucket bounds, not exact values.
+use alloctrace_common::{bucket_floor, HIST_BUCKETS};
+use serde::{Deserialize, Serialize};
+
+use super::hotspots::site_name;
+use super::Options;
+use crate::model::{Counters, Frame, Profile, Site};
+use crate::report::{fmt_bytes, fmt_count_f, fmt_ns};
+
+/// burst: the peak interval rate is at least this many times the median interval rate...
+pub const BURST_FACTOR: f64 = 4.0;
+/// ...the peak interval holds at least this many allocations (a site allocating once every
+/// few intervals is sparse, not bursty)...
+pub const BURST_MIN_ALLOCS: u64 = 10;
+/// ...over at least this many intervals (idle ones included).
+pub const BURST_MIN_INTERVALS: usize = 3;
+/// growing: a least-squares fit of live bytes over time needs this many points...
+pub const GROWTH_MIN_POINTS: usize = 3;
+/// ...and at least this R²...
+pub const GROWTH_MIN_R2: f64 = 0.8;
+/// ...the live bytes at the last point are at least this share of their maximum ("not coming
+/// back")...
+pub const GROWTH_KEEP_SHARE: f64 = 0.9;
+/// ...and the site freed at most this share of its allocations ("frees few").
+pub const GROWTH_MAX_FREE_SHARE: f64 = 0.5;
+
+/// A site's class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatternClass {
+    SmallFrequent,
+    LargeInfrequent,
+    Burst,
+    Growing,
+    Steady,
+}
+
+impl std::fmt::Display for PatternClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PatternClass::SmallFrequent => "small-frequent",
+            PatternClass::LargeInfrequent => "large-infrequent",
+            PatternClass::Burst => "burst",
+            PatternClass::Growing => "growing",
+            PatternClass::Steady => "steady",
+        })
+    }
+}
+
+/// Inclusive bounds from a log2 histogram (bucket bounds, not exact values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+/// The inclusive bounds of log2 bucket `i`.
+pub fn bucket_range(i: usize) -> Range {
+    let hi = if i + 1 >= HIST_BUCKETS {
+        u64::MAX
+    } else {
+        bucket_floor(i + 1).saturating_sub(1)
+    };
+    Range {
+        lo: bucket_floor(i),
+        hi,
+    }
+}
+
+/// The bucket holding quantile `q` (0 < q ≤ 1) of a histogram; `None` when it is empty.
+pub fn quantile_bucket(hist: &[u64], q: f64) -> Option<usize> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let target = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut cum = 0;
+    hist.iter().position(|&n| {
+        cum += n;
+        cum >= target
+    })
+}
+
+/// Lowest and highest non-empty buckets.
+pub fn bucket_span(hist: &[u64]) -> Option<(usize, usize)> {
+    let lo = hist.iter().position(|&n| n > 0)?;
+    let hi = hist.iter().rposition(|&n| n > 0)?;
+    Some((lo, hi))
+}
+
+/// Lifetimes of a site's freed blocks, from its lifetime histogram (ns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lifetimes {
+    /// Blocks in the histogram (freed with a known allocation).
+    pub freed: u64,
+    /// Bucket bounds of the median lifetime, ns.
+    pub median_ns: Range,
+    /// Bucket bounds of the 90th-percentile lifetime, ns.
+    pub p90_ns: Range,
+    /// Share (0..=1) of the freed blocks that lived less than `short_lived_below_ns`.
+    pub short_lived_share: f64,
+    /// The threshold actually applied: only buckets entirely below the configured threshold
+    /// count, so this is the threshold rounded down to a power of two (an underestimate of the
+    /// share under the configured threshold).
+    pub short_lived_below_ns: u64,
+}
+
+/// Lifetimes from a histogram; `None` when no block was freed.
+pub fn lifetimes(hist: &[u64], short_lived_ns: u64) -> Option<Lifetimes> {
+    let freed: u64 = hist.iter().sum();
+    let median = quantile_bucket(hist, 0.5)?;
+    let p90 = quantile_bucket(hist, 0.9)?;
+    // Buckets whose upper bound is below the threshold.
+    let below = (0..hist.len())
+        .take_while(|&i| bucket_range(i).hi < short_lived_ns)
+        .count();
+    let short: u64 = hist[..below].iter().sum();
+    Some(Lifetimes {
+        freed,
+        median_ns: bucket_range(median),
+        p90_ns: bucket_range(p90),
+        short_lived_share: short as f64 / freed as f64,
+        short_lived_below_ns: if below == 0 {
+            0
+        } else {
+            bucket_range(below - 1).hi.saturating_add(1)
+        },
+    })
+}
+
+/// A least-squares line through (t, live bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trend {
+    /// Bytes per second.
+    pub slope: f64,
+    /// Coefficient of determination, 0..=1: how well the line explains the points (the
+    /// confidence of a "growing" call).
+    pub r2: f64,
+    pub points: usize,
+}
+
+/// The fit of `(x, y)` points; `None` with fewer than two distinct x.
+pub fn fit(points: &[(f64, f64)]) -> Option<Trend> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    // A flat series is explained perfectly by a flat line.
+    let r2 = if syy <= 0.0 {
+        1.0
+    } else {
+        (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0)
+    };
+    Some(Trend {
+        slope,
+        r2,
+        points: points.len(),
+    })
+}
+
+/// One site's pattern.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SitePattern {
+    pub pid: u32,
+    pub stack_id: u64,
+    pub name: String,
+    pub class: PatternClass,
+    /// The numbers that decided the class.
+    pub reason: String,
+    pub counters: Counters,
+    /// Lowest and highest non-empty size buckets (bucket bounds, bytes); from the average
+    /// size when the histogram is empty.
+    pub size_range: Option<Range>,
+    /// The median size bucket.
+    pub typical_size: Option<Range>,
+    /// How many doubling buckets the sizes span (highest - lowest + 1).
+    pub size_buckets: usize,
+    /// Allocations per second over the site's active span (or the run, without a series).
+    pub frequency: Option<f64>,
+    /// Seconds from the start of the site's first interval to its last point (the whole run
+    /// for a site without a series).
+    pub span: f64,
+    /// Intervals in the span, idle ones included, and how many of them were idle.
+    pub intervals: usize,
+    pub idle_intervals: usize,
+    /// Median and peak of the per-interval allocation rates (allocs/s), idle intervals as 0.
+    pub median_rate: Option<f64>,
+    pub peak_rate: Option<f64>,
+    /// When (end of the interval, seconds) the peak was.
+    pub peak_at: Option<f64>,
+    /// Live bytes over the series points.
+    pub trend: Option<Trend>,
+    pub lifetimes: Option<Lifetimes>,
+    /// The site's frames, innermost first.
+    pub stack: Vec<String>,
+}
+
+/// One interval of a site's activity (or idleness).
+struct Interval {
+    end: f64,
+    secs: f64,
+    allocs: u64,
+    idle: bool,
+}
+
+/// The site's intervals in time order, idle ones included.
+fn intervals(s: &Site, interval: f64) -> Vec<Interval> {
+    let mut out = Vec::new();
+    let mut prev: Option<(f64, Counters)> = None;
+    for pt in &s.series {
+        let t = pt.t.as_secs_f64();
+        let (gap, before) = match prev {
+            Some((pt_, c)) => (t - pt_, c),
+            None => (t, Counters::default()),
+        };
+        let secs = if interval > 0.0 {
+            gap.min(interval)
+        } else {
+            gap
+        };
+        if prev.is_some() && interval > 0.0 && gap > interval {
+            let idle = ((gap / interval).round() as usize).saturating_sub(1);
+            for k in 0..idle {
+                out.push(Interval {
+                    end: t - interval * (idle - k) as f64,
+                    secs: interval,
+                    allocs: 0,
+                    idle: true,
+                });
+            }
+        }
+        out.push(Interval {
+            end: t,
+            secs,
+            allocs: pt.counters.since(&before).allocs,
+            idle: false,
+        });
+        prev = Some((t, pt.counters));
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn range_text(r: Range) -> String {
+    if r.lo == r.hi {
+        fmt_bytes(r.lo)
+    } else {
+        format!("{}–{}", fmt_bytes(r.lo), fmt_bytes(r.hi))
+    }
+}
+
+/// The pattern of one site.
+pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
+    let c = s.counters;
+    let interval = p.interval.as_secs_f64();
+    let avg = (c.allocs > 0).then(|| c.bytes / c.allocs);
+    let span_b = bucket_span(&s.size_hist);
+    let size_range = span_b
+        .map(|(lo, hi)| Range {
+            lo: bucket_range(lo).lo,
+            hi: bucket_range(hi).hi,
+        })
+        .or(avg.map(|a| Range { lo: a, hi: a }));
+    let typical_size = quantile_bucket(&s.size_hist, 0.5)
+        .map(bucket_range)
+        .or(avg.map(|a| Range { lo: a, hi: a }));
+    let size_buckets = span_b.map_or(usize::from(avg.is_some()), |(lo, hi)| hi - lo + 1);
+
+    let all = intervals(s, interval);
+    // Intervals of zero length (a drain at t = 0) carry no rate.
+    let timed: Vec<(&Interval, f64)> = all
+        .iter()
+        .filter(|i| i.secs > 0.0)
+        .map(|i| (i, i.allocs as f64 / i.secs))
+        .collect();
+    let idle = all.iter().filter(|i| i.idle).count();
+    let n_intervals = timed.len();
+    let median_rate = median(&mut timed.iter().map(|x| x.1).collect::<Vec<_>>());
+    // The earliest wins a tie.
+    let peak = timed
+        .iter()
+        .fold(None::<(&Interval, f64)>, |best, &(i, r)| match best {
+            Some((_, b)) if b >= r => best,
+            _ => Some((i, r)),
+        });
+    let peak_rate = peak.map(|x| x.1);
+    let is_quiet = |r: f64| peak_rate.is_some_and(|pk| r * BURST_FACTOR <= pk);
+    let quiet = timed.iter().filter(|x| is_quiet(x.1)).count();
+    // A spike after a quiet interval: activity that comes back in bursts, not a one-off
+    // start-up spike followed by silence.
+    let spike_after_quiet = timed.iter().position(|x| is_quiet(x.1)).is_some_and(|q| {
+        timed[q..].iter().any(|x| {
+            x.0.allocs >= BURST_MIN_ALLOCS
+                && median_rate.is_some_and(|m| x.1 >= BURST_FACTOR * m)
+                && !is_quiet(x.1)
+        })
+    });
+    let span = if s.series.is_empty() {
+        p.duration.as_secs_f64()
+    } else {
+        all.iter().fold(0.0, |acc, i| acc + i.secs)
+    };
+    let series_allocs = s.series.last().map_or(0, |pt| pt.counters.allocs);
+    let frequency = if span <= 0.0 {
+        None
+    } else if s.series.is_empty() {
+        Some(c.allocs as f64 / span)
+    } else {
+        Some(series_allocs as f64 / span)
+    };
+    // "Sustained": the median interval rate, or the overall frequency without intervals.
+    let sustained = median_rate.or(frequency);
+
+    let live: Vec<(f64, f64)> = s
+        .series
+        .iter()
+        .map(|pt| (pt.t.as_secs_f64(), pt.counters.live_bytes() as f64))
+        .collect();
+    let trend = fit(&live);
+    let max_live = live.iter().map(|x| x.1).fold(0.0, f64::max);
+    let last_live = live.last().map_or(0.0, |x| x.1);
+    let free_share = if c.allocs > 0 {
+        c.frees as f64 / c.allocs as f64
+    } else {
+        0.0
+    };
+
+    let growing = trend.filter(|t| {
+        t.points >= GROWTH_MIN_POINTS
+            && t.slope > 0.0
+            && t.r2 >= GROWTH_MIN_R2
+            && last_live >= GROWTH_KEEP_SHARE * max_live
+            && free_share <= GROWTH_MAX_FREE_SHARE
+    });
+    let burst = match (peak, median_rate) {
+        (Some((pk, pr)), Some(med))
+            if n_intervals >= BURST_MIN_INTERVALS
+                && pk.allocs >= BURST_MIN_ALLOCS
+                && pr >= BURST_FACTOR * med
+                && spike_after_quiet =>
+        {
+            Some((pk, med, pr))
+        }
+        _ => None,
+    };
+    let large = typical_size
+        .filter(|t| t.lo >= o.large_min_size)
+        .zip(frequency.filter(|f| *f < o.large_max_rate));
+    let small = typical_size
+        .filter(|t| t.hi < o.small_max_size)
+        .zip(sustained.filter(|r| *r > o.small_min_rate));
+
+    let (class, reason) = if let Some(t) = growing {
+        (
+            PatternClass::Growing,
+            format!(
+                "live bytes rise {}/s (R² {:.2} over {} points), {:.0}% of blocks freed",
+                fmt_bytes(t.slope.max(0.0) as u64),
+                t.r2,
+                t.points,
+                free_share * 100.0
+            ),
+        )
+    } else if let Some((pk, med, pr)) = burst {
+        (
+            PatternClass::Burst,
+            format!(
+                "peak {}/s at {:.1}s is {}x the median {}/s; {quiet} of {n_intervals} intervals quiet",
+                fmt_count_f(pr),
+                pk.end,
+                if med > 0.0 {
+                    format!("{:.0}", pr / med)
+                } else {
+                    "∞".to_string()
+                },
+                fmt_count_f(med)
+            ),
+        )
+    } else if let Some((t, f)) = large {
+        (
+            PatternClass::LargeInfrequent,
+            format!(
+                "typical size {} ≥ {}, {}/s < {}/s",
+                range_text(t),
+                fmt_bytes(o.large_min_size),
+                fmt_count_f(f),
+                fmt_count_f(o.large_max_rate)
+            ),
+        )
+    } else if let Some((t, r)) = small {
+        (
+            PatternClass::SmallFrequent,
+            format!(
+                "typical size {} < {}, sustained {}/s > {}/s",
+                range_text(t),
+                fmt_bytes(o.small_max_size),
+                fmt_count_f(r),
+                fmt_count_f(o.small_min_rate)
+            ),
+        )
+    } else {
+        (PatternClass::Steady, "no other class applies".to_string())
+    };
+
+    SitePattern {
+        pid: s.pid,
+        stack_id: s.stack_id,
+        name: site_name(s),
+        class,
+        reason,
+        counters: c,
+        size_range,
+        typical_size,
+        size_buckets,
+        frequency,
+        span,
+        intervals: n_intervals,
+        idle_intervals: idle,
+        median_rate,
+        peak_rate,
+        peak_at: peak.map(|x| x.0.end),
+        trend,
+        lifetimes: lifetimes(
+            &s.life_hist,
+            u64::try_from(o.short_lived.as_nanos()).unwrap_or(u64::MAX),
+        ),
+        stack: s.frames.iter().map(Frame::name).collect(),
+    }
+}
+
+/// Every site with allocations, biggest (bytes) first, like the report's site table.
+pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
+    let mut sites: Vec<&Site> = p.sites.iter().filter(|s| s.counters.allocs > 0).collect();
+    sites.sort_by(|a, b| {
+        b.counters
+            .bytes
+            .cmp(&a.counters.bytes)
+            .then(b.counters.allocs.cmp(&a.counters.allocs))
+            .then(a.pid.cmp(&b.pid))
+            .then(a.stack_id.cmp(&b.stack_id))
+    });
+    sites.into_iter().map(|s| classify(p, s, o)).collect()
+}
+
+/// `1–2 µs` for a lifetime bucket.
+pub fn ns_range_text(r: Range) -> String {
+    format!("{}–{}", fmt_ns(r.lo), fmt_ns(r.hi.saturating_add(1)))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::analyze::hotspots::tests::{pt, site};
+    use crate::analyze::rate::tests::{c, profile};
+    use alloctrace_common::log2_bucket;
+    use std::time::Duration;
+
+    /// A histogram with `n` values of `v`.
+    pub fn hist(entries: &[(u64, u64)]) -> Vec<u64> {
+        let mut h = vec![0; HIST_BUCKETS];
+        for &(v, n) in entries {
+            h[log2_bucket(v)] += n;
+        }
+        h
+    }
+
+    /// A site whose series is `(t_ms, allocs, frees)` at `size` bytes each.
+    pub fn series_site(size: u64, pts: &[(u64, u64, u64)], life_ns: u64) -> Site {
+        let cc = |a: u64, f: u64| c(a, a * size, f, f * size);
+        let &(_, a, f) = pts.last().unwrap();
+        let mut s = site(1, 1, vec![], cc(a, f));
+        s.series = pts.iter().map(|&(t, a, f)| pt(t, cc(a, f))).collect();
+        s.size_hist = hist(&[(size, a)]);
+        s.life_hist = hist(&[(life_ns, f)]);
+        s
+    }
+
+    fn run(s: &Site, dur_ms: u64) -> SitePattern {
+        classify(&profile(dur_ms, vec![]), s, &Options::default())
+    }
+
+    #[test]
+    fn buckets_and_quantiles() {
+        assert_eq!(bucket_range(0), Range { lo: 0, hi: 0 });
+        assert_eq!(bucket_range(7), Range { lo: 64, hi: 127 });
+        assert_eq!(bucket_range(63).hi, u64::MAX);
+        assert_eq!(quantile_bucket(&[], 0.5), None);
+        assert_eq!(quantile_bucket(&[0, 0, 0], 0.5), None);
+        assert_eq!(quantile_bucket(&[0, 5, 5], 0.5), Some(1));
+        assert_eq!(quantile_bucket(&[0, 5, 5], 0.9), Some(2));
+        assert_eq!(quantile_bucket(&[1], 0.9), Some(0));
+        assert_eq!(bucket_span(&[0, 1, 0, 2, 0]), Some((1, 3)));
+    }
+
+    #[test]
+    fn lifetimes_from_histogram() {
+        // 80 blocks at ~100 ns, 20 at ~10 ms; threshold 1 ms.
+        let h = hist(&[(100, 80), (10_000_000, 20)]);
+        let l = lifetimes(&h, 1_000_000).unwrap();
+        assert_eq!(l.freed, 100);
+        assert_eq!(l.median_ns, Range { lo: 64, hi: 127 });
+        assert_eq!(l.p90_ns.lo, 1 << 23);
+        assert_eq!(l.short_lived_share, 0.8);
+        // Buckets entirely below 1 ms: up to [262144, 524287].
+        assert_eq!(l.short_lived_below_ns, 524_288);
+        // A block of 600 µs is in the straddling bucket: not counted (the documented underestimate).
+        let l = lifetimes(&hist(&[(600_000, 1)]), 1_000_000).unwrap();
+        assert_eq!(l.short_lived_share, 0.0);
+        assert_eq!(lifetimes(&[0; 4], 1_000_000), None);
+        assert_eq!(
+            lifetimes(&hist(&[(5, 1)]), 0).unwrap().short_lived_below_ns,
+            0
+        );
+    }
+
+    #[test]
+    fn trend_fit() {
+        let t = fit(&[(0.0, 0.0), (1.0, 2.0), (2.0, 4.0)]).unwrap();
+        assert_eq!((t.slope, t.r2, t.points), (2.0, 1.0, 3));
+        let flat = fit(&[(0.0, 5.0), (1.0, 5.0)]).unwrap();
+        assert_eq!((flat.slope, flat.r2), (0.0, 1.0));
+        assert_eq!(fit(&[(1.0, 1.0)]), None);
+        assert_eq!(fit(&[(1.0, 1.0), (1.0, 2.0)]), None);
+        let noisy = fit(&[(0.0, 0.0), (1.0, 10.0), (2.0, 0.0), (3.0, 10.0)]).unwrap();
+        assert!(noisy.r2 < 0.5, "{noisy:?}");
+    }
+
+    #[test]
+    fn small_frequent() {
+        // 64 B at 1000/s for 5 s, all freed within ~100 ns.
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
+        let p = run(&series_site(64, &pts, 100), 5000);
+        assert_eq!(p.class, PatternClass::SmallFrequent, "{}", p.reason);
+        assert_eq!(p.typical_size, Some(Range { lo: 64, hi: 127 }));
+        assert_eq!(p.size_buckets, 1);
+        assert_eq!(p.frequency, Some(1000.0));
+        assert_eq!(p.median_rate, Some(1000.0));
+        assert_eq!((p.intervals, p.idle_intervals), (5, 0));
+        assert_eq!(p.lifetimes.unwrap().short_lived_share, 1.0);
+        assert!(
+            p.reason.contains("sustained 1.0k/s > 100/s"),
+            "{}",
+            p.reason
+        );
+    }
+
+    #[test]
+    fn large_infrequent() {
+        // 1 MiB, 2 per second, freed each time.
+        let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 2, i * 2)).collect();
+        let p = run(&series_site(1 << 20, &pts, 50_000_000), 5000);
+        assert_eq!(p.class, PatternClass::LargeInfrequent, "{}", p.reason);
+        assert_eq!(p.typical_size.unwrap().lo, 1 << 20);
+        assert_eq!(p.frequency, Some(2.0));
+    }
+
+    #[test]
+    fn burst() {
+        // 5000 allocations in one interval out of every four.
+        let pts = [
+            (1000, 5000, 5000),
+            (5000, 10000, 10000),
+            (9000, 15000, 15000),
+        ];
+        let p = run(&series_site(64, &pts, 100), 9000);
+        assert_eq!(p.class, PatternClass::Burst, "{}", p.reason);
+        assert_eq!((p.intervals, p.idle_intervals), (9, 6));
+        assert_eq!(p.median_rate, Some(0.0));
+        assert_eq!((p.peak_rate, p.peak_at), (Some(5000.0), Some(1.0)));
+        assert_eq!(p.span, 9.0);
+        // Sustained small and frequent does not win over the spikes.
+        assert!(p.reason.contains("quiet"), "{}", p.reason);
+    }
+
+    #[test]
+    fn sparse_large_is_not_burst() {
+        // One 2 MiB block every three seconds: peak 1/s, median 0, but too few to be a burst.
+        let pts = [(1000, 1, 1), (4000, 2, 2), (7000, 3, 3)];
+        let p = run(&series_site(2 << 20, &pts, 1000), 7000);
+        assert_eq!(p.class, PatternClass::LargeInfrequent, "{}", p.reason);
+    }
+
+    #[test]
+    fn growing() {
+        // 100 blocks of 64 B per second, never freed.
+        let pts: Vec<_> = (1..=6).map(|i| (i * 1000, i * 100, 0)).collect();
+        let p = run(&series_site(64, &pts, 0), 6000);
+        assert_eq!(p.class, PatternClass::Growing, "{}", p.reason);
+        let t = p.trend.unwrap();
+        assert!((t.slope - 6400.0).abs() < 1e-6 && t.r2 > 0.999, "{t:?}");
+        assert_eq!(p.lifetimes, None);
+        // Same growth, but everything freed by the end: it came back.
+        let mut pts = pts;
+        pts.push((7000, 600, 600));
+        let p = run(&series_site(64, &pts, 0), 7000);
+        assert_ne!(p.class, PatternClass::Growing, "{}", p.reason);
+    }
+
+    #[test]
+    fn edge_cases() {
+        // One point: one interval, no trend, no burst.
+        let p = run(&series_site(64, &[(1000, 500, 0)], 0), 1000);
+        assert_eq!(p.class, PatternClass::SmallFrequent, "{}", p.reason);
+        assert_eq!((p.intervals, p.trend), (1, None));
+        // Zero duration, one point at t = 0: no rate at all, steady.
+        let p = run(&series_site(64, &[(0, 500, 0)], 0), 0);
+        assert_eq!(p.class, PatternClass::Steady);
+        assert_eq!((p.frequency, p.median_rate, p.intervals), (None, None, 0));
+        // No series (an older file): the run's average decides.
+        let mut s = series_site(64, &[(1000, 500, 0)], 0);
+        s.series.clear();
+        let p = run(&s, 1000);
+        assert_eq!(
+            (p.class, p.frequency),
+            (PatternClass::SmallFrequent, Some(500.0))
+        );
+        // Counters that do not move after the start: flat live bytes, not growing.
+        let p = run(
+            &series_site(64, &[(1000, 10, 0), (2000, 10, 5), (3000, 10, 10)], 0),
+            3000,
+        );
+        assert_eq!(p.class, PatternClass::Steady, "{}", p.reason);
+        // Empty histograms: sizes from the average.
+        let mut s = site(1, 1, vec![], c(2, 200, 0, 0));
+        s.series = vec![pt(1000, s.counters)];
+        let p = run(&s, 1000);
+        assert_eq!(p.size_range, Some(Range { lo: 100, hi: 100 }));
+        assert_eq!(p.lifetimes, None);
+        assert!(analyze(&profile(0, vec![]), &Options::default()).is_empty());
+    }
+
+    #[test]
+    fn interval_lengths() {
+        // Points 3 s apart with a 1 s interval: two idle intervals, then one active of 1 s.
+        let s = series_site(8, &[(1000, 10, 0), (4000, 30, 0)], 0);
+        let iv = intervals(&s, 1.0);
+        assert_eq!(iv.len(), 4);
+        assert!(iv[1].idle && iv[2].idle && !iv[3].idle);
+        assert_eq!((iv[1].end, iv[2].end), (2.0, 3.0));
+        assert_eq!((iv[3].secs, iv[3].allocs), (1.0, 20));
+        // A partial final drain 0.2 s after the previous one.
+        let s = series_site(8, &[(1000, 10, 0), (1200, 30, 0)], 0);
+        let iv = intervals(&s, 1.0);
+        assert_eq!(iv.len(), 2);
+        assert!((iv[1].secs - 0.2).abs() < 1e-9);
+        let _ = Duration::ZERO;
+    }
+}
