@@ -87,7 +87,12 @@ fn static_process_is_refused_by_pid() {
 fn not_root_is_an_error() {
     let bin = alloctrace_bin();
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(&bin)
         .args(BOUND)
         .output()
@@ -119,8 +124,14 @@ fn bad_option_values_are_errors() {
         (&["--interval", "0"][..], "--interval"),
         (&["--top", "0"][..], "--top"),
         (&["--max-stacks", "0"][..], "--max-stacks"),
-        (&["--folded", "/nonexistent-dir/out.folded"][..], "/nonexistent-dir"),
-        (&["--output", "/nonexistent-dir/report.txt"][..], "/nonexistent-dir"),
+        (
+            &["--folded", "/nonexistent-dir/out.folded"][..],
+            "/nonexistent-dir",
+        ),
+        (
+            &["--output", "/nonexistent-dir/report.txt"][..],
+            "/nonexistent-dir",
+        ),
         (&["--folded-weight", "weight"][..], "--folded-weight"),
         (&["--pid", "1", "--", "true"][..], "not both"),
     ] {

@@ -53,6 +53,7 @@ pub struct SiteChange {
 }
 
 impl SiteChange {
+    #[cfg(test)]
     pub fn key(&self) -> String {
         self.frames.join(";")
     }

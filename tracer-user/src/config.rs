@@ -75,7 +75,10 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     if cli.max_samples == 0 {
         return Err(ConfigError::ZeroSize("max-samples"));
     }
-    for (name, v) in [("small-min-rate", cli.small_min_rate), ("large-max-rate", cli.large_max_rate)] {
+    for (name, v) in [
+        ("small-min-rate", cli.small_min_rate),
+        ("large-max-rate", cli.large_max_rate),
+    ] {
         if !(v.is_finite() && v > 0.0) {
             return Err(ConfigError::BadThreshold(name));
         }

@@ -176,7 +176,12 @@ impl Drainer {
                 .get(&key)
                 .map(|pts| pts.iter().copied().collect())
                 .unwrap_or_default();
-            out.push(RawSite { key, stats, ips, series });
+            out.push(RawSite {
+                key,
+                stats,
+                ips,
+                series,
+            });
         }
         out
     }

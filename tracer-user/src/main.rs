@@ -1,8 +1,8 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
+mod analyze;
 mod cli;
 mod compare;
 mod config;
-mod analyze;
 mod drain;
 mod export;
 mod loader;

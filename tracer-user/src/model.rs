@@ -158,10 +158,6 @@ impl Losses {
         .filter(|(_, n, _)| *n > 0)
         .collect()
     }
-
-    pub fn total(&self) -> u64 {
-        self.nonzero().iter().map(|(_, n, _)| n).sum()
-    }
 }
 
 /// One drain: the cumulative counters of every process at time `t` since the start.

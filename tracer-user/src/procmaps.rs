@@ -60,6 +60,8 @@ pub struct ProcessMaps {
     mappings: Vec<Mapping>,
 }
 
+// `read` and `mappings` serve the tests; the tracer goes through MapsCache.
+#[cfg_attr(not(test), allow(dead_code))]
 impl ProcessMaps {
     /// Reads `/proc/PID/maps` now. A process that has exited fails with `NotFound` (or `ESRCH`);
     /// a zombie reads as no mappings at all.

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::analyze::advice::Advice;
 use crate::analyze::hotspots::{site_name, Hotspots};
-use crate::analyze::patterns::{ns_range_text, SitePattern};
+use crate::analyze::patterns::ns_range_text;
 use crate::analyze::rate::Peak;
-use crate::analyze::{analyze, Analysis, GroupBy, Options, SortBy};
+#[cfg(test)]
+use crate::analyze::{analyze, Options};
+use crate::analyze::{Analysis, GroupBy, SortBy};
 use crate::model::{Counters, Frame, Losses, Profile, Sample, Site};
 
 /// Processes shown per interval before the rest are summarized in one line.
@@ -225,6 +227,7 @@ fn frame_line(f: &Frame) -> String {
 }
 
 /// The final report with the default analyzer settings (`top` sites).
+#[cfg(test)]
 pub fn render_text(p: &Profile, top: usize) -> String {
     let o = Options {
         top,
@@ -326,7 +329,7 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     }
     render_sites(&mut out, p, top, total.bytes, multi);
     render_hotspots(&mut out, &a.hotspots, multi);
-    render_patterns(&mut out, &a.patterns, top, multi);
+    render_patterns(&mut out, a, top, multi);
     if !a.patterns.is_empty() {
         render_advice(&mut out, &a.advice, top, multi);
     }
@@ -528,7 +531,8 @@ fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool) {
     }
 }
 
-fn render_patterns(out: &mut String, patterns: &[SitePattern], top: usize, multi: bool) {
+fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
+    let patterns = &a.patterns;
     let shown = patterns.len().min(top);
     if shown == 0 {
         return;
@@ -547,7 +551,7 @@ fn render_patterns(out: &mut String, patterns: &[SitePattern], top: usize, multi
             out,
             "  {:>2}. {pid}{}: {} ({})",
             i + 1,
-            x.name,
+            x.site,
             x.class,
             x.reason
         );
@@ -583,7 +587,12 @@ fn render_patterns(out: &mut String, patterns: &[SitePattern], top: usize, multi
             );
         }
         let _ = writeln!(out, "      {line}");
-        match &x.lifetimes {
+        let lifetimes = a
+            .lifetimes
+            .iter()
+            .find(|l| (l.pid, l.stack_id) == (x.pid, x.stack_id))
+            .map(|l| &l.lifetimes);
+        match lifetimes {
             Some(l) => {
                 let _ = writeln!(
                     out,

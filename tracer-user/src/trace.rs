@@ -27,7 +27,6 @@ use crate::spawn;
 use crate::symbolize::Symbolizer;
 use crate::target;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     TargetExited,
@@ -408,9 +407,10 @@ fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
         output::write_atomic(path, text.as_bytes())?;
         eprintln!("alloctrace: folded stacks written to {}", path.display());
     }
+    let analysis = crate::analyze::analyze(profile, &cfg.analyze);
     let text = match cfg.report {
-        ReportFormat::Text => report::render_text(profile, cfg.top),
-        ReportFormat::Json => export::json::to_json(profile),
+        ReportFormat::Text => report::render_report(profile, &analysis, cfg.top),
+        ReportFormat::Json => export::json::to_json_with(profile, &analysis),
     };
     match &cfg.output {
         Some(path) => output::write_atomic(path, text.as_bytes())?,

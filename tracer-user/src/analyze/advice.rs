@@ -2,7 +2,9 @@
 //! numbers that triggered it.
 use serde::{Deserialize, Serialize};
 
-use super::patterns::{ns_range_text, PatternClass, SitePattern};
+use std::collections::BTreeMap;
+
+use super::patterns::{ns_range_text, Lifetimes, PatternClass, SiteLifetimes, SitePattern};
 use super::Options;
 use crate::report::{fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
 
@@ -27,15 +29,18 @@ pub const LEAK_MAX_FREE_SHARE: f64 = 0.1;
 
 /// Which strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum AdviceKind {
     /// Reuse or pool the objects.
+    #[serde(rename = "pool")]
     Pool,
     /// Reserve the final size up front instead of growing (a growth-chain suspect).
+    #[serde(rename = "presize")]
     PreSize,
     /// Keep and reuse large buffers instead of allocating and freeing them repeatedly.
+    #[serde(rename = "large_churn")]
     LargeBlockChurn,
     /// Live bytes grow and are rarely freed.
+    #[serde(rename = "leak")]
     LeakSuspect,
 }
 
@@ -71,7 +76,7 @@ fn share(part: u64, whole: u64) -> f64 {
 }
 
 /// Advice for one site's pattern, in the order pool, pre-size, large-block churn, leak.
-pub fn for_site(s: &SitePattern, o: &Options) -> Vec<Advice> {
+pub fn for_site(s: &SitePattern, lifetimes: Option<&Lifetimes>, o: &Options) -> Vec<Advice> {
     let mut out = Vec::new();
     let c = &s.counters;
     let free_share = share(c.frees, c.allocs);
@@ -80,7 +85,7 @@ pub fn for_site(s: &SitePattern, o: &Options) -> Vec<Advice> {
             kind,
             pid: s.pid,
             stack_id: s.stack_id,
-            site: s.name.clone(),
+            site: s.site.clone(),
             evidence,
             suggestion: suggestion.to_string(),
         })
@@ -94,7 +99,7 @@ pub fn for_site(s: &SitePattern, o: &Options) -> Vec<Advice> {
     });
     let freq = s.frequency.unwrap_or(0.0);
 
-    if let Some(l) = &s.lifetimes {
+    if let Some(l) = lifetimes {
         let frequent = s.class == PatternClass::SmallFrequent || freq > o.small_min_rate;
         if frequent
             && s.class != PatternClass::Growing
@@ -177,20 +182,28 @@ pub fn for_site(s: &SitePattern, o: &Options) -> Vec<Advice> {
 }
 
 /// Advice for every site, in the patterns' order (biggest first).
-pub fn analyze(patterns: &[SitePattern], o: &Options) -> Vec<Advice> {
-    patterns.iter().flat_map(|s| for_site(s, o)).collect()
+pub fn analyze(patterns: &[SitePattern], lifetimes: &[SiteLifetimes], o: &Options) -> Vec<Advice> {
+    let by_site: BTreeMap<(u32, u64), &Lifetimes> = lifetimes
+        .iter()
+        .map(|l| ((l.pid, l.stack_id), &l.lifetimes))
+        .collect();
+    patterns
+        .iter()
+        .flat_map(|s| for_site(s, by_site.get(&(s.pid, s.stack_id)).copied(), o))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::patterns::classify;
     use crate::analyze::patterns::tests::{hist, series_site};
+    use crate::analyze::patterns::{classify, site_lifetimes};
     use crate::analyze::rate::tests::profile;
 
     fn advise(s: &crate::model::Site, dur_ms: u64) -> Vec<Advice> {
         let o = Options::default();
-        for_site(&classify(&profile(dur_ms, vec![]), s, &o), &o)
+        let l = site_lifetimes(s, &o).map(|l| l.lifetimes);
+        for_site(&classify(&profile(dur_ms, vec![]), s, &o), l.as_ref(), &o)
     }
 
     fn kinds(a: &[Advice]) -> Vec<AdviceKind> {
@@ -253,9 +266,30 @@ mod tests {
     }
 
     #[test]
+    fn serialized_names() {
+        let names: Vec<String> = [
+            AdviceKind::Pool,
+            AdviceKind::PreSize,
+            AdviceKind::LargeBlockChurn,
+            AdviceKind::LeakSuspect,
+        ]
+        .iter()
+        .map(|k| serde_json::to_string(k).unwrap())
+        .collect();
+        assert_eq!(
+            names,
+            ["\"pool\"", "\"presize\"", "\"large_churn\"", "\"leak\""]
+        );
+        assert_eq!(
+            serde_json::to_string(&PatternClass::SmallFrequent).unwrap(),
+            "\"small_frequent\""
+        );
+    }
+
+    #[test]
     fn no_evidence_no_advice() {
         let a = advise(&series_site(64, &[(0, 5, 0)], 0), 0);
         assert!(a.is_empty());
-        assert!(analyze(&[], &Options::default()).is_empty());
+        assert!(analyze(&[], &[], &Options::default()).is_empty());
     }
 }

@@ -74,18 +74,22 @@ pub struct Analysis {
     pub hotspots: hotspots::Hotspots,
     /// Every site with allocations, biggest (bytes) first.
     pub patterns: Vec<patterns::SitePattern>,
+    /// Every site with freed blocks, in the same order.
+    pub lifetimes: Vec<patterns::SiteLifetimes>,
     pub advice: Vec<advice::Advice>,
 }
 
 /// Runs every analyzer over `p`.
 pub fn analyze(p: &Profile, o: &Options) -> Analysis {
     let patterns = patterns::analyze(p, o);
+    let lifetimes = patterns::analyze_lifetimes(p, o);
     Analysis {
         options: o.clone(),
         rate: rate::analyze(p),
         hotspots: hotspots::analyze(p, o),
-        advice: advice::analyze(&patterns, o),
+        advice: advice::analyze(&patterns, &lifetimes, o),
         patterns,
+        lifetimes,
     }
 }
 

@@ -18,7 +18,8 @@ use super::Options;
 use crate::model::{Counters, Frame, Profile, Site};
 use crate::report::{fmt_bytes, fmt_count_f, fmt_ns};
 
-/// burst: the peak interval rate is at least this many times the median interval rate...
+/// burst: an interval is quiet when its rate is at most the peak interval rate divided by
+/// this; a lone spike must also be this many times the median interval rate...
 pub const BURST_FACTOR: f64 = 4.0;
 /// ...the peak interval holds at least this many allocations (a site allocating once every
 /// few intervals is sparse, not bursty)...
@@ -37,7 +38,7 @@ pub const GROWTH_MAX_FREE_SHARE: f64 = 0.5;
 
 /// A site's class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum PatternClass {
     SmallFrequent,
     LargeInfrequent,
@@ -183,7 +184,8 @@ pub fn fit(points: &[(f64, f64)]) -> Option<Trend> {
 pub struct SitePattern {
     pub pid: u32,
     pub stack_id: u64,
-    pub name: String,
+    /// The site's first frame (`[no stack]` without frames).
+    pub site: String,
     pub class: PatternClass,
     /// The numbers that decided the class.
     pub reason: String,
@@ -210,7 +212,6 @@ pub struct SitePattern {
     pub peak_at: Option<f64>,
     /// Live bytes over the series points.
     pub trend: Option<Trend>,
-    pub lifetimes: Option<Lifetimes>,
     /// The site's frames, innermost first.
     pub stack: Vec<String>,
 }
@@ -318,14 +319,22 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
     let peak_rate = peak.map(|x| x.1);
     let is_quiet = |r: f64| peak_rate.is_some_and(|pk| r * BURST_FACTOR <= pk);
     let quiet = timed.iter().filter(|x| is_quiet(x.1)).count();
-    // A spike after a quiet interval: activity that comes back in bursts, not a one-off
-    // start-up spike followed by silence.
-    let spike_after_quiet = timed.iter().position(|x| is_quiet(x.1)).is_some_and(|q| {
-        timed[q..].iter().any(|x| {
-            x.0.allocs >= BURST_MIN_ALLOCS
-                && median_rate.is_some_and(|m| x.1 >= BURST_FACTOR * m)
-                && !is_quiet(x.1)
-        })
+    // Spikes: intervals that are not quiet and hold enough allocations. A burst is activity
+    // that comes back in spikes with quiet intervals between them (spike, quiet, spike), or one
+    // spike well above the median with quiet intervals on both sides; a one-off start-up spike
+    // followed by silence is not one, nor is a steady site whose partial first or last
+    // interval looks quiet.
+    let is_spike = |x: &(&Interval, f64)| !is_quiet(x.1) && x.0.allocs >= BURST_MIN_ALLOCS;
+    let first_spike = timed.iter().position(is_spike);
+    let last_spike = timed.iter().rposition(is_spike);
+    let spikes_apart = first_spike
+        .zip(last_spike)
+        .is_some_and(|(a, b)| timed[a..b].iter().any(|x| is_quiet(x.1)));
+    let peak_pos = peak.and_then(|(pk, _)| timed.iter().position(|x| std::ptr::eq(x.0, pk)));
+    let lone_spike = peak_pos.is_some_and(|i| {
+        median_rate.is_some_and(|m| peak_rate.is_some_and(|pr| pr >= BURST_FACTOR * m))
+            && timed[..i].iter().any(|x| is_quiet(x.1))
+            && timed[i + 1..].iter().any(|x| is_quiet(x.1))
     });
     let span = if s.series.is_empty() {
         p.duration.as_secs_f64()
@@ -368,8 +377,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         (Some((pk, pr)), Some(med))
             if n_intervals >= BURST_MIN_INTERVALS
                 && pk.allocs >= BURST_MIN_ALLOCS
-                && pr >= BURST_FACTOR * med
-                && spike_after_quiet =>
+                && (spikes_apart || lone_spike) =>
         {
             Some((pk, med, pr))
         }
@@ -437,7 +445,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
     SitePattern {
         pid: s.pid,
         stack_id: s.stack_id,
-        name: site_name(s),
+        site: site_name(s),
         class,
         reason,
         counters: c,
@@ -452,16 +460,34 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         peak_rate,
         peak_at: peak.map(|x| x.0.end),
         trend,
-        lifetimes: lifetimes(
-            &s.life_hist,
-            u64::try_from(o.short_lived.as_nanos()).unwrap_or(u64::MAX),
-        ),
         stack: s.frames.iter().map(Frame::name).collect(),
     }
 }
 
+/// One site's lifetimes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteLifetimes {
+    pub pid: u32,
+    pub stack_id: u64,
+    /// The site's first frame (`[no stack]` without frames).
+    pub site: String,
+    #[serde(flatten)]
+    pub lifetimes: Lifetimes,
+}
+
+/// The lifetimes of one site; `None` when none of its blocks was freed.
+pub fn site_lifetimes(s: &Site, o: &Options) -> Option<SiteLifetimes> {
+    let short = u64::try_from(o.short_lived.as_nanos()).unwrap_or(u64::MAX);
+    Some(SiteLifetimes {
+        pid: s.pid,
+        stack_id: s.stack_id,
+        site: site_name(s),
+        lifetimes: lifetimes(&s.life_hist, short)?,
+    })
+}
+
 /// Every site with allocations, biggest (bytes) first, like the report's site table.
-pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
+fn sorted_sites(p: &Profile) -> Vec<&Site> {
     let mut sites: Vec<&Site> = p.sites.iter().filter(|s| s.counters.allocs > 0).collect();
     sites.sort_by(|a, b| {
         b.counters
@@ -471,7 +497,23 @@ pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
             .then(a.pid.cmp(&b.pid))
             .then(a.stack_id.cmp(&b.stack_id))
     });
-    sites.into_iter().map(|s| classify(p, s, o)).collect()
+    sites
+}
+
+/// The pattern of every site with allocations, biggest (bytes) first.
+pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
+    sorted_sites(p)
+        .into_iter()
+        .map(|s| classify(p, s, o))
+        .collect()
+}
+
+/// The lifetimes of every site with allocations and freed blocks, biggest (bytes) first.
+pub fn analyze_lifetimes(p: &Profile, o: &Options) -> Vec<SiteLifetimes> {
+    sorted_sites(p)
+        .into_iter()
+        .filter_map(|s| site_lifetimes(s, o))
+        .collect()
 }
 
 /// `1–2 µs` for a lifetime bucket.
@@ -568,7 +610,12 @@ pub(crate) mod tests {
         assert_eq!(p.frequency, Some(1000.0));
         assert_eq!(p.median_rate, Some(1000.0));
         assert_eq!((p.intervals, p.idle_intervals), (5, 0));
-        assert_eq!(p.lifetimes.unwrap().short_lived_share, 1.0);
+        let s = series_site(64, &pts, 100);
+        let l = site_lifetimes(&s, &Options::default()).unwrap();
+        assert_eq!(
+            (l.lifetimes.short_lived_share, l.lifetimes.freed),
+            (1.0, 5000)
+        );
         assert!(
             p.reason.contains("sustained 1.0k/s > 100/s"),
             "{}",
@@ -605,6 +652,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn burst_shapes() {
+        let o = Options::default();
+        let mut p = profile(1000, vec![]);
+        p.interval = Duration::from_millis(200);
+        // The phases workload: 2,000 blocks every 400 ms, drained every 200 ms.
+        let pts = [(200, 2000, 2000), (600, 4000, 4000), (1000, 6000, 6000)];
+        let x = classify(&p, &series_site(256, &pts, 100), &o);
+        assert_eq!(x.class, PatternClass::Burst, "{}", x.reason);
+        assert_eq!((x.intervals, x.idle_intervals), (5, 2));
+        // One spike in a low steady stream.
+        p.interval = Duration::from_secs(1);
+        let cum = [10, 20, 5020, 5030, 5040];
+        let pts: Vec<_> = cum
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| ((i as u64 + 1) * 1000, a, a))
+            .collect();
+        let x = classify(&p, &series_site(64, &pts, 100), &o);
+        assert_eq!(x.class, PatternClass::Burst, "{}", x.reason);
+        // Steady with a partial first interval (300 ms) and last (100 ms): not a burst.
+        let pts = [
+            (300, 300, 300),
+            (1300, 1300, 1300),
+            (2300, 2300, 2300),
+            (3300, 3300, 3300),
+            (3400, 3310, 3310),
+        ];
+        let x = classify(&p, &series_site(64, &pts, 100), &o);
+        assert_eq!(x.class, PatternClass::SmallFrequent, "{}", x.reason);
+        // A start-up spike then a trickle: not a burst.
+        let cum = [5000, 5001, 5002, 5003];
+        let pts: Vec<_> = cum
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| ((i as u64 + 1) * 1000, a, a))
+            .collect();
+        let x = classify(&p, &series_site(64, &pts, 100), &o);
+        assert_ne!(x.class, PatternClass::Burst, "{}", x.reason);
+    }
+
+    #[test]
     fn sparse_large_is_not_burst() {
         // One 2 MiB block every three seconds: peak 1/s, median 0, but too few to be a burst.
         let pts = [(1000, 1, 1), (4000, 2, 2), (7000, 3, 3)];
@@ -620,7 +708,6 @@ pub(crate) mod tests {
         assert_eq!(p.class, PatternClass::Growing, "{}", p.reason);
         let t = p.trend.unwrap();
         assert!((t.slope - 6400.0).abs() < 1e-6 && t.r2 > 0.999, "{t:?}");
-        assert_eq!(p.lifetimes, None);
         // Same growth, but everything freed by the end: it came back.
         let mut pts = pts;
         pts.push((7000, 600, 600));
@@ -657,7 +744,6 @@ pub(crate) mod tests {
         s.series = vec![pt(1000, s.counters)];
         let p = run(&s, 1000);
         assert_eq!(p.size_range, Some(Range { lo: 100, hi: 100 }));
-        assert_eq!(p.lifetimes, None);
         assert!(analyze(&profile(0, vec![]), &Options::default()).is_empty());
     }
 

@@ -15,11 +15,17 @@
 //! reads files without it): `options{group_by,sort,top,small_max_size,small_min_rate,
 //! large_min_size,large_max_rate,short_lived}`, `rate{overall,series[],processes[]}`,
 //! `hotspots{group_by,sort,groups,total_bytes,top[]}`, `patterns[]` (every site with
-//! allocations, biggest first: class, reason, size and lifetime bucket bounds, rates, trend,
-//! stack) and `advice[]{kind,pid,stack_id,site,evidence,suggestion}`.
+//! allocations, biggest first: `pid, stack_id, site, class` (`small_frequent`,
+//! `large_infrequent`, `burst`, `growing`, `steady`), `reason`, size bucket bounds, rates,
+//! trend, stack), `lifetimes[]` (every site with freed blocks, same order: `pid, stack_id,
+//! site, freed, median_ns, p90_ns, short_lived_share, short_lived_below_ns`) and
+//! `advice[]{kind,pid,stack_id,site,evidence,suggestion}` (`kind`: `pool`, `presize`,
+//! `large_churn`, `leak`).
 use serde::Serialize;
 
-use crate::analyze::{analyze, Analysis, Options};
+use crate::analyze::Analysis;
+#[cfg(test)]
+use crate::analyze::{analyze, Options};
 use crate::model::{duration_secs, Counters, Losses, Process, Profile, Sample, Site, Target};
 
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
@@ -85,6 +91,7 @@ struct Document<'a> {
 
 /// The profile as pretty-printed JSON (schema above) with its analysis under the default
 /// analyzer settings, newline-terminated.
+#[cfg(test)]
 pub fn to_json(p: &Profile) -> String {
     to_json_with(p, &analyze(p, &Options::default()))
 }
@@ -329,6 +336,11 @@ mod tests {
             json!("alloc_a")
         );
         assert_eq!(v["analysis"]["patterns"][0]["class"], json!("steady"));
+        assert_eq!(v["analysis"]["patterns"][0]["site"], json!("alloc_a"));
+        assert_eq!(v["analysis"]["lifetimes"][0]["site"], json!("alloc_a"));
+        assert_eq!(v["analysis"]["lifetimes"][0]["freed"], json!(4));
+        assert!(v["analysis"]["lifetimes"][0]["short_lived_share"].is_f64());
+        assert!(v["analysis"]["advice"].is_array());
         assert_eq!(
             v["analysis"]["rate"]["overall"]["totals"]["bytes"],
             json!(1050)
