@@ -327,16 +327,8 @@ pub fn run(before: &Path, after: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::rate::tests::c;
     use crate::model::{Frame, Losses, Site, Target};
-
-    fn c(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
-        Counters {
-            allocs,
-            bytes,
-            frees,
-            freed_bytes,
-        }
-    }
 
     fn frame(name: &str, addr: u64) -> Frame {
         Frame {

@@ -639,17 +639,10 @@ fn render_advice(out: &mut String, advice: &[Advice], top: usize, multi: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::hotspots::tests::site;
+    use crate::analyze::rate::tests::c;
     use crate::model::{Process, Target};
     use std::collections::BTreeMap;
-
-    fn c(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
-        Counters {
-            allocs,
-            bytes,
-            frees,
-            freed_bytes,
-        }
-    }
 
     fn frame(function: &str, file: Option<&str>, line: Option<u32>) -> Frame {
         Frame {
@@ -660,18 +653,6 @@ mod tests {
             module_offset: 0x1000,
             file: file.map(str::to_string),
             line,
-        }
-    }
-
-    fn site(pid: u32, stack_id: u64, frames: Vec<Frame>, counters: Counters) -> Site {
-        Site {
-            pid,
-            stack_id,
-            frames,
-            counters,
-            size_hist: vec![],
-            life_hist: vec![],
-            series: vec![],
         }
     }
 
