@@ -215,6 +215,25 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Every site with allocations, biggest (bytes) first: the order of the report's site
+    /// table and of the per-site analyses, so they list sites alike.
+    pub fn sites_by_bytes(&self) -> Vec<&Site> {
+        let mut sites: Vec<&Site> = self
+            .sites
+            .iter()
+            .filter(|s| s.counters.allocs > 0)
+            .collect();
+        sites.sort_by(|a, b| {
+            b.counters
+                .bytes
+                .cmp(&a.counters.bytes)
+                .then(b.counters.allocs.cmp(&a.counters.allocs))
+                .then(a.pid.cmp(&b.pid))
+                .then(a.stack_id.cmp(&b.stack_id))
+        });
+        sites
+    }
+
     /// More than one process appears (system-wide, or a command that forked): reports then
     /// name the process of every site.
     pub fn is_multi_process(&self) -> bool {

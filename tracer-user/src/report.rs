@@ -10,7 +10,7 @@ use crate::analyze::rate::Peak;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
 use crate::analyze::{Analysis, GroupBy, SortBy};
-use crate::model::{Counters, Frame, Losses, Profile, Sample, Site};
+use crate::model::{Counters, Frame, Losses, Profile, Sample};
 
 /// Processes shown per interval before the rest are summarized in one line.
 const MAX_INTERVAL_PROCS: usize = 20;
@@ -382,7 +382,7 @@ fn render_processes(out: &mut String, p: &Profile, top: usize) {
 }
 
 fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, multi: bool) {
-    let mut sites: Vec<&Site> = p.sites.iter().filter(|s| s.counters.allocs > 0).collect();
+    let sites = p.sites_by_bytes();
     if sites.is_empty() {
         let _ = writeln!(out, "\nAllocation sites: none recorded");
         return;
@@ -393,14 +393,6 @@ fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, mul
     } else {
         sites.iter().map(|s| s.counters.bytes).sum()
     };
-    sites.sort_by(|a, b| {
-        b.counters
-            .bytes
-            .cmp(&a.counters.bytes)
-            .then(b.counters.allocs.cmp(&a.counters.allocs))
-            .then(a.pid.cmp(&b.pid))
-            .then(a.stack_id.cmp(&b.stack_id))
-    });
     let shown = sites.len().min(top);
     let _ = writeln!(
         out,
@@ -641,7 +633,7 @@ mod tests {
     use super::*;
     use crate::analyze::hotspots::tests::site;
     use crate::analyze::rate::tests::c;
-    use crate::model::{Process, Target};
+    use crate::model::{Process, Site, Target};
     use std::collections::BTreeMap;
 
     fn frame(function: &str, file: Option<&str>, line: Option<u32>) -> Frame {

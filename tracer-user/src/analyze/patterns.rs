@@ -486,23 +486,9 @@ pub fn site_lifetimes(s: &Site, o: &Options) -> Option<SiteLifetimes> {
     })
 }
 
-/// Every site with allocations, biggest (bytes) first, like the report's site table.
-fn sorted_sites(p: &Profile) -> Vec<&Site> {
-    let mut sites: Vec<&Site> = p.sites.iter().filter(|s| s.counters.allocs > 0).collect();
-    sites.sort_by(|a, b| {
-        b.counters
-            .bytes
-            .cmp(&a.counters.bytes)
-            .then(b.counters.allocs.cmp(&a.counters.allocs))
-            .then(a.pid.cmp(&b.pid))
-            .then(a.stack_id.cmp(&b.stack_id))
-    });
-    sites
-}
-
 /// The pattern of every site with allocations, biggest (bytes) first.
 pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
-    sorted_sites(p)
+    p.sites_by_bytes()
         .into_iter()
         .map(|s| classify(p, s, o))
         .collect()
@@ -510,7 +496,7 @@ pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
 
 /// The lifetimes of every site with allocations and freed blocks, biggest (bytes) first.
 pub fn analyze_lifetimes(p: &Profile, o: &Options) -> Vec<SiteLifetimes> {
-    sorted_sites(p)
+    p.sites_by_bytes()
         .into_iter()
         .filter_map(|s| site_lifetimes(s, o))
         .collect()
