@@ -1378,6 +1378,97 @@ pub fn launch_every(
     }
 }
 
+// =============================================================================================
+// Reliability helpers (it/reliability.rs)
+// =============================================================================================
+
+impl Workload {
+    /// [`Workload::start`] for a program at `path` (a copy of a workload, say), named `name`
+    /// in messages.
+    pub fn start_path(path: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Workload {
+        let mut cmd = Command::new(path);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdin = child.stdin.take();
+        let (stdout, _) = Lines::collect(child.stdout.take().expect("piped stdout"));
+        let (stderr, _) = Lines::collect(child.stderr.take().expect("piped stderr"));
+        let mut w = Workload {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            name: path.display().to_string(),
+        };
+        if let Err(why) = w.stdout.wait_for("ready", WORKLOAD_TIMEOUT) {
+            stop(&mut w.child);
+            panic!(
+                "{} never said ready: {why}\n{}",
+                path.display(),
+                w.describe()
+            );
+        }
+        w
+    }
+
+    /// Everything the workload printed on stdout so far.
+    pub fn stdout_text(&self) -> String {
+        self.stdout.text()
+    }
+
+    /// The first stdout line starting with `prefix` (waiting up to [`WORKLOAD_TIMEOUT`]),
+    /// without the prefix; panics if none comes.
+    pub fn stdout_value(&self, prefix: &str) -> String {
+        match self.stdout.wait_for(prefix, WORKLOAD_TIMEOUT) {
+            Ok(line) => line[prefix.len()..].trim().to_string(),
+            Err(why) => panic!(
+                "workload {} never printed {prefix:?}: {why}\n{}",
+                self.name,
+                self.describe()
+            ),
+        }
+    }
+
+    /// Sends `sig` to the workload.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        send_signal(&mut self.child, sig);
+    }
+}
+
+impl Running {
+    /// Whether alloctrace is still running (not yet exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// alloctrace's stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.text()
+    }
+}
+
+/// The names in directory `dir`, sorted.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,7 +132,28 @@ fn bad_option_values_are_errors() {
             &["--output", "/nonexistent-dir/report.txt"][..],
             "/nonexistent-dir",
         ),
-        (&["--folded-weight", "weight"][..], "--folded-weight"),
+        (&["--folded-weight", "weight"][..], "--weight"),
+        (&["--plot", "/tmp/rate.gif"][..], ".svg or .png"),
+        (
+            &["--html", "/nonexistent-dir/r.html"][..],
+            "/nonexistent-dir",
+        ),
+        (&["--sample-bytes", "4096"][..], "--mode alloc-only"),
+        (
+            &["--mode", "alloc-only", "--sample-bytes", "0"][..],
+            "--sample-bytes",
+        ),
+        (
+            &[
+                "--mode",
+                "alloc-only",
+                "--flamegraph",
+                "/tmp/f.svg",
+                "--weight",
+                "live",
+            ][..],
+            "--mode full",
+        ),
         (&["--pid", "1", "--", "true"][..], "not both"),
     ] {
         let mut all = vec![BOUND[0], BOUND[1]];

@@ -92,6 +92,87 @@ fn allocation_count_and_bytes_per_site() {
     assert_allocations(&run, PLAIN);
 }
 
+/// `--mode alloc-only` (entry probes only): every allocating function's count, bytes and size
+/// histogram equal the ground truth — glibc's own calls to malloc (realloc(NULL, n), aligned
+/// allocations of at most 16) are counted once, at the program's call — and the process
+/// totals too; frees are not traced, and the report says so (live fields are null).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn alloc_only_mode_counts_allocations_exactly() {
+    alloctrace_bin();
+    let run = run_sites(
+        &[OsStr::new("--mode"), OsStr::new("alloc-only")],
+        Scratch::new(),
+    );
+    let (report, truth) = (&run.report, &run.truth);
+    assert_eq!(
+        report.json["mode"],
+        "alloc_only",
+        "{}",
+        excerpt(&report.text, 2000)
+    );
+    let mut got: BTreeMap<String, (u64, u64, Vec<u64>)> = BTreeMap::new();
+    for s in report.sites_of(truth.pid) {
+        let name = Report::frame_function(s, 0).unwrap_or("?").to_string();
+        let c = Counters::from_json(&s["counters"], "site");
+        assert_eq!(
+            (c.frees, c.freed_bytes),
+            (0, 0),
+            "alloc-only traced a free: {s}"
+        );
+        assert!(s["live_bytes"].is_null(), "live bytes reported: {s}");
+        let e = got.entry(name).or_insert((0, 0, vec![0; HIST_BUCKETS]));
+        e.0 += c.allocs;
+        e.1 += c.bytes;
+        for (acc, v) in
+            e.2.iter_mut()
+                .zip(s["size_hist"].as_array().expect("size_hist"))
+        {
+            *acc += v.as_u64().expect("size_hist entry");
+        }
+    }
+    let mut problems = Vec::new();
+    for want in &truth.sites {
+        let (allocs, bytes, hist) =
+            got.remove(&want.function)
+                .unwrap_or((0, 0, vec![0; HIST_BUCKETS]));
+        if (allocs, bytes) != (want.counters.allocs, want.counters.bytes)
+            || (allocs > 0 && hist != want.size_hist_vec())
+        {
+            problems.push(format!(
+                "{}: expected {} allocations of {} bytes ({}), reported {allocs} of {bytes} ({})",
+                want.function,
+                want.counters.allocs,
+                want.counters.bytes,
+                hist_text(&want.size_hist_vec()),
+                hist_text(&hist)
+            ));
+        }
+    }
+    if !got.is_empty() {
+        problems.push(format!(
+            "allocations outside the workload's functions: {got:?}"
+        ));
+    }
+    let (proc_c, truth_total) = (report.process_counters(truth.pid), truth.total());
+    if (proc_c.allocs, proc_c.bytes) != (truth_total.allocs, truth_total.bytes) {
+        problems.push(format!(
+            "process totals: expected {} allocations of {} bytes, reported {} of {}",
+            truth_total.allocs, truth_total.bytes, proc_c.allocs, proc_c.bytes
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "alloc-only counts differ from the ground truth:\n  - {}\n\nground truth:\n{}\n{}",
+        problems.join("\n  - "),
+        truth.text,
+        excerpt(&report.text, 8000)
+    );
+    assert_eq!((proc_c.frees, proc_c.freed_bytes), (0, 0));
+    assert!(report.json["totals"]["live_bytes"].is_null());
+    assert_no_losses(report);
+}
+
 /// Frees are charged to the site that allocated the block, whichever function frees it: the
 /// same function (alloc_small), another function (free_elsewhere frees alloc_for_other's
 /// blocks), realloc growing a block (alloc_chain_start's blocks) or realloc(p, 0)
@@ -454,15 +535,65 @@ fn check_folded(run: &Launched, text: &str, weight: &str, value: impl Fn(&Counte
     );
 }
 
+/// Every `<title>` of a flame graph SVG, for failure messages.
+fn svg_titles(svg: &str) -> Vec<&str> {
+    svg.match_indices("<title>")
+        .map(|(i, _)| &svg[i..svg[i..].find("</title>").map_or(svg.len(), |e| i + e + 8)])
+        .collect()
+}
+
+/// A flame graph of the `sites` run weighed by `measure` (of the ground truth) has a total
+/// frame and one frame per function with that function's value, in inferno's title format
+/// "name (N UNIT, P%)" where P = 100 * N / total with two decimals.
+fn assert_flame_titles(
+    svg: &str,
+    run: &Launched,
+    unit: &str,
+    measure: impl Fn(&Counters) -> u64,
+    context: &str,
+) {
+    let total = measure(&run.truth.total());
+    let mut want = vec![format!(
+        "<title>all ({} {unit}, 100%)</title>",
+        thousands(total)
+    )];
+    for s in run.truth.sites.iter().filter(|s| measure(&s.counters) > 0) {
+        let v = measure(&s.counters);
+        let pct = 100.0 * v as f64 / total as f64;
+        want.push(format!(
+            "<title>{} ({} {unit}, {pct:.2}%)</title>",
+            s.function,
+            thousands(v)
+        ));
+    }
+    let missing: Vec<&String> = want.iter().filter(|w| !svg.contains(w.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "{context}: the flame graph lacks {missing:#?}\nits titles: {:#?}\nground truth:\n{}",
+        svg_titles(svg),
+        run.truth.text
+    );
+}
+
 /// The folded file, fed to inferno (the flame graph library), renders an SVG whose total is the
-/// ground truth's bytes and that has a frame for every allocating function with its bytes.
+/// ground truth's bytes and that has a frame for every allocating function with its bytes; the
+/// same run's `--flamegraph` SVG says the same in bytes.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn inferno_renders_the_folded_stacks() {
     alloctrace_bin();
     let scratch = Scratch::new();
     let folded_path = scratch.path("stacks.folded");
-    let run = run_sites(&[OsStr::new("--folded"), folded_path.as_os_str()], scratch);
+    let svg_path = scratch.path("flame.svg");
+    let run = run_sites(
+        &[
+            OsStr::new("--folded"),
+            folded_path.as_os_str(),
+            OsStr::new("--flamegraph"),
+            svg_path.as_os_str(),
+        ],
+        scratch,
+    );
     let text = std::fs::read_to_string(&folded_path).unwrap_or_else(|e| {
         panic!(
             "no folded file at {}: {e}\n{}",
@@ -482,32 +613,75 @@ fn inferno_renders_the_folded_stacks() {
         )
     });
     let svg = String::from_utf8(svg).expect("inferno writes UTF-8");
-
     let total = run.truth.total().bytes;
-    let mut want = vec![
-        format!("total_samples=\"{total}\""),
-        format!("<title>all ({} samples, 100%)</title>", thousands(total)),
-    ];
-    for s in run.truth.sites.iter().filter(|s| s.counters.bytes > 0) {
-        // inferno's title: "name (N samples, P%)", P = 100 * N / total with two decimals.
-        let pct = 100.0 * s.counters.bytes as f64 / total as f64;
-        want.push(format!(
-            "<title>{} ({} samples, {pct:.2}%)</title>",
-            s.function,
-            thousands(s.counters.bytes)
-        ));
-    }
-    let missing: Vec<&String> = want.iter().filter(|w| !svg.contains(w.as_str())).collect();
-    if !missing.is_empty() {
-        let titles: Vec<&str> = svg
-            .match_indices("<title>")
-            .map(|(i, _)| &svg[i..svg[i..].find("</title>").map_or(svg.len(), |e| i + e + 8)])
-            .collect();
+    assert!(
+        svg.contains(&format!("total_samples=\"{total}\"")),
+        "inferno's total is not {total}"
+    );
+    assert_flame_titles(&svg, &run, "samples", |c| c.bytes, "folded → inferno");
+
+    let ours = std::fs::read_to_string(&svg_path).unwrap_or_else(|e| {
         panic!(
-            "the flame graph lacks {missing:#?}\nits titles: {titles:#?}\nfolded file:\n{}\nground truth:\n{}",
-            excerpt(&text, 6000),
-            run.truth.text
+            "no flame graph at {}: {e}\n{}",
+            svg_path.display(),
+            run.finished.describe()
+        )
+    });
+    assert_flame_titles(&ours, &run, "bytes", |c| c.bytes, "--flamegraph");
+    assert!(
+        ours.contains("— bytes allocated</text>") && ours.contains(">alloctrace: "),
+        "--flamegraph is not titled with the target and weight: {:#?}",
+        excerpt(&ours, 3000)
+    );
+}
+
+/// `--flamegraph` with `--weight count` and `--weight live`: frames weigh the ground truth's
+/// allocations, and its live bytes (only the leaking sites appear), titled accordingly.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn flamegraph_weighs_count_and_live() {
+    alloctrace_bin();
+    for (weight, unit, title) in [
+        ("count", "allocations", "— allocations</text>"),
+        ("live", "live bytes", "— bytes live at the end</text>"),
+    ] {
+        let scratch = Scratch::new();
+        let svg_path = scratch.path("flame.svg");
+        let run = run_sites(
+            &[
+                OsStr::new("--flamegraph"),
+                svg_path.as_os_str(),
+                OsStr::new("--weight"),
+                OsStr::new(weight),
+            ],
+            scratch,
         );
+        let svg = std::fs::read_to_string(&svg_path)
+            .unwrap_or_else(|e| panic!("no flame graph ({weight}): {e}"));
+        let measure = |c: &Counters| match weight {
+            "count" => c.allocs,
+            _ => c.live_bytes(),
+        };
+        assert_flame_titles(&svg, &run, unit, measure, &format!("--weight {weight}"));
+        assert!(
+            svg.contains(title),
+            "--weight {weight}: title lacks {title:?}: {:#?}",
+            excerpt(&svg, 3000)
+        );
+        if weight == "live" {
+            for s in run
+                .truth
+                .sites
+                .iter()
+                .filter(|s| s.counters.live_bytes() == 0)
+            {
+                assert!(
+                    !svg.contains(&format!("<title>{} (", s.function)),
+                    "--weight live draws {}, which has nothing live",
+                    s.function
+                );
+            }
+        }
     }
 }
 

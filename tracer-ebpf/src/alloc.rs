@@ -8,6 +8,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
     event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, CallState, Event, ProcStats, StackKey,
+    MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
     helpers::{
@@ -19,7 +20,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 
 use crate::maps::{CALLS, CONTROL, EVENTS, LIVE, LOSSES, PROCS, SITES};
-use crate::{stack, SELF_TGID};
+use crate::{sample, stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -228,6 +229,108 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
     0
 }
 
+/// Alloc-only mode: counts one request of `size` bytes at the allocator's entry. Without a
+/// return probe the outcome is unknown: requests glibc refuses before doing anything (above
+/// PTRDIFF_MAX, calloc overflow) are not counted; any other failure (out of memory) is.
+#[inline(always)]
+pub fn count_request(ctx: &ProbeContext, size: u64) -> u32 {
+    if let Some((_, tgid)) = current() {
+        count_at_entry(ctx, tgid, size);
+    }
+    0
+}
+
+/// Alloc-only mode, malloc: skips the call when an outer allocator call that hands its
+/// request to malloc (see `count_delegated`) already counted it.
+#[inline(always)]
+pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
+    let Some((pid_tgid, tgid)) = current() else {
+        return 0;
+    };
+    if let Some(outer) = CALLS.get_ptr(&pid_tgid) {
+        // SAFETY: this thread's own entry; as in `enter` for the registers.
+        let (outer_sp, sp) = unsafe { ((*outer).sp, (*ctx.regs).rsp) };
+        let _ = CALLS.remove(&pid_tgid);
+        // Called from inside the outer call (deeper), or tail-called by it (same depth).
+        if sp <= outer_sp {
+            return 0;
+        }
+        bump_loss(ctx, loss::STALE_CALL);
+    }
+    count_at_entry(ctx, tgid, size);
+    0
+}
+
+/// Alloc-only mode: an allocator call that glibc implements by calling malloc (realloc(NULL,
+/// n), the aligned family at small alignments). It is counted here, where the stack is the
+/// program's (from inside glibc, malloc's caller would be glibc and the program's own frame
+/// would be lost: glibc keeps no frame pointers), and malloc is told to skip it.
+#[inline(always)]
+pub fn count_delegated(ctx: &ProbeContext, size: u64) -> u32 {
+    let Some((pid_tgid, tgid)) = current() else {
+        return 0;
+    };
+    count_at_entry(ctx, tgid, size);
+    let state = CallState {
+        // SAFETY: as in `enter`.
+        sp: unsafe { (*ctx.regs).rsp },
+        ..CallState::default()
+    };
+    if CALLS.insert(&pid_tgid, &state, 0).is_err() {
+        bump_loss(ctx, loss::CALL_MAP_FULL);
+    }
+    0
+}
+
+/// Alloc-only mode, the aligned family: glibc refuses an alignment that is not a power of two
+/// (EINVAL, nothing allocated) and hands one of at most MALLOC_ALIGNMENT to malloc.
+#[inline(always)]
+pub fn count_aligned(ctx: &ProbeContext, alignment: u64, size: u64) -> u32 {
+    if alignment == 0 || alignment & (alignment - 1) != 0 {
+        return 0;
+    }
+    if alignment <= MALLOC_ALIGNMENT {
+        return count_delegated(ctx, size);
+    }
+    count_request(ctx, size)
+}
+
+#[inline(always)]
+fn count_at_entry(ctx: &ProbeContext, tgid: u32, size: u64) {
+    if size > PTRDIFF_MAX {
+        return;
+    }
+    // Per-process totals are exact, sampled or not.
+    if let Some(p) = proc_stats(ctx, tgid) {
+        add(&mut p.allocs, 1);
+        add(&mut p.bytes, size);
+    }
+    if !sample::take(size) {
+        return;
+    }
+    // SAFETY: as in `enter`.
+    let (sp, fp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
+    let stack_hash = stack::record(ctx, tgid, sp, fp);
+    count_site_alloc(stack_hash, tgid, size);
+}
+
+#[inline(always)]
+fn count_site_alloc(stack_hash: u64, tgid: u32, size: u64) {
+    if stack_hash != 0 {
+        if let Some(site) = SITES.get_ptr_mut(&StackKey {
+            tgid,
+            _pad: 0,
+            hash: stack_hash,
+        }) {
+            // SAFETY: map value; all updates are atomic adds.
+            let site = unsafe { &mut *site };
+            add(&mut site.allocs, 1);
+            add(&mut site.bytes, size);
+            add(&mut site.size_hist[log2_bucket(size)], 1);
+        }
+    }
+}
+
 #[inline(always)]
 fn record_alloc<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64) {
     let info = AllocInfo {
@@ -249,19 +352,7 @@ fn record_alloc<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_
     {
         bump_loss(ctx, loss::LIVE_MAP_FULL);
     }
-    if stack_hash != 0 {
-        if let Some(site) = SITES.get_ptr_mut(&StackKey {
-            tgid,
-            _pad: 0,
-            hash: stack_hash,
-        }) {
-            // SAFETY: map value; all updates are atomic adds.
-            let site = unsafe { &mut *site };
-            add(&mut site.allocs, 1);
-            add(&mut site.bytes, size);
-            add(&mut site.size_hist[log2_bucket(size)], 1);
-        }
-    }
+    count_site_alloc(stack_hash, tgid, size);
     if let Some(p) = proc_stats(ctx, tgid) {
         add(&mut p.allocs, 1);
         add(&mut p.bytes, size);

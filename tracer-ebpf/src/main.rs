@@ -8,6 +8,7 @@
 
 mod alloc;
 mod maps;
+mod sample;
 mod stack;
 
 use alloctrace_common::CallKind;
@@ -19,6 +20,10 @@ use aya_ebpf::{
 /// tgid of alloctrace itself, set by the loader; never traced.
 #[unsafe(no_mangle)]
 static SELF_TGID: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+
+/// Mean bytes between sampled allocations; 0 samples every one. Set by the loader.
+#[unsafe(no_mangle)]
+static SAMPLE_BYTES: aya_ebpf::Global<u64> = aya_ebpf::Global::new(0);
 
 fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
@@ -77,6 +82,48 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
     alloc::free(&ctx, arg(&ctx, 0))
+}
+
+// Alloc-only mode: one entry probe per call, no return or free probe. A request glibc hands
+// to malloc (realloc(NULL, n), small alignments) is counted by the outer call, malloc skips
+// it; reallocarray calls realloc and is not probed.
+
+#[uprobe]
+pub fn malloc_count(ctx: ProbeContext) -> u32 {
+    alloc::count_malloc(&ctx, arg(&ctx, 0))
+}
+
+#[uprobe]
+pub fn calloc_count(ctx: ProbeContext) -> u32 {
+    alloc::count_request(&ctx, alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)))
+}
+
+/// realloc(NULL, n) calls malloc; realloc(p, 0) frees and allocates nothing.
+#[uprobe]
+pub fn realloc_count(ctx: ProbeContext) -> u32 {
+    match (arg(&ctx, 0), arg(&ctx, 1)) {
+        (0, size) => alloc::count_delegated(&ctx, size),
+        (_, 0) => 0,
+        (_, size) => alloc::count_request(&ctx, size),
+    }
+}
+
+/// posix_memalign(void **memptr, size_t alignment, size_t size)
+#[uprobe]
+pub fn posix_memalign_count(ctx: ProbeContext) -> u32 {
+    alloc::count_aligned(&ctx, arg(&ctx, 1), arg(&ctx, 2))
+}
+
+/// aligned_alloc(alignment, size) and memalign(alignment, size).
+#[uprobe]
+pub fn aligned_alloc_count(ctx: ProbeContext) -> u32 {
+    alloc::count_aligned(&ctx, arg(&ctx, 0), arg(&ctx, 1))
+}
+
+/// valloc(size) and pvalloc(size): page-aligned, never through malloc.
+#[uprobe]
+pub fn valloc_count(ctx: ProbeContext) -> u32 {
+    alloc::count_request(&ctx, arg(&ctx, 0))
 }
 
 #[cfg(not(test))]

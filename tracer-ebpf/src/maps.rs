@@ -48,3 +48,8 @@ pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entrie
 /// Run-time switches set by user space (`alloctrace_common::CONTROL_STOPPED`).
 #[map]
 pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per CPU: bytes still to allocate before the next sampled allocation (`--sample-bytes`);
+/// 0 until the first draw.
+#[map]
+pub static SAMPLER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

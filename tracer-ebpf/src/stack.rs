@@ -2,7 +2,10 @@
 //!
 //! A frame-pointer walk started at a probe on the function's first instruction misses the
 //! immediate caller: its return address is on top of the stack, not yet in a frame. So the
-//! caller is read from `[rsp]` and the walk of `[rbp]`/`[rbp+8]` pairs supplies the rest. Doing
+//! caller is read from `[rsp]` and the walk of `[rbp]`/`[rbp+8]` pairs supplies the rest. A
+//! probe that user space placed past the entry (tracer-user's `placement`: free at +3, after
+//! `test %rdi,%rdi`) sees the same `rsp` and `rbp`: placement only skips test/cmp/endbr64/nop,
+//! which neither push nor move the stack, so `[rsp]` is still the return address. Doing
 //! the walk here (rather than `bpf_get_stackid`) costs less and hashes the stack ourselves, so
 //! there are no stack-map bucket collisions to lose data to.
 use alloctrace_common::{event, loss, Event, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES};

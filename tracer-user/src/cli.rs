@@ -6,6 +6,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::analyze::{GroupBy, SortBy};
 use crate::export::folded::FoldedWeight;
+use crate::model::TraceMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -33,6 +34,18 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// What to measure: `full` (allocations, frees, live bytes, lifetimes) or `alloc-only`
+    /// (allocations, bytes and sizes per stack, at the lowest cost: entry probes only).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "full")]
+    pub mode: TraceMode,
+
+    /// Sample allocations by bytes: record the stack of one allocation per N bytes on average
+    /// (random exponential intervals, as Go's and tcmalloc's heap profilers do); per-site
+    /// numbers become unbiased estimates, per-process totals stay exact. Needs
+    /// `--mode alloc-only`.
+    #[arg(long, value_name = "N")]
+    pub sample_bytes: Option<u64>,
+
     /// Allocation sites shown in the text report.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
@@ -41,9 +54,34 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub folded: Option<PathBuf>,
 
-    /// What the folded stacks weigh: bytes allocated, allocation count, or live bytes at the end.
-    #[arg(long, value_enum, value_name = "WEIGHT", default_value = "bytes")]
-    pub folded_weight: FoldedWeight,
+    /// Write an interactive flame graph (SVG, rendered by inferno) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// What the folded stacks and the flame graph weigh: bytes allocated, allocation count, or
+    /// live bytes at the end.
+    #[arg(
+        long,
+        alias = "folded-weight",
+        value_enum,
+        value_name = "WEIGHT",
+        default_value = "bytes"
+    )]
+    pub weight: FoldedWeight,
+
+    /// Write a gzipped pprof profile (Go heap-profile sample types) to FILE (e.g. x.pb.gz), for
+    /// `go tool pprof`, Pyroscope or Grafana.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
+    /// Write one self-contained HTML page (summary, plots, top sites, patterns, advice, flame
+    /// graph) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Plot the allocation rate and the live heap over time to FILE (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 
     /// Format of the final report.
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]

@@ -352,6 +352,7 @@ mod tests {
             size_hist: vec![],
             life_hist: vec![],
             series: vec![],
+            sampled: None,
         }
     }
 
@@ -365,6 +366,7 @@ mod tests {
                 argv: vec!["./prog".into()],
                 pid,
             },
+            mode: crate::model::TraceMode::Full,
             start_unix_secs: 0,
             duration: Duration::from_secs(secs),
             interval: Duration::from_secs(1),
@@ -377,6 +379,8 @@ mod tests {
             }],
             sites,
             losses: Losses::default(),
+            modules: vec![],
+            sample_bytes: None,
         }
     }
 

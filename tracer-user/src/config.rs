@@ -2,8 +2,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::analyze::SortBy;
 use crate::cli::{Cli, ReportFormat};
 use crate::export::folded::FoldedWeight;
+use crate::export::plot::PlotFormat;
+use crate::model::TraceMode;
 use crate::output;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,10 +19,19 @@ pub enum TargetSpec {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub target: TargetSpec,
+    pub mode: TraceMode,
+    /// Mean bytes between sampled allocations; None records every allocation.
+    pub sample_bytes: Option<u64>,
     pub interval: Duration,
     pub duration: Option<Duration>,
     pub top: usize,
-    pub folded: Option<(PathBuf, FoldedWeight)>,
+    pub folded: Option<PathBuf>,
+    pub flamegraph: Option<PathBuf>,
+    /// The weight of the folded stacks and the flame graph.
+    pub weight: FoldedWeight,
+    pub pprof: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+    pub plot: Option<(PathBuf, PlotFormat)>,
     pub report: ReportFormat,
     pub output: Option<PathBuf>,
     pub max_stacks: u32,
@@ -47,6 +59,14 @@ pub enum ConfigError {
     Output(String),
     #[error("--{0} must be a positive number")]
     BadThreshold(&'static str),
+    #[error("{0} needs frees, which --mode alloc-only does not trace: use --mode full")]
+    NeedsFrees(&'static str),
+    #[error("--sample-bytes needs --mode alloc-only (sampling in full mode is not built yet)")]
+    SampleNeedsAllocOnly,
+    #[error("--sample-bytes must be between 1 and {max} (got {0})", max = alloctrace_common::sampling::MAX_MEAN)]
+    SampleBytes(u64),
+    #[error("--plot {0}: the file name must end in .svg or .png")]
+    PlotFormat(String),
 }
 
 pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
@@ -83,15 +103,65 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
             return Err(ConfigError::BadThreshold(name));
         }
     }
-    for path in cli.folded.iter().chain(cli.output.iter()) {
+    if !cli.mode.sees_frees() {
+        if cli.weight == FoldedWeight::Live && (cli.folded.is_some() || cli.flamegraph.is_some()) {
+            return Err(ConfigError::NeedsFrees("--weight live"));
+        }
+        if cli.sort == SortBy::Live {
+            return Err(ConfigError::NeedsFrees("--sort live"));
+        }
+    }
+    if let Some(n) = cli.sample_bytes {
+        if cli.mode != TraceMode::AllocOnly {
+            return Err(ConfigError::SampleNeedsAllocOnly);
+        }
+        if n == 0 || n > alloctrace_common::sampling::MAX_MEAN {
+            return Err(ConfigError::SampleBytes(n));
+        }
+    }
+    let plot = match cli.plot {
+        None => None,
+        Some(path) => {
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let format = match ext.as_deref() {
+                Some("svg") => PlotFormat::Svg,
+                Some("png") => PlotFormat::Png,
+                _ => return Err(ConfigError::PlotFormat(path.display().to_string())),
+            };
+            Some((path, format))
+        }
+    };
+    let outputs = [
+        &cli.folded,
+        &cli.flamegraph,
+        &cli.pprof,
+        &cli.html,
+        &cli.output,
+    ];
+    for path in outputs
+        .into_iter()
+        .flatten()
+        .chain(plot.as_ref().map(|(p, _)| p))
+    {
         output::check_writable(path).map_err(ConfigError::Output)?;
     }
     Ok(Config {
         target,
+        mode: cli.mode,
+        // 1 byte apart samples every allocation: the same as not sampling.
+        sample_bytes: cli.sample_bytes.filter(|&n| n > 1),
         interval: cli.interval,
         duration: cli.duration,
         top: cli.top,
-        folded: cli.folded.map(|p| (p, cli.folded_weight)),
+        folded: cli.folded,
+        flamegraph: cli.flamegraph,
+        weight: cli.weight,
+        pprof: cli.pprof,
+        html: cli.html,
+        plot,
         report: cli.report,
         output: cli.output,
         max_stacks: cli.max_stacks,
@@ -158,6 +228,50 @@ mod tests {
         assert!(parse(&["--folded", "/nonexistent-dir/x.folded"])
             .unwrap_err()
             .contains("/nonexistent-dir"));
+        for opt in ["--flamegraph", "--pprof", "--html", "--plot"] {
+            assert!(parse(&[opt, "/nonexistent-dir/x.svg"])
+                .unwrap_err()
+                .contains("/nonexistent-dir"));
+        }
+        for args in [
+            &[
+                "--mode",
+                "alloc-only",
+                "--folded",
+                "/tmp/x",
+                "--weight",
+                "live",
+            ][..],
+            &[
+                "--mode",
+                "alloc-only",
+                "--flamegraph",
+                "/tmp/x",
+                "--weight",
+                "live",
+            ],
+            &["--mode", "alloc-only", "--sort", "live"],
+        ] {
+            assert!(
+                parse(args).unwrap_err().contains("use --mode full"),
+                "{args:?}"
+            );
+        }
+        assert!(parse(&["--sample-bytes", "4096"])
+            .unwrap_err()
+            .contains("--mode alloc-only"));
+        assert!(parse(&["--mode", "alloc-only", "--sample-bytes", "0"])
+            .unwrap_err()
+            .contains("between 1 and"));
+        assert_eq!(
+            parse(&["--mode", "alloc-only", "--sample-bytes", "4096"])
+                .unwrap()
+                .sample_bytes,
+            Some(4096)
+        );
+        assert!(parse(&["--plot", "/tmp/x.gif"])
+            .unwrap_err()
+            .contains(".svg or .png"));
     }
 
     #[test]
@@ -166,5 +280,14 @@ mod tests {
         assert_eq!(c.interval, Duration::from_millis(250));
         assert_eq!(c.top, 10);
         assert_eq!(c.report, ReportFormat::Text);
+        assert_eq!(c.weight, FoldedWeight::Bytes);
+        assert_eq!(c.mode, TraceMode::Full);
+        assert_eq!(
+            parse(&["--mode", "alloc-only"]).unwrap().mode,
+            TraceMode::AllocOnly
+        );
+        let c = parse(&["--folded-weight", "live", "--plot", "/tmp/x.PNG"]).unwrap();
+        assert_eq!(c.weight, FoldedWeight::Live);
+        assert_eq!(c.plot.unwrap().1, PlotFormat::Png);
     }
 }

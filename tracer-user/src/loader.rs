@@ -14,9 +14,12 @@ pub enum LoadError {
     Load(#[source] aya::EbpfError),
 }
 
+/// Map sizes and run-time knobs of the eBPF side.
 pub struct Sizes {
     pub max_stacks: u32,
     pub max_live: u32,
+    /// Mean bytes between sampled allocations; 0 records every allocation.
+    pub sample_bytes: u64,
 }
 
 pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
@@ -26,6 +29,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let self_tgid = std::process::id();
     EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
+        .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, sizes.max_stacks)
         .map_max_entries(abi::MAP_LIVE, sizes.max_live)

@@ -12,6 +12,7 @@ mod output;
 mod probes;
 mod procmaps;
 mod report;
+mod sampling;
 mod spawn;
 mod symbolize;
 mod target;

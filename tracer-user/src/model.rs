@@ -88,6 +88,9 @@ pub struct Site {
     /// equals `counters` unless the final drain moved it.
     #[serde(default)]
     pub series: Vec<SitePoint>,
+    /// With sampling, how many allocations of this site were sampled (the estimate's basis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<u64>,
 }
 
 /// A site's cumulative counters at time `t` since the start.
@@ -197,10 +200,45 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// What the probes measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceMode {
+    /// Entry, return and free probes: allocations, frees, live bytes and lifetimes per site.
+    #[default]
+    Full,
+    /// Entry probes only: allocations, bytes and sizes per site, at the lowest cost; no frees,
+    /// live bytes or lifetimes.
+    AllocOnly,
+}
+
+impl TraceMode {
+    /// Whether frees (and so live bytes and lifetimes) were measured.
+    pub fn sees_frees(self) -> bool {
+        self == TraceMode::Full
+    }
+}
+
+impl std::fmt::Display for TraceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TraceMode::Full => "full",
+            TraceMode::AllocOnly => "alloc-only",
+        })
+    }
+}
+
 /// Everything one run of the tracer measured: the input of every report and exporter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub target: Target,
+    /// Files written before modes existed were all full mode.
+    #[serde(default)]
+    pub mode: TraceMode,
+    /// `--sample-bytes`: mean bytes between sampled allocations. When set, every site's
+    /// counters and size histogram are estimates (see `sampling`); process totals are exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_bytes: Option<u64>,
     /// Wall-clock start, seconds since the Unix epoch.
     pub start_unix_secs: u64,
     #[serde(with = "duration_secs")]
@@ -212,6 +250,19 @@ pub struct Profile {
     pub processes: Vec<Process>,
     pub sites: Vec<Site>,
     pub losses: Losses,
+    /// The binaries the sites' frames fall in, one per process and path.
+    #[serde(default)]
+    pub modules: Vec<Module>,
+}
+
+/// A binary or library that a process mapped and some site's frames fall in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    pub pid: u32,
+    /// As the process mapped it (`Frame::module`).
+    pub path: String,
+    /// The GNU build id, lower-case hex, when the binary has one.
+    pub build_id: Option<String>,
 }
 
 impl Profile {

@@ -15,34 +15,54 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Creates a new, empty file (mode 0644 before the umask) at a unique name next to `path`.
-/// `create_new` means O_CREAT|O_EXCL: if anything exists at the chosen name — including a
-/// symlink an attacker planted there — the open fails instead of following it, and we retry
-/// with another name.
-fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
+/// 64 bits from the kernel's CSPRNG (getrandom(2)), for temporary names nobody can predict.
+/// Falls back to the clock and a counter if getrandom fails (it does not on Linux >= 3.17):
+/// the O_EXCL|O_NOFOLLOW open below keeps even a predicted name safe, only not unblockable.
+fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut v = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes into `v`, a valid, writable u64.
+    let n = unsafe { libc::getrandom((&raw mut v).cast(), size_of::<u64>(), 0) };
+    if n == size_of::<u64>() as isize {
+        return v;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32)
+}
+
+/// The temporary name for `base` with random part `r`: a hidden file next to the target.
+fn temp_name(base: &str, r: u64) -> String {
+    format!(".{base}.alloctrace-{r:016x}.tmp")
+}
+
+/// Creates `tmp` as a new file (mode 0644 before the umask), never through a symlink:
+/// O_CREAT|O_EXCL fails if anything exists at that name, a symlink included (even a dangling
+/// one), and O_NOFOLLOW says the same thing again.
+fn open_new(tmp: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)
+}
+
+/// Creates a new, empty file at an unpredictable name next to `path` (see [`open_new`]): a
+/// name already taken — by chance, or by a symlink someone planted there — is never followed,
+/// and another random name is tried.
+fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
     let dir = parent_dir(path);
     let base = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
     let mut last_err = None;
     for _ in 0..100 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".{base}.alloctrace-{}-{n}-{nanos:08x}.tmp",
-            std::process::id()
-        ));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-        {
+        let tmp = dir.join(temp_name(&base, random_u64()));
+        match open_new(&tmp) {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
             Err(e) => return Err(e),
@@ -94,8 +114,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Where `path` names a stream rather than a file — a FIFO or character device given directly
-/// (`-o /dev/null`, a named pipe), or `/dev/stdout`-style links under /dev and /proc that lead
-/// to one — the bytes are written into it: renaming a temporary file over it would replace
+/// (`-o /dev/null`, a named pipe), or a link to one of alloctrace's own descriptors
+/// (`/dev/stdout`, `/proc/self/fd/1`: [`is_descriptor_link`]) — the bytes are written into it: renaming a temporary file over it would replace
 /// the device node itself (as root, `-o /dev/null` would turn /dev/null into a regular file).
 /// Block devices and regular files never qualify.
 fn stream_target(path: &Path) -> Option<PathBuf> {
@@ -105,13 +125,37 @@ fn stream_target(path: &Path) -> Option<PathBuf> {
     if is_stream(meta.file_type()) {
         return Some(path.to_path_buf());
     }
-    let system_link = path.starts_with("/dev/") || path.starts_with("/proc/");
-    if meta.file_type().is_symlink() && system_link {
+    if meta.file_type().is_symlink() && is_descriptor_link(path) {
         let target = fs::canonicalize(path).ok()?;
         let t = fs::metadata(&target).ok()?.file_type();
         return is_stream(t).then_some(target);
     }
     None
+}
+
+/// The kernel's own links to a process's open descriptors: `/dev/stdout`, `/dev/stderr`,
+/// `/dev/stdin`, `/dev/fd/N`, `/proc/self/fd/N`, `/proc/PID/fd/N` (and `thread-self`). Only
+/// these symlinks are followed to a stream; any other — including one planted in a
+/// world-writable directory under /dev, such as /dev/shm or /dev/mqueue, which could point at
+/// /dev/mem — is replaced like every other symlink.
+fn is_descriptor_link(path: &Path) -> bool {
+    let Some(s) = path.to_str() else {
+        return false;
+    };
+    if matches!(s, "/dev/stdin" | "/dev/stdout" | "/dev/stderr") {
+        return true;
+    }
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if let Some(n) = s.strip_prefix("/dev/fd/") {
+        return digits(n);
+    }
+    let Some(rest) = s.strip_prefix("/proc/") else {
+        return false;
+    };
+    match rest.split_once("/fd/") {
+        Some((who, n)) => (who == "self" || who == "thread-self" || digits(who)) && digits(n),
+        None => false,
+    }
 }
 
 /// Checks before tracing starts that [`write_atomic`] will be able to write `path`: its
@@ -267,6 +311,84 @@ mod tests {
             .is_symlink());
         assert_eq!(fs::read(&path).unwrap(), b"{}");
         assert_eq!(entries(&d.0), vec!["out.json", "victim"]);
+    }
+
+    /// A symlink planted at a temporary name is never followed: the open fails (the name is
+    /// taken) and the link's target is untouched; write_atomic then picks another name.
+    #[test]
+    fn symlink_at_temp_name_is_not_followed() {
+        let d = TempDir::new("tmplink");
+        let victim = d.0.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let tmp = d.0.join(temp_name("out.json", 42));
+        symlink(&victim, &tmp).unwrap();
+        let e = open_new(&tmp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        // A dangling link too (O_CREAT alone would create its target).
+        let dangling = d.0.join(temp_name("out.json", 43));
+        symlink(d.0.join("created-through-link"), &dangling).unwrap();
+        assert!(open_new(&dangling).is_err());
+        assert!(!d.0.join("created-through-link").exists());
+        write_atomic(&d.0.join("out.json"), b"{}").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(d.0.join("out.json")).unwrap(), b"{}");
+        assert_eq!(entries(&d.0).len(), 4, "{:?}", entries(&d.0));
+    }
+
+    #[test]
+    fn temp_names_are_unpredictable() {
+        let a = temp_name("r.json", random_u64());
+        let b = temp_name("r.json", random_u64());
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with(".r.json.alloctrace-") && a.ends_with(".tmp"),
+            "{a}"
+        );
+    }
+
+    /// Only links to alloctrace's own descriptors are followed to a stream; a link planted
+    /// in a world-writable directory under /dev is replaced, whatever it points at.
+    #[test]
+    fn only_descriptor_links_are_followed() {
+        for p in [
+            "/dev/stdout",
+            "/dev/stderr",
+            "/dev/fd/1",
+            "/proc/self/fd/2",
+            "/proc/123/fd/4",
+            "/proc/thread-self/fd/1",
+        ] {
+            assert!(is_descriptor_link(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/dev/shm/x",
+            "/dev/mqueue/x",
+            "/dev/fd/x",
+            "/proc/self/fd/",
+            "/proc/self/root/tmp/x",
+            "/tmp/stdout",
+        ] {
+            assert!(!is_descriptor_link(Path::new(p)), "{p}");
+        }
+        if !Path::new("/dev/shm").is_dir() {
+            return;
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let link =
+            Path::new("/dev/shm").join(format!("alloctrace-output-test-{}", std::process::id()));
+        let _ = fs::remove_file(&link);
+        symlink("/dev/null", &link).unwrap();
+        assert_eq!(stream_target(&link), None);
+        write_atomic(&link, b"report").unwrap();
+        let meta = fs::symlink_metadata(&link).unwrap();
+        let content = fs::read(&link).unwrap();
+        let _ = fs::remove_file(&link);
+        assert!(meta.file_type().is_file(), "the planted link was followed");
+        assert_eq!(content, b"report");
+        assert!(fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 
     #[test]

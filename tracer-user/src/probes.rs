@@ -1,13 +1,23 @@
 //! The table of allocator entry points and how each is probed, and attaching it to a libc.
-use std::collections::BTreeMap;
+//! Where on each function the probes go is `placement`'s decision.
+#[path = "placement.rs"]
+pub mod placement;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use alloctrace_common as abi;
 use aya::programs::{uprobe::UProbeScope, ProgramError, UProbe};
 use aya::Ebpf;
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
+
+use placement::{Mode, Placement};
+
+use crate::model::TraceMode;
 
 /// One allocator entry point.
 pub struct ProbeSpec {
@@ -70,6 +80,8 @@ pub enum ProbeError {
         program: &'static str,
         source: Box<ProgramError>,
     },
+    #[error("{0}")]
+    Mode(String),
     #[error("cannot attach {kind} to {symbol} in {path}: {source}")]
     Attach {
         kind: &'static str,
@@ -79,16 +91,43 @@ pub enum ProbeError {
     },
 }
 
-/// A symbol's entry as a file offset (what a uprobe is attached at).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a symbol's probes go, as a file offset (what a uprobe is attached at).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// The probed instruction: the function's entry plus `placement.offset`. The entry probe
+    /// and, for functions that return a block, the return probe both go here: everything
+    /// before it leaves `rsp` (so the return address at `[rsp]`) and the arguments untouched.
     pub file_offset: u64,
+    /// The function's entry.
+    pub function_offset: u64,
+    pub placement: Placement,
 }
 
-/// Resolves every probed symbol of `libc` to file offsets. glibc exports several names for one
-/// function (memalign and aligned_alloc are one address in 2.36): each address is probed once,
-/// under the first name of the table, or it would count every call twice.
+/// Identifies a binary across attaches within a run: its build id, or else path and inode.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum BinaryKey {
+    BuildId(Vec<u8>),
+    File { path: PathBuf, dev: u64, ino: u64 },
+}
+
+type Resolved = Vec<(&'static ProbeSpec, Entry)>;
+
+/// Decisions already made in this run, per binary and mode (system-wide attaches decode once).
+fn cache() -> &'static Mutex<HashMap<(BinaryKey, Mode), Resolved>> {
+    static CACHE: OnceLock<Mutex<HashMap<(BinaryKey, Mode), Resolved>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Resolves every probed symbol of `libc` to the file offsets its probes go to, placed as
+/// `ALLOCTRACE_PROBE_AT` says (`auto` by default, see `placement`). glibc exports several
+/// names for one function (memalign and aligned_alloc are one address in 2.36): each address
+/// is probed once, under the first name of the table, or it would count every call twice.
 pub fn resolve(libc: &Path) -> Result<Vec<(&'static ProbeSpec, Entry)>, ProbeError> {
+    let mode = Mode::from_env().map_err(ProbeError::Mode)?;
+    resolve_with(libc, mode)
+}
+
+pub fn resolve_with(libc: &Path, mode: Mode) -> Result<Resolved, ProbeError> {
     let path = libc.display().to_string();
     let data = fs::read(libc).map_err(|source| ProbeError::Read {
         path: path.clone(),
@@ -98,20 +137,71 @@ pub fn resolve(libc: &Path) -> Result<Vec<(&'static ProbeSpec, Entry)>, ProbeErr
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+    let key = match elf.build_id() {
+        Ok(Some(id)) => BinaryKey::BuildId(id.to_vec()),
+        _ => {
+            let meta = fs::metadata(libc).map_err(|source| ProbeError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            BinaryKey::File {
+                path: libc.to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        }
+    };
+    let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = cache.get(&(key.clone(), mode)) {
+        log::info!("probe placement: {path}: decided already in this run");
+        return Ok(hit.clone());
+    }
+    let out = resolve_elf(&path, &data, &elf, mode)?;
+    cache.insert((key, mode), out.clone());
+    Ok(out)
+}
+
+/// A function's bytes in the file, from its entry to its end (its symbol's size).
+fn function_bytes(data: &[u8], file_offset: u64, size: u64) -> &[u8] {
+    let start = (file_offset as usize).min(data.len());
+    let end = (file_offset.saturating_add(size.max(1)) as usize).min(data.len());
+    &data[start..end]
+}
+
+/// Executable segments as `(vaddr, bytes in the file)`.
+fn exec_segments<'d>(data: &'d [u8], elf: &object::File<'d>) -> Vec<(u64, &'d [u8])> {
+    const PF_X: u32 = 1;
+    elf.segments()
+        .filter(|s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0))
+        .filter_map(|s| {
+            let (off, len) = s.file_range();
+            let bytes = data.get(off as usize..off.checked_add(len)? as usize)?;
+            Some((s.address(), bytes))
+        })
+        .collect()
+}
+
+fn resolve_elf(
+    path: &str,
+    data: &[u8],
+    elf: &object::File<'_>,
+    mode: Mode,
+) -> Result<Resolved, ProbeError> {
+    let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
         let Ok(name) = sym.name() else { continue };
         if sym.is_undefined() || sym.address() == 0 {
             continue;
         }
         if PROBES.iter().any(|p| p.symbol == name) {
-            by_name.entry(name).or_insert(sym.address());
+            by_name.entry(name).or_insert((sym.address(), sym.size()));
         }
     }
+    let path = path.to_string();
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for p in PROBES {
-        let Some(&vaddr) = by_name.get(p.symbol) else {
+        let Some(&(vaddr, size)) = by_name.get(p.symbol) else {
             if p.required {
                 return Err(ProbeError::MissingSymbol {
                     path,
@@ -136,9 +226,44 @@ pub fn resolve(libc: &Path) -> Result<Vec<(&'static ProbeSpec, Entry)>, ProbeErr
             continue;
         }
         seen.push(file_offset);
-        out.push((p, Entry { file_offset }));
+        let code = function_bytes(data, file_offset, size);
+        let placement = placement::place(code, vaddr, mode, &BTreeSet::new());
+        out.push((
+            p,
+            vaddr,
+            Entry {
+                file_offset: file_offset + placement.offset,
+                function_offset: file_offset,
+                placement,
+            },
+        ));
     }
-    Ok(out)
+    // A probe moved past the entry must not be the target of a branch from anywhere else in
+    // the binary either (a cold part of the function jumping back, another function's tail
+    // jump): one linear sweep of the code checks every moved probe at once.
+    let windows: Vec<(u64, u64)> = out
+        .iter()
+        .filter(|(_, _, e)| e.placement.offset > 0)
+        .map(|(_, vaddr, e)| (*vaddr, vaddr + e.placement.offset))
+        .collect();
+    if !windows.is_empty() {
+        let mut outside = BTreeSet::new();
+        for (vaddr, bytes) in exec_segments(data, elf) {
+            outside.extend(placement::branch_targets_in(bytes, vaddr, &windows));
+        }
+        if !outside.is_empty() {
+            for (p, vaddr, e) in out.iter_mut().filter(|(_, _, e)| e.placement.offset > 0) {
+                let size = by_name.get(p.symbol).map_or(0, |s| s.1);
+                let code = function_bytes(data, e.function_offset, size);
+                e.placement = placement::place(code, *vaddr, mode, &outside);
+                e.file_offset = e.function_offset + e.placement.offset;
+            }
+        }
+    }
+    for (p, _, e) in &out {
+        log::info!("probe placement: {} {}", p.symbol, e.placement);
+    }
+    Ok(out.into_iter().map(|(p, _, e)| (p, e)).collect())
 }
 
 /// Which processes fire the probes.
@@ -148,22 +273,32 @@ pub enum Scope {
     Pid(NonZeroU32),
 }
 
-/// Loads the programs and attaches them at `entries` of `libc`. Return probes go first: a
-/// return seen without its entry is ignored, while an entry whose return probe was not yet
+/// Loads the programs and attaches them at `entries` of `libc`, each function's entry and return
+/// probes at the one offset `placement` chose for it (a return probe only needs the return
+/// address at `[rsp]`, which the instructions placement may skip leave there; two breakpoints,
+/// one of them single-stepped at the entry, would cost more than the one). Return probes go
+/// first: a return seen without its entry is ignored, while an entry whose return probe was not yet
 /// attached would leave a stale call state behind. Free goes last, after every block-producing
 /// probe is in place. Returns how many were attached; dropping `ebpf` detaches them all
 /// (slowly: each removal waits a kernel grace period, ~0.1 s here, serialized in the kernel).
+///
+/// In alloc-only mode each function gets its counting entry program only (see
+/// `count_program`), and functions without one (free, reallocarray) are not probed.
 pub fn attach(
     ebpf: &mut Ebpf,
     libc: &Path,
     entries: &[(&'static ProbeSpec, Entry)],
     scope: Scope,
+    mode: TraceMode,
 ) -> Result<usize, ProbeError> {
     let path = libc.display().to_string();
     let scope = match scope {
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
     };
+    if mode == TraceMode::AllocOnly {
+        return attach_counting(ebpf, libc, entries, scope);
+    }
     let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
     names.push(abi::PROG_ALLOC_RETURN);
     names.sort_unstable();
@@ -174,6 +309,9 @@ pub fn attach(
             program: name,
             source: Box::new(source),
         })?;
+    }
+    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
+        set_floor(ebpf)?;
     }
     let mut attached = 0;
     let order = entries
@@ -211,6 +349,73 @@ pub fn attach(
     Ok(attached)
 }
 
+/// The alloc-only mode's program for a full-mode entry program, if the function is probed
+/// at all in that mode: reallocarray calls realloc, which counts it, and free counts nothing.
+pub fn count_program(entry_program: &str) -> Option<&'static str> {
+    Some(match entry_program {
+        abi::PROG_MALLOC_ENTER => abi::PROG_MALLOC_COUNT,
+        abi::PROG_CALLOC_ENTER => abi::PROG_CALLOC_COUNT,
+        abi::PROG_REALLOC_ENTER => abi::PROG_REALLOC_COUNT,
+        abi::PROG_POSIX_MEMALIGN_ENTER => abi::PROG_POSIX_MEMALIGN_COUNT,
+        abi::PROG_ALIGNED_ALLOC_ENTER => abi::PROG_ALIGNED_ALLOC_COUNT,
+        abi::PROG_VALLOC_ENTER => abi::PROG_VALLOC_COUNT,
+        _ => return None,
+    })
+}
+
+/// Alloc-only mode: one counting entry probe per function, at the placed offset.
+fn attach_counting(
+    ebpf: &mut Ebpf,
+    libc: &Path,
+    entries: &[(&'static ProbeSpec, Entry)],
+    scope: UProbeScope,
+) -> Result<usize, ProbeError> {
+    let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = entries
+        .iter()
+        .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
+        .collect();
+    let mut names: Vec<&'static str> = counted.iter().map(|c| c.2).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let prog: &mut UProbe = program(ebpf, name)?;
+        prog.load().map_err(|source| ProbeError::Load {
+            program: name,
+            source: Box::new(source),
+        })?;
+    }
+    for (spec, entry, name) in &counted {
+        let prog: &mut UProbe = program(ebpf, name)?;
+        prog.attach(entry.file_offset, libc, scope)
+            .map_err(|source| ProbeError::Attach {
+                kind: "uprobe",
+                symbol: spec.symbol,
+                path: libc.display().to_string(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(counted.len())
+}
+
+/// `cargo xtask bench` only: with `ALLOCTRACE_BENCH_FLOOR=1` the probes are attached where they
+/// would be but their programs return at once (the CONTROL_STOPPED switch, set before attaching):
+/// the cost of the probe points themselves, with nothing counted.
+pub const FLOOR_ENV: &str = "ALLOCTRACE_BENCH_FLOOR";
+
+fn set_floor(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut(abi::MAP_CONTROL).ok_or_else(|| {
+        ProbeError::Mode(format!("the eBPF object has no map {}", abi::MAP_CONTROL))
+    })?;
+    let mut control: aya::maps::Array<&mut aya::maps::MapData, u32> = map
+        .try_into()
+        .map_err(|e| ProbeError::Mode(format!("{}: {e}", abi::MAP_CONTROL)))?;
+    control
+        .set(abi::CONTROL_STOPPED, 1, 0)
+        .map_err(|e| ProbeError::Mode(format!("{}: {e}", abi::MAP_CONTROL)))?;
+    log::warn!("{FLOOR_ENV}=1: probes attached, counting nothing (benchmark floor)");
+    Ok(())
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
@@ -237,5 +442,27 @@ mod tests {
         offsets.sort_unstable();
         offsets.dedup();
         assert_eq!(offsets.len(), n, "an address is probed twice");
+    }
+
+    /// On the system libc every probe moved past its entry lands on an instruction the kernel
+    /// emulates, and `entry` mode keeps every probe at its function's entry.
+    #[test]
+    fn placement_of_the_system_libc() {
+        let libc = crate::target::own_libc().unwrap();
+        let auto = resolve_with(&libc, Mode::Auto).unwrap();
+        for (p, e) in &auto {
+            eprintln!("{} {}", p.symbol, e.placement);
+            assert_eq!(e.file_offset, e.function_offset + e.placement.offset);
+            if e.placement.offset > 0 {
+                assert!(e.placement.emulated, "{} {}", p.symbol, e.placement);
+            }
+        }
+        let entry = resolve_with(&libc, Mode::Entry).unwrap();
+        assert!(entry
+            .iter()
+            .all(|(_, e)| e.file_offset == e.function_offset));
+        // Cached: the same decisions again.
+        let again = resolve_with(&libc, Mode::Auto).unwrap();
+        assert!(again.iter().map(|(_, e)| e).eq(auto.iter().map(|(_, e)| e)));
     }
 }

@@ -10,7 +10,7 @@ use crate::analyze::rate::Peak;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
 use crate::analyze::{Analysis, GroupBy, SortBy};
-use crate::model::{Counters, Frame, Losses, Profile, Sample};
+use crate::model::{Counters, Frame, Losses, Profile, Sample, TraceMode};
 
 /// Processes shown per interval before the rest are summarized in one line.
 const MAX_INTERVAL_PROCS: usize = 20;
@@ -103,6 +103,15 @@ fn percent(part: u64, whole: u64) -> String {
     }
 }
 
+/// A frees/live cell: the value in full mode, `-` when frees were not traced.
+fn if_traced(sees_frees: bool, v: String) -> String {
+    if sees_frees {
+        v
+    } else {
+        "-".to_string()
+    }
+}
+
 /// `n` per second over `secs`; zero when no time passed (never a division by zero).
 fn per_sec(n: u64, secs: f64) -> f64 {
     if secs > 0.0 {
@@ -126,6 +135,7 @@ pub fn interval_lines(
     prev: Option<&Sample>,
     cur: &Sample,
     comm: &dyn Fn(u32) -> String,
+    mode: TraceMode,
 ) -> Vec<String> {
     let elapsed = cur
         .t
@@ -139,7 +149,9 @@ pub fn interval_lines(
             let before = prev.and_then(|p| p.processes.get(&pid)).unwrap_or(&zero);
             (pid, c.since(before), c)
         })
-        .filter(|(_, d, c)| *d != zero || c.live_bytes() > 0 || c.live_objects() > 0)
+        .filter(|(_, d, c)| {
+            *d != zero || (mode.sees_frees() && (c.live_bytes() > 0 || c.live_objects() > 0))
+        })
         .collect();
     let stamp = format!("[{:>7.2}s]", cur.t.as_secs_f64());
     if rows.is_empty() {
@@ -166,10 +178,20 @@ pub fn interval_lines(
         .iter()
         .zip(&names)
         .map(|((pid, d, c), name)| {
-            format!(
-                "{stamp} pid {pid:>pid_w$} {name:<name_w$}  alloc {:>10}/s  {:>6} obj/s  frees {:>6}/s  live {:>10} in {:>6} objects",
+            let head = format!(
+                "{stamp} pid {pid:>pid_w$} {name:<name_w$}  alloc {:>10}/s  {:>6} obj/s",
                 fmt_bytes_f(per_sec(d.bytes, elapsed)),
                 fmt_count_f(per_sec(d.allocs, elapsed)),
+            );
+            if !mode.sees_frees() {
+                return format!(
+                    "{head}  total {:>10} in {:>6} objects",
+                    fmt_bytes(c.bytes),
+                    fmt_count(c.allocs)
+                );
+            }
+            format!(
+                "{head}  frees {:>6}/s  live {:>10} in {:>6} objects",
                 fmt_count_f(per_sec(d.frees, elapsed)),
                 fmt_bytes(c.live_bytes()),
                 fmt_count(c.live_objects()),
@@ -253,6 +275,26 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
         n => format!("{n} samples every {}", fmt_interval(p.interval)),
     };
     label(&mut out, "Duration", &format!("{dur:.2}s   ({samples})"));
+    let sees_frees = p.mode.sees_frees();
+    if let Some(n) = p.sample_bytes {
+        let sampled: u64 = p.sites.iter().filter_map(|s| s.sampled).sum();
+        label(
+            &mut out,
+            "Sampling",
+            &format!(
+                "one allocation per {} on average ({} sampled): per-site numbers are estimates, totals exact",
+                fmt_bytes(n),
+                fmt_count(sampled)
+            ),
+        );
+    }
+    if !sees_frees {
+        label(
+            &mut out,
+            "Mode",
+            "alloc-only (entry probes only: frees, live bytes and lifetimes not traced)",
+        );
+    }
     let avg = if total.allocs > 0 {
         format!(
             " (avg {})",
@@ -273,10 +315,13 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     label(
         &mut out,
         "Total freed",
-        &format!(
-            "{} in {} objects",
-            fmt_bytes(total.freed_bytes),
-            fmt_count(total.frees)
+        &if_traced(
+            sees_frees,
+            format!(
+                "{} in {} objects",
+                fmt_bytes(total.freed_bytes),
+                fmt_count(total.frees)
+            ),
         ),
     );
     label(
@@ -300,10 +345,13 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     label(
         &mut out,
         "Live at end",
-        &format!(
-            "{} in {} objects{peak}",
-            fmt_bytes(r.live_bytes_end),
-            fmt_count(r.live_objects_end)
+        &if_traced(
+            sees_frees,
+            format!(
+                "{} in {} objects{peak}",
+                fmt_bytes(r.live_bytes_end),
+                fmt_count(r.live_objects_end)
+            ),
         ),
     );
     let unknown: u64 = p.processes.iter().map(|x| x.unknown_frees).sum();
@@ -328,8 +376,8 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
         render_processes(&mut out, p, top);
     }
     render_sites(&mut out, p, top, total.bytes, multi);
-    render_hotspots(&mut out, &a.hotspots, multi);
-    render_patterns(&mut out, a, top, multi);
+    render_hotspots(&mut out, &a.hotspots, multi, sees_frees);
+    render_patterns(&mut out, a, top, multi, sees_frees);
     if !a.patterns.is_empty() {
         render_advice(&mut out, &a.advice, top, multi);
     }
@@ -337,6 +385,7 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
 }
 
 fn render_processes(out: &mut String, p: &Profile, top: usize) {
+    let sees_frees = p.mode.sees_frees();
     let mut procs: Vec<_> = p.processes.iter().collect();
     procs.sort_by(|a, b| {
         b.counters
@@ -371,9 +420,9 @@ fn render_processes(out: &mut String, p: &Profile, top: usize) {
             x.comm,
             fmt_count(c.allocs),
             fmt_bytes(c.bytes),
-            fmt_count(c.frees),
-            fmt_bytes(c.live_bytes()),
-            fmt_count(c.live_objects()),
+            if_traced(sees_frees, fmt_count(c.frees)),
+            if_traced(sees_frees, fmt_bytes(c.live_bytes())),
+            if_traced(sees_frees, fmt_count(c.live_objects())),
         );
     }
     if procs.len() > shown {
@@ -382,6 +431,7 @@ fn render_processes(out: &mut String, p: &Profile, top: usize) {
 }
 
 fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, multi: bool) {
+    let sees_frees = p.mode.sees_frees();
     let sites = p.sites_by_bytes();
     if sites.is_empty() {
         let _ = writeln!(out, "\nAllocation sites: none recorded");
@@ -431,9 +481,9 @@ fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, mul
             percent(c.bytes, whole),
             fmt_count(c.allocs),
             fmt_bytes_f(c.bytes as f64 / c.allocs as f64),
-            fmt_bytes(c.live_bytes()),
-            fmt_count(c.live_objects()),
-            fmt_count(c.frees),
+            if_traced(sees_frees, fmt_bytes(c.live_bytes())),
+            if_traced(sees_frees, fmt_count(c.live_objects())),
+            if_traced(sees_frees, fmt_count(c.frees)),
             pid_col(&s.pid),
             site_name(s),
         );
@@ -469,7 +519,7 @@ fn fmt_range(lo: u64, hi: u64) -> String {
     }
 }
 
-fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool) {
+fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool, sees_frees: bool) {
     if h.top.is_empty() {
         return;
     }
@@ -512,7 +562,7 @@ fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool) {
             format!("{:.1}%", x.share * 100.0),
             fmt_count(x.allocs),
             fmt_bytes_f(x.avg_size),
-            fmt_bytes(x.live_bytes),
+            if_traced(sees_frees, fmt_bytes(x.live_bytes)),
             fmt_secs(x.first_seen),
             fmt_secs(x.last_seen),
             fmt_secs(x.active),
@@ -523,7 +573,7 @@ fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool) {
     }
 }
 
-fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
+fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool, sees_frees: bool) {
     let patterns = &a.patterns;
     let shown = patterns.len().min(top);
     if shown == 0 {
@@ -596,6 +646,9 @@ fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
                     fmt_ns(l.short_lived_below_ns)
                 );
             }
+            None if !sees_frees => {
+                let _ = writeln!(out, "      lifetimes: not traced (alloc-only mode)");
+            }
             None => {
                 let _ = writeln!(out, "      lifetimes: no block freed");
             }
@@ -666,6 +719,7 @@ mod tests {
                 argv: vec!["./prog".into(), "-x".into()],
                 pid: 100,
             },
+            mode: crate::model::TraceMode::Full,
             start_unix_secs: 1_700_000_000,
             duration: Duration::from_millis(duration_ms),
             interval: Duration::from_secs(1),
@@ -673,6 +727,8 @@ mod tests {
             processes,
             sites,
             losses: Losses::default(),
+            modules: vec![],
+            sample_bytes: None,
         }
     }
 
@@ -731,7 +787,7 @@ mod tests {
                 String::new()
             }
         };
-        let lines = interval_lines(Some(&prev), &cur, &comm);
+        let lines = interval_lines(Some(&prev), &cur, &comm, TraceMode::Full);
         assert_eq!(
             lines,
             vec![
@@ -746,17 +802,17 @@ mod tests {
         let cur = sample(2000, &[(1, c(4, 4096, 0, 0))]);
         let comm = |_: u32| "p".to_string();
         assert_eq!(
-            interval_lines(None, &cur, &comm),
+            interval_lines(None, &cur, &comm, TraceMode::Full),
             vec!["[   2.00s] pid 1 (p)  alloc    2.0 KiB/s     2.0 obj/s  frees      0/s  live    4.0 KiB in      4 objects"]
         );
         let same = sample(2000, &[(1, c(8, 8192, 0, 0))]);
         assert_eq!(
-            interval_lines(Some(&cur), &same, &comm),
+            interval_lines(Some(&cur), &same, &comm, TraceMode::Full),
             vec!["[   2.00s] pid 1 (p)  alloc        0 B/s       0 obj/s  frees      0/s  live    8.0 KiB in      8 objects"]
         );
         let idle = sample(3000, &[(1, c(8, 8192, 8, 8192))]);
         assert_eq!(
-            interval_lines(Some(&idle), &idle, &comm),
+            interval_lines(Some(&idle), &idle, &comm, TraceMode::Full),
             vec!["[   3.00s] no allocation activity"]
         );
     }
@@ -767,7 +823,7 @@ mod tests {
             .map(|pid| (pid, c(1, u64::from(pid) * 10, 0, 0)))
             .collect();
         let cur = sample(1000, &procs);
-        let lines = interval_lines(None, &cur, &|_| "w".into());
+        let lines = interval_lines(None, &cur, &|_| "w".into(), TraceMode::Full);
         assert_eq!(lines.len(), 21);
         assert!(
             lines[0].starts_with("[   1.00s] pid 25 (w)  alloc      250 B/s"),
@@ -844,6 +900,44 @@ Patterns of the top 1 sites (sizes and lifetimes are log2 bucket bounds):
 Advice: none (no site's numbers met a rule)
 ";
         assert_eq!(render_text(&p, 10), expected);
+    }
+
+    #[test]
+    fn report_alloc_only_says_what_was_not_traced() {
+        let counters = c(1000, 1_000_000, 0, 0);
+        let mut p = profile(
+            vec![proc_(100, "prog", counters)],
+            vec![site(100, 7, vec![frame("alloc_a", None, None)], counters)],
+            vec![
+                sample(1000, &[(100, c(400, 400_000, 0, 0))]),
+                sample(2000, &[(100, counters)]),
+            ],
+            2000,
+        );
+        p.mode = TraceMode::AllocOnly;
+        let text = render_text(&p, 10);
+        for want in [
+            "Mode:               alloc-only (entry probes only: frees, live bytes and lifetimes not traced)\n",
+            "Total freed:        -\n",
+            "Live at end:        -\n",
+            "   1   976.6 KiB  100.0%     1.0k      1000 B           -          -        -  alloc_a\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("growing") && !text.contains("leak"),
+            "{text}"
+        );
+        let lines = interval_lines(
+            None,
+            &p.samples[1],
+            &|_| "prog".into(),
+            TraceMode::AllocOnly,
+        );
+        assert_eq!(
+            lines,
+            vec!["[   2.00s] pid 100 (prog)  alloc  488.3 KiB/s     500 obj/s  total  976.6 KiB in   1.0k objects"]
+        );
     }
 
     #[test]

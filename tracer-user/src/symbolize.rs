@@ -119,7 +119,6 @@ impl Symbolizer {
     }
 
     /// The GNU build id of the binary `pid` maps at `addr`, if it has one.
-    #[allow(dead_code)] // for the pprof export's mappings (issue 4)
     pub fn build_id(&self, pid: u32, addr: u64) -> Option<Vec<u8>> {
         let (reply, rx) = mpsc::channel();
         self.send(Request::BuildId { pid, addr, reply });

@@ -78,9 +78,11 @@ fn is_libc(path: &str) -> bool {
         || (name.starts_with("ld-musl-") && name.ends_with(".so.1"))
 }
 
-/// The libc `pid` really maps, as a path alloctrace can open: through `/proc/PID/root`, so a
-/// process in another mount namespace gets its own copy probed, or through
-/// `/proc/PID/map_files` when the file was deleted or replaced on disk since it was mapped.
+/// The libc `pid` really maps, as a path alloctrace can open that leads to that very file
+/// (checked by device and inode): through `/proc/PID/root` (a process in another mount
+/// namespace gets its own copy probed), as printed (a chrooted process: the kernel prints the
+/// path from our root), or through `/proc/PID/map_files` (deleted or replaced on disk since it
+/// was mapped, or reachable no other way).
 pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     if pid == 0 || !proc_dir.exists() {
@@ -101,7 +103,7 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
     }
     for line in maps.lines() {
         let mut fields = line.split_ascii_whitespace();
-        let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(_inode)) = (
+        let (Some(range), Some(_perms), Some(_off), Some(dev), Some(inode)) = (
             fields.next(),
             fields.next(),
             fields.next(),
@@ -123,15 +125,45 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
         if !path.starts_with('/') || !is_libc(&path) {
             continue;
         }
+        let map_file = proc_dir.join("map_files").join(range);
         if deleted {
-            return Ok(proc_dir.join("map_files").join(range));
+            return Ok(map_file);
         }
-        return Ok(proc_dir.join("root").join(path.trim_start_matches('/')));
+        // The kernel prints the path as seen from *our* root when it can (a chrooted process's
+        // libc shows as /srv/jail/lib/...), and from the process's namespace root otherwise: the
+        // first of the two that is the mapped file (same device and inode) is it; failing
+        // both, the mapping itself, which always is.
+        let (Some(dev), Ok(inode)) = (parse_dev(dev), inode.parse::<u64>()) else {
+            return Ok(map_file);
+        };
+        let in_root = proc_dir.join("root").join(path.trim_start_matches('/'));
+        for candidate in [in_root, PathBuf::from(&path)] {
+            if is_file_at(&candidate, dev, inode) {
+                return Ok(candidate);
+            }
+        }
+        return Ok(map_file);
     }
     let exe = fs::read_link(proc_dir.join("exe"))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "?".into());
     Err(TargetError::NoLibc { pid, exe })
+}
+
+/// `MAJ:MIN` (hex) of a maps line as a dev_t.
+fn parse_dev(s: &str) -> Option<u64> {
+    let (maj, min) = s.split_once(':')?;
+    let (maj, min) = (
+        u32::from_str_radix(maj, 16).ok()?,
+        u32::from_str_radix(min, 16).ok()?,
+    );
+    Some(libc::makedev(maj, min))
+}
+
+/// Whether `path` is the file with this device and inode.
+fn is_file_at(path: &Path, dev: u64, inode: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).is_ok_and(|m| m.ino() == inode && m.dev() == dev)
 }
 
 /// The libc alloctrace itself maps: the system's, which a launched command or system-wide
@@ -196,6 +228,53 @@ fn is_static_elf(data: &[u8]) -> bool {
     !elf.elf_program_headers()
         .iter()
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
+}
+
+/// Notices when a traced process replaces its program (execve): the probes follow the
+/// process into the new program (it maps the same libc again, and the uprobes are tied to the
+/// pid, not to the program), so tracing goes on; alloctrace says so once per exec.
+pub struct ExeWatch {
+    pid: u32,
+    /// (device, inode) and path of the program the process last ran; None until it runs one
+    /// other than alloctrace itself (a launched command, before its exec).
+    last: Option<((u64, u64), String)>,
+}
+
+fn exe_of(pid: &str) -> Option<((u64, u64), String)> {
+    use std::os::unix::fs::MetadataExt;
+    let link = format!("/proc/{pid}/exe");
+    let m = fs::metadata(&link).ok()?;
+    let path = fs::read_link(&link).ok()?.display().to_string();
+    Some(((m.dev(), m.ino()), path))
+}
+
+impl ExeWatch {
+    pub fn new(pid: u32) -> ExeWatch {
+        let mut w = ExeWatch { pid, last: None };
+        w.last = w.current();
+        w
+    }
+
+    fn current(&self) -> Option<((u64, u64), String)> {
+        let cur = exe_of(&self.pid.to_string())?;
+        let own = exe_of("self").map(|(id, _)| id);
+        (Some(cur.0) != own).then_some(cur)
+    }
+
+    /// A line to print when the process has exec'd another program since the last call.
+    pub fn check(&mut self) -> Option<String> {
+        let cur = self.current()?;
+        let line = match &self.last {
+            Some((id, old)) if *id != cur.0 => Some(format!(
+                "alloctrace: pid {} executed {} (was {old}): still tracing it; the sites of both \
+                 programs are kept",
+                self.pid, cur.1
+            )),
+            _ => None,
+        };
+        self.last = Some(cur);
+        line
+    }
 }
 
 #[cfg(test)]

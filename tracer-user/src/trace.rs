@@ -19,10 +19,11 @@ use crate::drain::{self, Drainer, ProcTotals, RawSite};
 use crate::export;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
-use crate::model::{Counters, Process, Profile, Sample, Site, Target};
+use crate::model::{Counters, Module, Process, Profile, Sample, Site, Target, TraceMode};
 use crate::output;
 use crate::probes::{self, Scope};
 use crate::report;
+use crate::sampling;
 use crate::spawn;
 use crate::symbolize::Symbolizer;
 use crate::target;
@@ -96,6 +97,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     let mut ebpf = loader::load(&Sizes {
         max_stacks: cfg.max_stacks,
         max_live: cfg.max_live,
+        sample_bytes: cfg.sample_bytes.unwrap_or(0),
     })?;
     let mut bpf_log = if cfg.verbose > 0 {
         match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -108,7 +110,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     } else {
         None
     };
-    let attached = probes::attach(&mut ebpf, &libc, &entries, scope)?;
+    let attached = probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode)?;
     let mut drainer = Drainer::take(&mut ebpf, cfg.max_samples)?;
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
@@ -124,6 +126,8 @@ pub fn run(cfg: Config) -> Result<i32> {
             .context("cannot start the event thread")?
     };
 
+    // Before the target can go on (and exec) once it is told we are tracing.
+    let exe = target_pid.map(target::ExeWatch::new);
     eprintln!(
         "alloctrace: tracing {model_target}: {} probes on {}{}",
         attached,
@@ -155,6 +159,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         start,
         &mut samples,
         &mut bpf_log,
+        exe,
     ))?;
 
     let duration = start.elapsed();
@@ -163,7 +168,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     drainer.stop_probes()?;
     drainer.record_series(duration);
     let (last, procs) = drainer.sample(duration);
-    print_interval(samples.back(), &last, &procs, &drainer);
+    print_interval(samples.back(), &last, &procs, &drainer, cfg.mode);
     push_sample(&mut samples, last, cfg.max_samples);
     stop_events.store(true, Ordering::Relaxed);
     // Whatever the watch recorded since the thread's last look reaches the symbolizer
@@ -174,6 +179,8 @@ pub fn run(cfg: Config) -> Result<i32> {
 
     let profile = Profile {
         target: model_target,
+        mode: cfg.mode,
+        sample_bytes: cfg.sample_bytes,
         start_unix_secs,
         duration,
         interval: cfg.interval,
@@ -187,8 +194,13 @@ pub fn run(cfg: Config) -> Result<i32> {
                 unknown_frees: p.unknown_frees,
             })
             .collect(),
-        sites: symbolize_sites(&symbolizer, drainer.sites()),
+        sites: symbolize_sites(&symbolizer, drainer.sites(), cfg.sample_bytes),
         losses: drainer.losses(),
+        modules: vec![],
+    };
+    let profile = Profile {
+        modules: modules_of(&symbolizer, &profile.sites),
+        ..profile
     };
     write_outputs(&cfg, &profile)?;
     drop(bpf_log);
@@ -227,9 +239,10 @@ fn print_interval(
     cur: &Sample,
     procs: &BTreeMap<u32, ProcTotals>,
     drainer: &Drainer,
+    mode: TraceMode,
 ) {
     let comm = |pid: u32| procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default();
-    for line in report::interval_lines(prev, cur, &comm) {
+    for line in report::interval_lines(prev, cur, &comm, mode) {
         eprintln!("{line}");
     }
     if let Some(line) = report::losses_line(&drainer.losses()) {
@@ -244,6 +257,7 @@ async fn watch(
     start: Instant,
     samples: &mut VecDeque<Sample>,
     bpf_log: &mut Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    mut exe: Option<target::ExeWatch>,
 ) -> Result<End> {
     let first = tokio::time::Instant::from_std(start) + cfg.interval;
     let mut tick = tokio::time::interval_at(first, cfg.interval);
@@ -275,8 +289,11 @@ async fn watch(
                 let t = start.elapsed();
                 drainer.record_series(t);
                 let (s, procs) = drainer.sample(t);
-                print_interval(samples.back(), &s, &procs, drainer);
+                print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
                 push_sample(samples, s, cfg.max_samples);
+                if let Some(line) = exe.as_mut().and_then(target::ExeWatch::check) {
+                    eprintln!("{line}");
+                }
                 if system_wide {
                     drainer.retire_dead();
                     ticks += 1;
@@ -365,7 +382,9 @@ fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
     }
 }
 
-fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>) -> Vec<Site> {
+/// Symbolized sites; with sampling (`sample_bytes`), their counters, size histograms and
+/// series are scaled to estimates (`sampling::estimate`).
+fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>, sample_bytes: Option<u64>) -> Vec<Site> {
     let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
     for s in raw {
         by_pid.entry(s.key.tgid).or_default().push(s);
@@ -382,7 +401,7 @@ fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>) -> Vec<Site> {
             .collect();
         for r in raws {
             let st = &r.stats;
-            sites.push(Site {
+            let site = Site {
                 pid,
                 stack_id: r.key.hash,
                 frames: r.ips.iter().map(|a| frames[a].clone()).collect(),
@@ -395,19 +414,70 @@ fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>) -> Vec<Site> {
                 size_hist: st.size_hist.to_vec(),
                 life_hist: st.life_hist.to_vec(),
                 series: r.series,
+                sampled: None,
+            };
+            sites.push(match sample_bytes {
+                Some(mean) => sampling::estimate(site, mean),
+                None => site,
             });
         }
     }
     sites
 }
 
-fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
-    if let Some((path, weight)) = &cfg.folded {
-        let text = export::folded::folded(profile, *weight);
-        output::write_atomic(path, text.as_bytes())?;
-        eprintln!("alloctrace: folded stacks written to {}", path.display());
+/// One `Module` per process and binary the sites' frames fall in, with its build id (asked of
+/// the symbolizer through any address inside it).
+fn modules_of(sym: &Symbolizer, sites: &[Site]) -> Vec<Module> {
+    let mut seen: BTreeMap<(u32, &str), u64> = BTreeMap::new();
+    for s in sites {
+        for f in &s.frames {
+            if let Some(m) = &f.module {
+                seen.entry((s.pid, m.as_str())).or_insert(f.addr);
+            }
+        }
     }
+    seen.into_iter()
+        .map(|((pid, path), addr)| Module {
+            pid,
+            path: path.to_string(),
+            build_id: sym
+                .build_id(pid, addr)
+                .map(|id| id.iter().map(|b| format!("{b:02x}")).collect()),
+        })
+        .collect()
+}
+
+fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
     let analysis = crate::analyze::analyze(profile, &cfg.analyze);
+    let write = |path: &std::path::Path, what: &str, bytes: Result<Vec<u8>>| -> Result<()> {
+        let bytes = bytes.with_context(|| format!("cannot render the {what}"))?;
+        output::write_atomic(path, &bytes)
+            .with_context(|| format!("cannot write the {what} to {}", path.display()))?;
+        eprintln!("alloctrace: {what} written to {}", path.display());
+        Ok(())
+    };
+    if let Some(path) = &cfg.folded {
+        let text = export::folded::folded(profile, cfg.weight);
+        write(path, "folded stacks", Ok(text.into_bytes()))?;
+    }
+    if let Some(path) = &cfg.flamegraph {
+        let svg = export::flamegraph::svg(profile, cfg.weight);
+        write(path, "flame graph", svg.map(String::into_bytes))?;
+    }
+    if let Some(path) = &cfg.pprof {
+        write(path, "pprof profile", export::pprof::encode(profile))?;
+    }
+    if let Some((path, format)) = &cfg.plot {
+        write(
+            path,
+            "plot",
+            export::plot::render(profile, &analysis, *format),
+        )?;
+    }
+    if let Some(path) = &cfg.html {
+        let html = export::html::render(profile, &analysis, cfg.weight, cfg.top);
+        write(path, "HTML report", html.map(String::into_bytes))?;
+    }
     let text = match cfg.report {
         ReportFormat::Text => report::render_report(profile, &analysis, cfg.top),
         ReportFormat::Json => export::json::to_json_with(profile, &analysis),

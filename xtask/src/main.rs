@@ -1,5 +1,6 @@
 //! `cargo xtask`: builds the eBPF object (nightly) and the `alloctrace` binary (stable) that
 //! embeds it, and runs the tests, the demo and the benchmarks with them.
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -49,8 +50,9 @@ enum Task {
     },
     /// Build, then trace the demo workload (tests/workloads/demo.c) and write folded stacks.
     Demo,
-    /// Not implemented yet (see issue 6): benchmarks of the tracing overhead.
-    Bench,
+    /// Build, then measure the tracing overhead on bench/workloads/*.c: untraced, the probe
+    /// floor, alloctrace placed and at entry, and a bpftrace script; writes bench/RESULTS.md.
+    Bench(bench::BenchOpts),
 }
 
 fn main() -> ExitCode {
@@ -64,10 +66,6 @@ fn main() -> ExitCode {
 }
 
 fn run(task: Task) -> Result<ExitCode> {
-    if matches!(task, Task::Bench) {
-        eprintln!("xtask: bench: not implemented yet: see issue 6");
-        return Ok(ExitCode::FAILURE);
-    }
     if matches!(task, Task::Test { .. }) {
         test::require_root()?;
     }
@@ -87,6 +85,6 @@ fn run(task: Task) -> Result<ExitCode> {
         }
         Task::Test { args } => test::test(&args),
         Task::Demo => demo::demo(),
-        Task::Bench => unreachable!("handled above"),
+        Task::Bench(opts) => bench::bench(&opts),
     }
 }

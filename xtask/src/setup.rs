@@ -11,6 +11,8 @@ const BPF_LINKER_VERSION: &str = "0.9.15";
 pub fn setup() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    python_protobuf()?;
+    chromium()?;
     gcc()
 }
 
@@ -66,6 +68,90 @@ fn gcc() -> Result<()> {
             "gcc not found on PATH: it links alloctrace and compiles the C workloads in \
              tests/workloads (on Debian/Ubuntu: apt-get install gcc)"
         );
+    }
+    Ok(())
+}
+
+/// PyPI versions known to work together: grpcio-tools' protoc writes code this protobuf runs.
+const PY_PROTOBUF: &str = "protobuf==7.36.2";
+const PY_GRPCIO_TOOLS: &str = "grpcio-tools==1.85.1";
+
+/// tests/it/pprof.rs decodes `--pprof` output with the official profile.proto, compiled by
+/// grpcio-tools' protoc into Python that runs on the protobuf module.
+fn python_protobuf() -> Result<()> {
+    let python = || Command::new("python3");
+    if cmd::output(python().args(["-c", "import google.protobuf, grpc_tools"])).is_some() {
+        return Ok(());
+    }
+    if cmd::output(python().arg("--version")).is_none() {
+        bail!(
+            "python3 not found on PATH: the pprof test decodes profiles with it \
+             (on Debian/Ubuntu: apt-get install python3 python3-pip)"
+        );
+    }
+    eprintln!(
+        "xtask: installing the Python modules {PY_PROTOBUF} and {PY_GRPCIO_TOOLS} (pprof test)"
+    );
+    let pip = |extra: &[&str]| {
+        let mut c = python();
+        c.args(["-m", "pip", "install", "--quiet"])
+            .args(extra)
+            .args([PY_PROTOBUF, PY_GRPCIO_TOOLS]);
+        c.output()
+            .with_context(|| format!("cannot run {}", cmd::describe(&c)))
+    };
+    let mut out = pip(&[])?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() && stderr.contains("externally-managed-environment") {
+        // Debian's own python3 (PEP 668): pip installs under /usr/local, apart from apt's files.
+        eprintln!(
+            "xtask: the system Python is externally managed: retrying with --break-system-packages"
+        );
+        out = pip(&["--break-system-packages"])?;
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains("No module named pip") {
+            " (on Debian/Ubuntu: apt-get install python3-pip)"
+        } else {
+            ""
+        };
+        bail!(
+            "python3 -m pip install {PY_PROTOBUF} {PY_GRPCIO_TOOLS} failed ({}){hint}:\n{stderr}",
+            out.status
+        );
+    }
+    Ok(())
+}
+
+/// Where tests/it/pictures.rs expects Chromium (Debian's package `chromium`).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// tests/it/pictures.rs renders the `--html` page in headless Chromium. Installed with apt when
+/// missing and we are root; otherwise a note (the pictures test then fails saying the same).
+fn chromium() -> Result<()> {
+    if std::path::Path::new(CHROMIUM).is_file() {
+        return Ok(());
+    }
+    let apt = cmd::output(Command::new("apt-get").arg("--version")).is_some();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !apt || !root {
+        eprintln!(
+            "xtask: note: {CHROMIUM} is missing; the pictures test needs it (on Debian, as root: \
+             apt-get update && apt-get install -y --no-install-recommends chromium)"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing chromium with apt-get (pictures test)");
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if !std::path::Path::new(CHROMIUM).is_file() {
+        bail!("apt-get installed chromium, but {CHROMIUM} is still missing");
     }
     Ok(())
 }

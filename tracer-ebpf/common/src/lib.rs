@@ -24,6 +24,7 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_SITE_ZERO: &str = "SITE_ZERO";
 pub const MAP_STACK_SCRATCH: &str = "STACK_SCRATCH";
 pub const MAP_CONTROL: &str = "CONTROL";
+pub const MAP_SAMPLER: &str = "SAMPLER";
 
 /// Index in the CONTROL array: non-zero once user space stops tracing. Uprobe removal waits a
 /// kernel grace period per probe (~0.1 s each here), so the probes are first told to stop
@@ -34,6 +35,8 @@ pub const CONTROL_STOPPED: u32 = 0;
 // Globals set by the loader.
 /// tgid of alloctrace itself: never traced, so system-wide mode does not trace its own drain.
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+/// Mean bytes between sampled allocations (`--sample-bytes`); 0 samples every allocation.
+pub const GLOBAL_SAMPLE_BYTES: &str = "SAMPLE_BYTES";
 
 // Program names (the eBPF function names).
 pub const PROG_MALLOC_ENTER: &str = "malloc_enter";
@@ -45,6 +48,22 @@ pub const PROG_ALIGNED_ALLOC_ENTER: &str = "aligned_alloc_enter";
 pub const PROG_VALLOC_ENTER: &str = "valloc_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 pub const PROG_FREE_ENTER: &str = "free_enter";
+
+// The alloc-only mode's entry programs: they count a request at entry, with no return or
+// free probe. glibc's own calls between these functions are left to the callee (see
+// tracer-ebpf's `alloc::count_request`).
+pub const PROG_MALLOC_COUNT: &str = "malloc_count";
+pub const PROG_CALLOC_COUNT: &str = "calloc_count";
+pub const PROG_REALLOC_COUNT: &str = "realloc_count";
+pub const PROG_POSIX_MEMALIGN_COUNT: &str = "posix_memalign_count";
+pub const PROG_ALIGNED_ALLOC_COUNT: &str = "aligned_alloc_count";
+pub const PROG_VALLOC_COUNT: &str = "valloc_count";
+
+/// glibc's MALLOC_ALIGNMENT on x86-64: the aligned functions hand smaller alignments to
+/// malloc itself.
+pub const MALLOC_ALIGNMENT: u64 = 16;
+/// glibc refuses larger requests at once (ENOMEM) without calling anything else.
+pub const PTRDIFF_MAX: u64 = i64::MAX as u64;
 
 /// Which allocator function an in-flight call belongs to; decides how its return is read.
 #[repr(u32)]
@@ -218,6 +237,105 @@ pub fn bucket_floor(i: usize) -> u64 {
         0
     } else {
         1u64 << (i - 1)
+    }
+}
+
+/// Sampling by bytes (`--sample-bytes N`): the distance in bytes between two sampled
+/// allocations is drawn from an exponential distribution of mean N, as Go's MemProfileRate
+/// and tcmalloc do, so an allocation of `s` bytes is sampled with probability 1 − e^(−s/N)
+/// whatever the sizes around it. Integer arithmetic only: this runs in the kernel.
+pub mod sampling {
+    /// The largest mean interval (`--sample-bytes`) the arithmetic below is exact for.
+    pub const MAX_MEAN: u64 = 1 << 40;
+
+    /// log2(1 + x) for x in [0, 1) as Q16 (x = f / 65536): a quartic with p(0) = 0 and
+    /// p(1) = 1, least-squares fitted; error below 1.5e-4.
+    #[inline(always)]
+    fn log2_1p_q16(f: u64) -> u64 {
+        const C: [i64; 4] = [94246, -44222, 20775, -5263];
+        let x = f as i64;
+        let mut p = C[3];
+        p = C[2] + ((p * x) >> 16);
+        p = C[1] + ((p * x) >> 16);
+        p = C[0] + ((p * x) >> 16);
+        ((p * x) >> 16).clamp(0, 65536) as u64
+    }
+
+    /// log2(v) as Q16, for v ≥ 1.
+    #[inline(always)]
+    pub fn log2_q16(v: u64) -> u64 {
+        let v = if v == 0 { 1 } else { v };
+        let e = 63 - v.leading_zeros() as u64;
+        // The 16 bits below the leading one, as the fraction of the mantissa.
+        let frac = if e >= 16 {
+            (v >> (e - 16)) & 0xffff
+        } else {
+            (v << (16 - e)) & 0xffff
+        };
+        (e << 16) + log2_1p_q16(frac)
+    }
+
+    /// ln 2 in Q16.
+    const LN2_Q16: u64 = 45426;
+
+    /// An exponentially distributed interval of mean `mean` bytes (at least 1) from 32 random
+    /// bits: −ln(U) · mean with U = (r + 1) / 2³² uniform in (0, 1].
+    #[inline(always)]
+    pub fn next_interval(r: u32, mean: u64) -> u64 {
+        let mean = if mean > MAX_MEAN { MAX_MEAN } else { mean };
+        // −log2(U) = 32 − log2(r + 1), in Q16: at most 32 << 16.
+        let neg_log2 = (32u64 << 16).saturating_sub(log2_q16(r as u64 + 1));
+        let neg_ln = (neg_log2 * LN2_Q16) >> 16;
+        let v = (neg_ln * mean) >> 16;
+        if v == 0 {
+            1
+        } else {
+            v
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn log2_is_close() {
+            for v in [
+                1u64,
+                2,
+                3,
+                5,
+                1000,
+                65535,
+                65536,
+                1 << 31,
+                (1 << 32) - 1,
+                1 << 32,
+            ] {
+                let got = log2_q16(v) as f64 / 65536.0;
+                let want = (v as f64).log2();
+                assert!((got - want).abs() < 2e-4, "log2({v}) = {got}, want {want}");
+            }
+        }
+
+        /// The mean of the intervals over evenly spread random values is the requested mean
+        /// (the integral of −ln U over (0, 1] is 1), to 0.1%.
+        #[test]
+        fn intervals_average_the_mean() {
+            for mean in [1u64 << 12, 512 * 1024, 1 << 30] {
+                let n = 1u64 << 20;
+                let step = (1u64 << 32) / n;
+                let sum: f64 = (0..n)
+                    .map(|i| next_interval((i * step + step / 2) as u32, mean) as f64)
+                    .sum();
+                let avg = sum / n as f64;
+                assert!(
+                    (avg / mean as f64 - 1.0).abs() < 1e-3,
+                    "mean {mean}: average interval {avg}"
+                );
+            }
+            assert_eq!(next_interval(u32::MAX, 1), 1);
+        }
     }
 }
 

@@ -244,6 +244,7 @@ pub(crate) mod tests {
             size_hist: vec![],
             life_hist: vec![],
             series: vec![],
+            sampled: None,
         }
     }
 

@@ -357,7 +357,8 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         .iter()
         .map(|pt| (pt.t.as_secs_f64(), pt.counters.live_bytes() as f64))
         .collect();
-    let trend = fit(&live);
+    // Without frees (alloc-only mode) "live" is everything ever allocated: no trend to see.
+    let trend = fit(&live).filter(|_| p.mode.sees_frees());
     let max_live = live.iter().map(|x| x.1).fold(0.0, f64::max);
     let last_live = live.last().map_or(0.0, |x| x.1);
     let free_share = if c.allocs > 0 {

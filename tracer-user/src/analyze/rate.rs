@@ -234,11 +234,25 @@ pub fn analyze(p: &Profile) -> RateReport {
             .cmp(&a.summary.totals.bytes)
             .then(a.pid.cmp(&b.pid))
     });
-    RateReport {
+    let mut r = RateReport {
         overall: summary(p, &all, p.total()),
         series: all.iter().map(point).collect(),
         processes,
+    };
+    if !p.mode.sees_frees() {
+        // Without frees every byte would look live: say nothing rather than that.
+        let blank = |s: &mut RateSummary, pts: &mut [RatePoint]| {
+            (s.live_bytes_end, s.live_objects_end, s.peak_live_bytes) = (0, 0, None);
+            for pt in pts {
+                (pt.live_bytes, pt.live_objects) = (0, 0);
+            }
+        };
+        blank(&mut r.overall, &mut r.series);
+        for x in &mut r.processes {
+            blank(&mut x.summary, &mut x.series);
+        }
     }
+    r
 }
 
 #[cfg(test)]
@@ -259,6 +273,7 @@ pub(crate) mod tests {
     pub fn profile(duration_ms: u64, samples: Vec<(u64, Vec<(u32, Counters)>)>) -> Profile {
         Profile {
             target: Target::System,
+            mode: crate::model::TraceMode::Full,
             start_unix_secs: 0,
             duration: Duration::from_millis(duration_ms),
             interval: Duration::from_secs(1),
@@ -272,6 +287,8 @@ pub(crate) mod tests {
             processes: vec![],
             sites: vec![],
             losses: Losses::default(),
+            modules: vec![],
+            sample_bytes: None,
         }
     }
 
@@ -282,6 +299,24 @@ pub(crate) mod tests {
             counters,
             unknown_frees: 0,
         }
+    }
+
+    #[test]
+    fn alloc_only_reports_no_live_heap() {
+        let mut p = profile(
+            1000,
+            vec![
+                (500, vec![(7, c(10, 1000, 0, 0))]),
+                (1000, vec![(7, c(20, 2000, 0, 0))]),
+            ],
+        );
+        p.mode = crate::model::TraceMode::AllocOnly;
+        let r = analyze(&p);
+        assert_eq!(
+            (r.overall.live_bytes_end, r.overall.peak_live_bytes),
+            (0, None)
+        );
+        assert!(r.series.iter().all(|pt| pt.live_bytes == 0 && pt.bytes > 0));
     }
 
     #[test]

@@ -138,12 +138,14 @@ mod tests {
             size_hist: vec![],
             life_hist: vec![],
             series: vec![],
+            sampled: None,
         }
     }
 
     fn profile(processes: &[(u32, &str)], sites: Vec<Site>) -> Profile {
         Profile {
             target: Target::System,
+            mode: crate::model::TraceMode::Full,
             start_unix_secs: 0,
             duration: Duration::from_secs(1),
             interval: Duration::from_secs(1),
@@ -159,6 +161,8 @@ mod tests {
                 .collect(),
             sites,
             losses: Losses::default(),
+            modules: vec![],
+            sample_bytes: None,
         }
     }
 

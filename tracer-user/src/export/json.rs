@@ -1,14 +1,17 @@
 //! The stable machine-readable report: the [`Profile`] as serde writes it, plus
 //! `"version"`, top-level `"totals"`, and computed `"live_objects"`/`"live_bytes"` in every
-//! process and site. Readers ([`from_json`]) ignore the computed fields.
+//! process and site (`null` in alloc-only mode, which does not trace frees). Readers ([`from_json`]) ignore the computed fields.
 //!
 //! Schema (version 1), keys in this order:
-//! `version, target{mode,...}, start_unix_secs, duration, interval,
+//! `version, target{mode,...}, mode ("full" or "alloc_only"), sample_bytes (only when
+//!  sampling: then every site's counters and size_hist are estimates and each site has
+//!  `sampled`, the number of allocations sampled), start_unix_secs, duration, interval,
 //!  totals{allocs,bytes,frees,freed_bytes,live_objects,live_bytes},
 //!  processes[]{pid,comm,counters{allocs,bytes,frees,freed_bytes},unknown_frees,live_objects,live_bytes},
 //!  sites[]{pid,stack_id,frames[]{addr,function,function_offset,module,module_offset,file,line},
 //!          counters{...},size_hist,life_hist,live_objects,live_bytes},
-//!  samples[]{t,processes{"<pid>":counters}}, losses{...}, analysis{...}`.
+//!  samples[]{t,processes{"<pid>":counters}}, losses{...}, modules[]{pid,path,build_id},
+//!  analysis{...}`.
 //! Durations and `t` are seconds as floats; absent symbols are `null`.
 //!
 //! `analysis` is [`Analysis`] as serde writes it (computed, ignored by [`from_json`], which also
@@ -26,7 +29,9 @@ use serde::Serialize;
 use crate::analyze::Analysis;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
-use crate::model::{duration_secs, Counters, Losses, Process, Profile, Sample, Site, Target};
+use crate::model::{
+    duration_secs, Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode,
+};
 
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
 pub const VERSION: u32 = 1;
@@ -37,19 +42,21 @@ struct Totals {
     bytes: u64,
     frees: u64,
     freed_bytes: u64,
-    live_objects: u64,
-    live_bytes: u64,
+    /// `null` in alloc-only mode, which does not trace frees.
+    live_objects: Option<u64>,
+    live_bytes: Option<u64>,
 }
 
-impl From<Counters> for Totals {
-    fn from(c: Counters) -> Self {
+impl Totals {
+    fn of(c: Counters, mode: TraceMode) -> Self {
+        let seen = mode.sees_frees();
         Totals {
             allocs: c.allocs,
             bytes: c.bytes,
             frees: c.frees,
             freed_bytes: c.freed_bytes,
-            live_objects: c.live_objects(),
-            live_bytes: c.live_bytes(),
+            live_objects: seen.then(|| c.live_objects()),
+            live_bytes: seen.then(|| c.live_bytes()),
         }
     }
 }
@@ -59,15 +66,17 @@ impl From<Counters> for Totals {
 struct WithLive<'a, T> {
     #[serde(flatten)]
     inner: &'a T,
-    live_objects: u64,
-    live_bytes: u64,
+    /// `null` in alloc-only mode, which does not trace frees.
+    live_objects: Option<u64>,
+    live_bytes: Option<u64>,
 }
 
-fn with_live<'a, T>(inner: &'a T, c: &Counters) -> WithLive<'a, T> {
+fn with_live<'a, T>(inner: &'a T, c: &Counters, mode: TraceMode) -> WithLive<'a, T> {
+    let seen = mode.sees_frees();
     WithLive {
         inner,
-        live_objects: c.live_objects(),
-        live_bytes: c.live_bytes(),
+        live_objects: seen.then(|| c.live_objects()),
+        live_bytes: seen.then(|| c.live_bytes()),
     }
 }
 
@@ -76,6 +85,9 @@ fn with_live<'a, T>(inner: &'a T, c: &Counters) -> WithLive<'a, T> {
 struct Document<'a> {
     version: u32,
     target: &'a Target,
+    mode: TraceMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_bytes: Option<u64>,
     start_unix_secs: u64,
     #[serde(with = "duration_secs")]
     duration: std::time::Duration,
@@ -86,6 +98,7 @@ struct Document<'a> {
     sites: Vec<WithLive<'a, Site>>,
     samples: &'a [Sample],
     losses: &'a Losses,
+    modules: &'a [Module],
     analysis: &'a Analysis,
 }
 
@@ -102,18 +115,25 @@ pub fn to_json_with(p: &Profile, analysis: &Analysis) -> String {
     let doc = Document {
         version: VERSION,
         target: &p.target,
+        mode: p.mode,
+        sample_bytes: p.sample_bytes,
         start_unix_secs: p.start_unix_secs,
         duration: p.duration,
         interval: p.interval,
-        totals: p.total().into(),
+        totals: Totals::of(p.total(), p.mode),
         processes: p
             .processes
             .iter()
-            .map(|x| with_live(x, &x.counters))
+            .map(|x| with_live(x, &x.counters, p.mode))
             .collect(),
-        sites: p.sites.iter().map(|s| with_live(s, &s.counters)).collect(),
+        sites: p
+            .sites
+            .iter()
+            .map(|s| with_live(s, &s.counters, p.mode))
+            .collect(),
         samples: &p.samples,
         losses: &p.losses,
+        modules: &p.modules,
         analysis,
     };
     // Serializing plain structs, strings and numbers into memory cannot fail.
@@ -154,6 +174,7 @@ mod tests {
                 argv: vec!["./prog".into(), "arg".into()],
                 pid: 7,
             },
+            mode: crate::model::TraceMode::Full,
             start_unix_secs: 1_700_000_000,
             duration: Duration::from_millis(2500),
             interval: Duration::from_secs(1),
@@ -204,6 +225,7 @@ mod tests {
                     size_hist: vec![0, 1, 9],
                     life_hist: vec![4],
                     series: vec![],
+                    sampled: None,
                 },
                 Site {
                     pid: 8,
@@ -213,12 +235,19 @@ mod tests {
                     size_hist: vec![],
                     life_hist: vec![],
                     series: vec![],
+                    sampled: None,
                 },
             ],
             losses: Losses {
                 stack_map_full: 3,
                 ..Default::default()
             },
+            modules: vec![Module {
+                pid: 7,
+                path: "/usr/bin/prog".into(),
+                build_id: Some("0badc0de".into()),
+            }],
+            sample_bytes: None,
         }
     }
 

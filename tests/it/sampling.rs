@@ -1,0 +1,101 @@
+//! `--sample-bytes N` (with `--mode alloc-only`) on `workloads/sampled.c`: the process totals
+//! stay exact, each site's counters are estimates whose error is that of the number of samples
+//! behind them, blocks far above N are always sampled (exact), and far fewer stacks are
+//! recorded than allocations made.
+//!
+//! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+
+use alloctrace_tests::*;
+
+const MEAN: u64 = 16 * 1024;
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn sampled_estimates_are_within_their_error_and_totals_exact() {
+    alloctrace_bin();
+    let mean = MEAN.to_string();
+    let run = launch(
+        "sampled",
+        &[],
+        &[
+            OsStr::new("--mode"),
+            OsStr::new("alloc-only"),
+            OsStr::new("--sample-bytes"),
+            OsStr::new(&mean),
+        ],
+        Scratch::new(),
+    );
+    run.finished.assert_code(0);
+    let (report, truth) = (&run.report, &run.truth);
+    assert_eq!(
+        report.json["sample_bytes"],
+        MEAN,
+        "{}",
+        excerpt(&report.text, 2000)
+    );
+
+    let proc_c = report.process_counters(truth.pid);
+    let want = truth.total();
+    assert_eq!(
+        (proc_c.allocs, proc_c.bytes),
+        (want.allocs, want.bytes),
+        "process totals must stay exact under sampling"
+    );
+
+    let mut est: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut sampled_total = 0;
+    for s in report.sites_of(truth.pid) {
+        let name = Report::frame_function(s, 0).unwrap_or("?").to_string();
+        let c = Counters::from_json(&s["counters"], "site");
+        let sampled = s["sampled"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a sampled site without `sampled`: {s}"));
+        sampled_total += sampled;
+        let e = est.entry(name).or_default();
+        e.0 += c.allocs;
+        e.1 += c.bytes;
+    }
+    assert!(
+        sampled_total * 10 < want.allocs,
+        "{sampled_total} of {} allocations sampled: sampling did not happen",
+        want.allocs
+    );
+
+    let mut problems = Vec::new();
+    for site in &truth.sites {
+        let (allocs, bytes) = est.get(&site.function).copied().unwrap_or_default();
+        let (n, b) = (site.counters.allocs, site.counters.bytes);
+        let size = b / n;
+        // Expected samples n·p with p = 1 − e^(−size/MEAN); the estimate's relative standard
+        // error is about 1/√(n·p). Allow 5 of them (plus 1%), which a correct sampler misses
+        // with probability < 1e-6.
+        let p = -(-(size as f64) / MEAN as f64).exp_m1();
+        let expected_samples = n as f64 * p;
+        let tolerance = if p > 1.0 - 1e-9 {
+            0.0
+        } else {
+            5.0 / expected_samples.sqrt() + 0.01
+        };
+        for (what, got, want) in [("allocations", allocs, n), ("bytes", bytes, b)] {
+            let err = (got as f64 / want as f64 - 1.0).abs();
+            if err > tolerance {
+                problems.push(format!(
+                    "{}: estimated {got} {what}, truth {want} (error {:.1}%, allowed {:.1}% for ~{expected_samples:.0} samples)",
+                    site.function,
+                    err * 100.0,
+                    tolerance * 100.0
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "sampled estimates off:\n  - {}\nground truth:\n{}\n{}",
+        problems.join("\n  - "),
+        truth.text,
+        report.describe_sites(truth.pid)
+    );
+    assert_no_losses(report);
+}

@@ -1,0 +1,34 @@
+//! Sampling by bytes: whether this allocation is one whose stack is recorded. Decided before
+//! any stack is walked, so an unsampled allocation costs a per-CPU counter update.
+use alloctrace_common::sampling::next_interval;
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+
+use crate::maps::SAMPLER;
+use crate::SAMPLE_BYTES;
+
+/// Whether an allocation of `size` bytes is sampled. Every allocation is when sampling is off.
+/// The countdown is per CPU: a program runs to completion on one CPU, and the draws are
+/// memoryless, so which CPU's countdown an allocation consumes does not bias the estimate.
+#[inline(always)]
+pub fn take(size: u64) -> bool {
+    let mean = SAMPLE_BYTES.load();
+    if mean == 0 {
+        return true;
+    }
+    let Some(left) = SAMPLER.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot; nothing else runs on this CPU while the program does.
+    let left = unsafe { &mut *left };
+    if *left == 0 {
+        // First allocation on this CPU: start from a fresh draw, as after a sample.
+        *left = next_interval(unsafe { bpf_get_prandom_u32() }, mean);
+    }
+    if size < *left {
+        *left -= size;
+        return false;
+    }
+    // SAFETY: a helper without preconditions.
+    *left = next_interval(unsafe { bpf_get_prandom_u32() }, mean);
+    true
+}

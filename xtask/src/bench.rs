@@ -1,0 +1,553 @@
+//! `cargo xtask bench`: the tracing overhead, side by side in one run.
+//!
+//! Each workload of `bench/workloads/*.c` (compiled here with gcc) times its own allocator loop
+//! with CLOCK_MONOTONIC and writes `elapsed_ns`/`events` to a file, so what is measured is the
+//! loop under tracing, not alloctrace's start-up or its ~1.5 s detach. Launch mode
+//! (`alloctrace -- WORKLOAD`) and `bpftrace -c` both hold the command until their probes are
+//! attached. Every configuration runs once per round, rounds rotate the order (drift and other
+//! load spread over all of them), and the table shows medians with the min–max spread.
+//!
+//! Configurations, per workload:
+//! - `untraced`: the workload alone;
+//! - `floor (placed)` / `floor (entry)`: alloctrace's probe points with programs that return at
+//!   once (`ALLOCTRACE_BENCH_FLOOR=1`: the eBPF CONTROL_STOPPED switch set before attaching),
+//!   placed as by default / every probe at offset 0;
+//! - `alloctrace (placed)`: the default, probes placed on emulated instructions;
+//! - `alloctrace (entry)`: `ALLOCTRACE_PROBE_AT=entry`, every probe at its function's entry;
+//! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
+//!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
+//!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries.
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+
+use crate::{build, cmd};
+
+#[derive(Debug, Args)]
+pub struct BenchOpts {
+    /// Loop iterations of each workload (two allocator calls, two events, each).
+    #[arg(long, default_value_t = 100_000)]
+    pub iterations: u64,
+    /// Rounds: every configuration runs once per round (medians and spread over the rounds).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Only this workload (a file stem of bench/workloads/*.c); repeatable. All by default.
+    #[arg(long = "workload", value_name = "NAME")]
+    pub workloads: Vec<String>,
+    /// Leave bpftrace out even when it is installed.
+    #[arg(long)]
+    pub no_bpftrace: bool,
+    /// Where to write the results (default bench/RESULTS.md).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tracer {
+    None,
+    Alloctrace { entry: bool, floor: bool },
+    Bpftrace,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    name: &'static str,
+    tracer: Tracer,
+}
+
+const CONFIGS: &[Config] = &[
+    Config {
+        name: "untraced",
+        tracer: Tracer::None,
+    },
+    Config {
+        name: "floor (placed)",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: true,
+        },
+    },
+    Config {
+        name: "floor (entry)",
+        tracer: Tracer::Alloctrace {
+            entry: true,
+            floor: true,
+        },
+    },
+    Config {
+        name: "alloctrace (placed)",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: false,
+        },
+    },
+    Config {
+        name: "alloctrace (entry)",
+        tracer: Tracer::Alloctrace {
+            entry: true,
+            floor: false,
+        },
+    },
+    Config {
+        name: "bpftrace memleak-like",
+        tracer: Tracer::Bpftrace,
+    },
+];
+
+/// One run of one workload under one configuration.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    loop_ns: u64,
+    events: u64,
+    wall_s: f64,
+    /// Allocations alloctrace's report counts (alloctrace configurations only).
+    counted: Option<u64>,
+}
+
+struct Env {
+    alloctrace: PathBuf,
+    bpftrace: Option<PathBuf>,
+    libc: PathBuf,
+    scratch: PathBuf,
+    iterations: u64,
+}
+
+pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the bench loads eBPF programs and needs root: run \
+             `sudo -E env PATH=\"$PATH\" cargo xtask bench`"
+        );
+    }
+    ensure!(opts.repeat >= 1, "--repeat must be at least 1");
+    ensure!(opts.iterations >= 1, "--iterations must be at least 1");
+    let alloctrace = build::build(&build::BuildOpts::default())?.bin;
+    let root = cmd::root();
+    let scratch = cmd::target_dir()?.join("bench");
+    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+
+    let workloads = compile_workloads(&root.join("bench/workloads"), &scratch, &opts.workloads)?;
+    let libc = libc_of(&workloads[0].1)?;
+    let bpftrace = if opts.no_bpftrace {
+        None
+    } else {
+        let found = which("bpftrace");
+        if found.is_none() {
+            eprintln!(
+                "xtask: bench: bpftrace is not installed (apt-get install -y bpftrace): its column is left out"
+            );
+        }
+        found
+    };
+    let env = Env {
+        alloctrace,
+        bpftrace,
+        libc,
+        scratch,
+        iterations: opts.iterations,
+    };
+    let configs: Vec<Config> = CONFIGS
+        .iter()
+        .copied()
+        .filter(|c| c.tracer != Tracer::Bpftrace || env.bpftrace.is_some())
+        .collect();
+    let placements = placements(&env, &workloads[0].1)?;
+
+    // results[w][c] = runs
+    let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); configs.len()]; workloads.len()];
+    for round in 0..opts.repeat {
+        for (w, (name, exe)) in workloads.iter().enumerate() {
+            for k in 0..configs.len() {
+                let c = (k + round) % configs.len();
+                let cfg = configs[c];
+                eprintln!(
+                    "xtask: bench: round {}/{} {name}: {}",
+                    round + 1,
+                    opts.repeat,
+                    cfg.name
+                );
+                let run = run_one(&env, exe, cfg)?;
+                results[w][c].push(run);
+            }
+        }
+    }
+
+    let text = render(opts, &env, &workloads, &configs, &results, &placements);
+    print!("{text}");
+    let out = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| root.join("bench/RESULTS.md"));
+    fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("xtask: bench: results written to {}", out.display());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Compiles bench/workloads/*.c (or the `only` ones) into `scratch`: `(name, executable)`.
+fn compile_workloads(
+    dir: &Path,
+    scratch: &Path,
+    only: &[String],
+) -> Result<Vec<(String, PathBuf)>> {
+    let mut sources: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .collect();
+    sources.sort();
+    let mut out = Vec::new();
+    for src in sources {
+        let name = src
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        let exe = scratch.join(&name);
+        // -fno-builtin: the compiler must neither drop nor merge the allocator calls.
+        cmd::run(
+            Command::new("gcc")
+                .args([
+                    "-O2",
+                    "-g",
+                    "-fno-omit-frame-pointer",
+                    "-fno-builtin",
+                    "-Wall",
+                    "-o",
+                ])
+                .arg(&exe)
+                .arg(&src),
+        )?;
+        out.push((name, exe));
+    }
+    if out.is_empty() {
+        bail!(
+            "no workload to run in {} (--workload {:?})",
+            dir.display(),
+            only
+        );
+    }
+    Ok(out)
+}
+
+/// The libc `exe` loads (what alloctrace probes in launch mode, and the bpftrace script too).
+fn libc_of(exe: &Path) -> Result<PathBuf> {
+    let out = cmd::output(Command::new("ldd").arg(exe))
+        .with_context(|| format!("ldd {} failed", exe.display()))?;
+    out.lines()
+        .find_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split_whitespace().next()?;
+            name.starts_with("libc.so").then(|| PathBuf::from(path))
+        })
+        .with_context(|| format!("ldd finds no libc in {}:\n{out}", exe.display()))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// alloctrace's `-v` placement lines for this libc (one short run).
+fn placements(env: &Env, exe: &Path) -> Result<Vec<String>> {
+    let out_file = env.scratch.join("placement.out");
+    let output = Command::new(&env.alloctrace)
+        .args(["-v", "--report", "json", "-o"])
+        .arg(env.scratch.join("placement.json"))
+        .arg("--")
+        .arg(exe)
+        .arg("1")
+        .arg(&out_file)
+        .env_remove("ALLOCTRACE_PROBE_AT")
+        .env_remove("ALLOCTRACE_BENCH_FLOOR")
+        .stdout(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", env.alloctrace.display()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "alloctrace -v on {} failed ({}):\n{stderr}",
+        exe.display(),
+        output.status
+    );
+    Ok(stderr
+        .lines()
+        .filter_map(|l| {
+            l.split_once("probe placement: ")
+                .map(|(_, r)| r.to_string())
+        })
+        .collect())
+}
+
+/// The bpftrace script: BCC memleak's hot path (entry: size; return: address -> size, count and
+/// bytes per user stack; free: forget the address), for the calls the workloads make.
+fn bpftrace_script(libc: &Path) -> String {
+    let l = libc.display();
+    format!(
+        r#"uprobe:{l}:malloc /pid == cpid/ {{ @size[tid] = arg0; }}
+uretprobe:{l}:malloc /pid == cpid/ {{
+  @addr[retval] = @size[tid]; @allocs[ustack] = count(); @bytes[ustack] = sum(@size[tid]);
+  delete(@size[tid]);
+}}
+uprobe:{l}:posix_memalign /pid == cpid/ {{ @size[tid] = arg2; @memptr[tid] = arg0; }}
+uretprobe:{l}:posix_memalign /pid == cpid/ {{
+  $p = *(uint64 *)@memptr[tid];
+  @addr[$p] = @size[tid]; @allocs[ustack] = count(); @bytes[ustack] = sum(@size[tid]);
+  delete(@size[tid]); delete(@memptr[tid]);
+}}
+uprobe:{l}:free /pid == cpid/ {{ delete(@addr[arg0]); }}
+END {{ clear(@addr); clear(@size); clear(@memptr); }}
+"#
+    )
+}
+
+fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
+    let out_file = env.scratch.join("loop.out");
+    let _ = fs::remove_file(&out_file);
+    let report = env.scratch.join("report.json");
+    let _ = fs::remove_file(&report);
+    let n = env.iterations.to_string();
+    let mut command = match cfg.tracer {
+        Tracer::None => {
+            let mut c = Command::new(exe);
+            c.arg(&n).arg(&out_file);
+            c
+        }
+        Tracer::Alloctrace { entry, floor } => {
+            let mut c = Command::new(&env.alloctrace);
+            c.args(["--interval", "1s", "--report", "json", "-o"])
+                .arg(&report)
+                .arg("--")
+                .arg(exe)
+                .arg(&n)
+                .arg(&out_file)
+                .env("ALLOCTRACE_PROBE_AT", if entry { "entry" } else { "auto" });
+            if floor {
+                c.env("ALLOCTRACE_BENCH_FLOOR", "1");
+            } else {
+                c.env_remove("ALLOCTRACE_BENCH_FLOOR");
+            }
+            c
+        }
+        Tracer::Bpftrace => {
+            let bpftrace = env
+                .bpftrace
+                .as_ref()
+                .expect("filtered out without bpftrace");
+            let mut c = Command::new(bpftrace);
+            c.arg("-c")
+                .arg(format!("{} {n} {}", exe.display(), out_file.display()))
+                .arg("-e")
+                .arg(bpftrace_script(&env.libc));
+            c
+        }
+    };
+    let start = Instant::now();
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", cmd::describe(&command)))?;
+    let wall_s = start.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}):\n{}",
+            cmd::describe(&command),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = fs::read_to_string(&out_file).with_context(|| {
+        format!(
+            "{} wrote no {} (stderr: {})",
+            cmd::describe(&command),
+            out_file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let field = |key: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .with_context(|| format!("no `{key}` in {}:\n{text}", out_file.display()))
+    };
+    let counted = match cfg.tracer {
+        Tracer::Alloctrace { .. } => fs::read_to_string(&report)
+            .ok()
+            .and_then(|r| totals_allocs(&r)),
+        _ => None,
+    };
+    Ok(Run {
+        loop_ns: field("elapsed_ns ")?,
+        events: field("events ")?,
+        wall_s,
+        counted,
+    })
+}
+
+/// `totals.allocs` of a `--report json` file, without a JSON dependency in xtask: the first
+/// `"allocs":` after `"totals"`.
+fn totals_allocs(report: &str) -> Option<u64> {
+    let t = &report[report.find("\"totals\"")?..];
+    let a = &t[t.find("\"allocs\"")? + "\"allocs\"".len()..];
+    let a = a.trim_start().strip_prefix(':')?.trim_start();
+    let end = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
+    a[..end].parse().ok()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd::output(cmd)
+        .and_then(|o| o.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine(env: &Env) -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let glibc = first_line(Command::new("ldd").arg("--version"));
+    let mut s = format!(
+        "- CPU: {cpu}, nproc {nproc}\n- kernel: {kernel}\n- libc: {} ({glibc})\n",
+        env.libc.display()
+    );
+    if let Some(b) = &env.bpftrace {
+        let _ = writeln!(
+            s,
+            "- bpftrace: {}",
+            first_line(Command::new(b).arg("--version"))
+        );
+    }
+    s
+}
+
+fn render(
+    opts: &BenchOpts,
+    env: &Env,
+    workloads: &[(String, PathBuf)],
+    configs: &[Config],
+    results: &[Vec<Vec<Run>>],
+    placements: &[String],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# alloctrace overhead (`cargo xtask bench`)\n");
+    let _ = writeln!(s, "{}", machine(env));
+    let _ = writeln!(
+        s,
+        "{} iterations per workload (2 allocator calls, \"events\", each), {} rounds; every \
+         configuration runs once per round, in rotating order. `loop` is the workload's own \
+         timing of its allocator loop (median, min–max); `ns/event` is (median loop − median \
+         untraced loop) / events; `× bpftrace` divides that by the bpftrace script's; `run` is \
+         the whole command's wall time (median; alloctrace's includes attach and its ~1.5 s \
+         detach); `counted` is the allocations alloctrace's report counts (expected: \
+         iterations, plus the workload's start-up allocations; 0 for the floor).\n",
+        opts.iterations, opts.repeat
+    );
+    let _ = writeln!(
+        s,
+        "Floor: alloctrace's probes at the same points with programs that return at once \
+         (ALLOCTRACE_BENCH_FLOOR=1). `placed` = default placement, `entry` = \
+         ALLOCTRACE_PROBE_AT=entry (every probe at its function's first instruction). The \
+         bpftrace script probes function entries (bpftrace cannot probe inside a function \
+         without its own disassembler).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × bpftrace | run s | counted |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+    for (w, (name, _)) in workloads.iter().enumerate() {
+        let med = |c: usize| {
+            median(
+                &mut results[w][c]
+                    .iter()
+                    .map(|r| r.loop_ns as f64)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let events = results[w][0].first().map_or(1, |r| r.events.max(1)) as f64;
+        let base = configs
+            .iter()
+            .position(|c| c.tracer == Tracer::None)
+            .map(med)
+            .unwrap_or(0.0);
+        let per_event = |c: usize| (med(c) - base) / events;
+        let bpf = configs
+            .iter()
+            .position(|c| c.tracer == Tracer::Bpftrace)
+            .map(per_event);
+        for (c, cfg) in configs.iter().enumerate() {
+            let runs = &results[w][c];
+            let lo = runs.iter().map(|r| r.loop_ns).min().unwrap_or(0) as f64 / 1e6;
+            let hi = runs.iter().map(|r| r.loop_ns).max().unwrap_or(0) as f64 / 1e6;
+            let wall = median(&mut runs.iter().map(|r| r.wall_s).collect::<Vec<_>>());
+            let (ns, ratio) = if cfg.tracer == Tracer::None {
+                ("—".to_string(), "—".to_string())
+            } else {
+                let ns = per_event(c);
+                let ratio = bpf
+                    .filter(|b| *b > 0.0)
+                    .map_or("—".to_string(), |b| format!("{:.2}", ns / b));
+                (format!("{ns:.0}"), ratio)
+            };
+            let counted = {
+                let mut v: Vec<u64> = runs.iter().filter_map(|r| r.counted).collect();
+                v.sort_unstable();
+                v.dedup();
+                match v.as_slice() {
+                    [] => "—".to_string(),
+                    [one] => one.to_string(),
+                    [lo, .., hi] => format!("{lo}–{hi}"),
+                }
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {ratio} | {wall:.2} | {counted} |",
+                cfg.name,
+                med(c) / 1e6
+            );
+        }
+    }
+    if !placements.is_empty() {
+        let _ = writeln!(s, "\nProbe placement on this libc (`alloctrace -v`):\n");
+        for p in placements {
+            let _ = writeln!(s, "- {p}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nMachine load: this is a small shared VM; numbers vary from run to run (see the \
+         spread). Re-run `cargo xtask bench` on a quiet machine for final numbers."
+    );
+    s
+}
