@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("alloctrace needs root, or CAP_BPF and CAP_PERFMON, to load eBPF programs: run it with sudo")]
+    #[error("alloctrace needs root, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, to load and attach eBPF uprobes: run it with sudo")]
     NotPrivileged,
     #[error(
         "this kernel has no uprobe support ({0} is missing): alloctrace needs CONFIG_UPROBE_EVENTS"
@@ -33,10 +33,13 @@ pub enum TargetError {
     NoOwnLibc,
 }
 
+const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// Root, or the capabilities loading and attaching uprobe programs needs.
+/// Root, or the capabilities loading and attaching uprobe programs needs: CAP_BPF and
+/// CAP_PERFMON are not enough on 6.x kernels, where opening a uprobe perf event as non-root
+/// is refused without CAP_SYS_ADMIN (measured: EACCES with only the first two).
 pub fn check_privileges() -> Result<(), TargetError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -48,7 +51,7 @@ pub fn check_privileges() -> Result<(), TargetError> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    let need = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
+    let need = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON) | (1u64 << CAP_SYS_ADMIN);
     if caps & need == need {
         Ok(())
     } else {
