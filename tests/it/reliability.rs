@@ -319,7 +319,14 @@ fn sigkill_in_launch_mode_leaves_the_command_running() {
 // =============================================================================================
 
 /// The output files of one run and their names.
-const OUTPUTS: [&str; 4] = ["report.json", "stacks.folded", "flame.svg", "profile.pb.gz"];
+const OUTPUTS: [&str; 6] = [
+    "report.json",
+    "stacks.folded",
+    "flame.svg",
+    "profile.pb.gz",
+    "report.html",
+    "plot.png",
+];
 
 fn output_args(scratch: &Scratch) -> Vec<OsString> {
     vec![
@@ -329,6 +336,10 @@ fn output_args(scratch: &Scratch) -> Vec<OsString> {
         scratch.path("flame.svg").into(),
         "--pprof".into(),
         scratch.path("profile.pb.gz").into(),
+        "--html".into(),
+        scratch.path("report.html").into(),
+        "--plot".into(),
+        scratch.path("plot.png").into(),
     ]
 }
 
@@ -368,6 +379,18 @@ fn assert_outputs_complete(scratch: &Scratch, also: &[&str], context: &str) -> R
         gz.status.success(),
         "the pprof file is not a complete gzip stream: {}",
         String::from_utf8_lossy(&gz.stderr)
+    );
+    let html = std::fs::read_to_string(scratch.path("report.html")).expect("HTML report");
+    assert!(
+        html.trim_end().ends_with("</html>") && html.contains("id=\"top-sites\""),
+        "truncated HTML: …{}",
+        &html[html.len().saturating_sub(200)..]
+    );
+    let png = std::fs::read(scratch.path("plot.png")).expect("plot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.ends_with(b"IEND\xaeB`\x82"),
+        "the PNG plot is not a complete PNG ({} bytes)",
+        png.len()
     );
     let mut want: Vec<String> = OUTPUTS.iter().chain(also).map(|s| s.to_string()).collect();
     want.sort();

@@ -22,9 +22,17 @@ fn title(p: &Profile, weight: FoldedWeight) -> String {
         FoldedWeight::Count => "allocations",
         FoldedWeight::Live => "bytes live at the end",
     };
+    // inferno centres the title on a fixed-width image: a long command path would be cut at
+    // both ends, so keep its end, which says what it is.
+    let target = p.target.to_string();
+    let n = target.chars().count();
+    let target = if n > 70 {
+        format!("…{}", target.chars().skip(n - 69).collect::<String>())
+    } else {
+        target
+    };
     format!(
-        "alloctrace: {} — {:.1} s — {what}",
-        p.target,
+        "alloctrace: {target} — {:.1} s — {what}",
         p.duration.as_secs_f64()
     )
 }
