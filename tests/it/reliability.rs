@@ -1209,3 +1209,81 @@ fn other_mount_namespace_probes_its_own_libc() {
     assert_sites_match(&report, &truth, &[]);
     assert_process_matches(&report, &truth);
 }
+
+// =============================================================================================
+// 12. A long run keeps alloctrace's memory bounded
+// =============================================================================================
+
+/// Growth of alloctrace's peak RSS allowed between an early reading (after ~50 drains) and the
+/// end (~500 drains later). With `--max-samples 50` every series is full by the early reading:
+/// anything kept per drain beyond that (a leak per interval, an unbounded series) grows it by
+/// hundreds of bytes per drain per site and process, far beyond what is left for allocator
+/// noise.
+const LONG_RUN_GROWTH_BOUND_KIB: u64 = 4 * 1024;
+
+/// `ticker` for ~6 s under `--interval 10ms --max-samples 50` (~600 drains): the counts stay
+/// exact, the report keeps at most 50 samples per process and points per site, and
+/// alloctrace's peak RSS stops growing once the series are full.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn long_run_keeps_memory_bounded() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
+    const ROUNDS: u64 = 600;
+    let ticker = workload("ticker");
+    let mut args: Vec<OsString> = [
+        "--interval",
+        "10ms",
+        "--max-samples",
+        "50",
+        "--report",
+        "json",
+        "-o",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.push(report_path.clone().into());
+    args.push("--".into());
+    args.push(ticker.into());
+    args.extend([ROUNDS.to_string(), "10".to_string()].map(OsString::from));
+    let mut tracer = Running::spawn(&args, &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    tracer.wait_until_tracing();
+    let pid = tracer.pid();
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = peak_rss_kib(pid);
+    let mut last = early;
+    while tracer.is_running() {
+        last = last.max(peak_rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let finished = tracer.wait(Duration::from_secs(30));
+    finished.assert_code(0);
+    let context = finished.describe();
+    let truth = GroundTruth::read(&truth_path, &context);
+    let report = Report::read(&report_path, &context);
+    ticker_truth_ok(&truth, ROUNDS);
+    assert_process_matches(&report, &truth);
+    assert!(
+        early > 0 && last > 0,
+        "could not read alloctrace's VmHWM\n{context}"
+    );
+    assert!(
+        report.samples().len() <= 50,
+        "{} samples kept with --max-samples 50",
+        report.samples().len()
+    );
+    for s in report.sites() {
+        let n = s["series"].as_array().map_or(0, Vec::len);
+        assert!(
+            n <= 50,
+            "a site kept {n} series points with --max-samples 50"
+        );
+    }
+    assert!(
+        last.saturating_sub(early) < LONG_RUN_GROWTH_BOUND_KIB,
+        "alloctrace's peak RSS grew from {early} KiB to {last} KiB over ~500 drains after its \
+         series were full (bound {LONG_RUN_GROWTH_BOUND_KIB} KiB)"
+    );
+}

@@ -14,6 +14,8 @@
 //!   placed as by default / every probe at offset 0;
 //! - `alloctrace (placed)`: the default, probes placed on emulated instructions;
 //! - `alloctrace (entry)`: `ALLOCTRACE_PROBE_AT=entry`, every probe at its function's entry;
+//! - `floor alloc-only`, `alloctrace alloc-only`: `--mode alloc-only` (entry probes only);
+//! - `alloc-only --sample-bytes 512K`: alloc-only sampling one allocation per 512 KiB;
 //! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
 //!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
 //!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries.
@@ -52,7 +54,12 @@ pub struct BenchOpts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tracer {
     None,
-    Alloctrace { entry: bool, floor: bool },
+    /// `args`: extra options (the mode, sampling).
+    Alloctrace {
+        entry: bool,
+        floor: bool,
+        args: &'static [&'static str],
+    },
     Bpftrace,
 }
 
@@ -60,44 +67,86 @@ enum Tracer {
 struct Config {
     name: &'static str,
     tracer: Tracer,
+    /// The configuration this one's cost is compared with (`× floor`).
+    floor: Option<&'static str>,
 }
+
+const ALLOC_ONLY: &[&str] = &["--mode", "alloc-only"];
+const SAMPLED: &[&str] = &["--mode", "alloc-only", "--sample-bytes", "524288"];
 
 const CONFIGS: &[Config] = &[
     Config {
         name: "untraced",
         tracer: Tracer::None,
+        floor: None,
     },
     Config {
         name: "floor (placed)",
         tracer: Tracer::Alloctrace {
             entry: false,
             floor: true,
+            args: &[],
         },
+        floor: None,
     },
     Config {
         name: "floor (entry)",
         tracer: Tracer::Alloctrace {
             entry: true,
             floor: true,
+            args: &[],
         },
+        floor: None,
     },
     Config {
         name: "alloctrace (placed)",
         tracer: Tracer::Alloctrace {
             entry: false,
             floor: false,
+            args: &[],
         },
+        floor: Some("floor (placed)"),
     },
     Config {
         name: "alloctrace (entry)",
         tracer: Tracer::Alloctrace {
             entry: true,
             floor: false,
+            args: &[],
         },
+        floor: Some("floor (entry)"),
+    },
+    Config {
+        name: "floor alloc-only",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: true,
+            args: ALLOC_ONLY,
+        },
+        floor: None,
+    },
+    Config {
+        name: "alloctrace alloc-only",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: false,
+            args: ALLOC_ONLY,
+        },
+        floor: Some("floor alloc-only"),
+    },
+    Config {
+        name: "alloc-only --sample-bytes 512K",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: false,
+            args: SAMPLED,
+        },
+        floor: Some("floor alloc-only"),
     },
     Config {
         name: "bpftrace memleak-like",
         tracer: Tracer::Bpftrace,
+        floor: None,
     },
 ];
 
@@ -325,10 +374,11 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
             c.arg(&n).arg(&out_file);
             c
         }
-        Tracer::Alloctrace { entry, floor } => {
+        Tracer::Alloctrace { entry, floor, args } => {
             let mut c = Command::new(&env.alloctrace);
             c.args(["--interval", "1s", "--report", "json", "-o"])
                 .arg(&report)
+                .args(args)
                 .arg("--")
                 .arg(exe)
                 .arg(&n)
@@ -476,16 +526,18 @@ fn render(
     let _ = writeln!(
         s,
         "Floor: alloctrace's probes at the same points with programs that return at once \
-         (ALLOCTRACE_BENCH_FLOOR=1). `placed` = default placement, `entry` = \
+         (ALLOCTRACE_BENCH_FLOOR=1); `× floor` divides a configuration's per-event cost by its \
+         floor's (the same probes, empty programs: the kernel's own cost of the probes). \
+         `placed` = default placement, `entry` = \
          ALLOCTRACE_PROBE_AT=entry (every probe at its function's first instruction). The \
          bpftrace script probes function entries (bpftrace cannot probe inside a function \
          without its own disassembler).\n"
     );
     let _ = writeln!(
         s,
-        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × bpftrace | run s | counted |"
+        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | run s | counted |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for (w, (name, _)) in workloads.iter().enumerate() {
         let med = |c: usize| {
             median(
@@ -511,6 +563,12 @@ fn render(
             let lo = runs.iter().map(|r| r.loop_ns).min().unwrap_or(0) as f64 / 1e6;
             let hi = runs.iter().map(|r| r.loop_ns).max().unwrap_or(0) as f64 / 1e6;
             let wall = median(&mut runs.iter().map(|r| r.wall_s).collect::<Vec<_>>());
+            let vs_floor = cfg
+                .floor
+                .and_then(|f| configs.iter().position(|c| c.name == f))
+                .map(per_event)
+                .filter(|f| *f > 0.0)
+                .map_or("—".to_string(), |f| format!("{:.2}", per_event(c) / f));
             let (ns, ratio) = if cfg.tracer == Tracer::None {
                 ("—".to_string(), "—".to_string())
             } else {
@@ -532,7 +590,7 @@ fn render(
             };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {ratio} | {wall:.2} | {counted} |",
+                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {wall:.2} | {counted} |",
                 cfg.name,
                 med(c) / 1e6
             );
