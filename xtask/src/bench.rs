@@ -271,6 +271,7 @@ fn compile_workloads(
                     "-fno-omit-frame-pointer",
                     "-fno-builtin",
                     "-Wall",
+                    "-pthread",
                     "-o",
                 ])
                 .arg(&exe)
