@@ -114,6 +114,9 @@ fn as_nobody_with(caps: &str, args: &[&str]) -> Finished {
 fn not_root_is_an_error() {
     as_nobody_with("", &BOUND).assert_one_line_error(&["root", "CAP_SYS_ADMIN"]);
     as_nobody_with("+bpf,+perfmon", &BOUND).assert_one_line_error(&["root", "CAP_SYS_ADMIN"]);
+    // pid 1 without permission: refused up front too, naming what is missing.
+    as_nobody_with("", &["--pid", "1", "--duration", "2s"])
+        .assert_one_line_error(&["root", "CAP_SYS_ADMIN"]);
 }
 
 /// The capabilities the README names are enough without root: a launched command is traced

@@ -296,6 +296,9 @@ pub fn attach(
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
     };
+    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
+        set_floor(ebpf)?;
+    }
     if mode == TraceMode::AllocOnly {
         return attach_counting(ebpf, libc, entries, scope);
     }
@@ -309,9 +312,6 @@ pub fn attach(
             program: name,
             source: Box::new(source),
         })?;
-    }
-    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
-        set_floor(ebpf)?;
     }
     let mut attached = 0;
     let order = entries
