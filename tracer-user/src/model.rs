@@ -1,6 +1,7 @@
 //! The drained data as every analyzer and exporter sees it: plain values, no BPF handles, so
 //! everything downstream of the drain is a pure function testable without root.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -43,15 +44,16 @@ impl Counters {
 pub struct Frame {
     /// The return address as seen in the process.
     pub addr: u64,
-    /// Function name (demangled), when the binary's symbols say.
-    pub function: Option<String>,
+    /// Function name (demangled), when the binary's symbols say. Names and paths are shared
+    /// (`Arc<str>`): a run can hold millions of frames of a few hundred distinct names.
+    pub function: Option<Arc<str>>,
     /// Offset of `addr` from the function's start.
     pub function_offset: u64,
     /// Path of the binary or library the address falls in, as the process mapped it.
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
     /// File offset of `addr` within `module`.
     pub module_offset: u64,
-    pub file: Option<String>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
 }
 
@@ -60,7 +62,7 @@ impl Frame {
     /// bare address. A frame is never dropped for lack of a symbol.
     pub fn name(&self) -> String {
         if let Some(f) = &self.function {
-            return f.clone();
+            return f.to_string();
         }
         if let Some(m) = &self.module {
             let base = m.rsplit('/').next().unwrap_or(m);

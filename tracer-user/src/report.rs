@@ -692,11 +692,11 @@ mod tests {
     fn frame(function: &str, file: Option<&str>, line: Option<u32>) -> Frame {
         Frame {
             addr: 0x1000,
-            function: Some(function.to_string()),
+            function: Some(function.into()),
             function_offset: 4,
-            module: Some("/usr/bin/prog".to_string()),
+            module: Some("/usr/bin/prog".into()),
             module_offset: 0x1000,
-            file: file.map(str::to_string),
+            file: file.map(Into::into),
             line,
         }
     }

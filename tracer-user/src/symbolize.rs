@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -151,10 +152,10 @@ impl Drop for Symbolizer {
 /// What a binary says about one file offset.
 #[derive(Clone, Default)]
 struct Resolved {
-    function: Option<String>,
+    function: Option<Arc<str>>,
     /// Offset of the real return address from the function's start.
     function_offset: u64,
-    file: Option<String>,
+    file: Option<Arc<str>>,
     line: Option<u32>,
 }
 
@@ -305,12 +306,12 @@ impl Worker {
         for (i, (&off, &at)) in offs.iter().zip(&lookup).enumerate() {
             let r = match results.get(i) {
                 Some(Symbolized::Sym(sym)) => Resolved {
-                    function: Some(display_name(&sym.name)),
+                    function: Some(display_name(&sym.name).into()),
                     function_offset: sym.offset as u64 + (off - at),
                     file: sym
                         .code_info
                         .as_ref()
-                        .map(|ci| ci.to_path().display().to_string()),
+                        .map(|ci| ci.to_path().display().to_string().into()),
                     line: sym.code_info.as_ref().and_then(|ci| ci.line),
                 },
                 Some(Symbolized::Unknown(_)) | None => Resolved::default(),
@@ -336,7 +337,7 @@ impl Worker {
             addr,
             function: r.function,
             function_offset: r.function_offset,
-            module: Some(m.path.clone()),
+            module: Some(m.path.as_str().into()),
             module_offset: off,
             file: r.file,
             line: r.line,

@@ -194,12 +194,26 @@ pub fn run(cfg: Config) -> Result<i32> {
                 unknown_frees: p.unknown_frees,
             })
             .collect(),
-        sites: symbolize_sites(&symbolizer, drainer.sites(), cfg.sample_bytes),
+        sites: vec![],
         losses: drainer.losses(),
         modules: vec![],
     };
+    // Timed for `cargo xtask bench` (the drain + symbolize cost of many distinct stacks).
+    let t0 = Instant::now();
+    let raw = drainer.sites();
+    let drained = t0.elapsed();
+    let t1 = Instant::now();
+    let (sites, seen) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
+    let modules = modules_of(&symbolizer, seen);
+    log::info!(
+        "final drain: {} sites in {:.1} ms; symbolized in {:.1} ms",
+        sites.len(),
+        drained.as_secs_f64() * 1e3,
+        t1.elapsed().as_secs_f64() * 1e3
+    );
     let profile = Profile {
-        modules: modules_of(&symbolizer, &profile.sites),
+        sites,
+        modules,
         ..profile
     };
     write_outputs(&cfg, &profile)?;
@@ -382,23 +396,38 @@ fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
     }
 }
 
-/// Symbolized sites; with sampling (`sample_bytes`), their counters, size histograms and
-/// series are scaled to estimates (`sampling::estimate`).
-fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>, sample_bytes: Option<u64>) -> Vec<Site> {
+/// A binary some frame of a process falls in, and one address inside it (for its build id).
+type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
+
+/// Symbolized sites, and the binaries their frames fall in; with sampling (`sample_bytes`),
+/// their counters, size histograms and series are scaled to estimates (`sampling::estimate`).
+/// Each distinct address of a process is symbolized once; its frame is shared by every stack
+/// it appears in (the names are `Arc<str>`s).
+fn symbolize_sites(
+    sym: &Symbolizer,
+    raw: Vec<RawSite>,
+    sample_bytes: Option<u64>,
+) -> (Vec<Site>, ModulesSeen) {
     let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
     for s in raw {
         by_pid.entry(s.key.tgid).or_default().push(s);
     }
     let mut sites = Vec::new();
+    let mut modules = ModulesSeen::new();
     for (pid, raws) in by_pid {
         let mut addrs: Vec<u64> = raws.iter().flat_map(|s| s.ips.iter().copied()).collect();
         addrs.sort_unstable();
         addrs.dedup();
-        let frames: BTreeMap<u64, _> = addrs
+        let frames: std::collections::HashMap<u64, _> = addrs
             .iter()
             .copied()
             .zip(sym.symbolize(pid, &addrs))
             .collect();
+        for f in frames.values() {
+            if let Some(m) = &f.module {
+                modules.entry((pid, m.clone())).or_insert(f.addr);
+            }
+        }
         for r in raws {
             let st = &r.stats;
             let site = Site {
@@ -422,20 +451,12 @@ fn symbolize_sites(sym: &Symbolizer, raw: Vec<RawSite>, sample_bytes: Option<u64
             });
         }
     }
-    sites
+    (sites, modules)
 }
 
 /// One `Module` per process and binary the sites' frames fall in, with its build id (asked of
 /// the symbolizer through any address inside it).
-fn modules_of(sym: &Symbolizer, sites: &[Site]) -> Vec<Module> {
-    let mut seen: BTreeMap<(u32, &str), u64> = BTreeMap::new();
-    for s in sites {
-        for f in &s.frames {
-            if let Some(m) = &f.module {
-                seen.entry((s.pid, m.as_str())).or_insert(f.addr);
-            }
-        }
-    }
+fn modules_of(sym: &Symbolizer, seen: ModulesSeen) -> Vec<Module> {
     seen.into_iter()
         .map(|((pid, path), addr)| Module {
             pid,

@@ -229,7 +229,32 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         }
     }
 
-    let text = render(opts, &env, &workloads, &configs, &results, &placements);
+    let mut text = render(opts, &env, &workloads, &configs, &results, &placements);
+    let mut own = Vec::new();
+    let mut stacks = Vec::new();
+    for round in 0..opts.repeat {
+        eprintln!(
+            "xtask: bench: round {}/{}: own cost",
+            round + 1,
+            opts.repeat
+        );
+        own.push(crate::bench_special::own_cost(
+            &env.alloctrace,
+            &env.scratch,
+            &root,
+        )?);
+        eprintln!(
+            "xtask: bench: round {}/{}: many stacks",
+            round + 1,
+            opts.repeat
+        );
+        stacks.push(crate::bench_special::stacks(
+            &env.alloctrace,
+            &env.scratch,
+            &root,
+        )?);
+    }
+    text.push_str(&crate::bench_special::render(&own, &stacks));
     print!("{text}");
     let out = opts
         .output
@@ -448,7 +473,7 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
 
 /// `totals.allocs` of a `--report json` file, without a JSON dependency in xtask: the first
 /// `"allocs":` after `"totals"`.
-fn totals_allocs(report: &str) -> Option<u64> {
+pub fn totals_allocs(report: &str) -> Option<u64> {
     let t = &report[report.find("\"totals\"")?..];
     let a = &t[t.find("\"allocs\"")? + "\"allocs\"".len()..];
     let a = a.trim_start().strip_prefix(':')?.trim_start();
@@ -456,7 +481,7 @@ fn totals_allocs(report: &str) -> Option<u64> {
     a[..end].parse().ok()
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {

@@ -228,8 +228,8 @@ pub(crate) mod tests {
     pub fn frame(function: Option<&str>, module: &str) -> Frame {
         Frame {
             addr: 0x1000,
-            function: function.map(str::to_string),
-            module: Some(module.to_string()),
+            function: function.map(Into::into),
+            module: Some(module.into()),
             module_offset: 0x10,
             ..Default::default()
         }

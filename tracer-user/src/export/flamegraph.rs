@@ -123,7 +123,7 @@ mod tests {
                 .iter()
                 .map(|n| Frame {
                     addr: 1,
-                    function: Some(n.to_string()),
+                    function: Some((*n).into()),
                     ..Default::default()
                 })
                 .collect(),

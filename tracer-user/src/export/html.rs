@@ -708,7 +708,7 @@ mod tests {
         s.frames = vec![
             Frame {
                 addr: 0x10,
-                function: Some(name.to_string()),
+                function: Some(name.into()),
                 file: Some("/src/a<b>.c".into()),
                 line: Some(7),
                 ..Default::default()

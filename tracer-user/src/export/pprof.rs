@@ -296,7 +296,11 @@ fn encode_raw(p: &Profile) -> Vec<u8> {
                 Some(&id) => id,
                 None => {
                     let id = locations.len() as u64 + 1;
-                    let fid = function_id(&mut st, f.name(), f.file.clone().unwrap_or_default());
+                    let fid = function_id(
+                        &mut st,
+                        f.name(),
+                        f.file.as_deref().unwrap_or_default().to_string(),
+                    );
                     let mapping = f
                         .module
                         .as_deref()
@@ -654,11 +658,11 @@ mod tests {
         };
         Frame {
             addr: base + module_offset,
-            function: name.map(str::to_string),
+            function: name.map(Into::into),
             function_offset: 4,
-            module: Some(module.to_string()),
+            module: Some(module.into()),
             module_offset,
-            file: name.map(|_| format!("{module}.c")),
+            file: name.map(|_| format!("{module}.c").into()),
             line,
         }
     }
@@ -687,7 +691,7 @@ mod tests {
             for f in &s.frames {
                 let m = Module {
                     pid: s.pid,
-                    path: f.module.clone().unwrap(),
+                    path: f.module.as_deref().unwrap().to_string(),
                     build_id: Some(format!("{:02x}abcdef", s.pid)),
                 };
                 if !modules.contains(&m) {

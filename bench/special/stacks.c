@@ -1,0 +1,51 @@
+/* stacks DEPTH: one malloc(16)+free from each of 2^(DEPTH+1) distinct stacks (a binary tree of
+ * calls through two functions with two call sites each), for the bench's measurement of the
+ * drain and symbolization of many distinct stacks. Built with frame pointers and without
+ * sibling-call optimization, so every path is its own stack. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#define NOINLINE __attribute__((noinline, noipa))
+
+void *volatile sink;
+volatile int after;
+
+NOINLINE static void leaf(void)
+{
+	void *p = malloc(16);
+	sink = p;
+	free(p);
+}
+
+NOINLINE static void b(int d);
+
+NOINLINE static void a(int d)
+{
+	if (d == 0) {
+		leaf();
+		return;
+	}
+	a(d - 1);
+	b(d - 1);
+	after = d;
+}
+
+NOINLINE static void b(int d)
+{
+	if (d == 0) {
+		leaf();
+		return;
+	}
+	a(d - 1);
+	b(d - 1);
+	after = d;
+}
+
+int main(int argc, char **argv)
+{
+	int depth = argc > 1 ? atoi(argv[1]) : 16;
+	a(depth);
+	b(depth);
+	printf("stacks %ld\n", 2L << depth);
+	return 0;
+}

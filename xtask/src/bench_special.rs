@@ -1,0 +1,215 @@
+//! The bench's two measurements that are not per-call overheads (`bench/special/*.c`):
+//! - alloctrace's own cost: CPU time and peak memory of alloctrace itself while a target does
+//!   200k allocations (and frees) per second, traced with `--pid` at the default interval;
+//! - the final drain and symbolization of 131,072 distinct stacks (alloctrace's `-v` line
+//!   "final drain: N sites in X ms; symbolized in Y ms").
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+/// The target's allocation rate for the own-cost measurement (the issue's figure).
+const PACED_RATE: u64 = 200_000;
+/// How long alloctrace's CPU time is measured over.
+const OWN_COST_WINDOW: Duration = Duration::from_secs(8);
+/// Depth of the call tree of `stacks.c`: 2^(DEPTH+1) distinct stacks.
+const STACKS_DEPTH: u32 = 16;
+
+fn compile(src: &Path, exe: &Path, extra: &[&str]) -> Result<()> {
+    cmd::run(
+        Command::new("gcc")
+            .args([
+                "-O1",
+                "-g",
+                "-fno-omit-frame-pointer",
+                "-fno-builtin",
+                "-Wall",
+            ])
+            .args(extra)
+            .arg("-o")
+            .arg(exe)
+            .arg(src),
+    )
+}
+
+/// CPU time of `pid`, all its threads, in seconds: the sum of each thread's time on a CPU from
+/// /proc/PID/task/*/schedstat (nanoseconds; utime/stime count 10 ms ticks, too coarse here).
+/// Threads that ended before the reading are not counted: alloctrace's live for the run.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut ns: u64 = 0;
+    for t in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+        let path = t?.path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub struct OwnCost {
+    pub cpu_percent: f64,
+    pub peak_rss_kib: u64,
+    pub target_rate: f64,
+}
+
+/// alloctrace `--pid` on `paced` doing PACED_RATE malloc+free pairs per second.
+pub fn own_cost(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<OwnCost> {
+    let exe = scratch.join("paced");
+    compile(&root.join("bench/special/paced.c"), &exe, &[])?;
+    let secs = OWN_COST_WINDOW.as_secs() + 6;
+    let mut target = Command::new(&exe)
+        .args([PACED_RATE.to_string(), secs.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let mut out = BufReader::new(target.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("paced said {line:?}, not ready");
+    }
+    let mut tracer = Command::new(alloctrace)
+        .args(["--pid", &target.id().to_string(), "--report", "json", "-o"])
+        .arg(scratch.join("own-cost.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run alloctrace")?;
+    let mut err = BufReader::new(tracer.stderr.take().context("no stderr")?);
+    loop {
+        line.clear();
+        if err.read_line(&mut line)? == 0 {
+            bail!("alloctrace ended before tracing");
+        }
+        if line.starts_with("alloctrace: tracing ") {
+            break;
+        }
+    }
+    // Keep reading its interval lines so it never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut sink = String::new();
+        while err.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    let pid = tracer.id();
+    // Past the start-up (symbolizer and map set-up), into the steady state.
+    std::thread::sleep(Duration::from_secs(1));
+    let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
+    std::thread::sleep(OWN_COST_WINDOW);
+    let (c1, t1) = (cpu_seconds(pid)?, Instant::now());
+    let peak = status_kib(pid, "VmHWM:");
+    // SAFETY: plain kill(2) of our child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let _ = tracer.wait();
+    let _ = drain.join();
+    let _ = target.kill();
+    let _ = target.wait();
+    let report = std::fs::read_to_string(scratch.join("own-cost.json")).unwrap_or_default();
+    let traced = crate::bench::totals_allocs(&report).unwrap_or(0);
+    let window = (t1 - t0).as_secs_f64();
+    Ok(OwnCost {
+        cpu_percent: 100.0 * (c1 - c0) / window,
+        peak_rss_kib: peak,
+        // Over the whole traced run (from attach to SIGINT: about 1 + window seconds).
+        target_rate: traced as f64 / (window + 1.0),
+    })
+}
+
+pub struct Stacks {
+    pub sites: u64,
+    pub drain_ms: f64,
+    pub symbolize_ms: f64,
+}
+
+/// The final drain and symbolization of 2^(STACKS_DEPTH+1) distinct stacks.
+pub fn stacks(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<Stacks> {
+    let exe: PathBuf = scratch.join("stacks");
+    compile(
+        &root.join("bench/special/stacks.c"),
+        &exe,
+        &["-fno-optimize-sibling-calls"],
+    )?;
+    let out = Command::new(alloctrace)
+        .args(["-v", "--max-stacks", "262144", "--top", "1", "--"])
+        .arg(&exe)
+        .arg(STACKS_DEPTH.to_string())
+        .output()
+        .context("cannot run alloctrace")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("final drain: "))
+        .with_context(|| format!("no `final drain` line from alloctrace -v:\n{err}"))?;
+    // "... final drain: N sites in X ms; symbolized in Y ms"
+    let tail = line.split("final drain: ").nth(1).unwrap_or_default();
+    let nums: Vec<f64> = tail
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if nums.len() < 3 {
+        bail!("cannot read {line:?}");
+    }
+    Ok(Stacks {
+        sites: nums[0] as u64,
+        drain_ms: nums[1],
+        symbolize_ms: nums[2],
+    })
+}
+
+pub fn render(own: &[OwnCost], stacks: &[Stacks]) -> String {
+    let mut s = String::new();
+    let med = |mut v: Vec<f64>| crate::bench::median(&mut v);
+    if !own.is_empty() {
+        let cpu = med(own.iter().map(|o| o.cpu_percent).collect());
+        let rss = med(own.iter().map(|o| o.peak_rss_kib as f64).collect());
+        let rate = med(own.iter().map(|o| o.target_rate).collect());
+        let _ = writeln!(
+            s,
+            "\n## alloctrace's own cost\n\nalloctrace --pid (full mode, default 1 s interval) on \
+             `bench/special/paced.c` doing {PACED_RATE} malloc(64)+free pairs per second \
+             (measured: {rate:.0} allocations/s traced), over {} s, median of {} runs: \
+             **{cpu:.3}% of one core** (target ≤ 2%: {}), peak RSS **{:.1} MiB**.",
+            OWN_COST_WINDOW.as_secs(),
+            own.len(),
+            if cpu <= 2.0 { "met" } else { "not met" },
+            rss / 1024.0
+        );
+    }
+    if !stacks.is_empty() {
+        let d = med(stacks.iter().map(|x| x.drain_ms).collect());
+        let y = med(stacks.iter().map(|x| x.symbolize_ms).collect());
+        let n = stacks[0].sites;
+        let per_100k = (d + y) * 100_000.0 / n.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "\n## Drain and symbolize many distinct stacks\n\n`bench/special/stacks.c` allocates \
+             from {n} distinct stacks (a binary call tree); the final drain took **{d:.0} ms** \
+             and building the symbolized sites **{y:.0} ms** (median of {} runs): \
+             {per_100k:.0} ms per 100k stacks (target < 1 s: {}).",
+            stacks.len(),
+            if per_100k < 1000.0 { "met" } else { "not met" }
+        );
+    }
+    s
+}
