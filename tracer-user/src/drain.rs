@@ -10,6 +10,7 @@ use alloctrace_common::{
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 
+use crate::map_batch;
 use crate::model::{Counters, Losses, Sample, SitePoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +126,7 @@ impl Drainer {
     /// Every process seen so far, live and retired.
     pub fn processes(&self) -> BTreeMap<u32, ProcTotals> {
         let mut out = self.retired_procs.clone();
-        for (pid, p) in self.procs.iter().filter_map(Result::ok) {
+        for (pid, p) in map_batch::read_all(&self.procs) {
             out.insert(
                 pid,
                 ProcTotals {
@@ -163,13 +164,15 @@ impl Drainer {
 
     fn live_sites(&self, only: Option<&BTreeSet<u32>>) -> Vec<RawSite> {
         let mut out = Vec::new();
-        for (key, stats) in self.sites.iter().filter_map(Result::ok) {
+        let stacks: StdHashMap<StackKey, StackTrace> =
+            map_batch::read_all(&self.stacks).into_iter().collect();
+        for (key, stats) in map_batch::read_all(&self.sites) {
             if only.is_some_and(|set| !set.contains(&key.tgid)) {
                 continue;
             }
-            let ips = match self.stacks.get(&key, 0) {
-                Ok(st) => st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
-                Err(_) => Vec::new(),
+            let ips = match stacks.get(&key) {
+                Some(st) => st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
+                None => Vec::new(),
             };
             let series = self
                 .series
@@ -189,7 +192,7 @@ impl Drainer {
     /// Adds a point at `t` to the series of every site whose counters moved since its last
     /// point: the per-site, per-interval data the pattern analyzers need.
     pub fn record_series(&mut self, t: std::time::Duration) {
-        for (key, st) in self.sites.iter().filter_map(Result::ok) {
+        for (key, st) in map_batch::read_all(&self.sites) {
             let c = counters(st.allocs, st.bytes, st.frees, st.freed_bytes);
             if c == Counters::default() {
                 continue;

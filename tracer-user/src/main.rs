@@ -6,6 +6,7 @@ mod config;
 mod drain;
 mod export;
 mod loader;
+mod map_batch;
 mod mmap_watch;
 mod model;
 mod output;
