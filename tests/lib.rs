@@ -1129,8 +1129,12 @@ pub struct Workload {
 impl Workload {
     /// Starts workload `name` with `args` and `env`, and waits for its `ready` line.
     pub fn start(name: &str, args: &[&str], env: &[(&str, &OsStr)]) -> Workload {
-        let path = workload(name);
-        let mut cmd = Command::new(&path);
+        Workload::spawn(&workload(name), name, args, env)
+    }
+
+    /// Starts the program at `path`, named `name` in messages, and waits for its `ready` line.
+    fn spawn(path: &Path, name: &str, args: &[&str], env: &[(&str, &OsStr)]) -> Workload {
+        let mut cmd = Command::new(path);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1386,36 +1390,7 @@ impl Workload {
     /// [`Workload::start`] for a program at `path` (a copy of a workload, say), named `name`
     /// in messages.
     pub fn start_path(path: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Workload {
-        let mut cmd = Command::new(path);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let stdin = child.stdin.take();
-        let (stdout, _) = Lines::collect(child.stdout.take().expect("piped stdout"));
-        let (stderr, _) = Lines::collect(child.stderr.take().expect("piped stderr"));
-        let mut w = Workload {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            name: path.display().to_string(),
-        };
-        if let Err(why) = w.stdout.wait_for("ready", WORKLOAD_TIMEOUT) {
-            stop(&mut w.child);
-            panic!(
-                "{} never said ready: {why}\n{}",
-                path.display(),
-                w.describe()
-            );
-        }
-        w
+        Workload::spawn(path, &path.display().to_string(), args, env)
     }
 
     /// Everything the workload printed on stdout so far.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::analyze::advice::Advice;
 use crate::analyze::hotspots::{site_name, Hotspots};
-use crate::analyze::patterns::ns_range_text;
+use crate::analyze::patterns::{ns_range_text, SitePattern};
 use crate::analyze::rate::Peak;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
@@ -573,6 +573,43 @@ fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool, sees_frees: bool
     }
 }
 
+/// A site pattern's sizes and frequency in one line: `sizes A–B (typical C), N/s over Ts,
+/// peak P/s at Ts, idle I of J intervals` (the report and the HTML page both show it).
+pub fn pattern_detail(x: &SitePattern) -> String {
+    let mut line = String::new();
+    match (x.size_range, x.typical_size) {
+        (Some(r), Some(t)) if r != t => {
+            let _ = write!(
+                line,
+                "sizes {} (typical {}), ",
+                fmt_range(r.lo, r.hi),
+                fmt_range(t.lo, t.hi)
+            );
+        }
+        (Some(r), _) => {
+            let _ = write!(line, "size {}, ", fmt_range(r.lo, r.hi));
+        }
+        _ => {}
+    }
+    match x.frequency {
+        Some(f) => {
+            let _ = write!(line, "{}/s over {:.1}s", fmt_count_f(f), x.span);
+        }
+        None => line.push_str("frequency n/a (no time passed)"),
+    }
+    if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
+        let _ = write!(line, ", peak {}/s at {at:.1}s", fmt_count_f(pk));
+    }
+    if x.idle_intervals > 0 {
+        let _ = write!(
+            line,
+            ", idle {} of {} intervals",
+            x.idle_intervals, x.intervals
+        );
+    }
+    line
+}
+
 fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool, sees_frees: bool) {
     let patterns = &a.patterns;
     let shown = patterns.len().min(top);
@@ -597,37 +634,7 @@ fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool, sees
             x.class,
             x.reason
         );
-        let mut line = String::new();
-        match (x.size_range, x.typical_size) {
-            (Some(r), Some(t)) if r != t => {
-                let _ = write!(
-                    line,
-                    "sizes {} (typical {}), ",
-                    fmt_range(r.lo, r.hi),
-                    fmt_range(t.lo, t.hi)
-                );
-            }
-            (Some(r), _) => {
-                let _ = write!(line, "size {}, ", fmt_range(r.lo, r.hi));
-            }
-            _ => {}
-        }
-        match x.frequency {
-            Some(f) => {
-                let _ = write!(line, "{}/s over {:.1}s", fmt_count_f(f), x.span);
-            }
-            None => line.push_str("frequency n/a (no time passed)"),
-        }
-        if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
-            let _ = write!(line, ", peak {}/s at {at:.1}s", fmt_count_f(pk));
-        }
-        if x.idle_intervals > 0 {
-            let _ = write!(
-                line,
-                ", idle {} of {} intervals",
-                x.idle_intervals, x.intervals
-            );
-        }
+        let line = pattern_detail(x);
         let _ = writeln!(out, "      {line}");
         let lifetimes = a
             .lifetimes

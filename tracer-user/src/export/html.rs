@@ -493,14 +493,6 @@ fn hotspots(out: &mut String, p: &Profile, a: &Analysis, multi: bool) {
     out.push_str("</table>\n</section>\n");
 }
 
-fn fmt_range(lo: u64, hi: u64) -> String {
-    if lo == hi {
-        fmt_bytes(lo)
-    } else {
-        format!("{}–{}", fmt_bytes(lo), fmt_bytes(hi))
-    }
-}
-
 fn patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
     let shown = a.patterns.len().min(top);
     if shown == 0 {
@@ -527,37 +519,7 @@ fn patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
         if multi {
             let _ = write!(out, "<td class=\"num\">{}</td>", x.pid);
         }
-        let mut sizes = String::new();
-        match (x.size_range, x.typical_size) {
-            (Some(r), Some(t)) if r != t => {
-                let _ = write!(
-                    sizes,
-                    "sizes {} (typical {}), ",
-                    fmt_range(r.lo, r.hi),
-                    fmt_range(t.lo, t.hi)
-                );
-            }
-            (Some(r), _) => {
-                let _ = write!(sizes, "size {}, ", fmt_range(r.lo, r.hi));
-            }
-            _ => {}
-        }
-        match x.frequency {
-            Some(f) => {
-                let _ = write!(sizes, "{}/s over {:.1} s", fmt_count_f(f), x.span);
-            }
-            None => sizes.push_str("frequency n/a (no time passed)"),
-        }
-        if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
-            let _ = write!(sizes, ", peak {}/s at {at:.1} s", fmt_count_f(pk));
-        }
-        if x.idle_intervals > 0 {
-            let _ = write!(
-                sizes,
-                ", idle {} of {} intervals",
-                x.idle_intervals, x.intervals
-            );
-        }
+        let sizes = crate::report::pattern_detail(x);
         let life = a
             .lifetimes
             .iter()
