@@ -169,7 +169,6 @@ fn bad_option_values_are_errors() {
             &["--html", "/nonexistent-dir/r.html"][..],
             "/nonexistent-dir",
         ),
-        (&["--sample-bytes", "4096"][..], "--mode alloc-only"),
         (
             &["--mode", "alloc-only", "--sample-bytes", "0"][..],
             "--sample-bytes",

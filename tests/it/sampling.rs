@@ -1,7 +1,7 @@
-//! `--sample-bytes N` (with `--mode alloc-only`) on `workloads/sampled.c`: the process totals
-//! stay exact, each site's counters are estimates whose error is that of the number of samples
-//! behind them, blocks far above N are always sampled (exact), and far fewer stacks are
-//! recorded than allocations made.
+//! `--sample-bytes N` on `workloads/sampled.c`, in full and alloc-only mode: the process totals
+//! stay exact (in full mode frees and live bytes too), each site's counters are estimates
+//! whose error is that of the number of samples behind them, blocks far above N are always
+//! sampled (exact), and far fewer stacks are recorded than allocations made.
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::collections::BTreeMap;
@@ -14,6 +14,16 @@ const MEAN: u64 = 16 * 1024;
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn sampled_estimates_are_within_their_error_and_totals_exact() {
+    check_sampled("alloc-only");
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn full_mode_sampling_keeps_frees_and_live_exact_per_process() {
+    check_sampled("full");
+}
+
+fn check_sampled(mode: &str) {
     alloctrace_bin();
     let mean = MEAN.to_string();
     let run = launch(
@@ -21,7 +31,7 @@ fn sampled_estimates_are_within_their_error_and_totals_exact() {
         &[],
         &[
             OsStr::new("--mode"),
-            OsStr::new("alloc-only"),
+            OsStr::new(mode),
             OsStr::new("--sample-bytes"),
             OsStr::new(&mean),
         ],
@@ -38,11 +48,16 @@ fn sampled_estimates_are_within_their_error_and_totals_exact() {
 
     let proc_c = report.process_counters(truth.pid);
     let want = truth.total();
-    assert_eq!(
-        (proc_c.allocs, proc_c.bytes),
-        (want.allocs, want.bytes),
-        "process totals must stay exact under sampling"
-    );
+    if mode == "full" {
+        // Every block is still tracked: frees, freed bytes and live bytes exact too.
+        assert_process_matches(report, truth);
+    } else {
+        assert_eq!(
+            (proc_c.allocs, proc_c.bytes),
+            (want.allocs, want.bytes),
+            "process totals must stay exact under sampling"
+        );
+    }
 
     let mut est: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut sampled_total = 0;
@@ -53,6 +68,15 @@ fn sampled_estimates_are_within_their_error_and_totals_exact() {
             .as_u64()
             .unwrap_or_else(|| panic!("a sampled site without `sampled`: {s}"));
         sampled_total += sampled;
+        if mode == "full" {
+            // Every block of sampled.c is freed, and a freed block was sampled with its
+            // allocation: the estimates of allocations and frees are the same.
+            assert_eq!(
+                (c.frees, c.freed_bytes),
+                (c.allocs, c.bytes),
+                "estimated frees differ from estimated allocations at a site: {s}"
+            );
+        }
         let e = est.entry(name).or_default();
         e.0 += c.allocs;
         e.1 += c.bytes;

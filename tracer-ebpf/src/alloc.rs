@@ -102,10 +102,18 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
         }
         bump_loss(ctx, loss::STALE_CALL);
     }
+    // Sampling (--sample-bytes): an unsampled call walks no stack and its block belongs to no
+    // site (stack hash 0), but it is still tracked, so process totals, frees and live bytes
+    // stay exact.
+    let stack_hash = if sample::take(size) {
+        stack::record(ctx, tgid, sp, fp)
+    } else {
+        0
+    };
     let mut state = CallState {
         size,
         ptr_arg,
-        stack_hash: stack::record(ctx, tgid, sp, fp),
+        stack_hash,
         sp,
         kind: kind as u32,
         ..CallState::default()

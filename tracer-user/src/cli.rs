@@ -41,8 +41,8 @@ pub struct Cli {
 
     /// Sample allocations by bytes: record the stack of one allocation per N bytes on average
     /// (random exponential intervals, as Go's and tcmalloc's heap profilers do); per-site
-    /// numbers become unbiased estimates, per-process totals stay exact. Needs
-    /// `--mode alloc-only`.
+    /// numbers become unbiased estimates, per-process totals stay exact (in full mode every
+    /// block is still tracked: frees and live bytes per process stay exact too).
     #[arg(long, value_name = "N")]
     pub sample_bytes: Option<u64>,
 

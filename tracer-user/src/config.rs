@@ -61,8 +61,6 @@ pub enum ConfigError {
     BadThreshold(&'static str),
     #[error("{0} needs frees, which --mode alloc-only does not trace: use --mode full")]
     NeedsFrees(&'static str),
-    #[error("--sample-bytes needs --mode alloc-only (sampling in full mode is not built yet)")]
-    SampleNeedsAllocOnly,
     #[error("--sample-bytes must be between 1 and {max} (got {0})", max = alloctrace_common::sampling::MAX_MEAN)]
     SampleBytes(u64),
     #[error("--plot {0}: the file name must end in .svg or .png")]
@@ -112,9 +110,6 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         }
     }
     if let Some(n) = cli.sample_bytes {
-        if cli.mode != TraceMode::AllocOnly {
-            return Err(ConfigError::SampleNeedsAllocOnly);
-        }
         if n == 0 || n > alloctrace_common::sampling::MAX_MEAN {
             return Err(ConfigError::SampleBytes(n));
         }
@@ -257,9 +252,10 @@ mod tests {
                 "{args:?}"
             );
         }
-        assert!(parse(&["--sample-bytes", "4096"])
-            .unwrap_err()
-            .contains("--mode alloc-only"));
+        assert_eq!(
+            parse(&["--sample-bytes", "4096"]).unwrap().sample_bytes,
+            Some(4096)
+        );
         assert!(parse(&["--mode", "alloc-only", "--sample-bytes", "0"])
             .unwrap_err()
             .contains("between 1 and"));

@@ -37,6 +37,10 @@ pub fn estimate(mut site: Site, mean: u64) -> Site {
     if raw.allocs > 0 && raw.bytes > 0 {
         let p = probability(raw.bytes as f64 / raw.allocs as f64, mean);
         let up = |v: u64| (v as f64 / p).round() as u64;
+        // Freed blocks were sampled when they were allocated, at the site's probability.
+        for n in &mut site.life_hist {
+            *n = up(*n);
+        }
         for pt in &mut site.series {
             let c = pt.counters;
             pt.counters = Counters {

@@ -15,7 +15,8 @@
 //! - `alloctrace (placed)`: the default, probes placed on emulated instructions;
 //! - `alloctrace (entry)`: `ALLOCTRACE_PROBE_AT=entry`, every probe at its function's entry;
 //! - `floor alloc-only`, `alloctrace alloc-only`: `--mode alloc-only` (entry probes only);
-//! - `alloc-only --sample-bytes 512K`: alloc-only sampling one allocation per 512 KiB;
+//! - `full --sample-bytes 512K`, `alloc-only --sample-bytes 512K`: sampling one allocation's
+//!   stack per 512 KiB;
 //! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
 //!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
 //!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries.
@@ -73,6 +74,7 @@ struct Config {
 
 const ALLOC_ONLY: &[&str] = &["--mode", "alloc-only"];
 const SAMPLED: &[&str] = &["--mode", "alloc-only", "--sample-bytes", "524288"];
+const FULL_SAMPLED: &[&str] = &["--sample-bytes", "524288"];
 
 const CONFIGS: &[Config] = &[
     Config {
@@ -115,6 +117,15 @@ const CONFIGS: &[Config] = &[
             args: &[],
         },
         floor: Some("floor (entry)"),
+    },
+    Config {
+        name: "full --sample-bytes 512K",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: false,
+            args: FULL_SAMPLED,
+        },
+        floor: Some("floor (placed)"),
     },
     Config {
         name: "floor alloc-only",
