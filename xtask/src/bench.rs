@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the tracing overhead, side by side in one run.
 //!
-//! Each workload of `bench/workloads/*.c` (compiled here with gcc) times its own allocator loop
+//! Each workload of `bench/workloads/*.c` (compiled here with gcc), and `python.py` run by
+//! Debian's unmodified /usr/bin/python3 with PYTHONMALLOC=malloc, times its own allocator loop
 //! with CLOCK_MONOTONIC and writes `elapsed_ns`/`events` to a file, so what is measured is the
 //! loop under tracing, not alloctrace's start-up or its ~1.5 s detach. Launch mode
 //! (`alloctrace -- WORKLOAD`) and `bpftrace -c` both hold the command until their probes are
@@ -195,7 +196,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
 
     let workloads = compile_workloads(&root.join("bench/workloads"), &scratch, &opts.workloads)?;
-    let libc = libc_of(&workloads[0].1)?;
+    let libc = libc_of(Path::new(&argv(&workloads[0].1)[0]))?;
     let bpftrace = if opts.no_bpftrace {
         None
     } else {
@@ -285,7 +286,7 @@ fn compile_workloads(
     let mut sources: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .filter(|p| p.extension().is_some_and(|e| e == "c" || e == "py"))
         .collect();
     sources.sort();
     let mut out = Vec::new();
@@ -295,6 +296,18 @@ fn compile_workloads(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        if src.extension().is_some_and(|e| e == "py") {
+            // Run as it is by Debian's own interpreter (see `argv`).
+            if Path::new(PYTHON).exists() {
+                out.push((name, src));
+            } else {
+                eprintln!(
+                    "xtask: bench: {PYTHON} is missing: {} left out",
+                    src.display()
+                );
+            }
             continue;
         }
         let exe = scratch.join(&name);
@@ -353,7 +366,7 @@ fn placements(env: &Env, exe: &Path) -> Result<Vec<String>> {
         .args(["-v", "--report", "json", "-o"])
         .arg(env.scratch.join("placement.json"))
         .arg("--")
-        .arg(exe)
+        .args(argv(exe))
         .arg("1")
         .arg(&out_file)
         .env_remove("ALLOCTRACE_PROBE_AT")
@@ -399,6 +412,19 @@ END {{ clear(@addr); clear(@size); clear(@memptr); }}
     )
 }
 
+/// Debian's python3, an unmodified real program for the `*.py` workloads.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The command line that runs workload `exe`: a compiled workload itself, a `.py` one under
+/// Debian's python3 (with PYTHONMALLOC=malloc, set by `run_one`, so objects come from libc).
+fn argv(exe: &Path) -> Vec<std::ffi::OsString> {
+    if exe.extension().is_some_and(|e| e == "py") {
+        vec![PYTHON.into(), exe.into()]
+    } else {
+        vec![exe.into()]
+    }
+}
+
 fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
     let out_file = env.scratch.join("loop.out");
     let _ = fs::remove_file(&out_file);
@@ -407,8 +433,9 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
     let n = env.iterations.to_string();
     let mut command = match cfg.tracer {
         Tracer::None => {
-            let mut c = Command::new(exe);
-            c.arg(&n).arg(&out_file);
+            let a = argv(exe);
+            let mut c = Command::new(&a[0]);
+            c.args(&a[1..]).arg(&n).arg(&out_file);
             c
         }
         Tracer::Alloctrace { entry, floor, args } => {
@@ -417,7 +444,7 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
                 .arg(&report)
                 .args(args)
                 .arg("--")
-                .arg(exe)
+                .args(argv(exe))
                 .arg(&n)
                 .arg(&out_file)
                 .env("ALLOCTRACE_PROBE_AT", if entry { "entry" } else { "auto" });
@@ -435,12 +462,21 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
                 .expect("filtered out without bpftrace");
             let mut c = Command::new(bpftrace);
             c.arg("-c")
-                .arg(format!("{} {n} {}", exe.display(), out_file.display()))
+                .arg(format!(
+                    "{} {n} {}",
+                    argv(exe)
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    out_file.display()
+                ))
                 .arg("-e")
                 .arg(bpftrace_script(&env.libc));
             c
         }
     };
+    command.env("PYTHONMALLOC", "malloc");
     let start = Instant::now();
     let output = command
         .stdin(Stdio::null())
@@ -551,10 +587,12 @@ fn render(
     let _ = writeln!(s, "{}", machine(env));
     let _ = writeln!(
         s,
-        "{} iterations per workload (2 allocator calls, \"events\", each), {} rounds; every \
-         configuration runs once per round, in rotating order. `loop` is the workload's own \
-         timing of its allocator loop (median, min–max); `ns/event` is (median loop − median \
-         untraced loop) / events; `× bpftrace` divides that by the bpftrace script's; `run` is \
+        "{} iterations per workload, {} rounds; every configuration runs once per round, in \
+         rotating order. `loop` is the workload's own timing of its allocator loop (median, \
+         min–max); `ns/event` is (median loop − median untraced loop) / events, an event being \
+         one allocator call as the workload counts them (python cannot: twice the allocations \
+         alloctrace counted over its whole run, start-up included, so its ns/event is an \
+         underestimate); `× bpftrace` divides that by the bpftrace script's; `run` is \
          the whole command's wall time (median; alloctrace's includes attach and its ~1.5 s \
          detach); `counted` is the allocations alloctrace's report counts (expected: \
          iterations, plus the workload's start-up allocations; 0 for the floor).\n",
@@ -584,7 +622,16 @@ fn render(
                     .collect::<Vec<_>>(),
             )
         };
-        let events = results[w][0].first().map_or(1, |r| r.events.max(1)) as f64;
+        // A workload that cannot count its allocator calls (python) reports 0: take
+        // alloctrace's count of its allocations, times two (each is freed).
+        let events = match results[w][0].first().map_or(0, |r| r.events) {
+            0 => configs
+                .iter()
+                .position(|c| c.name == "alloctrace (placed)")
+                .and_then(|c| results[w][c].iter().filter_map(|r| r.counted).max())
+                .map_or(1, |a| 2 * a.max(1)),
+            e => e,
+        } as f64;
         let base = configs
             .iter()
             .position(|c| c.tracer == Tracer::None)
