@@ -20,7 +20,8 @@
 //!   stack per 512 KiB;
 //! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
 //!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
-//!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries.
+//!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries;
+//! - `heaptrack`: if installed, heaptrack launching the workload (LD_PRELOAD).
 use std::{
     fmt::Write as _,
     fs,
@@ -63,6 +64,8 @@ enum Tracer {
         args: &'static [&'static str],
     },
     Bpftrace,
+    /// heaptrack (LD_PRELOAD; must launch the program), if installed.
+    Heaptrack,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +163,11 @@ const CONFIGS: &[Config] = &[
         tracer: Tracer::Bpftrace,
         floor: None,
     },
+    Config {
+        name: "heaptrack",
+        tracer: Tracer::Heaptrack,
+        floor: None,
+    },
 ];
 
 /// One run of one workload under one configuration.
@@ -175,6 +183,7 @@ struct Run {
 struct Env {
     alloctrace: PathBuf,
     bpftrace: Option<PathBuf>,
+    heaptrack: Option<PathBuf>,
     libc: PathBuf,
     scratch: PathBuf,
     iterations: u64,
@@ -211,6 +220,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     let env = Env {
         alloctrace,
         bpftrace,
+        heaptrack: if opts.no_bpftrace { None } else { which("heaptrack") },
         libc,
         scratch,
         iterations: opts.iterations,
@@ -219,6 +229,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         .iter()
         .copied()
         .filter(|c| c.tracer != Tracer::Bpftrace || env.bpftrace.is_some())
+        .filter(|c| c.tracer != Tracer::Heaptrack || env.heaptrack.is_some())
         .collect();
     let placements = placements(&env, &workloads[0].1)?;
 
@@ -455,6 +466,20 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
             }
             c
         }
+        Tracer::Heaptrack => {
+            let heaptrack = env
+                .heaptrack
+                .as_ref()
+                .expect("filtered out without heaptrack");
+            let mut c = Command::new(heaptrack);
+            c.arg("-o")
+                .arg(env.scratch.join("heaptrack.out"))
+                .args(argv(exe))
+                .arg(&n)
+                .arg(&out_file)
+                .stdout(Stdio::null());
+            c
+        }
         Tracer::Bpftrace => {
             let bpftrace = env
                 .bpftrace
@@ -592,7 +617,8 @@ fn render(
          min–max); `ns/event` is (median loop − median untraced loop) / events, an event being \
          one allocator call as the workload counts them (python cannot: twice the allocations \
          alloctrace counted over its whole run, start-up included, so its ns/event is an \
-         underestimate); `× bpftrace` divides that by the bpftrace script's; `run` is \
+         underestimate); `× bpftrace` and `× heaptrack` divide that by the bpftrace \
+         script's and heaptrack's (LD_PRELOAD: it must launch the program); `run` is \
          the whole command's wall time (median; alloctrace's includes attach and its ~1.5 s \
          detach); `counted` is the allocations alloctrace's report counts (expected: \
          iterations, plus the workload's start-up allocations; 0 for the floor).\n",
@@ -610,9 +636,9 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | run s | counted |"
+        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | × heaptrack | run s | counted |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (w, (name, _)) in workloads.iter().enumerate() {
         let med = |c: usize| {
             median(
@@ -642,6 +668,10 @@ fn render(
             .iter()
             .position(|c| c.tracer == Tracer::Bpftrace)
             .map(per_event);
+        let heap = configs
+            .iter()
+            .position(|c| c.tracer == Tracer::Heaptrack)
+            .map(per_event);
         for (c, cfg) in configs.iter().enumerate() {
             let runs = &results[w][c];
             let lo = runs.iter().map(|r| r.loop_ns).min().unwrap_or(0) as f64 / 1e6;
@@ -653,14 +683,15 @@ fn render(
                 .map(per_event)
                 .filter(|f| *f > 0.0)
                 .map_or("—".to_string(), |f| format!("{:.2}", per_event(c) / f));
-            let (ns, ratio) = if cfg.tracer == Tracer::None {
-                ("—".to_string(), "—".to_string())
+            let (ns, ratio, vs_heap) = if cfg.tracer == Tracer::None {
+                ("—".to_string(), "—".to_string(), "—".to_string())
             } else {
                 let ns = per_event(c);
-                let ratio = bpf
-                    .filter(|b| *b > 0.0)
-                    .map_or("—".to_string(), |b| format!("{:.2}", ns / b));
-                (format!("{ns:.0}"), ratio)
+                let vs = |x: Option<f64>| {
+                    x.filter(|b| *b > 0.0)
+                        .map_or("—".to_string(), |b| format!("{:.2}", ns / b))
+                };
+                (format!("{ns:.0}"), vs(bpf), vs(heap))
             };
             let counted = {
                 let mut v: Vec<u64> = runs.iter().filter_map(|r| r.counted).collect();
@@ -674,7 +705,7 @@ fn render(
             };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {wall:.2} | {counted} |",
+                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {vs_heap} | {wall:.2} | {counted} |",
                 cfg.name,
                 med(c) / 1e6
             );
