@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static long long bench_now_ns(void)
 {
@@ -30,6 +31,15 @@ static long bench_iterations(int argc, char **argv)
 	if (n <= 0) {
 		fprintf(stderr, "usage: %s ITERATIONS [OUT]\n", argv[0]);
 		exit(2);
+	}
+	/* BENCH_WAIT: a tracer that attaches to a running pid (BCC memleak) is given the pid
+	 * on "ready" and lets the loop start with one byte on stdin. */
+	if (getenv("BENCH_WAIT")) {
+		char c;
+		printf("ready\n");
+		fflush(stdout);
+		if (read(0, &c, 1) != 1)
+			exit(2);
 	}
 	return n;
 }

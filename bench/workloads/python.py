@@ -3,10 +3,15 @@
 # builds a small record (a dict, a formatted string, a list) and drops most of it, the churn of
 # real Python code. Times its own loop like the C workloads; it cannot count its allocator
 # calls, so it reports `events 0` and the bench takes the count from alloctrace's report.
+import os
 import sys
 import time
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
+if os.environ.get("BENCH_WAIT"):
+    # As bench.h: a tracer attaching to our pid lets the loop start with one byte on stdin.
+    print("ready", flush=True)
+    sys.stdin.buffer.read(1)
 kept = []
 start = time.perf_counter_ns()
 for i in range(n // 10):

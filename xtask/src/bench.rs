@@ -21,7 +21,9 @@
 //! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
 //!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
 //!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries;
-//! - `heaptrack`: if installed, heaptrack launching the workload (LD_PRELOAD).
+//! - `heaptrack`: if installed, heaptrack launching the workload (LD_PRELOAD);
+//! - `BCC memleak`: if installed (Debian's bpfcc-tools), `memleak-bpfcc -p PID` on the
+//!   workload, which waits for it (BENCH_WAIT).
 use std::{
     fmt::Write as _,
     fs,
@@ -66,6 +68,9 @@ enum Tracer {
     Bpftrace,
     /// heaptrack (LD_PRELOAD; must launch the program), if installed.
     Heaptrack,
+    /// BCC's memleak (`memleak-bpfcc -p PID`), if installed: attached to the waiting
+    /// workload (BENCH_WAIT), which is released once memleak says it is attaching.
+    Memleak,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -168,6 +173,11 @@ const CONFIGS: &[Config] = &[
         tracer: Tracer::Heaptrack,
         floor: None,
     },
+    Config {
+        name: "BCC memleak",
+        tracer: Tracer::Memleak,
+        floor: None,
+    },
 ];
 
 /// One run of one workload under one configuration.
@@ -184,6 +194,9 @@ struct Env {
     alloctrace: PathBuf,
     bpftrace: Option<PathBuf>,
     heaptrack: Option<PathBuf>,
+    memleak: Option<PathBuf>,
+    /// Comparisons left out, and why (printed with the results).
+    notes: Vec<String>,
     libc: PathBuf,
     scratch: PathBuf,
     iterations: u64,
@@ -220,16 +233,41 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     let env = Env {
         alloctrace,
         bpftrace,
-        heaptrack: if opts.no_bpftrace { None } else { which("heaptrack") },
+        heaptrack: if opts.no_bpftrace {
+            None
+        } else {
+            which("heaptrack")
+        },
+        memleak: None,
+        notes: Vec::new(),
         libc,
         scratch,
         iterations: opts.iterations,
     };
+    let mut env = env;
+    if !opts.no_bpftrace {
+        match which("memleak-bpfcc") {
+            None => env
+                .notes
+                .push("BCC memleak: not installed (apt-get install bpfcc-tools)".to_string()),
+            Some(m) => match memleak_works(&m) {
+                Ok(()) => env.memleak = Some(m),
+                Err(why) => {
+                    eprintln!("xtask: bench: BCC memleak left out: {why}");
+                    env.notes.push(format!(
+                        "BCC memleak: left out, it cannot run on this kernel ({why}; BCC \
+                         compiles its program against the running kernel's headers)"
+                    ));
+                }
+            },
+        }
+    }
     let configs: Vec<Config> = CONFIGS
         .iter()
         .copied()
         .filter(|c| c.tracer != Tracer::Bpftrace || env.bpftrace.is_some())
         .filter(|c| c.tracer != Tracer::Heaptrack || env.heaptrack.is_some())
+        .filter(|c| c.tracer != Tracer::Memleak || env.memleak.is_some())
         .collect();
     let placements = placements(&env, &workloads[0].1)?;
 
@@ -423,6 +461,136 @@ END {{ clear(@addr); clear(@size); clear(@memptr); }}
     )
 }
 
+/// Whether BCC memleak can attach here: it compiles its program at start-up and needs the
+/// running kernel's headers, which custom kernels often lack. Tried on a `sleep`.
+fn memleak_works(memleak: &Path) -> std::result::Result<(), String> {
+    use std::io::Read;
+    let mut sleeper = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .map_err(|e| format!("cannot run sleep: {e}"))?;
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            &memleak.display().to_string(),
+            "-p",
+            &sleeper.id().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(|mut c| {
+            // It prints "Attaching to pid" and goes on: read until then, or until it ends.
+            let mut text = String::new();
+            let mut buf = [0u8; 4096];
+            let mut so = c.stdout.take().expect("piped");
+            while let Ok(k) = so.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                text.push_str(&String::from_utf8_lossy(&buf[..k]));
+                if text.contains("Attaching to pid") {
+                    break;
+                }
+            }
+            let _ = c.kill();
+            let mut err = String::new();
+            if let Some(mut e) = c.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = c.wait();
+            (text, err)
+        });
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let (text, err) = out.map_err(|e| format!("cannot run {}: {e}", memleak.display()))?;
+    if text.contains("Attaching to pid") {
+        return Ok(());
+    }
+    let why = err
+        .lines()
+        .find(|l| l.contains("kernel headers") || l.starts_with("Exception"))
+        .or_else(|| err.lines().last())
+        .unwrap_or("it did not attach");
+    Err(why.trim().to_string())
+}
+
+/// BCC memleak on the workload: the workload waits (BENCH_WAIT) until memleak, attached to its
+/// pid, has had time to attach its probes (it prints "Attaching to pid" first, then attaches
+/// within milliseconds; a second is left), then runs its loop; memleak is stopped after.
+fn run_memleak(env: &Env, exe: &Path, n: &str, out_file: &Path) -> Result<Run> {
+    use std::io::{BufRead, BufReader, Write};
+    let memleak = env.memleak.as_ref().expect("filtered out without memleak");
+    let start = Instant::now();
+    let a = argv(exe);
+    let mut w = Command::new(&a[0])
+        .args(&a[1..])
+        .arg(n)
+        .arg(out_file)
+        .env("BENCH_WAIT", "1")
+        .env("PYTHONMALLOC", "malloc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let mut wout = BufReader::new(w.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    wout.read_line(&mut line)?;
+    ensure!(
+        line.trim() == "ready",
+        "{} said {line:?}, not ready",
+        exe.display()
+    );
+    let mut m = Command::new(memleak)
+        .args(["-p", &w.id().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", memleak.display()))?;
+    let mut mout = BufReader::new(m.stdout.take().context("no stdout")?);
+    loop {
+        line.clear();
+        if mout.read_line(&mut line)? == 0 {
+            let _ = w.kill();
+            bail!("memleak ended before attaching");
+        }
+        if line.contains("Attaching to pid") {
+            break;
+        }
+    }
+    let drain = std::thread::spawn(move || {
+        let mut sink = String::new();
+        while mout.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    w.stdin.take().context("no stdin")?.write_all(b"g")?;
+    let status = w.wait()?;
+    // SAFETY: plain kill(2) of our child.
+    unsafe { libc::kill(m.id() as i32, libc::SIGINT) };
+    let _ = m.wait();
+    let _ = drain.join();
+    ensure!(
+        status.success(),
+        "{} under memleak: {status}",
+        exe.display()
+    );
+    let text = fs::read_to_string(out_file)
+        .with_context(|| format!("no {} from {}", out_file.display(), exe.display()))?;
+    let field = |key: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .with_context(|| format!("no `{key}` in {}:\n{text}", out_file.display()))
+    };
+    Ok(Run {
+        loop_ns: field("elapsed_ns ")?,
+        events: field("events ")?,
+        wall_s: start.elapsed().as_secs_f64(),
+        counted: None,
+    })
+}
+
 /// Debian's python3, an unmodified real program for the `*.py` workloads.
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -442,7 +610,11 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
     let report = env.scratch.join("report.json");
     let _ = fs::remove_file(&report);
     let n = env.iterations.to_string();
+    if cfg.tracer == Tracer::Memleak {
+        return run_memleak(env, exe, &n, &out_file);
+    }
     let mut command = match cfg.tracer {
+        Tracer::Memleak => unreachable!("run above"),
         Tracer::None => {
             let a = argv(exe);
             let mut c = Command::new(&a[0]);
@@ -618,7 +790,8 @@ fn render(
          one allocator call as the workload counts them (python cannot: twice the allocations \
          alloctrace counted over its whole run, start-up included, so its ns/event is an \
          underestimate); `× bpftrace` and `× heaptrack` divide that by the bpftrace \
-         script's and heaptrack's (LD_PRELOAD: it must launch the program); `run` is \
+         script's and heaptrack's (LD_PRELOAD: it must launch the program); BCC memleak \
+         (stock, free probed at its entry) attaches to the waiting workload's pid; `run` is \
          the whole command's wall time (median; alloctrace's includes attach and its ~1.5 s \
          detach); `counted` is the allocations alloctrace's report counts (expected: \
          iterations, plus the workload's start-up allocations; 0 for the floor).\n",
@@ -716,6 +889,9 @@ fn render(
         for p in placements {
             let _ = writeln!(s, "- {p}");
         }
+    }
+    for n in &env.notes {
+        let _ = writeln!(s, "\n{n}.");
     }
     let _ = writeln!(
         s,
