@@ -11,7 +11,7 @@
  *   - ticks [120, 240), 1.2 s: large_infrequent_phase: one 1 MiB buffer every 30 ticks (4 in
  *     all, ~3.3/s), written, then freed;
  *   - ticks [240, 360), 1.2 s: burst_phase: a burst of 2,000 mallocs of 256 B (a few ms), all
- *     freed, every 40 ticks (3 bursts), quiet in between (~400 ms);
+ *     freed, every 40 ticks from tick 250 (3 bursts), quiet in between (~400 ms);
  *   - every tick: leaky_growth: one 4 KiB block, never freed (360 blocks, 1.4 MiB: growing).
  *
  * `phases half` halves every allocation count (24 -> 12 per tick, 4 -> 2 buffers, 2,000 ->
@@ -138,7 +138,11 @@ int main(int argc, char **argv)
                 large_infrequent_phase();
             break;
         default:
-            if (k % BURST_EVERY == 0)
+            /* Half a 200 ms drain interval off the tick grid: a burst (a few ms) that
+             * started with a drain would be split across two intervals at every burst (the
+             * drains and the bursts keep their phase), and each interval would hold half a
+             * burst: no quiet interval left to see. */
+            if (k % BURST_EVERY == BURST_EVERY / 4)
                 burst_phase(half ? BURST_N / 2 : BURST_N);
             break;
         }
