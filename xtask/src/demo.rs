@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: traces tests/workloads/demo.c, a program with one function per
-//! allocation pattern that prints its own ground truth, and writes its folded stacks.
+//! allocation pattern that prints its own ground truth, and writes its folded stacks, flame
+//! graph, plot and HTML report.
 use std::{
     fs,
     process::{Command, ExitCode},
@@ -15,6 +16,9 @@ pub fn demo() -> Result<ExitCode> {
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let demo = out_dir.join("demo");
     let folded = out_dir.join("demo.folded");
+    let svg = out_dir.join("demo.svg");
+    let plot = out_dir.join("demo-plot.png");
+    let html = out_dir.join("demo.html");
 
     // Frame pointers and no sibling calls keep every pattern's function on its stacks.
     cmd::run(
@@ -30,19 +34,22 @@ pub fn demo() -> Result<ExitCode> {
             .arg(cmd::root().join("tests/workloads/demo.c")),
     )?;
 
+    // A 200 ms interval: the demo's phases last about a second each.
     let st = cmd::status(
         Command::new(&bin)
-            .arg("--folded")
+            .args(["--interval", "200ms", "--folded"])
             .arg(&folded)
+            .arg("--flamegraph")
+            .arg(&svg)
+            .arg("--plot")
+            .arg(&plot)
+            .arg("--html")
+            .arg(&html)
             .arg("--")
             .arg(&demo),
     )?;
-    if folded.is_file() {
-        eprintln!("xtask: folded stacks in {}", folded.display());
-        eprintln!(
-            "xtask: for a flame graph: inferno-flamegraph < {} > demo.svg",
-            folded.display()
-        );
+    if html.is_file() {
+        eprintln!("xtask: open {} in a browser", html.display());
     }
     Ok(cmd::exit_code(st))
 }
