@@ -26,6 +26,25 @@ pub const TRACING_PREFIX: &str = "alloctrace: tracing ";
 pub const ERROR_PREFIX: &str = "alloctrace: error: ";
 /// The drain interval the tests use (short, so runs end soon after their target).
 pub const INTERVAL: &str = "250ms";
+
+/// `alloctrace --pid PID --interval 250ms --report json -o REPORT EXTRA`.
+pub fn pid_args(pid: u32, report: &Path, extra: &[&OsStr]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = [
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        INTERVAL,
+        "--report",
+        "json",
+        "-o",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    a.push(report.into());
+    a.extend(extra.iter().map(|s| s.to_os_string()));
+    a
+}
 /// Longest a whole alloctrace run may take before the test kills it and fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest alloctrace may take to load and attach its probes.

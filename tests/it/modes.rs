@@ -10,25 +10,6 @@ use std::time::{Duration, Instant};
 use alloctrace_tests::*;
 use serde_json::json;
 
-/// `alloctrace --pid PID --interval 250ms --report json -o REPORT EXTRA`.
-fn pid_args(pid: u32, report: &std::path::Path, extra: &[&str]) -> Vec<OsString> {
-    let mut a: Vec<OsString> = [
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        INTERVAL,
-        "--report",
-        "json",
-        "-o",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    a.push(report.into());
-    a.extend(extra.iter().map(OsString::from));
-    a
-}
-
 /// `wait` runs, allocates 25 blocks, and waits; alloctrace attaches with --pid; released, the
 /// workload allocates, frees, frees the 25 older blocks (unknown frees) and exits, which ends
 /// the run. Everything after the attach is counted exactly; nothing before it is.

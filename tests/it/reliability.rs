@@ -14,25 +14,6 @@ use std::time::{Duration, Instant};
 
 use alloctrace_tests::*;
 
-/// `alloctrace --pid PID --interval 250ms --report json -o REPORT EXTRA`.
-fn pid_args(pid: u32, report: &Path, extra: &[&OsStr]) -> Vec<OsString> {
-    let mut a: Vec<OsString> = [
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        INTERVAL,
-        "--report",
-        "json",
-        "-o",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    a.push(report.into());
-    a.extend(extra.iter().map(|s| s.to_os_string()));
-    a
-}
-
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
@@ -649,7 +630,6 @@ fn full_stack_map_counts_every_lost_stack() {
         Scratch::new(),
     );
     run.finished.assert_code(0);
-    let context = run.finished.describe();
     assert_process_matches(&run.report, &run.truth);
     let sites = run.report.sites_of(run.truth.pid);
     assert_eq!(
@@ -672,11 +652,18 @@ fn full_stack_map_counts_every_lost_stack() {
             run.report.describe_sites(run.truth.pid)
         );
     }
+    assert_only_loss(&run, "stack_map_full", 36, "raise --max-stacks");
+}
+
+/// The report's only non-zero loss counter is `name`, at exactly `n`, and stderr printed the
+/// hint that fixes it.
+fn assert_only_loss(run: &Launched, name: &str, n: u64, hint: &str) {
+    let context = run.finished.describe();
     let mut losses = run.report.losses();
-    assert_eq!(losses.remove("stack_map_full"), Some(36), "{context}");
+    assert_eq!(losses.remove(name), Some(n), "{context}");
     assert!(losses.values().all(|&n| n == 0), "{losses:?}");
     assert!(
-        run.finished.stderr.contains("raise --max-stacks"),
+        run.finished.stderr.contains(hint),
         "no hint on stderr\n{context}"
     );
 }
@@ -713,13 +700,7 @@ fn full_live_map_counts_every_lost_block() {
         "{}",
         run.report.describe_sites(pid)
     );
-    let mut losses = run.report.losses();
-    assert_eq!(losses.remove("live_map_full"), Some(900), "{context}");
-    assert!(losses.values().all(|&n| n == 0), "{losses:?}");
-    assert!(
-        run.finished.stderr.contains("raise --max-live"),
-        "no hint on stderr\n{context}"
-    );
+    assert_only_loss(&run, "live_map_full", 900, "raise --max-live");
 }
 
 // =============================================================================================

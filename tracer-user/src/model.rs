@@ -301,6 +301,15 @@ impl Profile {
         pids.any(|p| p != first)
     }
 
+    /// What a site's share of bytes is of: everything allocated, or the sites' own sum when
+    /// the process totals are missing.
+    pub fn share_base(&self) -> u64 {
+        match self.total().bytes {
+            0 => self.sites.iter().map(|s| s.counters.bytes).sum(),
+            total => total,
+        }
+    }
+
     pub fn total(&self) -> Counters {
         let mut c = Counters::default();
         for p in &self.processes {

@@ -95,7 +95,7 @@ fn fmt_interval(d: Duration) -> String {
     format!("{s}s")
 }
 
-fn percent(part: u64, whole: u64) -> String {
+pub fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         "-".to_string()
     } else {
@@ -375,7 +375,7 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     if multi {
         render_processes(&mut out, p, top);
     }
-    render_sites(&mut out, p, top, total.bytes, multi);
+    render_sites(&mut out, p, top, multi);
     render_hotspots(&mut out, &a.hotspots, multi, sees_frees);
     render_patterns(&mut out, a, top, multi, sees_frees);
     if !a.patterns.is_empty() {
@@ -430,19 +430,14 @@ fn render_processes(out: &mut String, p: &Profile, top: usize) {
     }
 }
 
-fn render_sites(out: &mut String, p: &Profile, top: usize, total_bytes: u64, multi: bool) {
+fn render_sites(out: &mut String, p: &Profile, top: usize, multi: bool) {
     let sees_frees = p.mode.sees_frees();
     let sites = p.sites_by_bytes();
     if sites.is_empty() {
         let _ = writeln!(out, "\nAllocation sites: none recorded");
         return;
     }
-    // Shares are of everything allocated; if the process totals are missing, of the sites.
-    let whole = if total_bytes > 0 {
-        total_bytes
-    } else {
-        sites.iter().map(|s| s.counters.bytes).sum()
-    };
+    let whole = p.share_base();
     let shown = sites.len().min(top);
     let _ = writeln!(
         out,

@@ -24,13 +24,7 @@ fn title(p: &Profile, weight: FoldedWeight) -> String {
     };
     // inferno centres the title on a fixed-width image: a long command path would be cut at
     // both ends, so keep its end, which says what it is.
-    let target = p.target.to_string();
-    let n = target.chars().count();
-    let target = if n > 70 {
-        format!("…{}", target.chars().skip(n - 69).collect::<String>())
-    } else {
-        target
-    };
+    let target = crate::export::plot::shorten(&p.target.to_string(), 70);
     format!(
         "alloctrace: {target} — {:.1} s — {what}",
         p.duration.as_secs_f64()

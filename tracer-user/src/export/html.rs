@@ -25,7 +25,7 @@ use crate::export::flamegraph::{self, xml_escape as esc};
 use crate::export::folded::FoldedWeight;
 use crate::export::plot;
 use crate::model::{Frame, Profile};
-use crate::report::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns};
+use crate::report::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns, percent};
 
 /// Frames of a site's stack listed under it.
 const MAX_FRAMES: usize = 24;
@@ -352,12 +352,7 @@ fn top_sites(out: &mut String, p: &Profile, top: usize) {
         out.push_str("<h2>Allocation sites</h2>\n<p>None recorded.</p>\n</section>\n");
         return;
     }
-    let total = p.total().bytes;
-    let whole = if total > 0 {
-        total
-    } else {
-        sites.iter().map(|s| s.counters.bytes).sum()
-    };
+    let whole = p.share_base();
     let shown = sites.len().min(top);
     let _ = writeln!(
         out,
@@ -412,11 +407,7 @@ fn top_sites(out: &mut String, p: &Profile, top: usize) {
             }
             out.push_str("</ol></details>");
         }
-        let share = if whole > 0 {
-            format!("{:.1}%", c.bytes as f64 * 100.0 / whole as f64)
-        } else {
-            "-".to_string()
-        };
+        let share = percent(c.bytes, whole);
         let _ = writeln!(
             out,
             "</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{share}</td>\

@@ -198,7 +198,7 @@ fn fmt_tick(v: f64) -> String {
 
 /// At most `max` characters of `s`: its end, after an ellipsis (a command's path is long, its
 /// end says what it is).
-fn shorten(s: &str, max: usize) -> String {
+pub fn shorten(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();
