@@ -17,10 +17,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use aya_log_ebpf::warn;
 
 use crate::maps::{CALLS, CONTROL, EVENTS, LIVE, LOSSES, PROCS, SITES};
-use crate::{sample, stack, SELF_TGID};
+use crate::{global, sample, stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -32,17 +31,13 @@ fn add(counter: &mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, v) };
 }
 
-/// Counts a loss. Logs only the first one of each kind on a CPU: map-full losses repeat on
-/// every allocation and logging must stay off the hot path.
+/// Counts a loss. User space reports every nonzero counter at each drain (no eBPF log: its
+/// types' BTF cannot load next to the task-storage map's).
 #[inline(always)]
-pub fn bump_loss<C: EbpfContext>(ctx: &C, which: u32) {
+pub fn bump_loss<C: EbpfContext>(_ctx: &C, which: u32) {
     if let Some(c) = LOSSES.get_ptr_mut(which) {
         // SAFETY: a per-CPU array slot.
-        let c = unsafe { &mut *c };
-        if *c == 0 {
-            warn!(ctx, "alloctrace: first loss of kind {}", which);
-        }
-        add(c, 1);
+        add(unsafe { &mut *c }, 1);
     }
 }
 
@@ -69,10 +64,9 @@ pub fn array_bytes(n: u64, size: u64) -> u64 {
 }
 
 #[inline(always)]
-fn current() -> Option<(u64, u32)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == SELF_TGID.load() {
+fn current() -> Option<u32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == global(&SELF_TGID) {
         return None;
     }
     if CONTROL
@@ -81,19 +75,21 @@ fn current() -> Option<(u64, u32)> {
     {
         return None;
     }
-    Some((pid_tgid, tgid))
+    Some(tgid)
 }
 
 #[inline(always)]
 pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32 {
-    let Some((pid_tgid, tgid)) = current() else {
+    let Some(tgid) = current() else {
         return 0;
     };
     // SAFETY: regs points at the probed task's saved registers for the program's duration.
     let (sp, fp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
-    if let Some(state) = CALLS.get_ptr_mut(&pid_tgid) {
-        // SAFETY: this thread's own entry; only this thread's probes touch it.
-        let state = unsafe { &mut *state };
+    let Some(state) = CALLS.current_or_zeroed() else {
+        bump_loss(ctx, loss::CALL_MAP_FULL);
+        return 0;
+    };
+    if state.active != 0 {
         // Nested calls run deeper on the same stack, or at the same depth when the outer
         // function tail-calls the inner one (glibc's aligned_alloc jumps to malloc).
         if sp <= state.sp {
@@ -110,12 +106,13 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     } else {
         0
     };
-    let mut state = CallState {
+    *state = CallState {
         size,
         ptr_arg,
         stack_hash,
         sp,
         kind: kind as u32,
+        active: 1,
         ..CallState::default()
     };
     if kind == CallKind::Realloc && ptr_arg != 0 {
@@ -131,37 +128,26 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
             let _ = LIVE.remove(&key);
         }
     }
-    if CALLS.insert(&pid_tgid, &state, 0).is_err() {
-        bump_loss(ctx, loss::CALL_MAP_FULL);
-        if state.old_known != 0 {
-            // Without the call state its return cannot be seen: leave the block as it was.
-            let key = BlockKey {
-                tgid,
-                _pad: 0,
-                addr: ptr_arg,
-            };
-            let _ = LIVE.insert(&key, &state.old, 0);
-        }
-    }
     0
 }
 
 #[inline(always)]
 pub fn exit(ctx: &RetProbeContext) -> u32 {
-    let Some((pid_tgid, tgid)) = current() else {
+    let Some(tgid) = current() else {
         return 0;
     };
-    let Some(state) = CALLS.get_ptr_mut(&pid_tgid) else {
+    let Some(state) = CALLS.current() else {
         return 0;
     };
-    // SAFETY: this thread's own entry.
-    let state = unsafe { &mut *state };
+    if state.active == 0 {
+        return 0;
+    }
     if state.depth > 0 {
         state.depth -= 1;
         return 0;
     }
+    state.active = 0;
     let st = *state;
-    let _ = CALLS.remove(&pid_tgid);
     let ret: u64 = ctx.ret();
     let kind = st.kind;
     if kind == CallKind::Plain as u32 {
@@ -208,14 +194,13 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
     if addr == 0 {
         return 0;
     }
-    let Some((pid_tgid, tgid)) = current() else {
+    let Some(tgid) = current() else {
         return 0;
     };
     // SAFETY: as in `enter`.
     let sp = unsafe { (*ctx.regs).rsp };
-    if let Some(state) = CALLS.get_ptr(&pid_tgid) {
-        // SAFETY: this thread's own entry.
-        if sp <= unsafe { (*state).sp } {
+    if let Some(state) = CALLS.current() {
+        if state.active != 0 && sp <= state.sp {
             // Inside an allocator call (realloc(p, 0)): the outer call accounts for it.
             return 0;
         }
@@ -242,7 +227,7 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
 /// PTRDIFF_MAX, calloc overflow) are not counted; any other failure (out of memory) is.
 #[inline(always)]
 pub fn count_request(ctx: &ProbeContext, size: u64) -> u32 {
-    if let Some((_, tgid)) = current() {
+    if let Some(tgid) = current() {
         count_at_entry(ctx, tgid, size);
     }
     0
@@ -252,18 +237,20 @@ pub fn count_request(ctx: &ProbeContext, size: u64) -> u32 {
 /// request to malloc (see `count_delegated`) already counted it.
 #[inline(always)]
 pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
-    let Some((pid_tgid, tgid)) = current() else {
+    let Some(tgid) = current() else {
         return 0;
     };
-    if let Some(outer) = CALLS.get_ptr(&pid_tgid) {
-        // SAFETY: this thread's own entry; as in `enter` for the registers.
-        let (outer_sp, sp) = unsafe { ((*outer).sp, (*ctx.regs).rsp) };
-        let _ = CALLS.remove(&pid_tgid);
-        // Called from inside the outer call (deeper), or tail-called by it (same depth).
-        if sp <= outer_sp {
-            return 0;
+    if let Some(outer) = CALLS.current() {
+        if outer.active != 0 {
+            outer.active = 0;
+            // SAFETY: as in `enter`.
+            let sp = unsafe { (*ctx.regs).rsp };
+            // Called from inside the outer call (deeper), or tail-called by it (same depth).
+            if sp <= outer.sp {
+                return 0;
+            }
+            bump_loss(ctx, loss::STALE_CALL);
         }
-        bump_loss(ctx, loss::STALE_CALL);
     }
     count_at_entry(ctx, tgid, size);
     0
@@ -275,18 +262,17 @@ pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
 /// would be lost: glibc keeps no frame pointers), and malloc is told to skip it.
 #[inline(always)]
 pub fn count_delegated(ctx: &ProbeContext, size: u64) -> u32 {
-    let Some((pid_tgid, tgid)) = current() else {
+    let Some(tgid) = current() else {
         return 0;
     };
     count_at_entry(ctx, tgid, size);
-    let state = CallState {
-        // SAFETY: as in `enter`.
-        sp: unsafe { (*ctx.regs).rsp },
-        ..CallState::default()
-    };
-    if CALLS.insert(&pid_tgid, &state, 0).is_err() {
+    let Some(state) = CALLS.current_or_zeroed() else {
         bump_loss(ctx, loss::CALL_MAP_FULL);
-    }
+        return 0;
+    };
+    // SAFETY: as in `enter`.
+    state.sp = unsafe { (*ctx.regs).rsp };
+    state.active = 1;
     0
 }
 

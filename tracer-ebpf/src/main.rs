@@ -10,6 +10,7 @@ mod alloc;
 mod maps;
 mod sample;
 mod stack;
+mod task_storage;
 
 use alloctrace_common::CallKind;
 use aya_ebpf::{
@@ -17,13 +18,24 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
+// Globals the loader sets before loading (read-only data). Plain statics read through
+// `global`, not aya_ebpf::Global: its MaybeUninit is a BTF union whose name the kernel
+// rejects, and the object's BTF must load for the task-storage map.
+
 /// tgid of alloctrace itself, set by the loader; never traced.
 #[unsafe(no_mangle)]
-static SELF_TGID: aya_ebpf::Global<u32> = aya_ebpf::Global::new(0);
+static SELF_TGID: u32 = 0;
 
 /// Mean bytes between sampled allocations; 0 samples every one. Set by the loader.
 #[unsafe(no_mangle)]
-static SAMPLE_BYTES: aya_ebpf::Global<u64> = aya_ebpf::Global::new(0);
+static SAMPLE_BYTES: u64 = 0;
+
+/// Reads a loader-set global: volatile, so the compiler cannot fold the 0 it was built with.
+#[inline(always)]
+fn global<T: Copy>(v: &T) -> T {
+    // SAFETY: a reference to a static is valid to read.
+    unsafe { core::ptr::read_volatile(v) }
+}
 
 fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)

@@ -3,8 +3,9 @@
 use alloctrace_common::{
     loss, AllocInfo, BlockKey, CallState, ProcStats, SiteStats, StackKey, StackTrace,
 };
+use crate::task_storage::TaskStorage;
 use aya_ebpf::{
-    macros::map,
+    macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 
@@ -20,9 +21,9 @@ pub static SITES: HashMap<StackKey, SiteStats> = HashMap::with_max_entries(16384
 #[map]
 pub static LIVE: HashMap<BlockKey, AllocInfo> = HashMap::with_max_entries(524288, 0);
 
-/// pid_tgid (one thread) -> state of the allocator call it is inside.
-#[map]
-pub static CALLS: HashMap<u64, CallState> = HashMap::with_max_entries(16384, 0);
+/// Per thread: the state of the allocator call it is inside.
+#[btf_map]
+pub static CALLS: TaskStorage<CallState> = TaskStorage::new();
 
 /// tgid -> cumulative per-process totals.
 #[map]

@@ -4,14 +4,14 @@ use alloctrace_common::sampling::next_interval;
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 
 use crate::maps::SAMPLER;
-use crate::SAMPLE_BYTES;
+use crate::{global, SAMPLE_BYTES};
 
 /// Whether an allocation of `size` bytes is sampled. Every allocation is when sampling is off.
 /// The countdown is per CPU: a program runs to completion on one CPU, and the draws are
 /// memoryless, so which CPU's countdown an allocation consumes does not bias the estimate.
 #[inline(always)]
 pub fn take(size: u64) -> bool {
-    let mean = SAMPLE_BYTES.load();
+    let mean = global(&SAMPLE_BYTES);
     if mean == 0 {
         return true;
     }

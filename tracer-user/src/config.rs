@@ -38,7 +38,6 @@ pub struct Config {
     pub max_live: u32,
     pub max_samples: usize,
     pub analyze: crate::analyze::Options,
-    pub verbose: u8,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -172,7 +171,6 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
             large_max_rate: cli.large_max_rate,
             short_lived: cli.short_lived,
         },
-        verbose: cli.verbose,
     })
 }
 

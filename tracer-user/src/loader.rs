@@ -33,6 +33,9 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, sizes.max_stacks)
         .map_max_entries(abi::MAP_LIVE, sizes.max_live)
+        // CALLS is task storage, which aya 0.14 has no user-space type for; only the kernel
+        // side uses it.
+        .allow_unsupported_maps()
         .load(OBJECT)
         .map_err(LoadError::Load)
 }

@@ -136,7 +136,7 @@ impl Losses {
             (
                 "call map full",
                 self.call_map_full,
-                "too many threads inside the allocator at once",
+                "the kernel could not allocate a thread's call state",
             ),
             (
                 "process map full",

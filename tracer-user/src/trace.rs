@@ -99,17 +99,6 @@ pub fn run(cfg: Config) -> Result<i32> {
         max_live: cfg.max_live,
         sample_bytes: cfg.sample_bytes.unwrap_or(0),
     })?;
-    let mut bpf_log = if cfg.verbose > 0 {
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                log::warn!("no eBPF log: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
     let attached = probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode)?;
     let mut drainer = Drainer::take(&mut ebpf, cfg.max_samples)?;
     let symbolizer = Arc::new(Symbolizer::new());
@@ -158,7 +147,6 @@ pub fn run(cfg: Config) -> Result<i32> {
         target_pid,
         start,
         &mut samples,
-        &mut bpf_log,
         exe,
     ))?;
 
@@ -217,7 +205,6 @@ pub fn run(cfg: Config) -> Result<i32> {
         ..profile
     };
     write_outputs(&cfg, &profile)?;
-    drop(bpf_log);
     drop(ebpf);
 
     Ok(match (held, end) {
@@ -270,7 +257,6 @@ async fn watch(
     target_pid: Option<u32>,
     start: Instant,
     samples: &mut VecDeque<Sample>,
-    bpf_log: &mut Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     mut exe: Option<target::ExeWatch>,
 ) -> Result<End> {
     let first = tokio::time::Instant::from_std(start) + cfg.interval;
@@ -297,9 +283,6 @@ async fn watch(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(l) = bpf_log.as_mut() {
-                    l.flush();
-                }
                 let t = start.elapsed();
                 drainer.record_series(t);
                 let (s, procs) = drainer.sample(t);

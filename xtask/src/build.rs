@@ -23,7 +23,11 @@ fn build_ebpf() -> Result<PathBuf> {
         cmd::cargo(NIGHTLY)?
             .args(["build", "-p", "tracer-ebpf", "-Z", "build-std=core"])
             .args(["--target", BPF_TARGET, "--release", "--target-dir"])
-            .arg(&target_dir),
+            .arg(&target_dir)
+            // Full debug info for every crate, build-std's compiler_builtins included: its
+            // memset/memcpy get BTF FUNC entries with real types only then, and the kernel
+            // refuses the object's BTF (needed by the task-storage map) otherwise.
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "2"),
     )?;
     let obj = target_dir.join(BPF_TARGET).join("release/tracer-ebpf");
     ensure!(

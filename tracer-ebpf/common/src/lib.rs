@@ -138,7 +138,8 @@ pub struct AllocInfo {
 }
 const _: () = assert!(size_of::<AllocInfo>() == 24);
 
-/// State of an allocator call between its entry and its return, keyed by `pid_tgid` (thread).
+/// State of an allocator call between its entry and its return: one per thread, in the
+/// kernel's task storage. Kernel-only, kept here with the other layouts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallState {
@@ -161,7 +162,8 @@ pub struct CallState {
     pub depth: u32,
     /// 1 when `old` holds the realloc'd block's record.
     pub old_known: u32,
-    pub _pad: u32,
+    /// 1 between an outermost call's entry and its return; the storage outlives calls.
+    pub active: u32,
 }
 const _: () = assert!(size_of::<CallState>() == 72);
 
@@ -188,7 +190,8 @@ pub mod loss {
     pub const SITE_MAP_FULL: u32 = 1;
     /// A block could not be tracked: the in-flight map is full (raise --max-live).
     pub const LIVE_MAP_FULL: u32 = 2;
-    /// The entry state of a call could not be stored: too many threads inside the allocator.
+    /// The entry state of a call could not be stored: the kernel could not allocate the
+    /// thread's task storage (or it was busy on that CPU).
     pub const CALL_MAP_FULL: u32 = 3;
     /// A process could not be stored: the process map is full.
     pub const PROC_MAP_FULL: u32 = 4;
