@@ -1,9 +1,9 @@
 //! Every map of the tracer. Sizes here are defaults: the loader sets the real ones from
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
+use crate::task_storage::TaskStorage;
 use alloctrace_common::{
     loss, AllocInfo, BlockKey, CallState, ProcStats, SiteStats, StackKey, StackTrace,
 };
-use crate::task_storage::TaskStorage;
 use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
