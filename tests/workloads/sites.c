@@ -66,8 +66,12 @@ static void *others[OTHER_N];
 static void *kept[FAILED_N];
 static void *zeroed[ZERO_REALLOC_N];
 
-/* A size no allocator can satisfy, hidden from the compiler's -Walloc-size-larger-than. */
+/* Sizes no allocator can satisfy, hidden from the compiler's -Walloc-size-larger-than: above
+ * PTRDIFF_MAX (glibc refuses at once), and 120 TiB, which glibc tries and the kernel cannot
+ * give (ENOMEM): no hole in a 128 TiB address space with a program in it is that large,
+ * whatever the overcommit policy. tests/it/sites.rs knows both. */
 static volatile size_t huge = SIZE_MAX / 2 + 1;
+static volatile size_t big = (size_t)120 << 40;
 
 NOINLINE static void alloc_small(void)
 {
@@ -221,14 +225,20 @@ NOINLINE static void alloc_for_failed_realloc(void)
     }
 }
 
-/* realloc to an impossible size returns NULL and leaves the old block alive (never freed). */
+/* realloc to an impossible size returns NULL and leaves the old block alive (never freed);
+ * malloc, calloc and posix_memalign of one fail and allocate nothing. */
 NOINLINE static void failed_realloc(void)
 {
     for (int i = 0; i < FAILED_N; i++) {
-        void *q = realloc(kept[i], huge);
+        void *q = realloc(kept[i], i % 2 ? huge : big);
         if (q != NULL)
             gt_die("a realloc that should fail succeeded");
         gt_sink = kept[i];
+        if (malloc(big) != NULL || calloc(1, big) != NULL)
+            gt_die("an allocation that should fail succeeded");
+        void *p = NULL;
+        if (posix_memalign(&p, 64, big) == 0)
+            gt_die("a posix_memalign that should fail succeeded");
     }
 }
 

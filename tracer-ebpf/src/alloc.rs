@@ -7,8 +7,8 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, CallState, Event, ProcStats, StackKey,
-    MALLOC_ALIGNMENT, PTRDIFF_MAX,
+    event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, Event, ProcStats, SiteStats, StackKey,
+    HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
     helpers::{
@@ -101,20 +101,27 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     // Sampling (--sample-bytes): an unsampled call walks no stack and its block belongs to no
     // site (stack hash 0), but it is still tracked, so process totals, frees and live bytes
     // stay exact.
-    let stack_hash = if sample::take(size) {
+    let (stack_hash, site) = if sample::take(size) {
         stack::record(ctx, tgid, sp, fp)
     } else {
-        0
+        (0, None)
     };
-    *state = CallState {
-        size,
-        ptr_arg,
-        stack_hash,
-        sp,
-        kind: kind as u32,
-        active: 1,
-        ..CallState::default()
-    };
+    // Counted here, where the site is in hand, rather than at the return, which would look it
+    // up again; the return takes it back if the call allocated nothing. Requests glibc
+    // refuses outright (above PTRDIFF_MAX, calloc overflow) are not counted even for that
+    // moment, where a drain could see them.
+    if size <= PTRDIFF_MAX {
+        count_alloc(ctx, tgid, site, size);
+    }
+    // Field by field: a struct literal with `..default()` becomes a memset call.
+    state.size = size;
+    state.ptr_arg = ptr_arg;
+    state.stack_hash = stack_hash;
+    state.sp = sp;
+    state.kind = kind as u32;
+    state.depth = 0;
+    state.old_known = 0;
+    state.active = 1;
     if kind == CallKind::Realloc && ptr_arg != 0 {
         let key = BlockKey {
             tgid,
@@ -149,25 +156,24 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
     state.active = 0;
     let st = *state;
     let ret: u64 = ctx.ret();
-    let kind = st.kind;
-    if kind == CallKind::Plain as u32 {
-        if ret != 0 {
-            record_alloc(ctx, tgid, ret, st.size, st.stack_hash);
+    // The new block, or 0 when the call allocated nothing.
+    let block = if st.kind == CallKind::PosixMemalign as u32 {
+        if ret as u32 == 0 {
+            // SAFETY: reads the caller's out-parameter; the helper fails instead of faulting.
+            unsafe { bpf_probe_read_user(st.ptr_arg as *const u64) }.unwrap_or(0)
+        } else {
+            0
         }
-    } else if kind == CallKind::Realloc as u32 {
-        if st.ptr_arg == 0 {
-            if ret != 0 {
-                record_alloc(ctx, tgid, ret, st.size, st.stack_hash);
-            }
-        } else if ret != 0 || st.size == 0 {
+    } else {
+        ret
+    };
+    if st.kind == CallKind::Realloc as u32 && st.ptr_arg != 0 {
+        if block != 0 || st.size == 0 {
             // Moved, resized in place, or realloc(p, 0) freed it.
             if st.old_known != 0 {
-                record_freed(tgid, &st.old);
+                record_freed(ctx, tgid, &st.old);
             } else {
                 count_unknown_free(ctx, tgid);
-            }
-            if ret != 0 {
-                record_alloc(ctx, tgid, ret, st.size, st.stack_hash);
             }
         } else if st.old_known != 0 {
             // Failed: the old block is still the caller's.
@@ -178,13 +184,11 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
             };
             let _ = LIVE.insert(&key, &st.old, 0);
         }
-    } else if kind == CallKind::PosixMemalign as u32 && ret as u32 == 0 {
-        // SAFETY: reads the caller's out-parameter; bpf_probe_read_user fails instead of faulting.
-        if let Ok(addr) = unsafe { bpf_probe_read_user(st.ptr_arg as *const u64) } {
-            if addr != 0 {
-                record_alloc(ctx, tgid, addr, st.size, st.stack_hash);
-            }
-        }
+    }
+    if block != 0 {
+        track(ctx, tgid, block, st.size, st.stack_hash);
+    } else if st.size <= PTRDIFF_MAX {
+        uncount_alloc(ctx, tgid, st.stack_hash, st.size);
     }
     0
 }
@@ -215,7 +219,7 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
         Some(info) => {
             let info = *info;
             let _ = LIVE.remove(&key);
-            record_freed(tgid, &info);
+            record_freed(ctx, tgid, &info);
         }
         None => count_unknown_free(ctx, tgid),
     }
@@ -294,86 +298,113 @@ fn count_at_entry(ctx: &ProbeContext, tgid: u32, size: u64) {
     if size > PTRDIFF_MAX {
         return;
     }
-    // Per-process totals are exact, sampled or not.
-    if let Some(p) = proc_stats(ctx, tgid) {
-        add(&mut p.allocs, 1);
-        add(&mut p.bytes, size);
-    }
-    if !sample::take(size) {
-        return;
-    }
-    // SAFETY: as in `enter`.
-    let (sp, fp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
-    let stack_hash = stack::record(ctx, tgid, sp, fp);
-    count_site_alloc(stack_hash, tgid, size);
+    let site = if sample::take(size) {
+        // SAFETY: as in `enter`.
+        let (sp, fp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
+        stack::record(ctx, tgid, sp, fp).1
+    } else {
+        None
+    };
+    count_alloc(ctx, tgid, site, size);
 }
 
+/// Counts one allocation at its site, or, when it has none (unsampled, or its stack could not
+/// be stored), in its process's unattributed totals. User space adds the two for the
+/// process's totals, so an allocation with a site costs one map update, not two.
 #[inline(always)]
-fn count_site_alloc(stack_hash: u64, tgid: u32, size: u64) {
-    if stack_hash != 0 {
-        if let Some(site) = SITES.get_ptr_mut(&StackKey {
-            tgid,
-            _pad: 0,
-            hash: stack_hash,
-        }) {
-            // SAFETY: map value; all updates are atomic adds.
-            let site = unsafe { &mut *site };
-            add(&mut site.allocs, 1);
+fn count_alloc<C: EbpfContext>(ctx: &C, tgid: u32, site: Option<&mut SiteStats>, size: u64) {
+    match site {
+        Some(site) => {
             add(&mut site.bytes, size);
-            add(&mut site.size_hist[log2_bucket(size)], 1);
+            add(&mut site.size_hist[hist_index(size)], 1);
+        }
+        None => {
+            if let Some(p) = proc_stats(ctx, tgid) {
+                add(&mut p.allocs, 1);
+                add(&mut p.bytes, size);
+            }
         }
     }
 }
 
+/// `log2_bucket(v)`, bounded where the verifier can see it: it cannot follow leading_zeros'
+/// bit tricks, and LLVM drops a plain mask it proves redundant, so the mask follows a
+/// volatile read.
 #[inline(always)]
-fn record_alloc<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64) {
+fn hist_index(v: u64) -> usize {
+    let i = log2_bucket(v);
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&i) & (HIST_BUCKETS - 1) }
+}
+
+/// The site of (tgid, stack hash), if it has one.
+#[inline(always)]
+fn site(tgid: u32, stack_hash: u64) -> Option<&'static mut SiteStats> {
+    if stack_hash == 0 {
+        return None;
+    }
+    let key = StackKey {
+        tgid,
+        _pad: 0,
+        hash: stack_hash,
+    };
+    // SAFETY: map value pointers stay valid for the program's run; all updates are atomic.
+    SITES.get_ptr_mut(&key).map(|p| unsafe { &mut *p })
+}
+
+/// Remembers a new block until its free: its size, site and birth time.
+#[inline(always)]
+fn track<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64) {
     let info = AllocInfo {
         size,
         stack_hash,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if LIVE
-        .insert(
-            &BlockKey {
-                tgid,
-                _pad: 0,
-                addr,
-            },
-            &info,
-            0,
-        )
-        .is_err()
-    {
+    let key = BlockKey {
+        tgid,
+        _pad: 0,
+        addr,
+    };
+    if LIVE.insert(&key, &info, 0).is_err() {
         bump_loss(ctx, loss::LIVE_MAP_FULL);
-    }
-    count_site_alloc(stack_hash, tgid, size);
-    if let Some(p) = proc_stats(ctx, tgid) {
-        add(&mut p.allocs, 1);
-        add(&mut p.bytes, size);
     }
 }
 
+/// Takes back what `count_alloc` counted at the entry of a call that failed (NULL, an error,
+/// realloc(p, 0)): the counters end exact, and a drain between the two sees one allocation
+/// in flight.
 #[inline(always)]
-fn record_freed(tgid: u32, info: &AllocInfo) {
-    if info.stack_hash != 0 {
-        if let Some(site) = SITES.get_ptr_mut(&StackKey {
-            tgid,
-            _pad: 0,
-            hash: info.stack_hash,
-        }) {
-            // SAFETY: map value; all updates are atomic adds.
-            let site = unsafe { &mut *site };
-            add(&mut site.frees, 1);
-            add(&mut site.freed_bytes, info.size);
-            let life = unsafe { bpf_ktime_get_ns() }.saturating_sub(info.ts_ns);
-            add(&mut site.life_hist[log2_bucket(life)], 1);
+fn uncount_alloc<C: EbpfContext>(ctx: &C, tgid: u32, stack_hash: u64, size: u64) {
+    const MINUS_ONE: u64 = u64::MAX;
+    match site(tgid, stack_hash) {
+        Some(site) => {
+            add(&mut site.bytes, size.wrapping_neg());
+            add(&mut site.size_hist[hist_index(size)], MINUS_ONE);
+        }
+        None => {
+            if let Some(p) = proc_stats(ctx, tgid) {
+                add(&mut p.allocs, MINUS_ONE);
+                add(&mut p.bytes, size.wrapping_neg());
+            }
         }
     }
-    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
-        // SAFETY: map value; all updates are atomic adds.
-        let p = unsafe { &mut *p };
-        add(&mut p.frees, 1);
-        add(&mut p.freed_bytes, info.size);
+}
+
+/// As `count_alloc`, for a free: at the block's site, or in the process's unattributed totals.
+#[inline(always)]
+fn record_freed<C: EbpfContext>(ctx: &C, tgid: u32, info: &AllocInfo) {
+    match site(tgid, info.stack_hash) {
+        Some(site) => {
+            add(&mut site.freed_bytes, info.size);
+            let life = unsafe { bpf_ktime_get_ns() }.saturating_sub(info.ts_ns);
+            add(&mut site.life_hist[hist_index(life)], 1);
+        }
+        None => {
+            if let Some(p) = proc_stats(ctx, tgid) {
+                add(&mut p.frees, 1);
+                add(&mut p.freed_bytes, info.size);
+            }
+        }
     }
 }
 
@@ -384,9 +415,9 @@ fn count_unknown_free<C: EbpfContext>(ctx: &C, tgid: u32) {
     }
 }
 
-/// The process's totals, created on its first traced call.
+/// The process's unattributed totals, created on its first traced call or first site.
 #[inline(always)]
-fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut ProcStats> {
+pub fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut ProcStats> {
     if let Some(p) = PROCS.get_ptr_mut(&tgid) {
         // SAFETY: map value pointers stay valid for the program's run.
         return Some(unsafe { &mut *p });

@@ -8,10 +8,12 @@
 //! which neither push nor move the stack, so `[rsp]` is still the return address. Doing
 //! the walk here (rather than `bpf_get_stackid`) costs less and hashes the stack ourselves, so
 //! there are no stack-map bucket collisions to lose data to.
-use alloctrace_common::{event, loss, Event, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES};
+use alloctrace_common::{
+    event, loss, Event, SiteStats, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES,
+};
 use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
 
-use crate::alloc::{bump_loss, notify};
+use crate::alloc::{bump_loss, notify, proc_stats};
 use crate::maps::{SITES, SITE_ZERO, STACKS, STACK_SCRATCH};
 
 const BPF_NOEXIST: u64 = 1;
@@ -24,11 +26,17 @@ fn mix(h: u64, ip: u64) -> u64 {
 }
 
 /// Captures the current user stack, stores it (and an empty site for it) if it is new, and
-/// returns its hash, or 0 when it could not be stored (counted as a loss).
+/// returns its hash and its site, or 0 and None when it could not be stored (counted as a
+/// loss).
 #[inline(always)]
-pub fn record(ctx: &ProbeContext, tgid: u32, sp: u64, fp: u64) -> u64 {
+pub fn record(
+    ctx: &ProbeContext,
+    tgid: u32,
+    sp: u64,
+    fp: u64,
+) -> (u64, Option<&'static mut SiteStats>) {
     let Some(st) = STACK_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return (0, None);
     };
     // SAFETY: a per-CPU array slot; this program has the CPU until it returns.
     let st = unsafe { &mut *st };
@@ -79,19 +87,23 @@ pub fn record(ctx: &ProbeContext, tgid: u32, sp: u64, fp: u64) -> u64 {
         _pad: 0,
         hash,
     };
-    if SITES.get_ptr(&key).is_some() {
-        return hash;
+    if let Some(site) = SITES.get_ptr_mut(&key) {
+        // SAFETY: map value pointers stay valid for the program's run.
+        return (hash, Some(unsafe { &mut *site }));
     }
+    // A new site: its process's entry is created with it, so user space learns of the
+    // process (and its name) even when every allocation it makes has a site.
+    let _ = proc_stats(ctx, tgid);
     match STACKS.insert(&key, &*st, BPF_NOEXIST) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {}
         Err(_) => {
             bump_loss(ctx, loss::STACK_MAP_FULL);
-            return 0;
+            return (0, None);
         }
     }
     let Some(zero) = SITE_ZERO.get(0) else {
-        return 0;
+        return (0, None);
     };
     match SITES.insert(&key, zero, BPF_NOEXIST) {
         Ok(()) => notify(
@@ -106,8 +118,12 @@ pub fn record(ctx: &ProbeContext, tgid: u32, sp: u64, fp: u64) -> u64 {
             // Keep the two maps consistent: a stack without a site would never be drained.
             let _ = STACKS.remove(&key);
             bump_loss(ctx, loss::SITE_MAP_FULL);
-            return 0;
+            return (0, None);
         }
     }
-    hash
+    match SITES.get_ptr_mut(&key) {
+        // SAFETY: as above.
+        Some(site) => (hash, Some(unsafe { &mut *site })),
+        None => (0, None),
+    }
 }

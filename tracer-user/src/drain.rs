@@ -125,9 +125,16 @@ impl Drainer {
 
     /// Every process seen so far, live and retired.
     pub fn processes(&self) -> BTreeMap<u32, ProcTotals> {
-        let mut out = self.retired_procs.clone();
+        self.processes_with(&map_batch::read_all(&self.sites))
+    }
+
+    /// A live process's totals are its sites' counters plus what the kernel could attribute to
+    /// no site (unsampled allocations, stacks that could not be stored), which it keeps in the
+    /// process map: that spares an allocation whose site is known a second map update.
+    fn processes_with(&self, sites: &[(StackKey, SiteStats)]) -> BTreeMap<u32, ProcTotals> {
+        let mut live = BTreeMap::new();
         for (pid, p) in map_batch::read_all(&self.procs) {
-            out.insert(
+            live.insert(
                 pid,
                 ProcTotals {
                     comm: current_comm(pid).unwrap_or_else(|| comm_str(&p.comm)),
@@ -136,11 +143,25 @@ impl Drainer {
                 },
             );
         }
+        for (key, st) in sites {
+            let p = live.entry(key.tgid).or_insert_with(|| ProcTotals {
+                comm: current_comm(key.tgid).unwrap_or_default(),
+                ..ProcTotals::default()
+            });
+            p.counters
+                .add(&counters(st.allocs(), st.bytes, st.frees(), st.freed_bytes));
+        }
+        let mut out = self.retired_procs.clone();
+        out.extend(live);
         out
     }
 
-    pub fn sample(&self, t: std::time::Duration) -> (Sample, BTreeMap<u32, ProcTotals>) {
-        let procs = self.processes();
+    /// One drain: a series point for every site that moved, and every process's totals, from
+    /// one read of the site map.
+    pub fn sample(&mut self, t: std::time::Duration) -> (Sample, BTreeMap<u32, ProcTotals>) {
+        let sites = map_batch::read_all(&self.sites);
+        self.record_series(t, &sites);
+        let procs = self.processes_with(&sites);
         let sample = Sample {
             t,
             processes: procs.iter().map(|(p, v)| (*p, v.counters)).collect(),
@@ -191,9 +212,9 @@ impl Drainer {
 
     /// Adds a point at `t` to the series of every site whose counters moved since its last
     /// point: the per-site, per-interval data the pattern analyzers need.
-    pub fn record_series(&mut self, t: std::time::Duration) {
-        for (key, st) in map_batch::read_all(&self.sites) {
-            let c = counters(st.allocs, st.bytes, st.frees, st.freed_bytes);
+    fn record_series(&mut self, t: std::time::Duration, sites: &[(StackKey, SiteStats)]) {
+        for &(key, ref st) in sites {
+            let c = counters(st.allocs(), st.bytes, st.frees(), st.freed_bytes);
             if c == Counters::default() {
                 continue;
             }

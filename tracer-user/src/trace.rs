@@ -154,7 +154,6 @@ pub fn run(cfg: Config) -> Result<i32> {
     // Stop counting before the final drain, so the final numbers are a consistent end state;
     // the (slow) detach waits until the report is out.
     drainer.stop_probes()?;
-    drainer.record_series(duration);
     let (last, procs) = drainer.sample(duration);
     print_interval(samples.back(), &last, &procs, &drainer, cfg.mode);
     push_sample(&mut samples, last, cfg.max_samples);
@@ -284,7 +283,6 @@ async fn watch(
         tokio::select! {
             _ = tick.tick() => {
                 let t = start.elapsed();
-                drainer.record_series(t);
                 let (s, procs) = drainer.sample(t);
                 print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
                 push_sample(samples, s, cfg.max_samples);
@@ -418,9 +416,9 @@ fn symbolize_sites(
                 stack_id: r.key.hash,
                 frames: r.ips.iter().map(|a| frames[a].clone()).collect(),
                 counters: Counters {
-                    allocs: st.allocs,
+                    allocs: st.allocs(),
                     bytes: st.bytes,
-                    frees: st.frees,
+                    frees: st.frees(),
                     freed_bytes: st.freed_bytes,
                 },
                 size_hist: st.size_hist.to_vec(),

@@ -101,20 +101,33 @@ const _: () = assert!(size_of::<StackTrace>() == 8 + 8 * MAX_FRAMES);
 
 /// Cumulative counters of one allocation site (process + stack). Never reset by the kernel:
 /// user space takes deltas between drains, so no increment can be lost between two reads.
+/// The counts of allocations and frees are the histograms' sums ([`SiteStats::allocs`],
+/// [`SiteStats::frees`]): one atomic add fewer per allocation and per free.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SiteStats {
-    pub allocs: u64,
     pub bytes: u64,
-    /// Frees (and realloc moves) of blocks this site allocated, wherever they were freed.
-    pub frees: u64,
+    /// Bytes of the blocks this site allocated that were freed (or moved by realloc),
+    /// wherever they were freed.
     pub freed_bytes: u64,
     /// log2 histogram of requested sizes.
     pub size_hist: [u64; HIST_BUCKETS],
     /// log2 histogram of lifetimes in nanoseconds, for blocks that were freed.
     pub life_hist: [u64; HIST_BUCKETS],
 }
-const _: () = assert!(size_of::<SiteStats>() == 32 + 16 * HIST_BUCKETS);
+const _: () = assert!(size_of::<SiteStats>() == 16 + 16 * HIST_BUCKETS);
+
+impl SiteStats {
+    /// Allocations at this site: every one lands in one size bucket.
+    pub fn allocs(&self) -> u64 {
+        self.size_hist.iter().fold(0, |a, &n| a.wrapping_add(n))
+    }
+
+    /// Frees of this site's blocks: every one lands in one lifetime bucket.
+    pub fn frees(&self) -> u64 {
+        self.life_hist.iter().fold(0, |a, &n| a.wrapping_add(n))
+    }
+}
 
 /// Key of an in-flight block: addresses are only unique within one process.
 #[repr(C)]
