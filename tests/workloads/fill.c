@@ -5,7 +5,9 @@
  *                     recurse_alloc at recursion depth d (then free it), so D distinct stacks
  *                     (they differ in length), the first ones seen first;
  *   fill live H       H blocks of 48 bytes allocated by hold_alloc and all held, then all freed
- *                     by release_all.
+ *                     by release_all;
+ *   fill leak H       H blocks of 48 bytes allocated by hold_alloc and never freed (the process
+ *                     exits with them).
  *
  * Ground truth: gt.h. Nothing else allocates.
  */
@@ -58,7 +60,7 @@ int main(int argc, char **argv)
             for (int i = 0; i < k; i++)
                 if (recurse_alloc(d) != d)
                     gt_die("recursion");
-    } else if (argc == 3 && strcmp(argv[1], "live") == 0) {
+    } else if (argc == 3 && (strcmp(argv[1], "live") == 0 || strcmp(argv[1], "leak") == 0)) {
         long n = atol(argv[2]);
         /* The array itself comes from mmap: not an allocation of the ground truth. */
         held = mmap(NULL, (size_t)n * sizeof *held, PROT_READ | PROT_WRITE,
@@ -66,9 +68,10 @@ int main(int argc, char **argv)
         if (held == MAP_FAILED)
             gt_die("mmap");
         hold_alloc(n);
-        release_all(n);
+        if (strcmp(argv[1], "live") == 0)
+            release_all(n);
     } else {
-        gt_die("usage: fill stacks D K | fill live H");
+        gt_die("usage: fill stacks D K | fill live H | fill leak H");
     }
     static const struct tally *const all[] = { &t_recurse, &t_hold, &t_release };
     gt_write(all, GT_COUNT(all), 0);

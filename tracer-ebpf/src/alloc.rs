@@ -7,7 +7,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket, loss, AllocInfo, BlockKey, CallKind, Event, ProcStats, SiteStats, StackKey,
+    event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats, StackKey,
     HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
@@ -18,8 +18,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::maps::{CALLS, CONTROL, EVENTS, LIVE, LOSSES, PROCS, SITES};
-use crate::{global, sample, stack, SELF_TGID};
+use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, PROCS, SITES};
+use crate::{global, live, sample, stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -123,16 +123,9 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     state.old_known = 0;
     state.active = 1;
     if kind == CallKind::Realloc && ptr_arg != 0 {
-        let key = BlockKey {
-            tgid,
-            _pad: 0,
-            addr: ptr_arg,
-        };
-        // SAFETY: copied out before the remove below.
-        if let Some(old) = unsafe { LIVE.get(&key) } {
-            state.old = *old;
+        if let Some(old) = live::take(tgid, ptr_arg) {
+            state.old = old;
             state.old_known = 1;
-            let _ = LIVE.remove(&key);
         }
     }
     0
@@ -177,12 +170,9 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
             }
         } else if st.old_known != 0 {
             // Failed: the old block is still the caller's.
-            let key = BlockKey {
-                tgid,
-                _pad: 0,
-                addr: st.ptr_arg,
-            };
-            let _ = LIVE.insert(&key, &st.old, 0);
+            if !live::insert(tgid, st.ptr_arg, &st.old) {
+                bump_loss(ctx, loss::LIVE_MAP_FULL);
+            }
         }
     }
     if block != 0 {
@@ -209,18 +199,8 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
             return 0;
         }
     }
-    let key = BlockKey {
-        tgid,
-        _pad: 0,
-        addr,
-    };
-    // SAFETY: copied out before the remove below.
-    match unsafe { LIVE.get(&key) } {
-        Some(info) => {
-            let info = *info;
-            let _ = LIVE.remove(&key);
-            record_freed(ctx, tgid, &info);
-        }
+    match live::take(tgid, addr) {
+        Some(info) => record_freed(ctx, tgid, &info),
         None => count_unknown_free(ctx, tgid),
     }
     0
@@ -360,12 +340,7 @@ fn track<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u
         stack_hash,
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let key = BlockKey {
-        tgid,
-        _pad: 0,
-        addr,
-    };
-    if LIVE.insert(&key, &info, 0).is_err() {
+    if !live::insert(tgid, addr, &info) {
         bump_loss(ctx, loss::LIVE_MAP_FULL);
     }
 }

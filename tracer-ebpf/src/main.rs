@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 
 mod alloc;
+mod live;
 mod maps;
 mod sample;
 mod stack;
@@ -29,6 +30,10 @@ static SELF_TGID: u32 = 0;
 /// Mean bytes between sampled allocations; 0 samples every one. Set by the loader.
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: u64 = 0;
+
+/// Slots of the in-flight table minus one (a power of two minus one). Set by the loader.
+#[unsafe(no_mangle)]
+static LIVE_MASK: u64 = 0;
 
 /// Reads a loader-set global: volatile, so the compiler cannot fold the 0 it was built with.
 #[inline(always)]

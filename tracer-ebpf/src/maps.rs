@@ -1,10 +1,9 @@
 //! Every map of the tracer. Sizes here are defaults: the loader sets the real ones from
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
 use crate::task_storage::TaskStorage;
-use alloctrace_common::{
-    loss, AllocInfo, BlockKey, CallState, ProcStats, SiteStats, StackKey, StackTrace,
-};
+use alloctrace_common::{loss, CallState, LiveSlot, ProcStats, SiteStats, StackKey, StackTrace};
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -17,9 +16,10 @@ pub static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(163
 #[map]
 pub static SITES: HashMap<StackKey, SiteStats> = HashMap::with_max_entries(16384, 0);
 
-/// (tgid, address) -> the block's size, site and birth time, until it is freed.
+/// Blocks allocated and not yet freed: size, site and birth time (see `live`). Mmapable, so
+/// user space can retire exited processes' slots with the same atomic protocol.
 #[map]
-pub static LIVE: HashMap<BlockKey, AllocInfo> = HashMap::with_max_entries(524288, 0);
+pub static LIVE: Array<LiveSlot> = Array::with_max_entries(1 << 20, BPF_F_MMAPABLE);
 
 /// Per thread: the state of the allocator call it is inside.
 #[btf_map]

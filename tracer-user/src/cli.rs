@@ -95,7 +95,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pub max_stacks: u32,
 
-    /// Allocated-but-not-freed blocks the kernel can track at once.
+    /// Room for N allocated-but-not-freed blocks: the kernel's in-flight table gets 2N slots
+    /// (rounded up to a power of two); a block that finds none of its 16 slots free is lost.
     #[arg(long, value_name = "N", default_value_t = 524288)]
     pub max_live: u32,
 

@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque};
 use std::path::Path;
 
-use alloctrace_common::{
-    self as abi, AllocInfo, BlockKey, ProcStats, SiteStats, StackKey, StackTrace,
-};
+use alloctrace_common::{self as abi, ProcStats, SiteStats, StackKey, StackTrace};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 
+use crate::live_table::LiveTable;
 use crate::map_batch;
 use crate::model::{Counters, Losses, Sample, SitePoint};
 
@@ -22,6 +21,8 @@ pub enum DrainError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error(transparent)]
+    Live(#[from] crate::live_table::LiveError),
 }
 
 /// One process's totals as the kernel counted them.
@@ -47,7 +48,7 @@ pub struct Drainer {
     sites: HashMap<MapData, StackKey, SiteStats>,
     stacks: HashMap<MapData, StackKey, StackTrace>,
     procs: HashMap<MapData, u32, ProcStats>,
-    live: HashMap<MapData, BlockKey, AllocInfo>,
+    live: LiveTable,
     losses: PerCpuArray<MapData, u64>,
     control: Array<MapData, u32>,
     /// Final state of processes that exited and were removed from the kernel maps
@@ -97,12 +98,16 @@ impl Drainer {
     /// Takes the maps out of `ebpf`, so they outlive the programs: dropping `ebpf` detaches
     /// every probe while the final drain can still read what they counted.
     /// `max_points` bounds each site's series (the oldest points are dropped).
-    pub fn take(ebpf: &mut Ebpf, max_points: usize) -> Result<Self, DrainError> {
+    pub fn take(ebpf: &mut Ebpf, max_points: usize, live_slots: u32) -> Result<Self, DrainError> {
         Ok(Drainer {
             sites: take(ebpf, abi::MAP_SITES)?,
             stacks: take(ebpf, abi::MAP_STACKS)?,
             procs: take(ebpf, abi::MAP_PROCS)?,
-            live: take(ebpf, abi::MAP_LIVE)?,
+            live: LiveTable::new(
+                ebpf.take_map(abi::MAP_LIVE)
+                    .ok_or(DrainError::MissingMap(abi::MAP_LIVE))?,
+                live_slots,
+            )?,
             losses: take(ebpf, abi::MAP_LOSSES)?,
             control: take(ebpf, abi::MAP_CONTROL)?,
             retired_procs: BTreeMap::new(),
@@ -275,14 +280,7 @@ impl Drainer {
         if !std::mem::take(&mut self.live_sweep_due) {
             return;
         }
-        let gone: Vec<BlockKey> = self
-            .live
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| self.retired_procs.contains_key(&k.tgid))
-            .collect();
-        for k in gone {
-            let _ = self.live.remove(&k);
-        }
+        self.live
+            .retire(|tgid| self.retired_procs.contains_key(&tgid));
     }
 }

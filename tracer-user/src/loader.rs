@@ -27,12 +27,15 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         return Err(LoadError::NotEmbedded);
     }
     let self_tgid = std::process::id();
+    let live_slots = abi::live::slots(sizes.max_live);
+    let live_mask = live_slots as u64 - 1;
     EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
+        .override_global(abi::GLOBAL_LIVE_MASK, &live_mask, true)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, sizes.max_stacks)
-        .map_max_entries(abi::MAP_LIVE, sizes.max_live)
+        .map_max_entries(abi::MAP_LIVE, live_slots)
         // CALLS is task storage, which aya 0.14 has no user-space type for; only the kernel
         // side uses it.
         .allow_unsupported_maps()

@@ -100,7 +100,11 @@ pub fn run(cfg: Config) -> Result<i32> {
         sample_bytes: cfg.sample_bytes.unwrap_or(0),
     })?;
     let attached = probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode)?;
-    let mut drainer = Drainer::take(&mut ebpf, cfg.max_samples)?;
+    let mut drainer = Drainer::take(
+        &mut ebpf,
+        cfg.max_samples,
+        alloctrace_common::live::slots(cfg.max_live),
+    )?;
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
         symbolizer.note_process(pid);

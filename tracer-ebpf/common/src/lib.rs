@@ -37,6 +37,8 @@ pub const CONTROL_STOPPED: u32 = 0;
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
 /// Mean bytes between sampled allocations (`--sample-bytes`); 0 samples every allocation.
 pub const GLOBAL_SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+/// Slots of the in-flight table minus one (`live::slots`: a power of two).
+pub const GLOBAL_LIVE_MASK: &str = "LIVE_MASK";
 
 // Program names (the eBPF function names).
 pub const PROG_MALLOC_ENTER: &str = "malloc_enter";
@@ -129,15 +131,55 @@ impl SiteStats {
     }
 }
 
-/// Key of an in-flight block: addresses are only unique within one process.
+/// The in-flight table (map LIVE): every allocated block not yet freed, in an open-addressing
+/// hash table over a BPF array. A hash map would cost a bucket lock and a free-list operation
+/// per insert and per delete; here an insert is one compare-and-swap and a delete two stores.
+///
+/// The protocol, on x86-64 (stores are seen in program order, loads are not reordered):
+/// - A block of (tgid, addr) lives in one of the `live::WINDOW` slots from its hash.
+/// - Insert: claim the first empty or dead slot of the window by a compare-and-swap of its
+///   `addr`, write the record, then `tgid` last; the slot matches only once `tgid` is set.
+/// - Take (free): find the slot whose `addr` and `tgid` match, copy the record, set `tgid`
+///   to 0 (matches nothing), then `addr` to `live::DEAD`. An empty slot ends the search: an
+///   empty slot never comes back, so an insert would have taken it.
+/// - User space retires exited processes' blocks the same way (its map is mmapped).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct BlockKey {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveSlot {
+    /// `live::EMPTY`, `live::DEAD`, or the block's address.
+    pub addr: u64,
+    /// The owning process; 0 while the slot is being written or emptied.
     pub tgid: u32,
     pub _pad: u32,
-    pub addr: u64,
+    pub info: AllocInfo,
 }
-const _: () = assert!(size_of::<BlockKey>() == 16);
+const _: () = assert!(size_of::<LiveSlot>() == 40);
+
+pub mod live {
+    /// A slot never used.
+    pub const EMPTY: u64 = 0;
+    /// A slot whose block was freed: reusable, but the search goes on past it. Odd, so never
+    /// an allocator's address.
+    pub const DEAD: u64 = 1;
+    /// Slots a block may occupy from its hash (the verifier's loop bound).
+    pub const WINDOW: u64 = 16;
+
+    /// The slot a block's search starts at, for a table of `mask + 1` (a power of two) slots.
+    #[inline(always)]
+    pub fn home(tgid: u32, addr: u64, mask: u64) -> u64 {
+        // Blocks are 16-byte aligned: the low bits carry nothing.
+        let h = ((addr >> 4) ^ ((tgid as u64) << 44)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h ^ (h >> 29)) & mask
+    }
+
+    /// Slots for `max_live` blocks: twice as many, rounded up to a power of two, so windows
+    /// stay short.
+    pub fn slots(max_live: u32) -> u32 {
+        (max_live.max(1) as u64 * 2)
+            .next_power_of_two()
+            .min(1 << 31) as u32
+    }
+}
 
 /// An allocated block not yet freed.
 #[repr(C)]
@@ -362,7 +404,7 @@ mod pod {
     unsafe impl aya::Pod for StackKey {}
     unsafe impl aya::Pod for StackTrace {}
     unsafe impl aya::Pod for SiteStats {}
-    unsafe impl aya::Pod for BlockKey {}
+    unsafe impl aya::Pod for LiveSlot {}
     unsafe impl aya::Pod for AllocInfo {}
     unsafe impl aya::Pod for CallState {}
     unsafe impl aya::Pod for ProcStats {}

@@ -1,0 +1,83 @@
+//! The in-flight table: insert a new block, take a freed one. The layout and the protocol
+//! are in alloctrace_common (`LiveSlot`), shared with user space, which retires exited
+//! processes' slots.
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
+use core::ptr::{read_volatile, write_volatile};
+
+use alloctrace_common::{live, AllocInfo, LiveSlot};
+
+use crate::maps::LIVE;
+use crate::{global, LIVE_MASK};
+
+#[inline(always)]
+fn slot(tgid: u32, addr: u64, i: u64) -> Option<&'static mut LiveSlot> {
+    let mask = global(&LIVE_MASK);
+    let idx = (live::home(tgid, addr, mask) + i) & mask;
+    // SAFETY: an array slot lives as long as the map.
+    LIVE.get_ptr_mut(idx as u32).map(|p| unsafe { &mut *p })
+}
+
+/// Records a new block; false when every slot of its window is taken (a loss to count).
+#[inline(always)]
+pub fn insert(tgid: u32, addr: u64, info: &AllocInfo) -> bool {
+    for i in 0..live::WINDOW {
+        let Some(s) = slot(tgid, addr, i) else {
+            return false;
+        };
+        // SAFETY: `s` points into the map; volatile keeps these accesses where they are.
+        let seen = unsafe { read_volatile(&s.addr) };
+        if seen != live::EMPTY && seen != live::DEAD {
+            continue;
+        }
+        // SAFETY: a compare-and-swap on a map value; losing the race means another insert
+        // took the slot first.
+        let (_, won) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &mut s.addr,
+                seen,
+                addr,
+            )
+        };
+        if !won {
+            continue;
+        }
+        // SAFETY: the slot is ours until `tgid` publishes it.
+        unsafe {
+            write_volatile(&mut s.info.size, info.size);
+            write_volatile(&mut s.info.stack_hash, info.stack_hash);
+            write_volatile(&mut s.info.ts_ns, info.ts_ns);
+            write_volatile(&mut s.tgid, tgid);
+        }
+        return true;
+    }
+    false
+}
+
+/// Removes the block (tgid, addr) and returns its record, if it is in the table.
+#[inline(always)]
+pub fn take(tgid: u32, addr: u64) -> Option<AllocInfo> {
+    for i in 0..live::WINDOW {
+        let s = slot(tgid, addr, i)?;
+        // SAFETY: as in `insert`.
+        let seen = unsafe { read_volatile(&s.addr) };
+        if seen == live::EMPTY {
+            return None;
+        }
+        if seen != addr || unsafe { read_volatile(&s.tgid) } != tgid {
+            continue;
+        }
+        // SAFETY: the block is this process's and being freed by this thread: nothing else
+        // writes the slot until it is marked dead.
+        unsafe {
+            let info = AllocInfo {
+                size: read_volatile(&s.info.size),
+                stack_hash: read_volatile(&s.info.stack_hash),
+                ts_ns: read_volatile(&s.info.ts_ns),
+            };
+            write_volatile(&mut s.tgid, 0);
+            write_volatile(&mut s.addr, live::DEAD);
+            return Some(info);
+        }
+    }
+    None
+}
