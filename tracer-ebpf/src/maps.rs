@@ -5,7 +5,7 @@ use alloctrace_common::{loss, CallState, LiveSlot, ProcStats, SiteStats, StackKe
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::{btf_map, map},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
 /// (tgid, stack hash) -> frames. Written once per distinct stack.
@@ -25,9 +25,11 @@ pub static LIVE: Array<LiveSlot> = Array::with_max_entries(1 << 20, BPF_F_MMAPAB
 #[btf_map]
 pub static CALLS: TaskStorage<CallState> = TaskStorage::new();
 
-/// tgid -> cumulative per-process totals.
+/// tgid -> what the process allocated and freed that no site holds (see alloc's
+/// `count_alloc`), and its name. Per CPU: threads on different CPUs never share its cache
+/// line; user space sums the CPUs.
 #[map]
-pub static PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(8192, 0);
+pub static PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_entries(8192, 0);
 
 /// Loss counters, indexed by `alloctrace_common::loss`.
 #[map]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque};
 use std::path::Path;
 
 use alloctrace_common::{self as abi, ProcStats, SiteStats, StackKey, StackTrace};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 
 use crate::live_table::LiveTable;
@@ -47,7 +47,7 @@ pub struct RawSite {
 pub struct Drainer {
     sites: HashMap<MapData, StackKey, SiteStats>,
     stacks: HashMap<MapData, StackKey, StackTrace>,
-    procs: HashMap<MapData, u32, ProcStats>,
+    procs: PerCpuHashMap<MapData, u32, ProcStats>,
     live: LiveTable,
     losses: PerCpuArray<MapData, u64>,
     control: Array<MapData, u32>,
@@ -138,15 +138,21 @@ impl Drainer {
     /// process map: that spares an allocation whose site is known a second map update.
     fn processes_with(&self, sites: &[(StackKey, SiteStats)]) -> BTreeMap<u32, ProcTotals> {
         let mut live = BTreeMap::new();
-        for (pid, p) in map_batch::read_all(&self.procs) {
-            live.insert(
-                pid,
-                ProcTotals {
-                    comm: current_comm(pid).unwrap_or_else(|| comm_str(&p.comm)),
-                    counters: counters(p.allocs, p.bytes, p.frees, p.freed_bytes),
-                    unknown_frees: p.unknown_frees,
-                },
-            );
+        // Per CPU in the kernel (threads on different CPUs share no cache line): summed here.
+        // The name is in the copy of the CPU that created the entry.
+        for (pid, per_cpu) in self.procs.iter().filter_map(Result::ok) {
+            let mut t = ProcTotals::default();
+            let mut comm = None;
+            for p in per_cpu.iter() {
+                t.counters
+                    .add(&counters(p.allocs, p.bytes, p.frees, p.freed_bytes));
+                t.unknown_frees += p.unknown_frees;
+                if comm.is_none() && p.comm[0] != 0 {
+                    comm = Some(comm_str(&p.comm));
+                }
+            }
+            t.comm = current_comm(pid).or(comm).unwrap_or_default();
+            live.insert(pid, t);
         }
         for (key, st) in sites {
             let p = live.entry(key.tgid).or_insert_with(|| ProcTotals {
