@@ -1043,6 +1043,22 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// too) while still catching per-process state that is never dropped or a leak per drain.
 const SYSTEM_WIDE_RSS_BOUND_KIB: u64 = 128 * 1024;
 
+/// alloctrace system-wide (no target) every `interval`, with `extra` options, writing its JSON
+/// report to `report_path`; returns once it traces.
+fn trace_system_wide(interval: &str, extra: &[&OsStr], report_path: &Path) -> Running {
+    let mut args = vec![os("--interval"), os(interval)];
+    args.extend_from_slice(extra);
+    args.extend([
+        os("--report"),
+        os("json"),
+        os("-o"),
+        report_path.as_os_str(),
+    ]);
+    let mut tracer = Running::spawn(&args, &[]);
+    tracer.wait_until_tracing();
+    tracer
+}
+
 /// System-wide tracing while a shell loop starts and ends 1,000 short-lived processes: no
 /// crash, every one of them has its totals (each made exactly tick_alloc's 8 allocations of
 /// 64 bytes, all freed), and alloctrace's peak RSS stays under
@@ -1054,18 +1070,7 @@ fn system_wide_survives_a_thousand_short_processes() {
     const N: usize = 1000;
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
-    let mut tracer = Running::spawn(
-        &[
-            os("--interval"),
-            os(INTERVAL),
-            os("--report"),
-            os("json"),
-            os("-o"),
-            report_path.as_os_str(),
-        ],
-        &[],
-    );
-    tracer.wait_until_tracing();
+    let mut tracer = trace_system_wide(INTERVAL, &[], &report_path);
     let script = format!(
         "i=0; while [ $i -lt {N} ]; do {} 1 0 >/dev/null || exit 1; i=$((i+1)); done",
         workload("ticker").display()
@@ -1143,20 +1148,7 @@ fn system_wide_retires_exited_processes_blocks() {
     const RUNS: usize = 6;
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
-    let mut tracer = Running::spawn(
-        &[
-            os("--interval"),
-            os("100ms"),
-            os("--max-live"),
-            os("2048"),
-            os("--report"),
-            os("json"),
-            os("-o"),
-            report_path.as_os_str(),
-        ],
-        &[],
-    );
-    tracer.wait_until_tracing();
+    let mut tracer = trace_system_wide("100ms", &[os("--max-live"), os("2048")], &report_path);
     let mut pids = Vec::new();
     for _ in 0..RUNS {
         let child = std::process::Command::new(workload("fill"))

@@ -286,7 +286,11 @@ impl Drainer {
         if !std::mem::take(&mut self.live_sweep_due) {
             return;
         }
-        self.live
-            .retire(|tgid| self.retired_procs.contains_key(&tgid));
+        let retired = &self.retired_procs;
+        if let Err(e) = self.live.retire(|tgid| retired.contains_key(&tgid)) {
+            // Without it, exited processes' blocks hold their slots: new blocks may be lost,
+            // and are counted as live_map_full.
+            log::warn!("{e}: exited processes' blocks stay in the in-flight table");
+        }
     }
 }

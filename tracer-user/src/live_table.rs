@@ -1,5 +1,5 @@
-//! User space's side of the kernel's in-flight table (map LIVE, an mmapped BPF array of
-//! `LiveSlot`s): retiring the blocks of processes that exited, whose frees can never come, so
+//! User space's side of the kernel's in-flight table (map LIVE, a BPF array of `LiveSlot`s
+//! it can mmap): retiring the blocks of processes that exited, whose frees can never come, so
 //! their slots serve new blocks. Same protocol as the kernel's take (alloctrace_common's
 //! `LiveSlot`): clear `tgid` by compare-and-swap, then mark the slot dead.
 use std::os::fd::{AsFd, AsRawFd};
@@ -9,15 +9,20 @@ use alloctrace_common::{live, LiveSlot};
 use aya::maps::{Map, MapData};
 
 pub struct LiveTable {
-    base: *mut LiveSlot,
+    map: MapData,
     slots: usize,
+    /// Mapped at the first sweep only (system-wide mode): a mapping counts the whole table
+    /// (kernel memory) in alloctrace's resident set.
+    mapping: Option<Mapping>,
+}
+
+struct Mapping {
+    base: *mut LiveSlot,
     len: usize,
-    /// Keeps the map's descriptor open as long as the mapping.
-    _map: MapData,
 }
 
 // SAFETY: the mapping is shared memory only ever accessed through atomics here.
-unsafe impl Send for LiveTable {}
+unsafe impl Send for Mapping {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -32,39 +37,50 @@ impl LiveTable {
         let Map::Array(map) = map else {
             return Err(LiveError::NotArray);
         };
-        let page = 4096usize;
-        let len = (slots as usize * size_of::<LiveSlot>()).div_ceil(page) * page;
-        // SAFETY: maps the array's values (created BPF_F_MMAPABLE) shared; the length is the
-        // values' size rounded up to a page, as the kernel requires.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(LiveError::Mmap(std::io::Error::last_os_error()));
-        }
         Ok(LiveTable {
-            base: p.cast(),
+            map,
             slots: slots as usize,
-            len,
-            _map: map,
+            mapping: None,
         })
     }
 
+    fn mapped(&mut self) -> Result<&Mapping, LiveError> {
+        if self.mapping.is_none() {
+            let page = 4096usize;
+            let len = (self.slots * size_of::<LiveSlot>()).div_ceil(page) * page;
+            // SAFETY: maps the array's values (created BPF_F_MMAPABLE) shared; the length is
+            // the values' size rounded up to a page, as the kernel requires.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    self.map.fd().as_fd().as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(LiveError::Mmap(std::io::Error::last_os_error()));
+            }
+            self.mapping = Some(Mapping {
+                base: p.cast(),
+                len,
+            });
+        }
+        Ok(self.mapping.as_ref().expect("mapped above"))
+    }
+
     /// Frees the slots of blocks whose process `gone` says is gone. Returns how many.
-    pub fn retire(&self, gone: impl Fn(u32) -> bool) -> usize {
+    pub fn retire(&mut self, gone: impl Fn(u32) -> bool) -> Result<usize, LiveError> {
+        let slots = self.slots;
+        let m = self.mapped()?;
         let mut n = 0;
-        for i in 0..self.slots {
+        for i in 0..slots {
             // SAFETY: `i` is within the mapping; the fields are naturally aligned, and the
             // kernel's programs access them atomically or with plain aligned stores.
             let (addr, tgid) = unsafe {
-                let s = self.base.add(i);
+                let s = m.base.add(i);
                 (
                     AtomicU64::from_ptr(&raw mut (*s).addr),
                     AtomicU32::from_ptr(&raw mut (*s).tgid),
@@ -82,13 +98,13 @@ impl LiveTable {
                 n += 1;
             }
         }
-        n
+        Ok(n)
     }
 }
 
-impl Drop for LiveTable {
+impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped.
+        // SAFETY: unmaps exactly what `mapped` mapped.
         unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
