@@ -293,15 +293,28 @@ fn count_at_entry(ctx: &ProbeContext, tgid: u32, size: u64) {
 /// process's totals, so an allocation with a site costs one map update, not two.
 #[inline(always)]
 fn count_alloc<C: EbpfContext>(ctx: &C, tgid: u32, site: Option<&mut SiteStats>, size: u64) {
+    tally_alloc(ctx, tgid, site, size, 1);
+}
+
+/// Adds `n` allocations of `size` bytes (n = u64::MAX: takes one back, as two's complement).
+#[inline(always)]
+fn tally_alloc<C: EbpfContext>(
+    ctx: &C,
+    tgid: u32,
+    site: Option<&mut SiteStats>,
+    size: u64,
+    n: u64,
+) {
+    let bytes = size.wrapping_mul(n);
     match site {
         Some(site) => {
-            add(&mut site.bytes, size);
-            add(&mut site.size_hist[hist_index(size)], 1);
+            add(&mut site.bytes, bytes);
+            add(&mut site.size_hist[hist_index(size)], n);
         }
         None => {
             if let Some(p) = proc_stats(ctx, tgid) {
-                add(&mut p.allocs, 1);
-                add(&mut p.bytes, size);
+                add(&mut p.allocs, n);
+                add(&mut p.bytes, bytes);
             }
         }
     }
@@ -350,19 +363,7 @@ fn track<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u
 /// in flight.
 #[inline(always)]
 fn uncount_alloc<C: EbpfContext>(ctx: &C, tgid: u32, stack_hash: u64, size: u64) {
-    const MINUS_ONE: u64 = u64::MAX;
-    match site(tgid, stack_hash) {
-        Some(site) => {
-            add(&mut site.bytes, size.wrapping_neg());
-            add(&mut site.size_hist[hist_index(size)], MINUS_ONE);
-        }
-        None => {
-            if let Some(p) = proc_stats(ctx, tgid) {
-                add(&mut p.allocs, MINUS_ONE);
-                add(&mut p.bytes, size.wrapping_neg());
-            }
-        }
-    }
+    tally_alloc(ctx, tgid, site(tgid, stack_hash), size, u64::MAX);
 }
 
 /// As `count_alloc`, for a free: at the block's site, or in the process's unattributed totals.

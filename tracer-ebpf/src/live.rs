@@ -9,19 +9,27 @@ use alloctrace_common::{live, AllocInfo, LiveSlot};
 use crate::maps::LIVE;
 use crate::{global, LIVE_MASK};
 
+/// Where the search for (tgid, addr) starts, and the table's index mask: computed once per
+/// search, not per slot.
 #[inline(always)]
-fn slot(tgid: u32, addr: u64, i: u64) -> Option<&'static mut LiveSlot> {
+fn window(tgid: u32, addr: u64) -> (u64, u64) {
     let mask = global(&LIVE_MASK);
-    let idx = (live::home(tgid, addr, mask) + i) & mask;
+    (live::home(tgid, addr, mask), mask)
+}
+
+#[inline(always)]
+fn slot((home, mask): (u64, u64), i: u64) -> Option<&'static mut LiveSlot> {
     // SAFETY: an array slot lives as long as the map.
-    LIVE.get_ptr_mut(idx as u32).map(|p| unsafe { &mut *p })
+    LIVE.get_ptr_mut(((home + i) & mask) as u32)
+        .map(|p| unsafe { &mut *p })
 }
 
 /// Records a new block; false when every slot of its window is taken (a loss to count).
 #[inline(always)]
 pub fn insert(tgid: u32, addr: u64, info: &AllocInfo) -> bool {
+    let w = window(tgid, addr);
     for i in 0..live::WINDOW {
-        let Some(s) = slot(tgid, addr, i) else {
+        let Some(s) = slot(w, i) else {
             return false;
         };
         // SAFETY: `s` points into the map; volatile keeps these accesses where they are.
@@ -56,8 +64,9 @@ pub fn insert(tgid: u32, addr: u64, info: &AllocInfo) -> bool {
 /// Removes the block (tgid, addr) and returns its record, if it is in the table.
 #[inline(always)]
 pub fn take(tgid: u32, addr: u64) -> Option<AllocInfo> {
+    let w = window(tgid, addr);
     for i in 0..live::WINDOW {
-        let s = slot(tgid, addr, i)?;
+        let s = slot(w, i)?;
         // SAFETY: as in `insert`.
         let seen = unsafe { read_volatile(&s.addr) };
         if seen == live::EMPTY {

@@ -128,13 +128,9 @@ impl Drainer {
             })
     }
 
-    /// Every process seen so far, live and retired.
-    pub fn processes(&self) -> BTreeMap<u32, ProcTotals> {
-        self.processes_with(&map_batch::read_all(&self.sites))
-    }
-
-    /// A live process's totals are its sites' counters plus what the kernel could attribute to
-    /// no site (unsampled allocations, stacks that could not be stored), which it keeps in the
+    /// Every process seen so far, live and retired, given a read of the site map. A live
+    /// process's totals are its sites' counters plus what the kernel could attribute to no
+    /// site (unsampled allocations, stacks that could not be stored), which it keeps in the
     /// process map: that spares an allocation whose site is known a second map update.
     fn processes_with(&self, sites: &[(StackKey, SiteStats)]) -> BTreeMap<u32, ProcTotals> {
         let mut live = BTreeMap::new();
@@ -194,11 +190,16 @@ impl Drainer {
         }
     }
 
-    fn live_sites(&self, only: Option<&BTreeSet<u32>>) -> Vec<RawSite> {
+    /// `sites` (a read of the site map) with their frames and series.
+    fn live_sites(
+        &self,
+        sites: Vec<(StackKey, SiteStats)>,
+        only: Option<&BTreeSet<u32>>,
+    ) -> Vec<RawSite> {
         let mut out = Vec::new();
         let stacks: StdHashMap<StackKey, StackTrace> =
             map_batch::read_all(&self.stacks).into_iter().collect();
-        for (key, stats) in map_batch::read_all(&self.sites) {
+        for (key, stats) in sites {
             if only.is_some_and(|set| !set.contains(&key.tgid)) {
                 continue;
             }
@@ -243,7 +244,7 @@ impl Drainer {
     /// Every site with its frames, live and retired.
     pub fn sites(&self) -> Vec<RawSite> {
         let mut out = self.retired_sites.clone();
-        out.extend(self.live_sites(None));
+        out.extend(self.live_sites(map_batch::read_all(&self.sites), None));
         out
     }
 
@@ -260,13 +261,15 @@ impl Drainer {
         if dead.is_empty() {
             return;
         }
-        let all = self.processes();
+        // One read of the site map serves the dead processes' totals and their sites.
+        let sites = map_batch::read_all(&self.sites);
+        let all = self.processes_with(&sites);
         for pid in &dead {
             if let Some(p) = all.get(pid) {
                 self.retired_procs.insert(*pid, p.clone());
             }
         }
-        let sites = self.live_sites(Some(&dead));
+        let sites = self.live_sites(sites, Some(&dead));
         for s in &sites {
             let _ = self.sites.remove(&s.key);
             let _ = self.stacks.remove(&s.key);
