@@ -29,22 +29,23 @@ pub const INTERVAL: &str = "250ms";
 
 /// `alloctrace --pid PID --interval 250ms --report json -o REPORT EXTRA`.
 pub fn pid_args(pid: u32, report: &Path, extra: &[&OsStr]) -> Vec<OsString> {
-    let mut a: Vec<OsString> = [
-        "--pid",
-        &pid.to_string(),
-        "--interval",
-        INTERVAL,
-        "--report",
-        "json",
-        "-o",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
+    let mut a = vec![OsString::from("--pid"), OsString::from(pid.to_string())];
+    a.extend(report_args(INTERVAL, report, extra));
+    a
+}
+
+/// `--interval INTERVAL --report json -o REPORT EXTRA`: the options of every run whose JSON
+/// report a test reads.
+pub fn report_args(interval: &str, report: &Path, extra: &[&OsStr]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = ["--interval", interval, "--report", "json", "-o"]
+        .iter()
+        .map(OsString::from)
+        .collect();
     a.push(report.into());
     a.extend(extra.iter().map(|s| s.to_os_string()));
     a
 }
+
 /// Longest a whole alloctrace run may take before the test kills it and fails.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest alloctrace may take to load and attach its probes.

@@ -145,15 +145,11 @@ fn launch_finds_the_command_in_path() {
         path.push(":");
         path.push(old);
     }
-    let args: Vec<&OsStr> = ["--interval", INTERVAL, "--report", "json", "-o"]
-        .iter()
-        .map(OsStr::new)
-        .chain([
-            report_path.as_os_str(),
-            OsStr::new("--"),
-            OsStr::new("premain"),
-        ])
-        .collect();
+    let args = report_args(
+        INTERVAL,
+        &report_path,
+        &[OsStr::new("--"), OsStr::new("premain")],
+    );
     let finished = Running::spawn_with(&args, |c| {
         c.env("PATH", &path).env("GROUND_TRUTH", &truth_path);
     })
@@ -201,19 +197,11 @@ fn system_wide_sees_two_processes_separately() {
     alloctrace_bin();
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
-    let args: Vec<&OsStr> = [
-        "--duration",
-        "4s",
-        "--interval",
+    let args = report_args(
         INTERVAL,
-        "--report",
-        "json",
-        "-o",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .chain([report_path.as_os_str()])
-    .collect();
+        &report_path,
+        &[OsStr::new("--duration"), OsStr::new("4s")],
+    );
     let mut tracer = Running::spawn(&args, &[]);
     tracer.wait_until_tracing();
     let started = Instant::now();

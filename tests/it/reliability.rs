@@ -1046,14 +1046,7 @@ const SYSTEM_WIDE_RSS_BOUND_KIB: u64 = 128 * 1024;
 /// alloctrace system-wide (no target) every `interval`, with `extra` options, writing its JSON
 /// report to `report_path`; returns once it traces.
 fn trace_system_wide(interval: &str, extra: &[&OsStr], report_path: &Path) -> Running {
-    let mut args = vec![os("--interval"), os(interval)];
-    args.extend_from_slice(extra);
-    args.extend([
-        os("--report"),
-        os("json"),
-        os("-o"),
-        report_path.as_os_str(),
-    ]);
+    let args = report_args(interval, report_path, extra);
     let mut tracer = Running::spawn(&args, &[]);
     tracer.wait_until_tracing();
     tracer
@@ -1279,21 +1272,11 @@ fn long_run_keeps_memory_bounded() {
     let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
     const ROUNDS: u64 = 600;
     let ticker = workload("ticker");
-    let mut args: Vec<OsString> = [
-        "--interval",
+    let mut args = report_args(
         "10ms",
-        "--max-samples",
-        "50",
-        "--report",
-        "json",
-        "-o",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    args.push(report_path.clone().into());
-    args.push("--".into());
-    args.push(ticker.into());
+        &report_path,
+        &[os("--max-samples"), os("50"), os("--"), ticker.as_os_str()],
+    );
     args.extend([ROUNDS.to_string(), "10".to_string()].map(OsString::from));
     let mut tracer = Running::spawn(&args, &[("GROUND_TRUTH", truth_path.as_os_str())]);
     tracer.wait_until_tracing();
