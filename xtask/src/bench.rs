@@ -361,19 +361,17 @@ fn compile_workloads(
         }
         let exe = scratch.join(&name);
         // -fno-builtin: the compiler must neither drop nor merge the allocator calls.
-        cmd::run(
-            Command::new("gcc")
-                .args([
-                    "-O2",
-                    "-g",
-                    "-fno-omit-frame-pointer",
-                    "-fno-builtin",
-                    "-Wall",
-                    "-pthread",
-                    "-o",
-                ])
-                .arg(&exe)
-                .arg(&src),
+        cmd::gcc(
+            &src,
+            &exe,
+            &[
+                "-O2",
+                "-g",
+                "-fno-omit-frame-pointer",
+                "-fno-builtin",
+                "-Wall",
+                "-pthread",
+            ],
         )?;
         out.push((name, exe));
     }

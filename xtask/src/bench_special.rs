@@ -20,22 +20,14 @@ const OWN_COST_WINDOW: Duration = Duration::from_secs(8);
 /// Depth of the call tree of `stacks.c`: 2^(DEPTH+1) distinct stacks.
 const STACKS_DEPTH: u32 = 16;
 
-fn compile(src: &Path, exe: &Path, extra: &[&str]) -> Result<()> {
-    cmd::run(
-        Command::new("gcc")
-            .args([
-                "-O1",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-fno-builtin",
-                "-Wall",
-            ])
-            .args(extra)
-            .arg("-o")
-            .arg(exe)
-            .arg(src),
-    )
-}
+/// Flags of the special workloads (plus each one's own).
+const CFLAGS: [&str; 5] = [
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fno-builtin",
+    "-Wall",
+];
 
 /// CPU time of `pid`, all its threads, in seconds: the sum of each thread's time on a CPU from
 /// /proc/PID/task/*/schedstat (nanoseconds; utime/stime count 10 ms ticks, too coarse here).
@@ -74,7 +66,7 @@ pub struct OwnCost {
 /// alloctrace `--pid` on `paced` doing PACED_RATE malloc+free pairs per second.
 pub fn own_cost(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<OwnCost> {
     let exe = scratch.join("paced");
-    compile(&root.join("bench/special/paced.c"), &exe, &[])?;
+    cmd::gcc(&root.join("bench/special/paced.c"), &exe, &CFLAGS)?;
     let secs = OWN_COST_WINDOW.as_secs() + 6;
     let mut target = Command::new(&exe)
         .args([PACED_RATE.to_string(), secs.to_string()])
@@ -144,11 +136,8 @@ pub struct Stacks {
 /// The final drain and symbolization of 2^(STACKS_DEPTH+1) distinct stacks.
 pub fn stacks(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<Stacks> {
     let exe: PathBuf = scratch.join("stacks");
-    compile(
-        &root.join("bench/special/stacks.c"),
-        &exe,
-        &["-fno-optimize-sibling-calls"],
-    )?;
+    let flags = [&CFLAGS[..], &["-fno-optimize-sibling-calls"]].concat();
+    cmd::gcc(&root.join("bench/special/stacks.c"), &exe, &flags)?;
     let out = Command::new(alloctrace)
         .args(["-v", "--max-stacks", "262144", "--top", "1", "--"])
         .arg(&exe)

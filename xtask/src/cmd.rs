@@ -133,6 +133,12 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Compiles the C program `src` into `exe` with gcc and `flags` (each caller's own: the
+/// workloads' allocator calls and frames depend on them).
+pub fn gcc(src: &Path, exe: &Path, flags: &[&str]) -> Result<()> {
+    run(Command::new("gcc").args(flags).arg("-o").arg(exe).arg(src))
+}
+
 /// Runs `cmd` and returns its standard output, or None if it cannot be started or fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;

@@ -21,17 +21,15 @@ pub fn demo() -> Result<ExitCode> {
     let html = out_dir.join("demo.html");
 
     // Frame pointers and no sibling calls keep every pattern's function on its stacks.
-    cmd::run(
-        Command::new("gcc")
-            .args([
-                "-O1",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-fno-optimize-sibling-calls",
-                "-o",
-            ])
-            .arg(&demo)
-            .arg(cmd::root().join("tests/workloads/demo.c")),
+    cmd::gcc(
+        &cmd::root().join("tests/workloads/demo.c"),
+        &demo,
+        &[
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+        ],
     )?;
 
     // A 200 ms interval: the demo's phases last about a second each.
