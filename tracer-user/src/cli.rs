@@ -96,7 +96,7 @@ pub struct Cli {
     pub max_stacks: u32,
 
     /// Room for N allocated-but-not-freed blocks: the kernel's in-flight table gets 2N slots
-    /// (rounded up to a power of two); a block that finds none of its 16 slots free is lost.
+    /// (rounded up to a power of two); a block that finds none of its 64 slots free is lost.
     #[arg(long, value_name = "N", default_value_t = 524288)]
     pub max_live: u32,
 
