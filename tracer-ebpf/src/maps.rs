@@ -48,6 +48,17 @@ pub static SITE_ZERO: Array<SiteStats> = Array::with_max_entries(1, 0);
 #[map]
 pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
 
+/// Words read at once from the stack pointer (see `stack::record`): 128 bytes hold the return
+/// address and the caller's frame record for most callers.
+pub const CHUNK_WORDS: usize = 16;
+pub const CHUNK_BYTES: u64 = 8 * CHUNK_WORDS as u64;
+pub const CHUNK_MASK: usize = CHUNK_WORDS - 1;
+pub type Chunk = [u64; CHUNK_WORDS];
+
+/// Per-CPU room for the words above the stack pointer, read in one go.
+#[map]
+pub static STACK_CHUNK: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0);
+
 /// Run-time switches set by user space (`alloctrace_common::CONTROL_STOPPED`).
 #[map]
 pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);

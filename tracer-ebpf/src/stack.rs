@@ -11,10 +11,13 @@
 use alloctrace_common::{
     event, loss, Event, SiteStats, StackKey, FNV_OFFSET, FNV_PRIME, MAX_FRAMES,
 };
-use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
+    programs::ProbeContext,
+};
 
 use crate::alloc::{bump_loss, notify, proc_stats};
-use crate::maps::{SITES, SITE_ZERO, STACKS, STACK_SCRATCH};
+use crate::maps::{CHUNK_BYTES, CHUNK_MASK, SITES, SITE_ZERO, STACKS, STACK_CHUNK, STACK_SCRATCH};
 
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
@@ -42,8 +45,32 @@ pub fn record(
     let st = unsafe { &mut *st };
     let mut hash = FNV_OFFSET;
     let mut len = 0u32;
-    // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting.
-    match unsafe { bpf_probe_read_user(sp as *const u64) } {
+    // One read of the 128 bytes above the stack pointer holds the return address and, for
+    // most callers, their frame record: a separate bpf_probe_read_user measured ~25 ns here,
+    // a read of 128 bytes instead of 8 ~3 ns more (larger chunks cost more than they saved).
+    // Near the top of a stack the chunk can run past the mapping and the read fails; then the
+    // return address is read alone.
+    let chunk = STACK_CHUNK.get_ptr_mut(0);
+    // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting; the
+    // chunk is this CPU's slot.
+    let in_chunk = match chunk {
+        Some(c) if sp & 7 == 0 => unsafe {
+            bpf_probe_read_user_buf(
+                sp as *const u8,
+                &mut *(c as *mut [u8; CHUNK_BYTES as usize]),
+            )
+        }
+        .is_ok(),
+        _ => false,
+    };
+    let first = if in_chunk {
+        // SAFETY: as above.
+        chunk.map(|c| unsafe { (*c)[0] }).ok_or(0)
+    } else {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_user(sp as *const u64) }.map_err(|_| 0)
+    };
+    match first {
         Ok(ret) => {
             st.ips[0] = ret;
             hash = mix(hash, ret);
@@ -57,9 +84,21 @@ pub fn record(
                 if fp == 0 || fp & 7 != 0 {
                     break;
                 }
-                // SAFETY: as above; [fp] is the saved frame pointer, [fp+8] the return address.
-                let Ok(pair) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
-                    break;
+                // [fp] is the saved frame pointer, [fp+8] the return address: from the chunk
+                // when both are in it.
+                let off = fp - sp;
+                let pair = match chunk {
+                    Some(c) if in_chunk && off <= CHUNK_BYTES - 16 => {
+                        let w = (off / 8) as usize;
+                        // SAFETY: this CPU's slot; the masks only restate the bound above
+                        // for the verifier.
+                        unsafe { [(*c)[w & CHUNK_MASK], (*c)[(w + 1) & CHUNK_MASK]] }
+                    }
+                    // SAFETY: as above.
+                    _ => match unsafe { bpf_probe_read_user(fp as *const [u64; 2]) } {
+                        Ok(pair) => pair,
+                        Err(_) => break,
+                    },
                 };
                 let (next, ret) = (pair[0], pair[1]);
                 if ret == 0 {
