@@ -1177,6 +1177,92 @@ fn system_wide_retires_exited_processes_blocks() {
     assert_eq!(report.losses().get("live_map_full"), Some(&0), "{context}");
 }
 
+/// Pins the calling thread (and the threads it starts later) to `cpu`.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity(0, ..) applies to
+    // the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Under sampling almost no allocation has a site, and a process counts them in the per-CPU
+/// slot it owns (the kernel's OWNED map). System-wide, one process after another runs on
+/// one CPU, each claiming that CPU's slot after user space freed it from the one before
+/// (this test's own thread is kept on another CPU, so it does not hold the slot): every
+/// process's totals are the same (the same deterministic program) and at least what it
+/// leaks. A freed slot that kept its counters would add one process's counts to the next;
+/// a retired owner whose slot was not counted would lose its own. Other short-lived
+/// processes can take the slot in between, so at least two of the six must have owned it.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn system_wide_sampling_hands_cpu_slots_on_exactly() {
+    alloctrace_bin();
+    const RUNS: usize = 6;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (own_cpu, work_cpu) = (0, cpus - 1);
+    pin_to_cpu(own_cpu);
+    let scratch = Scratch::new();
+    let report_path = scratch.path("report.json");
+    // A mean of 1 GiB: hardly any of these allocations is sampled.
+    let mut tracer = trace_system_wide(
+        "100ms",
+        &[os("-vv"), os("--sample-bytes"), os("1073741824")],
+        &report_path,
+    );
+    let mut pids = Vec::new();
+    for _ in 0..RUNS {
+        let child = std::process::Command::new("taskset")
+            .args(["-c", &work_cpu.to_string()])
+            .arg(workload("fill"))
+            .args(["leak", "1500"])
+            .env("GROUND_TRUTH", "/dev/null")
+            .spawn()
+            .expect("start taskset fill");
+        pids.push(child.id());
+        let out = child.wait_with_output().expect("wait for fill");
+        assert!(out.status.success(), "fill failed: {}", out.status);
+        // Exited processes are retired, and their slots freed, every ten drains (1 s here).
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    tracer.signal(libc::SIGINT);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(128 + libc::SIGINT);
+    let context = finished.describe();
+    let report = Report::read(&report_path, &context);
+    let totals: Vec<Counters> = pids.iter().map(|&p| report.process_counters(p)).collect();
+    let first = totals[0];
+    assert!(
+        first.allocs >= 1500 && first.bytes >= 72_000,
+        "pid {}: {first:?} is less than the 1,500 blocks of 48 bytes it leaked\n{context}",
+        pids[0]
+    );
+    for (pid, t) in pids.iter().zip(&totals) {
+        assert_eq!(
+            *t, first,
+            "pid {pid} of {pids:?}: totals {totals:?}\n{context}"
+        );
+    }
+    // Otherwise no slot changed hands and the above checked nothing of them: another
+    // process kept that CPU's slot (this test needs a machine not busy with other programs).
+    let owners: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| context.contains(&format!("slot freed from exited process {p}\n")))
+        .collect();
+    assert!(
+        owners.len() >= 2,
+        "of the processes {pids:?} on CPU {work_cpu}, only {owners:?} owned a slot\n{context}"
+    );
+}
+
 // =============================================================================================
 // 11. Another mount namespace with its own libc
 // =============================================================================================

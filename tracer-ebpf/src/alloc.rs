@@ -4,21 +4,22 @@
 //! Only the outermost allocator call on a thread counts: glibc's own functions call each other
 //! (realloc(NULL, n) calls malloc, aligned_alloc calls malloc for small alignments, realloc(p, 0)
 //! calls free), and one allocation by the program must be counted once.
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
     event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats, StackKey,
-    HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
+    Unattributed, HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_user,
     },
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
 
-use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, PROCS, SITES};
+use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PROCS, SITES};
 use crate::{global, live, sample, stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
@@ -312,9 +313,9 @@ fn tally_alloc<C: EbpfContext>(
             add(&mut site.size_hist[hist_index(size)], n);
         }
         None => {
-            if let Some(p) = proc_stats(ctx, tgid) {
-                add(&mut p.allocs, n);
-                add(&mut p.bytes, bytes);
+            if let Some(u) = unattributed(ctx, tgid) {
+                add(&mut u.allocs, n);
+                add(&mut u.bytes, bytes);
             }
         }
     }
@@ -376,9 +377,9 @@ fn record_freed<C: EbpfContext>(ctx: &C, tgid: u32, info: &AllocInfo) {
             add(&mut site.life_hist[hist_index(life)], 1);
         }
         None => {
-            if let Some(p) = proc_stats(ctx, tgid) {
-                add(&mut p.frees, 1);
-                add(&mut p.freed_bytes, info.size);
+            if let Some(u) = unattributed(ctx, tgid) {
+                add(&mut u.frees, 1);
+                add(&mut u.freed_bytes, info.size);
             }
         }
     }
@@ -391,7 +392,40 @@ fn count_unknown_free<C: EbpfContext>(ctx: &C, tgid: u32) {
     }
 }
 
-/// The process's unattributed totals, created on its first traced call or first site.
+/// Where the process's unattributed counts go: this CPU's OWNED slot when the process owns
+/// it or claims it now, else its entry in the process map.
+#[inline(always)]
+fn unattributed<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut Unattributed> {
+    // SAFETY: a helper without preconditions; the program cannot migrate while it runs.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(slot) = OWNED.get_ptr_mut(cpu) {
+        // SAFETY: map value pointers stay valid for the program's run; user space writes a
+        // slot only once its owner has exited, and the counters are updated atomically.
+        let slot = unsafe { &mut *slot };
+        // SAFETY: reads a map value another CPU may write.
+        let owner = unsafe { core::ptr::read_volatile(&slot.tgid) };
+        if owner == tgid {
+            return Some(&mut slot.totals);
+        }
+        // The process map entry comes first: it is how user space learns of the process.
+        if owner == 0 && proc_stats(ctx, tgid).is_some() {
+            // SAFETY: an atomic compare-and-swap on a map value.
+            let (_, won) = unsafe {
+                atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    &mut slot.tgid,
+                    0,
+                    tgid,
+                )
+            };
+            if won {
+                return Some(&mut slot.totals);
+            }
+        }
+    }
+    proc_stats(ctx, tgid).map(|p| &mut p.totals)
+}
+
+/// The process's entry in the process map, created on its first traced call or first site.
 #[inline(always)]
 pub fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut ProcStats> {
     if let Some(p) = PROCS.get_ptr_mut(&tgid) {
@@ -399,10 +433,12 @@ pub fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut Pro
         return Some(unsafe { &mut *p });
     }
     let fresh = ProcStats {
-        allocs: 0,
-        bytes: 0,
-        frees: 0,
-        freed_bytes: 0,
+        totals: Unattributed {
+            allocs: 0,
+            bytes: 0,
+            frees: 0,
+            freed_bytes: 0,
+        },
         unknown_frees: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };

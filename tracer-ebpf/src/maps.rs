@@ -1,7 +1,9 @@
 //! Every map of the tracer. Sizes here are defaults: the loader sets the real ones from
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
 use crate::task_storage::TaskStorage;
-use alloctrace_common::{loss, CallState, LiveSlot, ProcStats, SiteStats, StackKey, StackTrace};
+use alloctrace_common::{
+    loss, CallState, LiveSlot, OwnedTotals, ProcStats, SiteStats, StackKey, StackTrace,
+};
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::{btf_map, map},
@@ -30,6 +32,12 @@ pub static CALLS: TaskStorage<CallState> = TaskStorage::new();
 /// line; user space sums the CPUs.
 #[map]
 pub static PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Per CPU id: the unattributed totals of the process that owns the slot (see
+/// `OwnedTotals`). A plain mmapable array, not a per-CPU one: user space frees a slot in
+/// place, field by field. The loader sizes it to the possible CPUs.
+#[map]
+pub static OWNED: Array<OwnedTotals> = Array::with_max_entries(256, BPF_F_MMAPABLE);
 
 /// Loss counters, indexed by `alloctrace_common::loss`.
 #[map]

@@ -133,7 +133,8 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
     pub short_lived: Duration,
 
-    /// Show what alloctrace does, and the eBPF programs' own log (loss events).
+    /// Show what alloctrace does (probe placement, drain times); -vv also its bookkeeping
+    /// (exited processes retired, per-CPU slots freed).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

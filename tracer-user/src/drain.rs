@@ -11,6 +11,7 @@ use aya::Ebpf;
 use crate::live_table::LiveTable;
 use crate::map_batch;
 use crate::model::{Counters, Losses, Sample, SitePoint};
+use crate::owned_totals::OwnedSlots;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -23,6 +24,8 @@ pub enum DrainError {
     },
     #[error(transparent)]
     Live(#[from] crate::live_table::LiveError),
+    #[error(transparent)]
+    Owned(#[from] crate::owned_totals::OwnedError),
 }
 
 /// One process's totals as the kernel counted them.
@@ -49,6 +52,7 @@ pub struct Drainer {
     stacks: HashMap<MapData, StackKey, StackTrace>,
     procs: PerCpuHashMap<MapData, u32, ProcStats>,
     live: LiveTable,
+    owned: OwnedSlots,
     losses: PerCpuArray<MapData, u64>,
     control: Array<MapData, u32>,
     /// Final state of processes that exited and were removed from the kernel maps
@@ -85,6 +89,10 @@ fn current_comm(pid: u32) -> Option<String> {
     Some(c.trim_end_matches('\n').to_string())
 }
 
+fn unattributed(u: &abi::Unattributed) -> Counters {
+    counters(u.allocs, u.bytes, u.frees, u.freed_bytes)
+}
+
 fn counters(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
     Counters {
         allocs,
@@ -107,6 +115,10 @@ impl Drainer {
                 ebpf.take_map(abi::MAP_LIVE)
                     .ok_or(DrainError::MissingMap(abi::MAP_LIVE))?,
                 live_slots,
+            )?,
+            owned: OwnedSlots::new(
+                ebpf.take_map(abi::MAP_OWNED)
+                    .ok_or(DrainError::MissingMap(abi::MAP_OWNED))?,
             )?,
             losses: take(ebpf, abi::MAP_LOSSES)?,
             control: take(ebpf, abi::MAP_CONTROL)?,
@@ -131,7 +143,8 @@ impl Drainer {
     /// Every process seen so far, live and retired, given a read of the site map. A live
     /// process's totals are its sites' counters plus what the kernel could attribute to no
     /// site (unsampled allocations, stacks that could not be stored), which it keeps in the
-    /// process map: that spares an allocation whose site is known a second map update.
+    /// process map and in the per-CPU slots the process owns: that spares an allocation whose
+    /// site is known a second map update, and one without a site a hash lookup.
     fn processes_with(&self, sites: &[(StackKey, SiteStats)]) -> BTreeMap<u32, ProcTotals> {
         let mut live = BTreeMap::new();
         // Per CPU in the kernel (threads on different CPUs share no cache line): summed here.
@@ -140,8 +153,7 @@ impl Drainer {
             let mut t = ProcTotals::default();
             let mut comm = None;
             for p in per_cpu.iter() {
-                t.counters
-                    .add(&counters(p.allocs, p.bytes, p.frees, p.freed_bytes));
+                t.counters.add(&unattributed(&p.totals));
                 t.unknown_frees += p.unknown_frees;
                 if comm.is_none() && p.comm[0] != 0 {
                     comm = Some(comm_str(&p.comm));
@@ -149,6 +161,13 @@ impl Drainer {
             }
             t.comm = current_comm(pid).or(comm).unwrap_or_default();
             live.insert(pid, t);
+        }
+        for (pid, u) in self.owned.read() {
+            let p = live.entry(pid).or_insert_with(|| ProcTotals {
+                comm: current_comm(pid).unwrap_or_default(),
+                ..ProcTotals::default()
+            });
+            p.counters.add(&unattributed(&u));
         }
         for (key, st) in sites {
             let p = live.entry(key.tgid).or_insert_with(|| ProcTotals {
@@ -280,6 +299,10 @@ impl Drainer {
         self.retired_sites.extend(sites);
         for pid in &dead {
             let _ = self.procs.remove(pid);
+        }
+        // Counted into the retired totals above; from now on the slots are other processes'.
+        for (cpu, pid) in self.owned.release(|pid| dead.contains(&pid)) {
+            log::debug!("CPU {cpu}'s slot freed from exited process {pid}");
         }
         self.live_sweep_due = true;
     }

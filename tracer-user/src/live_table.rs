@@ -2,27 +2,20 @@
 //! it can mmap): retiring the blocks of processes that exited, whose frees can never come, so
 //! their slots serve new blocks. Same protocol as the kernel's take (alloctrace_common's
 //! `LiveSlot`): clear `tgid` by compare-and-swap, then mark the slot dead.
-use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use alloctrace_common::{live, LiveSlot};
 use aya::maps::{Map, MapData};
+
+use crate::shared_array::SharedArray;
 
 pub struct LiveTable {
     map: MapData,
     slots: usize,
     /// Mapped at the first sweep only (system-wide mode): a mapping counts the whole table
     /// (kernel memory) in alloctrace's resident set.
-    mapping: Option<Mapping>,
+    mapping: Option<SharedArray<LiveSlot>>,
 }
-
-struct Mapping {
-    base: *mut LiveSlot,
-    len: usize,
-}
-
-// SAFETY: the mapping is shared memory only ever accessed through atomics here.
-unsafe impl Send for Mapping {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -44,29 +37,9 @@ impl LiveTable {
         })
     }
 
-    fn mapped(&mut self) -> Result<&Mapping, LiveError> {
+    fn mapped(&mut self) -> Result<&SharedArray<LiveSlot>, LiveError> {
         if self.mapping.is_none() {
-            let page = 4096usize;
-            let len = (self.slots * size_of::<LiveSlot>()).div_ceil(page) * page;
-            // SAFETY: maps the array's values (created BPF_F_MMAPABLE) shared; the length is
-            // the values' size rounded up to a page, as the kernel requires.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    self.map.fd().as_fd().as_raw_fd(),
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(LiveError::Mmap(std::io::Error::last_os_error()));
-            }
-            self.mapping = Some(Mapping {
-                base: p.cast(),
-                len,
-            });
+            self.mapping = Some(SharedArray::map(&self.map, self.slots).map_err(LiveError::Mmap)?);
         }
         Ok(self.mapping.as_ref().expect("mapped above"))
     }
@@ -80,7 +53,7 @@ impl LiveTable {
             // SAFETY: `i` is within the mapping; the fields are naturally aligned, and the
             // kernel's programs access them atomically or with plain aligned stores.
             let (addr, tgid) = unsafe {
-                let s = m.base.add(i);
+                let s = m.slot(i);
                 (
                     AtomicU64::from_ptr(&raw mut (*s).addr),
                     AtomicU32::from_ptr(&raw mut (*s).tgid),
@@ -99,12 +72,5 @@ impl LiveTable {
             }
         }
         Ok(n)
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `mapped` mapped.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }

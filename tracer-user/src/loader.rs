@@ -12,6 +12,8 @@ pub enum LoadError {
     NotEmbedded,
     #[error("cannot load the eBPF programs: {0}")]
     Load(#[source] aya::EbpfError),
+    #[error(transparent)]
+    Owned(crate::owned_totals::OwnedError),
 }
 
 /// Map sizes and run-time knobs of the eBPF side.
@@ -29,6 +31,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let self_tgid = std::process::id();
     let live_slots = abi::live::slots(sizes.max_live);
     let live_mask = live_slots as u64 - 1;
+    let owned_slots = crate::owned_totals::slots().map_err(LoadError::Owned)?;
     EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
@@ -36,6 +39,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, sizes.max_stacks)
         .map_max_entries(abi::MAP_LIVE, live_slots)
+        .map_max_entries(abi::MAP_OWNED, owned_slots)
         // CALLS is task storage, which aya 0.14 has no user-space type for; only the kernel
         // side uses it.
         .allow_unsupported_maps()

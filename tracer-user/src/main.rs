@@ -11,10 +11,12 @@ mod map_batch;
 mod mmap_watch;
 mod model;
 mod output;
+mod owned_totals;
 mod probes;
 mod procmaps;
 mod report;
 mod sampling;
+mod shared_array;
 mod spawn;
 mod symbolize;
 mod target;
@@ -52,13 +54,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    let level = if cli.verbose > 0 {
-        log::LevelFilter::Info
-    } else {
-        log::LevelFilter::Warn
+    // -vv: alloctrace's own debug lines, not its libraries'.
+    let (level, own) = match cli.verbose {
+        0 => (log::LevelFilter::Warn, log::LevelFilter::Warn),
+        1 => (log::LevelFilter::Info, log::LevelFilter::Info),
+        _ => (log::LevelFilter::Info, log::LevelFilter::Debug),
     };
     env_logger::Builder::new()
         .filter_level(level)
+        .filter_module(module_path!(), own)
         .format_target(false)
         .init();
     let cfg = match config::validate(cli) {

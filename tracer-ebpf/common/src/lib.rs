@@ -25,6 +25,7 @@ pub const MAP_SITE_ZERO: &str = "SITE_ZERO";
 pub const MAP_STACK_SCRATCH: &str = "STACK_SCRATCH";
 pub const MAP_CONTROL: &str = "CONTROL";
 pub const MAP_SAMPLER: &str = "SAMPLER";
+pub const MAP_OWNED: &str = "OWNED";
 
 /// Index in the CONTROL array: non-zero once user space stops tracing. Uprobe removal waits a
 /// kernel grace period per probe (~0.1 s each here), so the probes are first told to stop
@@ -255,20 +256,44 @@ pub struct CallState {
 }
 const _: () = assert!(size_of::<CallState>() == 72);
 
-/// Per-process cumulative totals (Go's MemStats analog). Live = allocated - freed.
+/// Cumulative counts of what a process allocated and freed that no site holds (unsampled, or
+/// its stack could not be stored): user space adds its sites' counters for its totals.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ProcStats {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unattributed {
     pub allocs: u64,
     pub bytes: u64,
     pub frees: u64,
     pub freed_bytes: u64,
+}
+
+/// Per-process entry of the kernel's process map (per CPU): unattributed counts, and what
+/// the process is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcStats {
+    pub totals: Unattributed,
     /// Frees of addresses this tracer never saw allocated (allocated before attach, or lost).
     pub unknown_frees: u64,
     /// `comm` of the thread that made the process's first traced call.
     pub comm: [u8; 16],
 }
 const _: () = assert!(size_of::<ProcStats>() == 56);
+
+/// One CPU's slot of the OWNED array, indexed by CPU id: the first process to count an
+/// unattributed allocation or free on that CPU claims it (`tgid`, by compare-and-swap from 0)
+/// and counts there from then on, without the process map's hash lookup: the hot path of
+/// sampling, where most allocations have no site. User space adds a slot to its owner's
+/// totals, and frees it (zeroes it, `tgid` last) once the owner has exited. Other processes
+/// count in the process map, as before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OwnedTotals {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub totals: Unattributed,
+}
+const _: () = assert!(size_of::<OwnedTotals>() == 40);
 
 /// Indices of the loss counters (a per-CPU array summed by user space).
 pub mod loss {
@@ -441,5 +466,6 @@ mod pod {
     unsafe impl aya::Pod for AllocInfo {}
     unsafe impl aya::Pod for CallState {}
     unsafe impl aya::Pod for ProcStats {}
+    unsafe impl aya::Pod for OwnedTotals {}
     unsafe impl aya::Pod for Event {}
 }
