@@ -20,10 +20,19 @@
 //!   stack per 512 KiB;
 //! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
 //!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
-//!   `ustack`, delete at free), on malloc, posix_memalign and free, at their entries;
+//!   `ustack`, delete at free and at realloc's entry), at the entries of the allocator
+//!   functions memleak probes: malloc, calloc, realloc, posix_memalign, aligned_alloc,
+//!   memalign, valloc, pvalloc and free (not mmap/munmap: see `bpftrace_script`);
 //! - `heaptrack`: if installed, heaptrack launching the workload (LD_PRELOAD);
-//! - `BCC memleak`: if installed (Debian's bpfcc-tools), `memleak-bpfcc -p PID` on the
-//!   workload, which waits for it (BENCH_WAIT).
+//! - `BCC memleak`: if installed (Debian's bpfcc-tools), `memleak-bpfcc -p PID 1` on the
+//!   workload, which waits for it (BENCH_WAIT). On a kernel without headers, Debian's amd64
+//!   headers are linked where BCC looks for them (`bench_bcc`). After each run memleak's
+//!   stack map is read with bpftool: a run in which memleak recorded no stack from the
+//!   workload's executable is left out of the medians (it would be the cost of a tracer that
+//!   saw nothing), as is one in which memleak could not attach all its uprobes;
+//! - `BCC memleak (free moved)`: the same, from a copy of the script made at bench time whose
+//!   free uprobe is at alloctrace's placement for free (free+3 on Debian 12's glibc, past the
+//!   single-stepped `test rdi,rdi`), checked with `bpftool perf`.
 use std::{
     fmt::Write as _,
     fs,
@@ -35,7 +44,11 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
-use crate::{build, cmd};
+use crate::{
+    bench_bcc::{self, Bcc, Seen},
+    build,
+    cmd::{self, which},
+};
 
 #[derive(Debug, Args)]
 pub struct BenchOpts {
@@ -68,9 +81,12 @@ enum Tracer {
     Bpftrace,
     /// heaptrack (LD_PRELOAD; must launch the program), if installed.
     Heaptrack,
-    /// BCC's memleak (`memleak-bpfcc -p PID`), if installed: attached to the waiting
-    /// workload (BENCH_WAIT), which is released once memleak says it is attaching.
-    Memleak,
+    /// BCC's memleak (`memleak-bpfcc -p PID 1`), if installed and able to compile its program:
+    /// attached to the waiting workload (BENCH_WAIT), which is released once memleak has
+    /// attached. `moved`: the copy whose free uprobe is at alloctrace's placement for free.
+    Memleak {
+        moved: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -175,26 +191,33 @@ const CONFIGS: &[Config] = &[
     },
     Config {
         name: "BCC memleak",
-        tracer: Tracer::Memleak,
+        tracer: Tracer::Memleak { moved: false },
+        floor: None,
+    },
+    Config {
+        name: "BCC memleak (free moved)",
+        tracer: Tracer::Memleak { moved: true },
         floor: None,
     },
 ];
 
 /// One run of one workload under one configuration.
 #[derive(Clone, Copy, Debug)]
-struct Run {
-    loop_ns: u64,
-    events: u64,
-    wall_s: f64,
+pub(crate) struct Run {
+    pub(crate) loop_ns: u64,
+    pub(crate) events: u64,
+    pub(crate) wall_s: f64,
     /// Allocations alloctrace's report counts (alloctrace configurations only).
-    counted: Option<u64>,
+    pub(crate) counted: Option<u64>,
+    /// What BCC memleak recorded (memleak configurations only).
+    pub(crate) seen: Option<Seen>,
 }
 
 struct Env {
     alloctrace: PathBuf,
     bpftrace: Option<PathBuf>,
     heaptrack: Option<PathBuf>,
-    memleak: Option<PathBuf>,
+    bcc: Option<Bcc>,
     /// Comparisons left out, and why (printed with the results).
     notes: Vec<String>,
     libc: PathBuf,
@@ -238,38 +261,27 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         } else {
             which("heaptrack")
         },
-        memleak: None,
+        bcc: None,
         notes: Vec::new(),
         libc,
         scratch,
         iterations: opts.iterations,
     };
     let mut env = env;
+    let placements = placements(&env, &workloads[0].1)?;
     if !opts.no_bpftrace {
-        match which("memleak-bpfcc") {
-            None => env
-                .notes
-                .push("BCC memleak: not installed (apt-get install bpfcc-tools)".to_string()),
-            Some(m) => match memleak_works(&m) {
-                Ok(()) => env.memleak = Some(m),
-                Err(why) => {
-                    eprintln!("xtask: bench: BCC memleak left out: {why}");
-                    env.notes.push(format!(
-                        "BCC memleak: left out, it cannot run on this kernel ({why}; BCC \
-                         compiles its program against the running kernel's headers)"
-                    ));
-                }
-            },
-        }
+        env.bcc = bench_bcc::bcc(&env.scratch, &placements, &mut env.notes);
     }
     let configs: Vec<Config> = CONFIGS
         .iter()
         .copied()
         .filter(|c| c.tracer != Tracer::Bpftrace || env.bpftrace.is_some())
         .filter(|c| c.tracer != Tracer::Heaptrack || env.heaptrack.is_some())
-        .filter(|c| c.tracer != Tracer::Memleak || env.memleak.is_some())
+        .filter(|c| match c.tracer {
+            Tracer::Memleak { moved } => env.bcc.as_ref().is_some_and(|b| !moved || b.has_moved()),
+            _ => true,
+        })
         .collect();
-    let placements = placements(&env, &workloads[0].1)?;
 
     // results[w][c] = runs
     let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); configs.len()]; workloads.len()];
@@ -284,8 +296,18 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
                     opts.repeat,
                     cfg.name
                 );
-                let run = run_one(&env, exe, cfg)?;
-                results[w][c].push(run);
+                match run_one(&env, exe, cfg)? {
+                    Ok(run) => results[w][c].push(run),
+                    Err(why) => {
+                        let why = format!(
+                            "{} on {name}, round {}: left out of the medians: {why}",
+                            cfg.name,
+                            round + 1
+                        );
+                        eprintln!("xtask: bench: {why}");
+                        env.notes.push(why);
+                    }
+                }
             }
         }
     }
@@ -398,14 +420,6 @@ fn libc_of(exe: &Path) -> Result<PathBuf> {
         .with_context(|| format!("ldd finds no libc in {}:\n{out}", exe.display()))
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 /// alloctrace's `-v` placement lines for this libc (one short run).
 fn placements(env: &Env, exe: &Path) -> Result<Vec<String>> {
     let out_file = env.scratch.join("placement.out");
@@ -438,16 +452,47 @@ fn placements(env: &Env, exe: &Path) -> Result<Vec<String>> {
 }
 
 /// The bpftrace script: BCC memleak's hot path (entry: size; return: address -> size, count and
-/// bytes per user stack; free: forget the address), for the calls the workloads make.
+/// bytes per user stack; free: forget the address), on the allocator functions memleak probes.
+/// mmap and munmap, which memleak probes too, are left out: the workloads reach them only
+/// when glibc maps a large block (phases' 1 MiB ones) or a thread's arena, a few times per run.
 fn bpftrace_script(libc: &Path) -> String {
     let l = libc.display();
-    format!(
-        r#"uprobe:{l}:malloc /pid == cpid/ {{ @size[tid] = arg0; }}
-uretprobe:{l}:malloc /pid == cpid/ {{
+    // Each entry as memleak's `*_enter`: the size from the argument that holds it. realloc
+    // forgets its old address first, as memleak's `realloc_enter` does (even when realloc then
+    // fails and the old block lives on); its return records the new block like malloc's.
+    //
+    // `guarded`: in glibc, another probed function can run inside the call or at the same
+    // address (realloc(NULL, n) and memalign with a small alignment call malloc; before 2.38
+    // aligned_alloc and memalign are one function) and its return takes the size first. Then
+    // memleak's return finds no size and does nothing ("missed alloc entry"), and so does this
+    // one rather than count the block twice. bpftrace 0.17 has no has_key(), so a size of 0
+    // reads as missing too. Nothing nests inside malloc. posix_memalign (below) keeps the form
+    // it had: it calls malloc only for an alignment of 16 or less, which no workload asks for.
+    let entries = [
+        ("malloc", "@size[tid] = arg0;", false),
+        ("calloc", "@size[tid] = arg0 * arg1;", false),
+        ("realloc", "delete(@addr[arg0]); @size[tid] = arg1;", true),
+        ("aligned_alloc", "@size[tid] = arg1;", true),
+        ("memalign", "@size[tid] = arg1;", true),
+        ("valloc", "@size[tid] = arg0;", false),
+        ("pvalloc", "@size[tid] = arg0;", false),
+    ];
+    let mut s = String::new();
+    for (f, entry, guarded) in entries {
+        let guard = if guarded { " && @size[tid]" } else { "" };
+        let _ = write!(
+            s,
+            r#"uprobe:{l}:{f} /pid == cpid/ {{ {entry} }}
+uretprobe:{l}:{f} /pid == cpid{guard}/ {{
   @addr[retval] = @size[tid]; @allocs[ustack] = count(); @bytes[ustack] = sum(@size[tid]);
   delete(@size[tid]);
 }}
-uprobe:{l}:posix_memalign /pid == cpid/ {{ @size[tid] = arg2; @memptr[tid] = arg0; }}
+"#
+        );
+    }
+    let _ = write!(
+        s,
+        r#"uprobe:{l}:posix_memalign /pid == cpid/ {{ @size[tid] = arg2; @memptr[tid] = arg0; }}
 uretprobe:{l}:posix_memalign /pid == cpid/ {{
   $p = *(uint64 *)@memptr[tid];
   @addr[$p] = @size[tid]; @allocs[ustack] = count(); @bytes[ustack] = sum(@size[tid]);
@@ -456,137 +501,8 @@ uretprobe:{l}:posix_memalign /pid == cpid/ {{
 uprobe:{l}:free /pid == cpid/ {{ delete(@addr[arg0]); }}
 END {{ clear(@addr); clear(@size); clear(@memptr); }}
 "#
-    )
-}
-
-/// Whether BCC memleak can attach here: it compiles its program at start-up and needs the
-/// running kernel's headers, which custom kernels often lack. Tried on a `sleep`.
-fn memleak_works(memleak: &Path) -> std::result::Result<(), String> {
-    use std::io::Read;
-    let mut sleeper = Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .map_err(|e| format!("cannot run sleep: {e}"))?;
-    let out = Command::new("timeout")
-        .args([
-            "20",
-            &memleak.display().to_string(),
-            "-p",
-            &sleeper.id().to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(|mut c| {
-            // It prints "Attaching to pid" and goes on: read until then, or until it ends.
-            let mut text = String::new();
-            let mut buf = [0u8; 4096];
-            let mut so = c.stdout.take().expect("piped");
-            while let Ok(k) = so.read(&mut buf) {
-                if k == 0 {
-                    break;
-                }
-                text.push_str(&String::from_utf8_lossy(&buf[..k]));
-                if text.contains("Attaching to pid") {
-                    break;
-                }
-            }
-            let _ = c.kill();
-            let mut err = String::new();
-            if let Some(mut e) = c.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            let _ = c.wait();
-            (text, err)
-        });
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
-    let (text, err) = out.map_err(|e| format!("cannot run {}: {e}", memleak.display()))?;
-    if text.contains("Attaching to pid") {
-        return Ok(());
-    }
-    let why = err
-        .lines()
-        .find(|l| l.contains("kernel headers") || l.starts_with("Exception"))
-        .or_else(|| err.lines().last())
-        .unwrap_or("it did not attach");
-    Err(why.trim().to_string())
-}
-
-/// BCC memleak on the workload: the workload waits (BENCH_WAIT) until memleak, attached to its
-/// pid, has had time to attach its probes (it prints "Attaching to pid" first, then attaches
-/// within milliseconds; a second is left), then runs its loop; memleak is stopped after.
-fn run_memleak(env: &Env, exe: &Path, n: &str, out_file: &Path) -> Result<Run> {
-    use std::io::{BufRead, BufReader, Write};
-    let memleak = env.memleak.as_ref().expect("filtered out without memleak");
-    let start = Instant::now();
-    let a = argv(exe);
-    let mut w = Command::new(&a[0])
-        .args(&a[1..])
-        .arg(n)
-        .arg(out_file)
-        .env("BENCH_WAIT", "1")
-        .env("PYTHONMALLOC", "malloc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
-    let mut wout = BufReader::new(w.stdout.take().context("no stdout")?);
-    let mut line = String::new();
-    wout.read_line(&mut line)?;
-    ensure!(
-        line.trim() == "ready",
-        "{} said {line:?}, not ready",
-        exe.display()
     );
-    let mut m = Command::new(memleak)
-        .args(["-p", &w.id().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot run {}", memleak.display()))?;
-    let mut mout = BufReader::new(m.stdout.take().context("no stdout")?);
-    loop {
-        line.clear();
-        if mout.read_line(&mut line)? == 0 {
-            let _ = w.kill();
-            bail!("memleak ended before attaching");
-        }
-        if line.contains("Attaching to pid") {
-            break;
-        }
-    }
-    let drain = std::thread::spawn(move || {
-        let mut sink = String::new();
-        while mout.read_line(&mut sink).unwrap_or(0) > 0 {
-            sink.clear();
-        }
-    });
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    w.stdin.take().context("no stdin")?.write_all(b"g")?;
-    let status = w.wait()?;
-    // SAFETY: plain kill(2) of our child.
-    unsafe { libc::kill(m.id() as i32, libc::SIGINT) };
-    let _ = m.wait();
-    let _ = drain.join();
-    ensure!(
-        status.success(),
-        "{} under memleak: {status}",
-        exe.display()
-    );
-    let text = fs::read_to_string(out_file)
-        .with_context(|| format!("no {} from {}", out_file.display(), exe.display()))?;
-    let field = |key: &str| -> Result<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
-            .with_context(|| format!("no `{key}` in {}:\n{text}", out_file.display()))
-    };
-    Ok(Run {
-        loop_ns: field("elapsed_ns ")?,
-        events: field("events ")?,
-        wall_s: start.elapsed().as_secs_f64(),
-        counted: None,
-    })
+    s
 }
 
 /// Debian's python3, an unmodified real program for the `*.py` workloads.
@@ -594,7 +510,7 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// The command line that runs workload `exe`: a compiled workload itself, a `.py` one under
 /// Debian's python3 (with PYTHONMALLOC=malloc, set by `run_one`, so objects come from libc).
-fn argv(exe: &Path) -> Vec<std::ffi::OsString> {
+pub(crate) fn argv(exe: &Path) -> Vec<std::ffi::OsString> {
     if exe.extension().is_some_and(|e| e == "py") {
         vec![PYTHON.into(), exe.into()]
     } else {
@@ -602,17 +518,22 @@ fn argv(exe: &Path) -> Vec<std::ffi::OsString> {
     }
 }
 
-fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
+/// A run, or why it is left out of the medians (BCC memleak's, when memleak did not attach or
+/// saw nothing of the workload).
+pub(crate) type Outcome = std::result::Result<Run, String>;
+
+fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Outcome> {
     let out_file = env.scratch.join("loop.out");
     let _ = fs::remove_file(&out_file);
     let report = env.scratch.join("report.json");
     let _ = fs::remove_file(&report);
     let n = env.iterations.to_string();
-    if cfg.tracer == Tracer::Memleak {
-        return run_memleak(env, exe, &n, &out_file);
+    if let Tracer::Memleak { moved } = cfg.tracer {
+        let bcc = env.bcc.as_ref().expect("filtered out without BCC");
+        return bench_bcc::run_memleak(bcc, exe, &n, &out_file, moved);
     }
     let mut command = match cfg.tracer {
-        Tracer::Memleak => unreachable!("run above"),
+        Tracer::Memleak { .. } => unreachable!("run above"),
         Tracer::None => {
             let a = argv(exe);
             let mut c = Command::new(&a[0]);
@@ -705,12 +626,13 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Run> {
             .and_then(|r| totals_allocs(&r)),
         _ => None,
     };
-    Ok(Run {
+    Ok(Ok(Run {
         loop_ns: field("elapsed_ns ")?,
         events: field("events ")?,
         wall_s,
         counted,
-    })
+        seen: None,
+    }))
 }
 
 /// `totals.allocs` of a `--report json` file, without a JSON dependency in xtask: the first
@@ -723,10 +645,13 @@ pub fn totals_allocs(report: &str) -> Option<u64> {
     a[..end].parse().ok()
 }
 
+/// The median of `v` (NaN if it is empty: a configuration with no valid run).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
@@ -766,7 +691,26 @@ fn machine(env: &Env) -> String {
             first_line(Command::new(b).arg("--version"))
         );
     }
+    if env.bcc.is_some() {
+        let _ = writeln!(
+            s,
+            "- BCC: bpfcc-tools {} (memleak-bpfcc)",
+            first_line(Command::new("dpkg-query").args(["-W", "-f=${Version}", "bpfcc-tools"]))
+        );
+    }
     s
+}
+
+/// `lo–hi` of `values`, or the one value, or `—`.
+fn span(values: impl Iterator<Item = u64>) -> String {
+    let mut v: Vec<u64> = values.collect();
+    v.sort_unstable();
+    v.dedup();
+    match v.as_slice() {
+        [] => "—".to_string(),
+        [one] => one.to_string(),
+        [lo, .., hi] => format!("{lo}–{hi}"),
+    }
 }
 
 fn render(
@@ -787,9 +731,12 @@ fn render(
          min–max); `ns/event` is (median loop − median untraced loop) / events, an event being \
          one allocator call as the workload counts them (python cannot: twice the allocations \
          alloctrace counted over its whole run, start-up included, so its ns/event is an \
-         underestimate); `× bpftrace` and `× heaptrack` divide that by the bpftrace \
-         script's and heaptrack's (LD_PRELOAD: it must launch the program); BCC memleak \
-         (stock, free probed at its entry) attaches to the waiting workload's pid; `run` is \
+         underestimate); `× bpftrace`, `× heaptrack`, `× BCC` and `× BCC moved` divide that \
+         by the bpftrace script's, heaptrack's (LD_PRELOAD: it must launch the program), BCC \
+         memleak's and BCC memleak's with its free probe moved to alloctrace's placement; BCC \
+         memleak (`memleak-bpfcc -p PID 1`, free probed at its entry as it ships) attaches to \
+         the waiting workload's pid, and a run in which it recorded no allocation stack from \
+         the workload's executable is left out (see the notes); `run` is \
          the whole command's wall time (median; alloctrace's includes attach and its ~1.5 s \
          detach); `counted` is the allocations alloctrace's report counts (expected: \
          iterations, plus the workload's start-up allocations; 0 for the floor).\n",
@@ -802,14 +749,20 @@ fn render(
          floor's (the same probes, empty programs: the kernel's own cost of the probes). \
          `placed` = default placement, `entry` = \
          ALLOCTRACE_PROBE_AT=entry (every probe at its function's first instruction). The \
-         bpftrace script probes function entries (bpftrace cannot probe inside a function \
-         without its own disassembler).\n"
+         bpftrace script probes the allocator functions BCC memleak probes (malloc, calloc, \
+         realloc, posix_memalign, aligned_alloc, memalign, valloc, pvalloc, free; not \
+         mmap/munmap, which the workloads reach only when glibc maps a large block or an \
+         arena), at their entries (bpftrace \
+         cannot probe inside a function without its own disassembler).\n"
     );
     let _ = writeln!(
         s,
-        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | × heaptrack | run s | counted |"
+        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | × heaptrack | × BCC | × BCC moved | run s | counted |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (w, (name, _)) in workloads.iter().enumerate() {
         let med = |c: usize| {
             median(
@@ -843,8 +796,24 @@ fn render(
             .iter()
             .position(|c| c.tracer == Tracer::Heaptrack)
             .map(per_event);
+        let bcc = configs
+            .iter()
+            .position(|c| c.tracer == Tracer::Memleak { moved: false })
+            .map(per_event);
+        let bcc_moved = configs
+            .iter()
+            .position(|c| c.tracer == Tracer::Memleak { moved: true })
+            .map(per_event);
         for (c, cfg) in configs.iter().enumerate() {
             let runs = &results[w][c];
+            if runs.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | no valid run | — | — | — | — | — | — | — | — | — |",
+                    cfg.name
+                );
+                continue;
+            }
             let lo = runs.iter().map(|r| r.loop_ns).min().unwrap_or(0) as f64 / 1e6;
             let hi = runs.iter().map(|r| r.loop_ns).max().unwrap_or(0) as f64 / 1e6;
             let wall = median(&mut runs.iter().map(|r| r.wall_s).collect::<Vec<_>>());
@@ -854,33 +823,63 @@ fn render(
                 .map(per_event)
                 .filter(|f| *f > 0.0)
                 .map_or("—".to_string(), |f| format!("{:.2}", per_event(c) / f));
-            let (ns, ratio, vs_heap) = if cfg.tracer == Tracer::None {
-                ("—".to_string(), "—".to_string(), "—".to_string())
+            let (ns, ratio, vs_heap, vs_bcc, vs_moved) = if cfg.tracer == Tracer::None {
+                let no = || "—".to_string();
+                (no(), no(), no(), no(), no())
             } else {
                 let ns = per_event(c);
                 let vs = |x: Option<f64>| {
                     x.filter(|b| *b > 0.0)
                         .map_or("—".to_string(), |b| format!("{:.2}", ns / b))
                 };
-                (format!("{ns:.0}"), vs(bpf), vs(heap))
+                (
+                    format!("{ns:.0}"),
+                    vs(bpf),
+                    vs(heap),
+                    vs(bcc),
+                    vs(bcc_moved),
+                )
             };
-            let counted = {
-                let mut v: Vec<u64> = runs.iter().filter_map(|r| r.counted).collect();
-                v.sort_unstable();
-                v.dedup();
-                match v.as_slice() {
-                    [] => "—".to_string(),
-                    [one] => one.to_string(),
-                    [lo, .., hi] => format!("{lo}–{hi}"),
-                }
-            };
+            let counted = span(runs.iter().filter_map(|r| r.counted));
             let _ = writeln!(
                 s,
-                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {vs_heap} | {wall:.2} | {counted} |",
+                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {vs_heap} | {vs_bcc} | {vs_moved} | {wall:.2} | {counted} |",
                 cfg.name,
                 med(c) / 1e6
             );
         }
+    }
+    let mut seen_lines = String::new();
+    for (w, (name, _)) in workloads.iter().enumerate() {
+        for (c, cfg) in configs.iter().enumerate() {
+            let seen: Vec<Seen> = results[w][c].iter().filter_map(|r| r.seen).collect();
+            if seen.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                seen_lines,
+                "- {name}, {}: {} stacks recorded, {} of them with a frame in the workload's \
+                 executable; outstanding stacks printed in {} of {} runs ({} entries per run)",
+                cfg.name,
+                span(seen.iter().map(|x| x.stacks)),
+                span(seen.iter().map(|x| x.from_exe)),
+                seen.iter().filter(|x| x.printed > 0).count(),
+                seen.len(),
+                span(seen.iter().map(|x| x.printed))
+            );
+        }
+    }
+    if !seen_lines.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWhat BCC memleak saw in the runs counted above: after the loop, before memleak is \
+             stopped, its stack map (read with `bpftool map dump`) holds one entry per distinct \
+             allocation stack it recorded, and at least one of them must have a frame in the \
+             workload's executable (where /proc/PID/maps puts it), or the run is left out. Its \
+             own output, every second, lists only allocations still live and older than 500 ms, \
+             which workloads that free each block at once rarely have:\n"
+        );
+        s.push_str(&seen_lines);
     }
     if !placements.is_empty() {
         let _ = writeln!(s, "\nProbe placement on this libc (`alloctrace -v`):\n");
@@ -897,4 +896,44 @@ fn render(
          spread). Re-run `cargo xtask bench` on a quiet machine for final numbers."
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpftrace_script_probes_what_memleak_does() {
+        let script = bpftrace_script(Path::new("/libc.so.6"));
+        let probed = |kind: &str| -> Vec<String> {
+            let mut v: Vec<String> = script
+                .lines()
+                .filter_map(|l| l.strip_prefix(kind)?.strip_prefix("/libc.so.6:"))
+                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        // BCC 0.26 memleak's attach_probes() calls, less mmap (and munmap, attached beside free).
+        let allocs = [
+            "aligned_alloc",
+            "calloc",
+            "malloc",
+            "memalign",
+            "posix_memalign",
+            "pvalloc",
+            "realloc",
+            "valloc",
+        ];
+        assert_eq!(probed("uretprobe:"), allocs);
+        let mut entries = allocs.to_vec();
+        entries.push("free");
+        entries.sort();
+        assert_eq!(probed("uprobe:"), entries);
+        assert!(script.contains(
+            "uprobe:/libc.so.6:realloc /pid == cpid/ { delete(@addr[arg0]); @size[tid] = arg1; }"
+        ));
+        assert!(script.contains("uretprobe:/libc.so.6:realloc /pid == cpid && @size[tid]/ {"));
+        assert!(script.contains("uretprobe:/libc.so.6:malloc /pid == cpid/ {"));
+    }
 }
