@@ -82,13 +82,34 @@ pub enum ProbeError {
     },
     #[error("{0}")]
     Mode(String),
-    #[error("cannot attach {kind} to {symbol} in {path}: {source}")]
+    #[error(
+        "cannot attach {kind} to {symbol} in {path}: {source}{}",
+        attach_hint(source)
+    )]
     Attach {
         kind: &'static str,
         symbol: &'static str,
         path: String,
         source: Box<ProgramError>,
     },
+}
+
+/// The likely cause of an attach refused with EINVAL on a function alloctrace could read:
+/// another tracer's uprobe at the same address with a different reference-counter offset.
+/// BCC 0.26's tools (memleak-bpfcc among them) set a garbage one (iovisor/bcc#5236).
+fn attach_hint(e: &ProgramError) -> &'static str {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EINVAL) {
+                return " (is another tracer probing the same function? The kernel refuses a \
+                    second uprobe whose reference-counter offset differs, as BCC 0.26's tools \
+                    set it: dmesg says \"ref_ctr_offset mismatch\"; stop that tracer first)";
+            }
+        }
+        cur = err.source();
+    }
+    ""
 }
 
 /// Where a symbol's probes go, as a file offset (what a uprobe is attached at).
@@ -425,6 +446,18 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn einval_at_attach_names_the_other_tracer_as_likely_cause() {
+        let err = |code| {
+            ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "perf_event_open",
+                io_error: std::io::Error::from_raw_os_error(code),
+            })
+        };
+        assert!(attach_hint(&err(libc::EINVAL)).contains("ref_ctr_offset mismatch"));
+        assert_eq!(attach_hint(&err(libc::ENOENT)), "");
+    }
 
     #[test]
     fn system_libc_resolves_every_required_symbol_once() {
