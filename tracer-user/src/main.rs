@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("alloctrace: error: {e:#}");
+                eprintln!("alloctrace: error: {}", one_line(&e));
                 ExitCode::FAILURE
             }
         };
@@ -75,8 +75,41 @@ fn main() -> ExitCode {
     match trace::run(cfg) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("alloctrace: error: {e:#}");
+            eprintln!("alloctrace: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line. aya's errors put their cause in their own message
+/// too, so a cause already in the line is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.contains(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(12);
+        let e = anyhow::Error::new(io).context("failed to create map `LIVE`");
+        let e = e.context("cannot load the eBPF programs: failed to create map `LIVE`");
+        assert_eq!(
+            one_line(&e),
+            format!(
+                "cannot load the eBPF programs: failed to create map `LIVE`: {}",
+                std::io::Error::from_raw_os_error(12)
+            )
+        );
     }
 }
