@@ -1052,6 +1052,45 @@ fn trace_system_wide(interval: &str, extra: &[&OsStr], report_path: &Path) -> Ru
     tracer
 }
 
+/// Ends a system-wide run with SIGINT, as a user would: the exit code says so, nothing
+/// panicked, and the report was written. Returns it with the run's output, for messages.
+fn stop_system_wide(mut tracer: Running, report_path: &Path) -> (Report, String) {
+    tracer.signal(libc::SIGINT);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(128 + libc::SIGINT);
+    let context = finished.describe();
+    assert!(!finished.stderr.contains("panicked"), "{context}");
+    (Report::read(report_path, &context), context)
+}
+
+/// Runs `fill leak 1500` `runs` times, one after another, each through `launcher` (a command
+/// that execs the rest, e.g. taskset; none if empty): each process exits holding 1,500
+/// blocks of 48 bytes. After each, 1.5 s for a sweep (every ten drains, 1 s at a 100 ms
+/// interval) to retire it before the next starts. Returns their pids.
+fn leak_in_turn(runs: usize, launcher: &[&str]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for _ in 0..runs {
+        let mut cmd = match launcher.split_first() {
+            Some((prog, args)) => {
+                let mut c = std::process::Command::new(prog);
+                c.args(args).arg(workload("fill"));
+                c
+            }
+            None => std::process::Command::new(workload("fill")),
+        };
+        let child = cmd
+            .args(["leak", "1500"])
+            .env("GROUND_TRUTH", "/dev/null")
+            .spawn()
+            .expect("start fill");
+        pids.push(child.id());
+        let out = child.wait_with_output().expect("wait for fill");
+        assert!(out.status.success(), "fill failed: {}", out.status);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    pids
+}
+
 /// System-wide tracing while a shell loop starts and ends 1,000 short-lived processes: no
 /// crash, every one of them has its totals (each made exactly tick_alloc's 8 allocations of
 /// 64 bytes, all freed), and alloctrace's peak RSS stays under
@@ -1090,12 +1129,7 @@ fn system_wide_survives_a_thousand_short_processes() {
     // Let a drain retire the last ones, then end the run.
     std::thread::sleep(Duration::from_millis(600));
     peak = peak.max(peak_rss_kib(tracer.pid()));
-    tracer.signal(libc::SIGINT);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(128 + libc::SIGINT);
-    let context = finished.describe();
-    assert!(!finished.stderr.contains("panicked"), "{context}");
-    let report = Report::read(&report_path, &context);
+    let (report, _) = stop_system_wide(tracer, &report_path);
     let mut seen = 0;
     for pid in report.pids() {
         let pid = pid as u32;
@@ -1141,25 +1175,9 @@ fn system_wide_retires_exited_processes_blocks() {
     const RUNS: usize = 6;
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
-    let mut tracer = trace_system_wide("100ms", &[os("--max-live"), os("2048")], &report_path);
-    let mut pids = Vec::new();
-    for _ in 0..RUNS {
-        let child = std::process::Command::new(workload("fill"))
-            .args(["leak", "1500"])
-            .env("GROUND_TRUTH", "/dev/null")
-            .spawn()
-            .expect("start fill");
-        pids.push(child.id());
-        let out = child.wait_with_output().expect("wait for fill");
-        assert!(out.status.success(), "fill failed: {}", out.status);
-        // Sweeps come every ten drains (1 s here): the next process starts after one.
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    tracer.signal(libc::SIGINT);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(128 + libc::SIGINT);
-    let context = finished.describe();
-    let report = Report::read(&report_path, &context);
+    let tracer = trace_system_wide("100ms", &[os("--max-live"), os("2048")], &report_path);
+    let pids = leak_in_turn(RUNS, &[]);
+    let (report, context) = stop_system_wide(tracer, &report_path);
     for pid in pids {
         let f = report.functions(pid);
         assert_eq!(
@@ -1212,31 +1230,13 @@ fn system_wide_sampling_hands_cpu_slots_on_exactly() {
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
     // A mean of 1 GiB: hardly any of these allocations is sampled.
-    let mut tracer = trace_system_wide(
+    let tracer = trace_system_wide(
         "100ms",
         &[os("-vv"), os("--sample-bytes"), os("1073741824")],
         &report_path,
     );
-    let mut pids = Vec::new();
-    for _ in 0..RUNS {
-        let child = std::process::Command::new("taskset")
-            .args(["-c", &work_cpu.to_string()])
-            .arg(workload("fill"))
-            .args(["leak", "1500"])
-            .env("GROUND_TRUTH", "/dev/null")
-            .spawn()
-            .expect("start taskset fill");
-        pids.push(child.id());
-        let out = child.wait_with_output().expect("wait for fill");
-        assert!(out.status.success(), "fill failed: {}", out.status);
-        // Exited processes are retired, and their slots freed, every ten drains (1 s here).
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    tracer.signal(libc::SIGINT);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(128 + libc::SIGINT);
-    let context = finished.describe();
-    let report = Report::read(&report_path, &context);
+    let pids = leak_in_turn(RUNS, &["taskset", "-c", &work_cpu.to_string()]);
+    let (report, context) = stop_system_wide(tracer, &report_path);
     let totals: Vec<Counters> = pids.iter().map(|&p| report.process_counters(p)).collect();
     let first = totals[0];
     assert!(

@@ -162,20 +162,23 @@ impl Drainer {
             t.comm = current_comm(pid).or(comm).unwrap_or_default();
             live.insert(pid, t);
         }
-        for (pid, u) in self.owned.read() {
-            let p = live.entry(pid).or_insert_with(|| ProcTotals {
+        // A process without an entry of its own in the process map (normally there is one).
+        fn of(live: &mut BTreeMap<u32, ProcTotals>, pid: u32) -> &mut ProcTotals {
+            live.entry(pid).or_insert_with(|| ProcTotals {
                 comm: current_comm(pid).unwrap_or_default(),
                 ..ProcTotals::default()
-            });
-            p.counters.add(&unattributed(&u));
+            })
+        }
+        for (pid, u) in self.owned.read() {
+            of(&mut live, pid).counters.add(&unattributed(&u));
         }
         for (key, st) in sites {
-            let p = live.entry(key.tgid).or_insert_with(|| ProcTotals {
-                comm: current_comm(key.tgid).unwrap_or_default(),
-                ..ProcTotals::default()
-            });
-            p.counters
-                .add(&counters(st.allocs(), st.bytes, st.frees(), st.freed_bytes));
+            of(&mut live, key.tgid).counters.add(&counters(
+                st.allocs(),
+                st.bytes,
+                st.frees(),
+                st.freed_bytes,
+            ));
         }
         let mut out = self.retired_procs.clone();
         out.extend(live);

@@ -12,12 +12,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::procmaps::Mapping;
+use crate::shared_array::SharedMapping;
 
 /// Data pages per CPU ring (a power of two). Side-band records are ~100 bytes and are drained
 /// at least every 100 ms: 64 KiB holds hundreds of them.
@@ -162,17 +162,12 @@ fn parse_cpu_list(text: &str) -> Option<Vec<i32>> {
 /// One perf event and its mapped ring: a metadata page, then `DATA_PAGES` pages of records.
 struct Ring {
     fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
+    mapping: SharedMapping,
     data_offset: usize,
     data_size: usize,
     /// Reassembles a record that wraps around the end of the data area.
     scratch: Vec<u8>,
 }
-
-// SAFETY: the mapping is owned by the Ring (unmapped only on drop) and only accessed through
-// &mut self (or atomics for the fields the kernel shares).
-unsafe impl Send for Ring {}
 
 impl Ring {
     fn open(pid: i32, cpu: i32) -> io::Result<Ring> {
@@ -212,25 +207,10 @@ impl Ring {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = page * (1 + DATA_PAGES);
-        // SAFETY: maps a fresh region of `len` bytes backed by the perf event; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned null");
+        let mapping = SharedMapping::map(fd.as_fd(), len)?;
         let mut ring = Ring {
             fd,
-            base,
-            len,
+            mapping,
             data_offset: page,
             data_size: page * DATA_PAGES,
             scratch: Vec::new(),
@@ -251,7 +231,7 @@ impl Ring {
     fn meta(&self, at: usize) -> &AtomicU64 {
         // SAFETY: `at` is one of the 8-byte aligned offsets of perf_event_mmap_page, inside the
         // first page of a live mapping; the kernel accesses these fields atomically too.
-        unsafe { &*self.base.as_ptr().add(at).cast::<AtomicU64>() }
+        unsafe { &*self.mapping.as_ptr().add(at).cast::<AtomicU64>() }
     }
 
     /// Calls `f` with each record (header included) written since the last read, then hands
@@ -262,17 +242,10 @@ impl Ring {
         // SAFETY: the data area lies inside the mapping (checked at open); the kernel does
         // not write between tail and head until we move tail.
         let data = unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add(self.data_offset), self.data_size)
+            std::slice::from_raw_parts(self.mapping.as_ptr().add(self.data_offset), self.data_size)
         };
         let tail = read_records(data, tail, head, &mut self.scratch, &mut f);
         self.meta(DATA_TAIL).store(tail, Ordering::Release);
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the region mapped in `open`, which nothing references any more.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 

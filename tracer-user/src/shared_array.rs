@@ -1,45 +1,72 @@
-//! A BPF array created `BPF_F_MMAPABLE`, mapped shared: user space reads and writes its
-//! values in place with atomics, as the kernel's programs do (the in-flight table, the
-//! per-CPU owned totals), instead of copying whole values through map syscalls, which
-//! cannot order their writes against the programs'.
-use std::os::fd::{AsFd, AsRawFd};
+//! Memory shared with the kernel through `mmap` of a descriptor: `SharedMapping` owns such a
+//! region (the perf ring of `mmap_watch`, a BPF array's values), `SharedArray` views a BPF
+//! array created `BPF_F_MMAPABLE` as its values, read and written in place with atomics as
+//! the kernel's programs do (the in-flight table, the per-CPU owned totals), instead of
+//! copying whole values through map syscalls, which cannot order their writes against the
+//! programs'.
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
 
 use aya::maps::MapData;
 
-pub struct SharedArray<T> {
-    base: *mut T,
-    /// Bytes mapped.
-    mapped: usize,
-    count: usize,
+/// `len` bytes of a descriptor mapped shared, read-write; unmapped on drop.
+pub struct SharedMapping {
+    base: NonNull<u8>,
+    len: usize,
 }
 
-// SAFETY: the mapping is shared memory that callers only access through atomics.
-unsafe impl<T> Send for SharedArray<T> {}
+// SAFETY: the region is owned by this value (unmapped only on drop); what shares it with the
+// kernel accesses it through atomics or exclusive borrows.
+unsafe impl Send for SharedMapping {}
 
-impl<T> SharedArray<T> {
-    /// Maps the `count` values of `map`.
-    pub fn map(map: &MapData, count: usize) -> std::io::Result<Self> {
-        let page = 4096usize;
-        let len = (count * size_of::<T>()).div_ceil(page).max(1) * page;
-        // SAFETY: maps the array's values shared; the length is the values' size rounded up
-        // to a page, as the kernel requires.
+impl SharedMapping {
+    pub fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        // SAFETY: maps a fresh region; the result is checked below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
+                fd.as_raw_fd(),
                 0,
             )
         };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned null");
+        Ok(SharedMapping { base, len })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+pub struct SharedArray<T> {
+    mapping: SharedMapping,
+    count: usize,
+    _values: std::marker::PhantomData<T>,
+}
+
+impl<T> SharedArray<T> {
+    /// Maps the `count` values of `map`.
+    pub fn map(map: &MapData, count: usize) -> std::io::Result<Self> {
+        let page = 4096usize;
+        // The values' size rounded up to a page, as the kernel requires.
+        let len = (count * size_of::<T>()).div_ceil(page).max(1) * page;
         Ok(SharedArray {
-            base: p.cast(),
-            mapped: len,
+            mapping: SharedMapping::map(map.fd().as_fd(), len)?,
             count,
+            _values: std::marker::PhantomData,
         })
     }
 
@@ -52,13 +79,6 @@ impl<T> SharedArray<T> {
     pub fn slot(&self, i: usize) -> *mut T {
         assert!(i < self.count, "slot {i} of {}", self.count);
         // SAFETY: within the mapping.
-        unsafe { self.base.add(i) }
-    }
-}
-
-impl<T> Drop for SharedArray<T> {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.cast(), self.mapped) };
+        unsafe { self.mapping.as_ptr().cast::<T>().add(i) }
     }
 }
