@@ -19,7 +19,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PROCS, SITES};
+use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PENDING, PROCS, SITES};
 use crate::{global, live, sample, stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
@@ -225,9 +225,16 @@ pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
     let Some(tgid) = current() else {
         return 0;
     };
+    // Most calls come straight from the program: skip the thread-storage lookup when no
+    // thread anywhere is inside a delegating call.
+    if pending_delegations() == 0 {
+        count_at_entry(ctx, tgid, size);
+        return 0;
+    }
     if let Some(outer) = CALLS.current() {
         if outer.active != 0 {
             outer.active = 0;
+            delegation_pending(u64::MAX);
             // SAFETY: as in `enter`.
             let sp = unsafe { (*ctx.regs).rsp };
             // Called from inside the outer call (deeper), or tail-called by it (same depth).
@@ -257,8 +264,32 @@ pub fn count_delegated(ctx: &ProbeContext, size: u64) -> u32 {
     };
     // SAFETY: as in `enter`.
     state.sp = unsafe { (*ctx.regs).rsp };
+    // Counted before the state is set (malloc may run on another CPU after a migration, and
+    // must see it), and once per state: one left behind (a stale call) keeps its count.
+    if state.active == 0 {
+        delegation_pending(1);
+    }
     state.active = 1;
     0
+}
+
+/// Threads whose delegating call has not reached malloc yet, or more (one whose call never
+/// reached malloc stays counted): never fewer, so malloc never skips a state it must see.
+#[inline(always)]
+fn pending_delegations() -> u64 {
+    // SAFETY: reads a map value other CPUs update atomically.
+    PENDING
+        .get_ptr(0)
+        .map_or(1, |p| unsafe { core::ptr::read_volatile(p) })
+}
+
+/// Adds `n` (u64::MAX: takes one back) to the pending delegations.
+#[inline(always)]
+fn delegation_pending(n: u64) {
+    if let Some(p) = PENDING.get_ptr_mut(0) {
+        // SAFETY: a map value that lives as long as the map.
+        add(unsafe { &mut *p }, n);
+    }
 }
 
 /// Alloc-only mode, the aligned family: glibc refuses an alignment that is not a power of two

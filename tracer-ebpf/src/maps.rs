@@ -71,6 +71,12 @@ pub static STACK_CHUNK: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Alloc-only mode: how many threads are inside an allocator call that hands its request to
+/// malloc (see `alloc::count_delegated`). Not per CPU: the thread may move to another CPU
+/// before its malloc runs.
+#[map]
+pub static PENDING: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per CPU: bytes still to allocate before the next sampled allocation (`--sample-bytes`);
 /// 0 until the first draw.
 #[map]
