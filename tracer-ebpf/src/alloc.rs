@@ -7,7 +7,7 @@
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats, StackKey,
+    event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats,
     Unattributed, HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
@@ -19,8 +19,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PENDING, PROCS, SITES};
-use crate::{global, live, sample, stack, SELF_TGID};
+use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PENDING, PROCS};
+use crate::{global, live, sample, sites, stack, SELF_TGID};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -368,13 +368,7 @@ fn site(tgid: u32, stack_hash: u64) -> Option<&'static mut SiteStats> {
     if stack_hash == 0 {
         return None;
     }
-    let key = StackKey {
-        tgid,
-        _pad: 0,
-        hash: stack_hash,
-    };
-    // SAFETY: map value pointers stay valid for the program's run; all updates are atomic.
-    SITES.get_ptr_mut(&key).map(|p| unsafe { &mut *p })
+    sites::find(tgid, stack_hash).map(|s| &mut s.stats)
 }
 
 /// Remembers a new block until its free: its size, site and birth time.

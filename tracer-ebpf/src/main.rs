@@ -10,6 +10,7 @@ mod alloc;
 mod live;
 mod maps;
 mod sample;
+mod sites;
 mod stack;
 mod task_storage;
 
@@ -34,6 +35,10 @@ static SAMPLE_BYTES: u64 = 0;
 /// Slots of the in-flight table minus one (a power of two minus one). Set by the loader.
 #[unsafe(no_mangle)]
 static LIVE_MASK: u64 = 0;
+
+/// Homes of the site table (`alloctrace_common::sites::homes`). Set by the loader.
+#[unsafe(no_mangle)]
+static SITE_HOMES: u64 = 0;
 
 /// Reads a loader-set global: volatile, so the compiler cannot fold the 0 it was built with.
 #[inline(always)]

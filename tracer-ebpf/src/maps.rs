@@ -2,7 +2,7 @@
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
 use crate::task_storage::TaskStorage;
 use alloctrace_common::{
-    loss, CallState, LiveSlot, OwnedTotals, ProcStats, SiteStats, StackKey, StackTrace,
+    loss, CallState, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
 };
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -14,9 +14,15 @@ use aya_ebpf::{
 #[map]
 pub static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(16384, 0);
 
-/// (tgid, stack hash) -> cumulative counters and histograms of that allocation site.
+/// The site table: (tgid, stack hash) -> cumulative counters and histograms of that
+/// allocation site (see `sites`). Mmapable: user space reads the counters in place and
+/// retires exited processes' slots. The loader sizes it (`alloctrace_common::sites::slots`).
 #[map]
-pub static SITES: HashMap<StackKey, SiteStats> = HashMap::with_max_entries(16384, 0);
+pub static SITES: Array<SiteSlot> = Array::with_max_entries(24576, BPF_F_MMAPABLE);
+
+/// Slots claimed in the site table so far: user space looks for new slots when it moved.
+#[map]
+pub static SITE_CLAIMS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Blocks allocated and not yet freed: size, site and birth time (see `live`). Mmapable, so
 /// user space can retire exited processes' slots with the same atomic protocol.
@@ -46,11 +52,6 @@ pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT,
 /// New processes and stacks, so user space snapshots mappings while the process lives.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
-
-/// One all-zero SiteStats to initialise new sites from: it is too large for the BPF stack.
-/// Nothing ever writes it.
-#[map]
-pub static SITE_ZERO: Array<SiteStats> = Array::with_max_entries(1, 0);
 
 /// Per-CPU room to build a stack in before it is hashed and stored.
 #[map]

@@ -17,7 +17,8 @@ use aya_ebpf::{
 };
 
 use crate::alloc::{bump_loss, notify, proc_stats};
-use crate::maps::{CHUNK_BYTES, CHUNK_MASK, SITES, SITE_ZERO, STACKS, STACK_CHUNK, STACK_SCRATCH};
+use crate::maps::{CHUNK_BYTES, CHUNK_MASK, STACKS, STACK_CHUNK, STACK_SCRATCH};
+use crate::sites;
 
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
@@ -118,21 +119,21 @@ pub fn record(
     }
     st.len = len;
     hash = mix(hash, len as u64);
-    if hash == 0 {
-        hash = 1;
+    // 0 means no stack, 1 a dead slot of the site table.
+    if hash < 2 {
+        hash += 2;
     }
+    if let Some(site) = sites::find(tgid, hash) {
+        return (hash, Some(&mut site.stats));
+    }
+    // A new site: its process's entry is created with it, so user space learns of the
+    // process (and its name) even when every allocation it makes has a site.
+    let _ = proc_stats(ctx, tgid);
     let key = StackKey {
         tgid,
         _pad: 0,
         hash,
     };
-    if let Some(site) = SITES.get_ptr_mut(&key) {
-        // SAFETY: map value pointers stay valid for the program's run.
-        return (hash, Some(unsafe { &mut *site }));
-    }
-    // A new site: its process's entry is created with it, so user space learns of the
-    // process (and its name) even when every allocation it makes has a site.
-    let _ = proc_stats(ctx, tgid);
     match STACKS.insert(&key, &*st, BPF_NOEXIST) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {}
@@ -141,28 +142,24 @@ pub fn record(
             return (0, None);
         }
     }
-    let Some(zero) = SITE_ZERO.get(0) else {
-        return (0, None);
-    };
-    match SITES.insert(&key, zero, BPF_NOEXIST) {
-        Ok(()) => notify(
-            ctx,
-            Event {
-                tgid,
-                kind: event::NEW_STACK,
-            },
-        ),
-        Err(e) if e == -EEXIST => {}
-        Err(_) => {
+    match sites::claim(tgid, hash) {
+        Some((site, new)) => {
+            if new {
+                notify(
+                    ctx,
+                    Event {
+                        tgid,
+                        kind: event::NEW_STACK,
+                    },
+                );
+            }
+            (hash, Some(&mut site.stats))
+        }
+        None => {
             // Keep the two maps consistent: a stack without a site would never be drained.
             let _ = STACKS.remove(&key);
             bump_loss(ctx, loss::SITE_MAP_FULL);
-            return (0, None);
+            (0, None)
         }
-    }
-    match SITES.get_ptr_mut(&key) {
-        // SAFETY: as above.
-        Some(site) => (hash, Some(unsafe { &mut *site })),
-        None => (0, None),
     }
 }

@@ -12,6 +12,7 @@ use crate::live_table::LiveTable;
 use crate::map_batch;
 use crate::model::{Counters, Losses, Sample, SitePoint};
 use crate::owned_totals::OwnedSlots;
+use crate::site_table::SiteTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -26,6 +27,8 @@ pub enum DrainError {
     Live(#[from] crate::live_table::LiveError),
     #[error(transparent)]
     Owned(#[from] crate::owned_totals::OwnedError),
+    #[error(transparent)]
+    Sites(#[from] crate::site_table::SiteError),
 }
 
 /// One process's totals as the kernel counted them.
@@ -48,7 +51,7 @@ pub struct RawSite {
 }
 
 pub struct Drainer {
-    sites: HashMap<MapData, StackKey, SiteStats>,
+    sites: SiteTable,
     stacks: HashMap<MapData, StackKey, StackTrace>,
     procs: PerCpuHashMap<MapData, u32, ProcStats>,
     live: LiveTable,
@@ -106,9 +109,16 @@ impl Drainer {
     /// Takes the maps out of `ebpf`, so they outlive the programs: dropping `ebpf` detaches
     /// every probe while the final drain can still read what they counted.
     /// `max_points` bounds each site's series (the oldest points are dropped).
-    pub fn take(ebpf: &mut Ebpf, max_points: usize, live_slots: u32) -> Result<Self, DrainError> {
+    pub fn take(
+        ebpf: &mut Ebpf,
+        max_points: usize,
+        live_slots: u32,
+        site_slots: u32,
+    ) -> Result<Self, DrainError> {
+        let mut map = |name| ebpf.take_map(name).ok_or(DrainError::MissingMap(name));
+        let sites = SiteTable::new(map(abi::MAP_SITES)?, map(abi::MAP_SITE_CLAIMS)?, site_slots)?;
         Ok(Drainer {
-            sites: take(ebpf, abi::MAP_SITES)?,
+            sites,
             stacks: take(ebpf, abi::MAP_STACKS)?,
             procs: take(ebpf, abi::MAP_PROCS)?,
             live: LiveTable::new(
@@ -188,7 +198,7 @@ impl Drainer {
     /// One drain: a series point for every site that moved, and every process's totals, from
     /// one read of the site map.
     pub fn sample(&mut self, t: std::time::Duration) -> (Sample, BTreeMap<u32, ProcTotals>) {
-        let sites = map_batch::read_all(&self.sites);
+        let sites = self.sites.read();
         self.record_series(t, &sites);
         let procs = self.processes_with(&sites);
         let sample = Sample {
@@ -264,9 +274,10 @@ impl Drainer {
     }
 
     /// Every site with its frames, live and retired.
-    pub fn sites(&self) -> Vec<RawSite> {
+    pub fn sites(&mut self) -> Vec<RawSite> {
         let mut out = self.retired_sites.clone();
-        out.extend(self.live_sites(map_batch::read_all(&self.sites), None));
+        let sites = self.sites.read();
+        out.extend(self.live_sites(sites, None));
         out
     }
 
@@ -284,7 +295,7 @@ impl Drainer {
             return;
         }
         // One read of the site map serves the dead processes' totals and their sites.
-        let sites = map_batch::read_all(&self.sites);
+        let sites = self.sites.read();
         let all = self.processes_with(&sites);
         for pid in &dead {
             if let Some(p) = all.get(pid) {
@@ -292,8 +303,8 @@ impl Drainer {
             }
         }
         let sites = self.live_sites(sites, Some(&dead));
+        self.sites.retire(|pid| dead.contains(&pid));
         for s in &sites {
-            let _ = self.sites.remove(&s.key);
             let _ = self.stacks.remove(&s.key);
         }
         for s in &sites {

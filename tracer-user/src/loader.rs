@@ -31,13 +31,16 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let self_tgid = std::process::id();
     let live_slots = abi::live::slots(sizes.max_live);
     let live_mask = live_slots as u64 - 1;
+    let site_slots = abi::sites::slots(sizes.max_stacks);
+    let site_homes = abi::sites::homes(sizes.max_stacks) as u64;
     let owned_slots = crate::owned_totals::slots().map_err(LoadError::Owned)?;
     EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
         .override_global(abi::GLOBAL_LIVE_MASK, &live_mask, true)
+        .override_global(abi::GLOBAL_SITE_HOMES, &site_homes, true)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
-        .map_max_entries(abi::MAP_SITES, sizes.max_stacks)
+        .map_max_entries(abi::MAP_SITES, site_slots)
         .map_max_entries(abi::MAP_LIVE, live_slots)
         .map_max_entries(abi::MAP_OWNED, owned_slots)
         // CALLS is task storage, which aya 0.14 has no user-space type for; only the kernel

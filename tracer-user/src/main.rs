@@ -17,6 +17,7 @@ mod procmaps;
 mod report;
 mod sampling;
 mod shared_array;
+mod site_table;
 mod spawn;
 mod symbolize;
 mod target;

@@ -104,6 +104,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         &mut ebpf,
         cfg.max_samples,
         alloctrace_common::live::slots(cfg.max_live),
+        alloctrace_common::sites::slots(cfg.max_stacks),
     )?;
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {

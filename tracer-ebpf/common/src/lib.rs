@@ -21,7 +21,7 @@ pub const MAP_CALLS: &str = "CALLS";
 pub const MAP_PROCS: &str = "PROCS";
 pub const MAP_LOSSES: &str = "LOSSES";
 pub const MAP_EVENTS: &str = "EVENTS";
-pub const MAP_SITE_ZERO: &str = "SITE_ZERO";
+pub const MAP_SITE_CLAIMS: &str = "SITE_CLAIMS";
 pub const MAP_STACK_SCRATCH: &str = "STACK_SCRATCH";
 pub const MAP_CONTROL: &str = "CONTROL";
 pub const MAP_SAMPLER: &str = "SAMPLER";
@@ -40,6 +40,8 @@ pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
 pub const GLOBAL_SAMPLE_BYTES: &str = "SAMPLE_BYTES";
 /// Slots of the in-flight table minus one (`live::slots`: a power of two).
 pub const GLOBAL_LIVE_MASK: &str = "LIVE_MASK";
+/// Homes of the site table (`sites::homes`).
+pub const GLOBAL_SITE_HOMES: &str = "SITE_HOMES";
 
 // Program names (the eBPF function names).
 pub const PROG_MALLOC_ENTER: &str = "malloc_enter";
@@ -86,7 +88,8 @@ pub enum CallKind {
 pub struct StackKey {
     pub tgid: u32,
     pub _pad: u32,
-    /// FNV-1a of the stack's return addresses; never 0 (0 means "no stack").
+    /// FNV-1a of the stack's return addresses; never 0 (0 means "no stack") nor 1 (see
+    /// `sites::DEAD`).
     pub hash: u64,
 }
 const _: () = assert!(size_of::<StackKey>() == 16);
@@ -129,6 +132,113 @@ impl SiteStats {
     /// Frees of this site's blocks: every one lands in one lifetime bucket.
     pub fn frees(&self) -> u64 {
         self.life_hist.iter().fold(0, |a, &n| a.wrapping_add(n))
+    }
+}
+
+/// The site table (map SITES): every allocation site's counters, in an open-addressing hash
+/// table over a BPF array, found by (tgid, stack hash). A BPF hash map lookup (jhash of the
+/// key, a bucket walk, a key compare) measured ~13 ns here, on every allocation and every
+/// free; a probe of this table's home slot costs a few.
+///
+/// The protocol (x86-64: stores are seen in program order), as the in-flight table's:
+/// - A site lives in one of the `sites::WINDOW` slots from `sites::home`.
+/// - Claim: compare-and-swap the first empty or dead slot's `hash` to the site's, then write
+///   `tgid`; the slot matches only once `tgid` is set, and its counters start at zero. Two
+///   CPUs that claim one new site at once can both succeed: user space adds such slots up.
+/// - Retire (user space, once the process has exited): `tgid` to 0, the counters to zero,
+///   then `hash` to `sites::DEAD` (reusable; searches go on past it). An empty slot ends a
+///   search: it never comes back, so a claim would have taken it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SiteSlot {
+    /// `sites::EMPTY`, `sites::DEAD`, or the site's stack hash.
+    pub hash: u64,
+    /// The owning process; 0 while the slot is being claimed or retired.
+    pub tgid: u32,
+    pub _pad: u32,
+    pub stats: SiteStats,
+}
+const _: () = assert!(size_of::<SiteSlot>() == 16 + size_of::<SiteStats>());
+
+pub mod sites {
+    /// A slot never used.
+    pub const EMPTY: u64 = 0;
+    /// A slot whose process exited: reusable, but searches go on past it.
+    pub const DEAD: u64 = 1;
+    /// Slots a site may occupy from its home (the verifier's loop bound). Linear probing's
+    /// runs at the table's load of at most two thirds were ~70 slots long in tables of tens
+    /// of thousands (the test below); a site beyond its window is a counted loss
+    /// (site_map_full).
+    pub const WINDOW: u64 = 256;
+
+    /// The slot a site's search starts at, in [0, n) for a table of `n` homes (n < 2^32).
+    /// Every bit of both the stack hash and the process reaches it: processes of one binary
+    /// without address randomization, or forks, share stack hashes and must still spread.
+    #[inline(always)]
+    pub fn home(tgid: u32, hash: u64, n: u64) -> u64 {
+        let mut h = hash ^ (tgid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        // Multiply-shift maps the high 32 bits onto [0, n) without a division.
+        ((h >> 32) * n) >> 32
+    }
+
+    /// Homes for `max_stacks` sites: half as many again, so runs stay short.
+    pub fn homes(max_stacks: u32) -> u32 {
+        let n = max_stacks.max(1) as u64;
+        (n + n / 2).min(u32::MAX as u64 / 2) as u32
+    }
+
+    /// The table's slots: its homes and one window past the last, so a search never wraps
+    /// around (a wrap would give the verifier a path per iteration to walk).
+    pub fn slots(max_stacks: u32) -> u32 {
+        homes(max_stacks) + WINDOW as u32
+    }
+
+    #[cfg(test)]
+    mod tests {
+        extern crate std;
+        use super::*;
+
+        /// One stack hash in many processes (forks, or one binary without address
+        /// randomization) spreads over the table: no slot is the home of many.
+        #[test]
+        fn one_stack_in_many_processes_spreads() {
+            let n = homes(16384) as u64;
+            let mut starts = std::collections::HashMap::new();
+            for tgid in 1000..9000u32 {
+                let h = home(tgid, 0x1234_5678_9abc_def1, n);
+                assert!(h < n);
+                *starts.entry(h).or_insert(0u32) += 1;
+            }
+            let most = starts.values().max().copied().unwrap_or(0);
+            assert!(most <= 6, "{most} sites start at one slot");
+        }
+
+        /// A full table's sites fit their windows: the longest run of linear probing at the
+        /// load `slots` allows stays well inside WINDOW.
+        #[test]
+        fn a_full_table_fits_its_windows() {
+            for max in [64u32, 1000, 16384, 100_000] {
+                let n = homes(max) as u64;
+                let mut used = std::vec![false; slots(max) as usize];
+                let mut worst = 0;
+                let mut h = 0x9e37_79b9_7f4a_7c15u64;
+                for k in 0..max {
+                    h = h.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1442695040888963407);
+                    let mut i = home(k % 97, h | 2, n);
+                    let mut d = 0;
+                    while used[i as usize] {
+                        i += 1;
+                        d += 1;
+                    }
+                    used[i as usize] = true;
+                    worst = worst.max(d);
+                }
+                assert!(worst < WINDOW / 2, "max {max}: a site {worst} slots from home");
+            }
+        }
     }
 }
 

@@ -1,0 +1,197 @@
+//! User space's side of the kernel's site table (map SITES, a BPF array of `SiteSlot`s it
+//! mmaps): reading every site's counters in place, and retiring the sites of processes that
+//! exited so their slots serve new sites. Same protocol as the kernel's (alloctrace_common's
+//! `SiteSlot`).
+//!
+//! A drain reads only the slots in use, found by a scan of the slots' headers when the
+//! kernel's count of claims has moved since the last one: its cost follows the sites, not
+//! the table's capacity.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use alloctrace_common::{sites, SiteSlot, SiteStats, StackKey, HIST_BUCKETS};
+use aya::maps::{Array, Map, MapData};
+
+use crate::shared_array::SharedArray;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("map SITES is not an array")]
+    NotArray,
+    #[error("cannot map the site table: {0}")]
+    Mmap(std::io::Error),
+    #[error("map SITE_CLAIMS: {0}")]
+    Claims(aya::maps::MapError),
+}
+
+pub struct SiteTable {
+    slots: SharedArray<SiteSlot>,
+    claims: Array<MapData, u64>,
+    /// Slots in use at the last scan.
+    known: Vec<usize>,
+    /// The kernel's count of claims the last scan saw.
+    scanned_at: Option<u64>,
+}
+
+/// The words of a `SiteStats`, in order: every field is a u64.
+const STATS_WORDS: usize = size_of::<SiteStats>() / 8;
+const _: () = assert!(STATS_WORDS == 2 + 2 * HIST_BUCKETS);
+
+/// The header fields of slot `s`, as atomics.
+///
+/// SAFETY: `s` points into the live mapping; the fields are naturally aligned and the
+/// kernel's programs access them atomically or with aligned stores.
+unsafe fn header(s: *mut SiteSlot) -> (&'static AtomicU64, &'static AtomicU32) {
+    unsafe {
+        (
+            AtomicU64::from_ptr(&raw mut (*s).hash),
+            AtomicU32::from_ptr(&raw mut (*s).tgid),
+        )
+    }
+}
+
+/// Word `w` of slot `s`'s counters, as an atomic.
+///
+/// SAFETY: as `header`; `w < STATS_WORDS`.
+unsafe fn stat_word(s: *mut SiteSlot, w: usize) -> &'static AtomicU64 {
+    unsafe { AtomicU64::from_ptr((&raw mut (*s).stats).cast::<u64>().add(w)) }
+}
+
+impl SiteTable {
+    pub fn new(map: Map, claims: Map, slots: u32) -> Result<Self, SiteError> {
+        let Map::Array(map) = map else {
+            return Err(SiteError::NotArray);
+        };
+        Ok(SiteTable {
+            slots: SharedArray::map(&map, slots as usize).map_err(SiteError::Mmap)?,
+            claims: Array::try_from(claims).map_err(SiteError::Claims)?,
+            known: Vec::new(),
+            scanned_at: None,
+        })
+    }
+
+    /// The slots in use, rescanned when slots were claimed since the last scan.
+    fn in_use(&mut self) -> &[usize] {
+        // Read before the scan: a claim the scan misses moves the count past this value,
+        // and the next read scans again. The kernel counts a claim after writing its slot.
+        let claims = self.claims.get(&0, 0).ok();
+        if claims.is_none() || claims != self.scanned_at {
+            self.known.clear();
+            for i in 0..self.slots.count() {
+                // SAFETY: `i` is within the mapping.
+                let (hash, tgid) = unsafe { header(self.slots.slot(i)) };
+                let h = hash.load(Ordering::Acquire);
+                if h != sites::EMPTY && h != sites::DEAD && tgid.load(Ordering::Acquire) != 0 {
+                    self.known.push(i);
+                }
+            }
+            self.scanned_at = claims;
+        }
+        &self.known
+    }
+
+    /// Every site's key and counters. Two slots of one site (two CPUs claimed it at once)
+    /// are added up.
+    pub fn read(&mut self) -> Vec<(StackKey, SiteStats)> {
+        let in_use = self.in_use().to_vec();
+        let mut out: Vec<(StackKey, SiteStats)> = Vec::with_capacity(in_use.len());
+        let mut at: HashMap<StackKey, usize> = HashMap::with_capacity(in_use.len());
+        for i in in_use {
+            let s = self.slots.slot(i);
+            // SAFETY: `i` is within the mapping.
+            let (hash, tgid) = unsafe { header(s) };
+            let t = tgid.load(Ordering::Acquire);
+            let h = hash.load(Ordering::Acquire);
+            if t == 0 || h == sites::EMPTY || h == sites::DEAD {
+                continue;
+            }
+            let mut words = [0u64; STATS_WORDS];
+            for (w, v) in words.iter_mut().enumerate() {
+                // SAFETY: `w < STATS_WORDS`.
+                *v = unsafe { stat_word(s, w) }.load(Ordering::Relaxed);
+            }
+            // SAFETY: SiteStats is repr(C), all u64: any words are a valid value.
+            let stats: SiteStats = unsafe { std::mem::transmute(words) };
+            let key = StackKey {
+                tgid: t,
+                _pad: 0,
+                hash: h,
+            };
+            match at.get(&key) {
+                Some(&j) => add_stats(&mut out[j].1, &stats),
+                None => {
+                    at.insert(key, out.len());
+                    out.push((key, stats));
+                }
+            }
+        }
+        out
+    }
+
+    /// Frees the slots of sites whose process `gone` says has exited (nothing of it runs
+    /// any more, so nothing adds to them): owner cleared, counters zeroed, then marked dead.
+    /// Returns how many.
+    pub fn retire(&mut self, gone: impl Fn(u32) -> bool) -> usize {
+        self.in_use();
+        let mut n = 0;
+        let slots = &self.slots;
+        self.known.retain(|&i| {
+            let s = slots.slot(i);
+            // SAFETY: `i` is within the mapping.
+            let (hash, tgid) = unsafe { header(s) };
+            let t = tgid.load(Ordering::Acquire);
+            if t == 0 || !gone(t) {
+                return true;
+            }
+            if tgid
+                .compare_exchange(t, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return true;
+            }
+            for w in 0..STATS_WORDS {
+                // SAFETY: `w < STATS_WORDS`.
+                unsafe { stat_word(s, w) }.store(0, Ordering::Relaxed);
+            }
+            // Release: a claim of the dead slot sees the zeroed counters.
+            hash.store(sites::DEAD, Ordering::Release);
+            n += 1;
+            false
+        });
+        n
+    }
+}
+
+/// `a += b`, field by field (the kernel's counters wrap).
+pub fn add_stats(a: &mut SiteStats, b: &SiteStats) {
+    a.bytes = a.bytes.wrapping_add(b.bytes);
+    a.freed_bytes = a.freed_bytes.wrapping_add(b.freed_bytes);
+    for (x, y) in a.size_hist.iter_mut().zip(&b.size_hist) {
+        *x = x.wrapping_add(*y);
+    }
+    for (x, y) in a.life_hist.iter_mut().zip(&b.life_hist) {
+        *x = x.wrapping_add(*y);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_stats_adds_every_field() {
+        let mut a: SiteStats = unsafe { std::mem::zeroed() };
+        let mut b = a;
+        a.bytes = 5;
+        a.size_hist[3] = 2;
+        b.bytes = 7;
+        b.freed_bytes = 1;
+        b.size_hist[3] = 1;
+        b.life_hist[63] = 4;
+        add_stats(&mut a, &b);
+        assert_eq!((a.bytes, a.freed_bytes), (12, 1));
+        assert_eq!((a.size_hist[3], a.life_hist[63]), (3, 4));
+        assert_eq!(a.allocs(), 3);
+        assert_eq!(a.frees(), 4);
+    }
+}
