@@ -1038,8 +1038,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// site, with its histograms) and the symbolizer's record of its mappings; the kernel maps
 /// are fixed-size kernel memory, and retiring dead processes keeps them from filling. The
 /// rest is the binary, blazesym's caches of the few binaries involved (libc with its
-/// debug info, sh, the workload) and the ring buffer. Measured here: ~25 MiB over ~1,000
-/// processes; the bound leaves room for 5x that (other processes on the machine are traced
+/// debug info, sh, the workload), the ring buffer and the mapped site table (~26 MiB at the
+/// default --max-stacks). Measured here: ~25 MiB plus the table over ~1,000
+/// processes; the bound leaves room for twice that (other processes on the machine are traced
 /// too) while still catching per-process state that is never dropped or a leak per drain.
 const SYSTEM_WIDE_RSS_BOUND_KIB: u64 = 128 * 1024;
 
