@@ -7,8 +7,8 @@
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats,
-    Unattributed, HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
+    event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats, Unattributed,
+    HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
     helpers::{

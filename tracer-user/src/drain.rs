@@ -67,12 +67,16 @@ pub struct Drainer {
     live_sweep_due: bool,
 }
 
+/// Takes map `name` out of `ebpf` as it is (for the tables user space maps itself).
+fn untyped(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DrainError> {
+    ebpf.take_map(name).ok_or(DrainError::MissingMap(name))
+}
+
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, DrainError> {
-    let map = ebpf.take_map(name).ok_or(DrainError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| DrainError::Map { name, source })
+    T::try_from(untyped(ebpf, name)?).map_err(|source| DrainError::Map { name, source })
 }
 
 /// Takes the event ring buffer, read by its own thread.
@@ -115,21 +119,16 @@ impl Drainer {
         live_slots: u32,
         site_slots: u32,
     ) -> Result<Self, DrainError> {
-        let mut map = |name| ebpf.take_map(name).ok_or(DrainError::MissingMap(name));
-        let sites = SiteTable::new(map(abi::MAP_SITES)?, map(abi::MAP_SITE_CLAIMS)?, site_slots)?;
         Ok(Drainer {
-            sites,
+            sites: SiteTable::new(
+                untyped(ebpf, abi::MAP_SITES)?,
+                untyped(ebpf, abi::MAP_SITE_CLAIMS)?,
+                site_slots,
+            )?,
             stacks: take(ebpf, abi::MAP_STACKS)?,
             procs: take(ebpf, abi::MAP_PROCS)?,
-            live: LiveTable::new(
-                ebpf.take_map(abi::MAP_LIVE)
-                    .ok_or(DrainError::MissingMap(abi::MAP_LIVE))?,
-                live_slots,
-            )?,
-            owned: OwnedSlots::new(
-                ebpf.take_map(abi::MAP_OWNED)
-                    .ok_or(DrainError::MissingMap(abi::MAP_OWNED))?,
-            )?,
+            live: LiveTable::new(untyped(ebpf, abi::MAP_LIVE)?, live_slots)?,
+            owned: OwnedSlots::new(untyped(ebpf, abi::MAP_OWNED)?)?,
             losses: take(ebpf, abi::MAP_LOSSES)?,
             control: take(ebpf, abi::MAP_CONTROL)?,
             retired_procs: BTreeMap::new(),

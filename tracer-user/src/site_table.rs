@@ -70,8 +70,9 @@ impl SiteTable {
         })
     }
 
-    /// The slots in use, rescanned when slots were claimed since the last scan.
-    fn in_use(&mut self) -> &[usize] {
+    /// Brings `known` (the slots in use) up to date: rescanned when slots were claimed since
+    /// the last scan.
+    fn in_use(&mut self) {
         // Read before the scan: a claim the scan misses moves the count past this value,
         // and the next read scans again. The kernel counts a claim after writing its slot.
         let claims = self.claims.get(&0, 0).ok();
@@ -87,16 +88,15 @@ impl SiteTable {
             }
             self.scanned_at = claims;
         }
-        &self.known
     }
 
     /// Every site's key and counters. Two slots of one site (two CPUs claimed it at once)
     /// are added up.
     pub fn read(&mut self) -> Vec<(StackKey, SiteStats)> {
-        let in_use = self.in_use().to_vec();
-        let mut out: Vec<(StackKey, SiteStats)> = Vec::with_capacity(in_use.len());
-        let mut at: HashMap<StackKey, usize> = HashMap::with_capacity(in_use.len());
-        for i in in_use {
+        self.in_use();
+        let mut out: Vec<(StackKey, SiteStats)> = Vec::with_capacity(self.known.len());
+        let mut at: HashMap<StackKey, usize> = HashMap::with_capacity(self.known.len());
+        for &i in &self.known {
             let s = self.slots.slot(i);
             // SAFETY: `i` is within the mapping.
             let (hash, tgid) = unsafe { header(s) };

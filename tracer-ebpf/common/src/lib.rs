@@ -135,6 +135,18 @@ impl SiteStats {
     }
 }
 
+/// murmur3's 64-bit finalizer: every input bit reaches every output bit, so keys that differ
+/// in a few bits (one process's neighbouring blocks, one stack in many processes) spread over
+/// a table's slots.
+#[inline(always)]
+pub fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// The site table (map SITES): every allocation site's counters, in an open-addressing hash
 /// table over a BPF array, found by (tgid, stack hash). A BPF hash map lookup (jhash of the
 /// key, a bucket walk, a key compare) measured ~13 ns here, on every allocation and every
@@ -176,10 +188,7 @@ pub mod sites {
     /// without address randomization, or forks, share stack hashes and must still spread.
     #[inline(always)]
     pub fn home(tgid: u32, hash: u64, n: u64) -> u64 {
-        let mut h = hash ^ (tgid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
+        let h = super::fmix64(hash ^ (tgid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         // Multiply-shift maps the high 32 bits onto [0, n) without a division.
         ((h >> 32) * n) >> 32
     }
@@ -226,7 +235,9 @@ pub mod sites {
                 let mut worst = 0;
                 let mut h = 0x9e37_79b9_7f4a_7c15u64;
                 for k in 0..max {
-                    h = h.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1442695040888963407);
+                    h = h
+                        .wrapping_mul(0x5851_f42d_4c95_7f2d)
+                        .wrapping_add(1442695040888963407);
                     let mut i = home(k % 97, h | 2, n);
                     let mut d = 0;
                     while used[i as usize] {
@@ -236,7 +247,10 @@ pub mod sites {
                     used[i as usize] = true;
                     worst = worst.max(d);
                 }
-                assert!(worst < WINDOW / 2, "max {max}: a site {worst} slots from home");
+                assert!(
+                    worst < WINDOW / 2,
+                    "max {max}: a site {worst} slots from home"
+                );
             }
         }
     }
@@ -284,13 +298,7 @@ pub mod live {
     #[inline(always)]
     pub fn home(tgid: u32, addr: u64, mask: u64) -> u64 {
         // Blocks are 16-byte aligned: the low bits carry nothing.
-        let mut h = (addr >> 4) ^ (tgid as u64).rotate_right(20);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        h & mask
+        super::fmix64((addr >> 4) ^ (tgid as u64).rotate_right(20)) & mask
     }
 
     /// Slots for `max_live` blocks: twice as many, rounded up to a power of two, so windows
