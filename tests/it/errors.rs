@@ -193,3 +193,56 @@ fn bad_option_values_are_errors() {
     // Without the bounding --duration, which may be given only once.
     run_alloctrace(&["--duration=-1s"], &[]).assert_one_line_error(&["negative"]);
 }
+
+/// A thread's id is not a process: the error names the process to trace instead (probes and
+/// the report go by process, and the eBPF programs take the traced process's id as given).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn thread_id_is_refused_with_its_process() {
+    use std::io::BufRead;
+    alloctrace_bin();
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import threading, time\n\
+             t = threading.Thread(target=time.sleep, args=(30,), daemon=True)\n\
+             t.start()\n\
+             print(t.native_id, flush=True)\n\
+             t.join()\n",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the thread id");
+    let tid = line.trim().to_string();
+    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", &tid], &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let process = child.id().to_string();
+    finished.assert_one_line_error(&[tid.as_str(), "thread of process", process.as_str()]);
+}
+
+/// alloctrace does not trace itself.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn own_pid_is_refused() {
+    let bin = alloctrace_bin();
+    // The pid alloctrace will have is unknown beforehand: a shell execs it with its own.
+    let out = std::process::Command::new("sh")
+        .args(["-c", r#"exec "$0" --duration 5s --pid $$"#])
+        .arg(&bin)
+        .output()
+        .expect("run alloctrace through sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.lines().count() == 1
+            && stderr.starts_with("alloctrace: error: ")
+            && stderr.contains("alloctrace itself"),
+        "status {:?}, stderr {stderr}",
+        out.status
+    );
+}

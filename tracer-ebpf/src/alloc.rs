@@ -7,8 +7,8 @@
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats, Unattributed,
-    HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
+    event, log2_bucket_searched, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats,
+    Unattributed, HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
     helpers::{
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PENDING, PROCS};
-use crate::{global, live, sample, sites, stack, SELF_TGID};
+use crate::{global, live, sample, sites, stack, SELF_TGID, TARGET_TGID};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -64,12 +64,23 @@ pub fn array_bytes(n: u64, size: u64) -> u64 {
     }
 }
 
+/// The tgid of the process the probe fired in, or None when nothing is to be counted.
 #[inline(always)]
 fn current() -> Option<u32> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == global(&SELF_TGID) {
-        return None;
-    }
+    // One process traced: the kernel runs its probes' programs only in that process's
+    // address space (uprobe events are filtered by mm), so the tgid is known without a
+    // helper call. A child sharing the address space (vfork, before its exec) counts as the
+    // process: its allocations are made in the process's heap.
+    let target = global(&TARGET_TGID);
+    let tgid = if target != 0 {
+        target
+    } else {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if tgid == global(&SELF_TGID) {
+            return None;
+        }
+        tgid
+    };
     if CONTROL
         .get(alloctrace_common::CONTROL_STOPPED)
         .is_some_and(|&v| v != 0)
@@ -352,12 +363,12 @@ fn tally_alloc<C: EbpfContext>(
     }
 }
 
-/// `log2_bucket(v)`, bounded where the verifier can see it: it cannot follow leading_zeros'
-/// bit tricks, and LLVM drops a plain mask it proves redundant, so the mask follows a
+/// `log2_bucket(v)`, bounded where the verifier can see it: it cannot follow the search's
+/// arithmetic, and LLVM drops a plain mask it proves redundant, so the mask follows a
 /// volatile read.
 #[inline(always)]
 fn hist_index(v: u64) -> usize {
-    let i = log2_bucket(v);
+    let i = log2_bucket_searched(v);
     // SAFETY: reads a local.
     unsafe { core::ptr::read_volatile(&i) & (HIST_BUCKETS - 1) }
 }

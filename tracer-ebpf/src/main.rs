@@ -28,6 +28,10 @@ use aya_ebpf::{
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
 
+/// tgid of the one process traced, set by the loader; 0 when every process is.
+#[unsafe(no_mangle)]
+static TARGET_TGID: u32 = 0;
+
 /// Mean bytes between sampled allocations; 0 samples every one. Set by the loader.
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: u64 = 0;

@@ -64,9 +64,16 @@ pub const CHUNK_BYTES: u64 = 8 * CHUNK_WORDS as u64;
 pub const CHUNK_MASK: usize = CHUNK_WORDS - 1;
 pub type Chunk = [u64; CHUNK_WORDS];
 
-/// Per-CPU room for the words above the stack pointer, read in one go.
+/// Per-CPU room for the words above the stack pointer, read in one go, and the flag that
+/// says the CPU's stack scratch (this and STACK_SCRATCH) is in use (see `stack::record`).
+#[repr(C)]
+pub struct ChunkScratch {
+    pub held: u64,
+    pub words: Chunk,
+}
+
 #[map]
-pub static STACK_CHUNK: PerCpuArray<Chunk> = PerCpuArray::with_max_entries(1, 0);
+pub static STACK_CHUNK: PerCpuArray<ChunkScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Run-time switches set by user space (`alloctrace_common::CONTROL_STOPPED`).
 #[map]

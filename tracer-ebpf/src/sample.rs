@@ -18,7 +18,11 @@ pub fn take(size: u64) -> bool {
     let Some(left) = SAMPLER.get_ptr_mut(0) else {
         return true;
     };
-    // SAFETY: this CPU's slot; nothing else runs on this CPU while the program does.
+    // SAFETY: this CPU's slot. A program preempted between this read and its write (only
+    // kernels that preempt kernel code can) loses another's update of the countdown: two
+    // allocations then draw on one countdown, which moves the next sample a little and biases
+    // nothing measurable. Guarding it as the stack scratch is guarded would cost every
+    // allocation, sampled or not, an atomic operation.
     let left = unsafe { &mut *left };
     if *left == 0 {
         // First allocation on this CPU: start from a fresh draw, as after a sample.

@@ -218,6 +218,7 @@ impl Drainer {
             stack_read_failed: get(abi::loss::STACK_READ_FAILED),
             stale_call: get(abi::loss::STALE_CALL),
             event_dropped: get(abi::loss::EVENT_DROPPED),
+            stack_preempted: get(abi::loss::STACK_PREEMPTED),
         }
     }
 

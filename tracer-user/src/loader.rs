@@ -22,6 +22,8 @@ pub struct Sizes {
     pub max_live: u32,
     /// Mean bytes between sampled allocations; 0 records every allocation.
     pub sample_bytes: u64,
+    /// The one process traced (its probes are attached to it alone); 0 for every process.
+    pub target_tgid: u32,
 }
 
 pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
@@ -36,6 +38,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let owned_slots = crate::owned_totals::slots().map_err(LoadError::Owned)?;
     EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
+        .override_global(abi::GLOBAL_TARGET_TGID, &sizes.target_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
         .override_global(abi::GLOBAL_LIVE_MASK, &live_mask, true)
         .override_global(abi::GLOBAL_SITE_HOMES, &site_homes, true)

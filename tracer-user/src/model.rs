@@ -124,6 +124,9 @@ pub struct Losses {
     pub stack_read_failed: u64,
     pub stale_call: u64,
     pub event_dropped: u64,
+    /// Absent from files written before it was counted.
+    #[serde(default)]
+    pub stack_preempted: u64,
 }
 
 impl Losses {
@@ -157,6 +160,11 @@ impl Losses {
                 "events dropped",
                 self.event_dropped,
                 "short-lived processes may not symbolize",
+            ),
+            (
+                "stack scratch in use",
+                self.stack_preempted,
+                "a traced thread preempted another on its CPU: these allocations have no site",
             ),
         ]
         .into_iter()

@@ -17,6 +17,10 @@ pub enum TargetError {
     NoBtf(&'static str),
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
+    #[error("pid {pid} is a thread of process {tgid}: trace the process, --pid {tgid}")]
+    Thread { pid: u32, tgid: u32 },
+    #[error("pid {0} is alloctrace itself")]
+    SelfPid(u32),
     #[error("pid {0} is a kernel thread: it has no user-space allocator to trace")]
     KernelThread(u32),
     #[error("cannot read the mappings of pid {pid}: {source}")]
@@ -79,6 +83,27 @@ fn is_libc(path: &str) -> bool {
         || name == "libc.so"
         || (name.starts_with("libc-") && name.ends_with(".so"))
         || (name.starts_with("ld-musl-") && name.ends_with(".so.1"))
+}
+
+/// Refuses a pid that is not a process of its own: a thread's id (the probes and the
+/// report go by process), or alloctrace's own.
+pub fn check_process(pid: u32) -> Result<(), TargetError> {
+    if pid == std::process::id() {
+        return Err(TargetError::SelfPid(pid));
+    }
+    let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        // libc_of_pid names the missing pid.
+        Err(_) => return Ok(()),
+    };
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match tgid {
+        Some(tgid) if tgid != pid => Err(TargetError::Thread { pid, tgid }),
+        _ => Ok(()),
+    }
 }
 
 /// The libc `pid` really maps, as a path alloctrace can open that leads to that very file

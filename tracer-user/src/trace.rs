@@ -43,6 +43,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     let mut mmap_watch = None;
     let (libc, scope, mut held, model_target) = match &cfg.target {
         TargetSpec::Pid(pid) => {
+            target::check_process(*pid)?;
             let libc = target::libc_of_pid(*pid)?;
             let nz = NonZeroU32::new(*pid).context("pid 0")?;
             (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
@@ -98,6 +99,11 @@ pub fn run(cfg: Config) -> Result<i32> {
         max_stacks: cfg.max_stacks,
         max_live: cfg.max_live,
         sample_bytes: cfg.sample_bytes.unwrap_or(0),
+        // Must match the probes' scope: the programs take the tgid as given.
+        target_tgid: match scope {
+            Scope::Pid(pid) => pid.get(),
+            Scope::All => 0,
+        },
     })?;
     let attached = probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode)?;
     let mut drainer = Drainer::take(

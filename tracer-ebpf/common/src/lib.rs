@@ -36,6 +36,8 @@ pub const CONTROL_STOPPED: u32 = 0;
 // Globals set by the loader.
 /// tgid of alloctrace itself: never traced, so system-wide mode does not trace its own drain.
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+/// tgid of the one process traced (--pid, or a command); 0 when every process is.
+pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
 /// Mean bytes between sampled allocations (`--sample-bytes`); 0 samples every allocation.
 pub const GLOBAL_SAMPLE_BYTES: &str = "SAMPLE_BYTES";
 /// Slots of the in-flight table minus one (`live::slots`: a power of two).
@@ -188,7 +190,11 @@ pub mod sites {
     /// without address randomization, or forks, share stack hashes and must still spread.
     #[inline(always)]
     pub fn home(tgid: u32, hash: u64, n: u64) -> u64 {
-        let h = super::fmix64(hash ^ (tgid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // The stack hash is already mixed (`stack_hash_step`): one multiply by an odd
+        // constant carries every bit of it and of the process into the high half, which is
+        // all multiply-shift uses. The in-flight table's addresses need the full finalizer.
+        let h = (hash ^ (tgid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .wrapping_mul(0xff51_afd7_ed55_8ccd);
         // Multiply-shift maps the high 32 bits onto [0, n) without a division.
         ((h >> 32) * n) >> 32
     }
@@ -239,6 +245,43 @@ pub mod sites {
                         .wrapping_mul(0x5851_f42d_4c95_7f2d)
                         .wrapping_add(1442695040888963407);
                     let mut i = home(k % 97, h | 2, n);
+                    let mut d = 0;
+                    while used[i as usize] {
+                        i += 1;
+                        d += 1;
+                    }
+                    used[i as usize] = true;
+                    worst = worst.max(d);
+                }
+                assert!(
+                    worst < WINDOW / 2,
+                    "max {max}: a site {worst} slots from home"
+                );
+            }
+        }
+
+        /// As above with the hashes of real-looking stacks: call sites of one binary a few
+        /// bytes apart under one caller, in a handful of processes. `home` relies on the stack
+        /// hash's own mixing here, not on a random-looking input.
+        #[test]
+        fn stacks_of_one_binary_fit_their_windows() {
+            for max in [1000u32, 16384, 100_000] {
+                let n = homes(max) as u64;
+                let mut used = std::vec![false; slots(max) as usize];
+                let mut worst = 0;
+                for k in 0..max as u64 {
+                    let (tgid, site) = (4000 + (k % 5) as u32, k / 5);
+                    let ips = [
+                        0x5555_5555_4000 + 7 * site,
+                        0x5555_5555_9abc,
+                        0x7fff_f7dc_f24a,
+                    ];
+                    let mut h = crate::FNV_OFFSET;
+                    for ip in ips {
+                        h = crate::stack_hash_step(h, ip);
+                    }
+                    h = crate::stack_hash_step(h, ips.len() as u64);
+                    let mut i = home(tgid, h.max(2), n);
                     let mut d = 0;
                     while used[i as usize] {
                         i += 1;
@@ -432,7 +475,11 @@ pub mod loss {
     pub const STALE_CALL: u32 = 6;
     /// A notification to user space was dropped: the event ring buffer was full.
     pub const EVENT_DROPPED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// A stack was not captured: the program was preempted by (or preempted) another traced
+    /// thread's on the same CPU, which held the CPU's stack scratch. Only kernels that
+    /// preempt kernel code (preempt=full or lazy) can; the allocation has no site.
+    pub const STACK_PREEMPTED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Why the kernel side woke user space. Rare by construction (once per new process or stack),
@@ -454,10 +501,59 @@ pub mod event {
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// One step of the stack hash: folds in a return address (then, last, the frame count),
+/// starting from FNV_OFFSET. The fold of the high half into the low keeps the low bits
+/// dependent on every address bit.
+#[inline(always)]
+pub fn stack_hash_step(h: u64, v: u64) -> u64 {
+    let h = (h ^ v).wrapping_mul(FNV_PRIME);
+    h ^ (h >> 32)
+}
+
 /// The log2 bucket of `v`: 0 for 0, else the number of significant bits, capped at the last.
 #[inline(always)]
 pub fn log2_bucket(v: u64) -> usize {
     let bits = (64 - v.leading_zeros()) as usize;
+    if bits >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        bits
+    }
+}
+
+/// [`log2_bucket`] for the eBPF programs: BPF has no count-leading-zeros instruction, and
+/// LLVM's expansion of `leading_zeros` is a chain of ~30 dependent instructions; a binary
+/// search on the bit count is six compares, which the CPU predicts for a site's usual sizes.
+#[inline(always)]
+pub fn log2_bucket_searched(v: u64) -> usize {
+    let mut bits = 0u64;
+    let mut x = v;
+    if x >> 32 != 0 {
+        bits += 32;
+        x >>= 32;
+    }
+    if x >> 16 != 0 {
+        bits += 16;
+        x >>= 16;
+    }
+    if x >> 8 != 0 {
+        bits += 8;
+        x >>= 8;
+    }
+    if x >> 4 != 0 {
+        bits += 4;
+        x >>= 4;
+    }
+    if x >> 2 != 0 {
+        bits += 2;
+        x >>= 2;
+    }
+    if x >> 1 != 0 {
+        bits += 1;
+        x >>= 1;
+    }
+    // x is now 0 (v was 0) or 1.
+    let bits = (bits + x) as usize;
     if bits >= HIST_BUCKETS {
         HIST_BUCKETS - 1
     } else {
@@ -586,4 +682,24 @@ mod pod {
     unsafe impl aya::Pod for ProcStats {}
     unsafe impl aya::Pod for OwnedTotals {}
     unsafe impl aya::Pod for Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    /// The eBPF programs' bucket is user space's: every power of two, its neighbours, and
+    /// the extremes.
+    #[test]
+    fn searched_log2_matches_leading_zeros() {
+        let mut values = std::vec![0u64, 1, u64::MAX];
+        for s in 0..64 {
+            let p = 1u64 << s;
+            values.extend([p - 1, p, p + 1, p | (p >> 1), p.wrapping_mul(3)]);
+        }
+        for v in values {
+            assert_eq!(log2_bucket_searched(v), log2_bucket(v), "v = {v}");
+        }
+    }
 }
