@@ -138,8 +138,9 @@ impl SiteStats {
 }
 
 /// murmur3's 64-bit finalizer: every input bit reaches every output bit, so keys that differ
-/// in a few bits (one process's neighbouring blocks, one stack in many processes) spread over
-/// a table's slots.
+/// in a few bits (one process's neighbouring blocks, one address in many processes) spread
+/// over the in-flight table's slots (`live::home`; the site table's stack hashes are mixed
+/// already, see `sites::home`).
 #[inline(always)]
 pub fn fmix64(mut h: u64) -> u64 {
     h ^= h >> 33;
@@ -231,28 +232,38 @@ pub mod sites {
             assert!(most <= 6, "{most} sites start at one slot");
         }
 
+        /// The farthest any of `keys` (tgid, stack hash) lands from its home when inserted in
+        /// turn, by linear probing, into an empty table sized for `max` sites.
+        fn farthest_from_home(max: u32, keys: impl Iterator<Item = (u32, u64)>) -> u64 {
+            let n = homes(max) as u64;
+            let mut used = std::vec![false; slots(max) as usize];
+            let mut worst = 0;
+            for (tgid, hash) in keys {
+                let mut i = home(tgid, hash, n);
+                let mut d = 0;
+                while used[i as usize] {
+                    i += 1;
+                    d += 1;
+                }
+                used[i as usize] = true;
+                worst = worst.max(d);
+            }
+            worst
+        }
+
         /// A full table's sites fit their windows: the longest run of linear probing at the
         /// load `slots` allows stays well inside WINDOW.
         #[test]
         fn a_full_table_fits_its_windows() {
             for max in [64u32, 1000, 16384, 100_000] {
-                let n = homes(max) as u64;
-                let mut used = std::vec![false; slots(max) as usize];
-                let mut worst = 0;
                 let mut h = 0x9e37_79b9_7f4a_7c15u64;
-                for k in 0..max {
+                let keys = (0..max).map(|k| {
                     h = h
                         .wrapping_mul(0x5851_f42d_4c95_7f2d)
                         .wrapping_add(1442695040888963407);
-                    let mut i = home(k % 97, h | 2, n);
-                    let mut d = 0;
-                    while used[i as usize] {
-                        i += 1;
-                        d += 1;
-                    }
-                    used[i as usize] = true;
-                    worst = worst.max(d);
-                }
+                    (k % 97, h | 2)
+                });
+                let worst = farthest_from_home(max, keys);
                 assert!(
                     worst < WINDOW / 2,
                     "max {max}: a site {worst} slots from home"
@@ -266,10 +277,7 @@ pub mod sites {
         #[test]
         fn stacks_of_one_binary_fit_their_windows() {
             for max in [1000u32, 16384, 100_000] {
-                let n = homes(max) as u64;
-                let mut used = std::vec![false; slots(max) as usize];
-                let mut worst = 0;
-                for k in 0..max as u64 {
+                let keys = (0..max as u64).map(|k| {
                     let (tgid, site) = (4000 + (k % 5) as u32, k / 5);
                     let ips = [
                         0x5555_5555_4000 + 7 * site,
@@ -280,16 +288,9 @@ pub mod sites {
                     for ip in ips {
                         h = crate::stack_hash_step(h, ip);
                     }
-                    h = crate::stack_hash_step(h, ips.len() as u64);
-                    let mut i = home(tgid, h.max(2), n);
-                    let mut d = 0;
-                    while used[i as usize] {
-                        i += 1;
-                        d += 1;
-                    }
-                    used[i as usize] = true;
-                    worst = worst.max(d);
-                }
+                    (tgid, crate::stack_hash_step(h, ips.len() as u64).max(2))
+                });
+                let worst = farthest_from_home(max, keys);
                 assert!(
                     worst < WINDOW / 2,
                     "max {max}: a site {worst} slots from home"
