@@ -53,27 +53,16 @@ pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT,
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Per-CPU room to build a stack in before it is hashed and stored.
-#[map]
-pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
-
-/// Words read at once from the stack pointer (see `stack::record`): 128 bytes hold the return
-/// address and the caller's frame record for most callers.
-pub const CHUNK_WORDS: usize = 16;
-pub const CHUNK_BYTES: u64 = 8 * CHUNK_WORDS as u64;
-pub const CHUNK_MASK: usize = CHUNK_WORDS - 1;
-pub type Chunk = [u64; CHUNK_WORDS];
-
-/// Per-CPU room for the words above the stack pointer, read in one go, and the flag that
-/// says the CPU's stack scratch (this and STACK_SCRATCH) is in use (see `stack::record`).
+/// Per-CPU room to build a new stack in before it is stored, and the flag that says it is in
+/// use (see `stack::record`).
 #[repr(C)]
-pub struct ChunkScratch {
+pub struct StackScratch {
     pub held: u64,
-    pub words: Chunk,
+    pub trace: StackTrace,
 }
 
 #[map]
-pub static STACK_CHUNK: PerCpuArray<ChunkScratch> = PerCpuArray::with_max_entries(1, 0);
+pub static STACK_SCRATCH: PerCpuArray<StackScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Run-time switches set by user space (`alloctrace_common::CONTROL_STOPPED`).
 #[map]
