@@ -655,6 +655,129 @@ fn full_stack_map_counts_every_lost_stack() {
     assert_only_loss(&run, "stack_map_full", 36, "raise --max-stacks");
 }
 
+/// The `-v` line of the final drain about the site table: (slots in use, lane slots past
+/// lane 0 among them, lane slots that may still be claimed).
+fn site_table_line(run: &Launched) -> (u64, u64, i64) {
+    let context = run.finished.describe();
+    let line = run
+        .finished
+        .stderr
+        .lines()
+        .find_map(|l| l.split_once("site table: ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no site table line under -v\n{context}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number = |w: Option<&&str>| -> i64 {
+        w.and_then(|w| w.trim_start_matches('(').parse().ok())
+            .unwrap_or_else(|| panic!("unexpected site table line {line:?}\n{context}"))
+    };
+    // "{slots} slots in use, {lanes} of them lanes past the first (room for {left} more)"
+    (
+        number(words.first()) as u64,
+        number(words.get(4)) as u64,
+        number(words.get(13)),
+    )
+}
+
+/// The CPU tests pin to for lane 1 of the site table (CPU 1: lane = CPU mod LANES).
+fn lane_one_cpu() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs (lane 1 of the site table is CPU 1's); this machine has {cpus}"
+    );
+    1
+}
+
+/// `f`'s result, run on a thread pinned to `cpu` (with everything it starts), so the pin
+/// does not outlive it.
+fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_cpu(cpu);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+/// A site counted on a CPU past lane 0 gets a slot of its own there (so threads on different
+/// CPUs do not contend for one site's counters), and user space adds a site's slots up. All
+/// of it pinned to CPU 1: each site's first allocation creates the site in lane 0, every
+/// later one counts in lane 1's slot; the sites' counts are exact only if both are added.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn sites_on_another_cpu_count_in_their_lane_exactly() {
+    alloctrace_bin();
+    let run = on_cpu(lane_one_cpu(), || {
+        launch("threads", &[], &[os("-v")], Scratch::new())
+    });
+    run.finished.assert_code(0);
+    assert_sites_match(&run.report, &run.truth, &[]);
+    assert_process_is_sum_of_sites(&run.report, run.truth.pid);
+    assert_no_losses(&run.report);
+    let (slots, lanes, _) = site_table_line(&run);
+    let sites = run.report.sites_of(run.truth.pid).len() as u64;
+    // Every site with more than one allocation has its lane-1 slot too.
+    assert!(
+        lanes >= 1 && slots > sites,
+        "{slots} slots ({lanes} lanes) for {sites} sites\n{}",
+        run.finished.describe()
+    );
+}
+
+/// Lane slots are bounded by the spread budget (a quarter of --max-stacks): past it a CPU
+/// counts in lane 0's slot, still exactly. `--max-stacks 4` gives one lane slot; `fill stacks
+/// 3 5`, pinned to CPU 1, makes three sites of five allocations: the first site takes the one
+/// lane slot, the other two count in lane 0.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn the_spread_budget_bounds_lane_slots_and_counts_stay_exact() {
+    alloctrace_bin();
+    let run = on_cpu(lane_one_cpu(), || {
+        launch(
+            "fill",
+            &["stacks", "3", "5"],
+            &[os("-v"), os("--max-stacks"), os("4")],
+            Scratch::new(),
+        )
+    });
+    run.finished.assert_code(0);
+    assert_process_matches(&run.report, &run.truth);
+    let sites = run.report.sites_of(run.truth.pid);
+    let recursing: Vec<_> = sites
+        .iter()
+        .filter(|s| Report::frame_function(s, 0) == Some("recurse_alloc"))
+        .collect();
+    assert_eq!(
+        recursing.len(),
+        3,
+        "{}",
+        run.report.describe_sites(run.truth.pid)
+    );
+    for s in recursing {
+        assert_eq!(
+            Counters::from_json(&s["counters"], "site"),
+            Counters {
+                allocs: 5,
+                bytes: 160,
+                frees: 5,
+                freed_bytes: 160
+            },
+            "{}",
+            run.report.describe_sites(run.truth.pid)
+        );
+    }
+    assert_no_losses(&run.report);
+    let (_, lanes, left) = site_table_line(&run);
+    assert_eq!(
+        (lanes, left),
+        (1, 0),
+        "lane slots past lane 0, and room for more\n{}",
+        run.finished.describe()
+    );
+}
+
 /// The report's only non-zero loss counter is `name`, at exactly `n`, and stderr printed the
 /// hint that fixes it.
 fn assert_only_loss(run: &Launched, name: &str, n: u64, hint: &str) {
@@ -1038,7 +1161,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// site, with its histograms) and the symbolizer's record of its mappings; the kernel maps
 /// are fixed-size kernel memory, and retiring dead processes keeps them from filling. The
 /// rest is the binary, blazesym's caches of the few binaries involved (libc with its
-/// debug info, sh, the workload), the ring buffer and the mapped site table (~26 MiB at the
+/// debug info, sh, the workload), the ring buffer and the mapped site table (~31 MiB at the
 /// default --max-stacks). Measured here: ~25 MiB plus the table over ~1,000
 /// processes; the bound leaves room for twice that (other processes on the machine are traced
 /// too) while still catching per-process state that is never dropped or a leak per drain.
@@ -1194,22 +1317,6 @@ fn system_wide_retires_exited_processes_blocks() {
         );
     }
     assert_eq!(report.losses().get("live_map_full"), Some(&0), "{context}");
-}
-
-/// Pins the calling thread (and the threads it starts later) to `cpu`.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity(0, ..) applies to
-    // the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// Under sampling almost no allocation has a site, and a process counts them in the per-CPU

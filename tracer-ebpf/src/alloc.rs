@@ -379,7 +379,7 @@ fn site(tgid: u32, stack_hash: u64) -> Option<&'static mut SiteStats> {
     if stack_hash == 0 {
         return None;
     }
-    sites::find(tgid, stack_hash).map(|s| &mut s.stats)
+    sites::counters(tgid, stack_hash).map(|s| &mut s.stats)
 }
 
 /// Remembers a new block until its free: its size, site and birth time.

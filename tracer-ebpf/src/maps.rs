@@ -20,9 +20,11 @@ pub static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(163
 #[map]
 pub static SITES: Array<SiteSlot> = Array::with_max_entries(24576, BPF_F_MMAPABLE);
 
-/// Slots claimed in the site table so far: user space looks for new slots when it moved.
+/// The site table's counts (`alloctrace_common::sites::CLAIMS`, `SPREAD_LEFT`). Mmapable:
+/// user space gives spread budget back atomically.
 #[map]
-pub static SITE_CLAIMS: Array<u64> = Array::with_max_entries(1, 0);
+pub static SITE_CLAIMS: Array<u64> =
+    Array::with_max_entries(alloctrace_common::sites::CLAIM_WORDS, BPF_F_MMAPABLE);
 
 /// Blocks allocated and not yet freed: size, site and birth time (see `live`). Mmapable, so
 /// user space can retire exited processes' slots with the same atomic protocol.

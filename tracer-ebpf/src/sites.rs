@@ -1,10 +1,12 @@
-//! The site table: find a site's counters, claim a slot for a new one. The layout and the
-//! protocol are in alloctrace_common (`SiteSlot`), shared with user space, which reads the
-//! counters in place and retires exited processes' slots.
+//! The site table: find the counters a site counts in on this CPU, claim a slot for a new
+//! site. The layout and the protocol (lanes included) are in alloctrace_common (`SiteSlot`),
+//! shared with user space, which reads the counters in place and retires exited processes'
+//! slots.
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 use core::ptr::{read_volatile, write_volatile};
 
 use alloctrace_common::{sites, SiteSlot};
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
 
 use crate::maps::{SITES, SITE_CLAIMS};
 use crate::{global, SITE_HOMES};
@@ -15,20 +17,99 @@ fn slot(i: u64) -> Option<&'static mut SiteSlot> {
     SITES.get_ptr_mut(i as u32).map(|p| unsafe { &mut *p })
 }
 
-/// The slot of site (tgid, hash), if it has one.
+/// The slot this CPU counts site (tgid, hash) in: its lane's, claimed now if it has none and
+/// the spread budget allows, else lane 0's. None when the site has no slot at all (a new
+/// stack).
 #[inline(always)]
-pub fn find(tgid: u32, hash: u64) -> Option<&'static mut SiteSlot> {
-    slot(search(tgid, hash)?)
+pub fn counters(tgid: u32, hash: u64) -> Option<&'static mut SiteSlot> {
+    let i = counters_index(tgid, hash)?;
+    // One lookup however the index was found: a pointer from each branch would be a distinct
+    // value to the verifier, which would walk the rest of the program once per branch. The
+    // volatile read keeps LLVM from duplicating the lookup into the branches.
+    // SAFETY: reads a local.
+    slot(unsafe { read_volatile(&i) })
 }
 
-/// The index of site (tgid, hash)'s slot. The searches return an index, looked up once
-/// after the loop: a pointer from each iteration would be a distinct value to the verifier,
-/// which would then walk the rest of the program once per iteration.
+/// `counters`' search: the index of the slot.
 #[inline(always)]
-fn search(tgid: u32, hash: u64) -> Option<u64> {
+fn counters_index(tgid: u32, hash: u64) -> Option<u64> {
+    // SAFETY: a helper without preconditions; the program cannot migrate while it runs.
+    let lane = unsafe { bpf_get_smp_processor_id() } & (sites::LANES - 1);
+    if lane != 0 {
+        if let Some(i) = search::<{ sites::LANE_WINDOW }>(tgid, hash, lane) {
+            return Some(i);
+        }
+    }
+    let first = search::<{ sites::WINDOW }>(tgid, hash, 0)?;
+    if lane != 0 && take_spread() {
+        if let Some((i, new)) = take::<{ sites::LANE_WINDOW }>(tgid, hash, lane) {
+            if !new {
+                // Another CPU of this lane claimed it first.
+                give_spread();
+            }
+            return Some(i);
+        }
+        give_spread();
+    }
+    Some(first)
+}
+
+/// The spread budget's counter (`sites::SPREAD_LEFT`): added to atomically, as user space and
+/// other CPUs add to it too.
+#[inline(always)]
+fn spread_left() -> Option<&'static mut u64> {
+    // SAFETY: a map value that lives as long as the map.
+    SITE_CLAIMS
+        .get_ptr_mut(sites::SPREAD_LEFT)
+        .map(|p| unsafe { &mut *p })
+}
+
+/// Takes a unit of the spread budget: whether there was one. By compare-and-swap: an atomic
+/// add whose result is used compiles here to a plain one whose result is lost.
+#[inline(always)]
+fn take_spread() -> bool {
+    let Some(left) = spread_left() else {
+        return false;
+    };
+    // A few tries: losing them all to other CPUs only leaves this lane in lane 0's slot.
+    for _ in 0..4 {
+        // SAFETY: reads a map value other CPUs and user space change atomically.
+        let seen = unsafe { read_volatile(left) };
+        if seen as i64 <= 0 {
+            return false;
+        }
+        // SAFETY: a compare-and-swap on a map value.
+        let (_, won) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                left,
+                seen,
+                seen - 1,
+            )
+        };
+        if won {
+            return true;
+        }
+    }
+    false
+}
+
+/// Gives back a unit `take_spread` took.
+#[inline(always)]
+fn give_spread() {
+    if let Some(left) = spread_left() {
+        // SAFETY: an atomic add on a map value.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(left, 1) };
+    }
+}
+
+/// The index of site (tgid, hash)'s slot on `lane`. The searches return an index, looked up
+/// once after the loop: a pointer from each iteration would be a distinct value to the
+/// verifier, which would then walk the rest of the program once per iteration.
+#[inline(always)]
+fn search<const W: u64>(tgid: u32, hash: u64, lane: u32) -> Option<u64> {
     let n = global(&SITE_HOMES);
-    let mut i = sites::home(tgid, hash, n);
-    for _ in 0..sites::WINDOW {
+    let mut i = sites::home(tgid, hash, lane, n);
+    for _ in 0..W {
         let s = slot(i)?;
         // SAFETY: `s` points into the map; volatile keeps the reads where they are.
         let seen = unsafe { read_volatile(&s.hash) };
@@ -43,22 +124,22 @@ fn search(tgid: u32, hash: u64) -> Option<u64> {
     None
 }
 
-/// The slot of site (tgid, hash), claimed now if it has none: the slot, and whether it is
-/// new. None when every slot of its window is taken (a loss to count).
+/// Lane 0's slot of a new site (tgid, hash), claimed now: the slot, and whether it is new.
+/// None when every slot of its window is taken (a loss to count).
 #[inline(always)]
 pub fn claim(tgid: u32, hash: u64) -> Option<(&'static mut SiteSlot, bool)> {
-    let (i, new) = take(tgid, hash)?;
+    let (i, new) = take::<{ sites::WINDOW }>(tgid, hash, 0)?;
     Some((slot(i)?, new))
 }
 
-/// `claim`'s search: the slot's index, and whether it is new.
+/// `claim`'s search on `lane`: the slot's index, and whether it is new.
 #[inline(always)]
-fn take(tgid: u32, hash: u64) -> Option<(u64, bool)> {
+fn take<const W: u64>(tgid: u32, hash: u64, lane: u32) -> Option<(u64, bool)> {
     let n = global(&SITE_HOMES);
-    let mut i = sites::home(tgid, hash, n);
-    for _ in 0..sites::WINDOW {
+    let mut i = sites::home(tgid, hash, lane, n);
+    for _ in 0..W {
         let s = slot(i)?;
-        // SAFETY: as in `find`.
+        // SAFETY: as in `search`.
         let seen = unsafe { read_volatile(&s.hash) };
         if seen == hash && unsafe { read_volatile(&s.tgid) } == tgid {
             // Another CPU claimed it since this one's search.
@@ -76,9 +157,13 @@ fn take(tgid: u32, hash: u64) -> Option<(u64, bool)> {
             };
             if won {
                 // SAFETY: the slot is ours; its counters are zero (never used, or zeroed by
-                // user space before it was marked dead).
-                unsafe { write_volatile(&mut s.tgid, tgid) };
-                if let Some(c) = SITE_CLAIMS.get_ptr_mut(0) {
+                // user space before it was marked dead). The lane before the owner: the slot
+                // matches only once `tgid` is set.
+                unsafe {
+                    write_volatile(&mut s.lane, lane);
+                    write_volatile(&mut s.tgid, tgid);
+                }
+                if let Some(c) = SITE_CLAIMS.get_ptr_mut(sites::CLAIMS) {
                     // SAFETY: a map value; tells user space to look for new slots.
                     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Release }>(c, 1) };
                 }

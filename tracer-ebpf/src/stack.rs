@@ -77,7 +77,7 @@ pub fn record(
         bump_loss(ctx, loss::STACK_READ_FAILED);
     }
     let (hash, _) = walk(sp, fp, first, chunk, |_, _| {});
-    if let Some(site) = sites::find(tgid, hash) {
+    if let Some(site) = sites::counters(tgid, hash) {
         return (hash, Some(&mut site.stats));
     }
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {

@@ -281,6 +281,13 @@ impl Drainer {
         out
     }
 
+    /// The site table's slots in use at the last read, how many of them are lanes past lane
+    /// 0, and how many more such lanes may be claimed.
+    pub fn site_slots(&self) -> (usize, usize, i64) {
+        let (used, lanes) = self.sites.slots_in_use();
+        (used, lanes, self.sites.spread_left())
+    }
+
     /// Moves processes that no longer exist out of the kernel maps into user memory, so a
     /// system-wide run over many short-lived processes never fills the maps. Their blocks
     /// still in flight are swept from the in-flight map every `sweep_every` calls.

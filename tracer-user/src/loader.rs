@@ -14,6 +14,10 @@ pub enum LoadError {
     Load(#[source] aya::EbpfError),
     #[error(transparent)]
     Owned(crate::owned_totals::OwnedError),
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map SITE_CLAIMS: {0}")]
+    Map(#[source] aya::maps::MapError),
 }
 
 /// Map sizes and run-time knobs of the eBPF side.
@@ -36,7 +40,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let site_slots = abi::sites::slots(sizes.max_stacks);
     let site_homes = abi::sites::homes(sizes.max_stacks) as u64;
     let owned_slots = crate::owned_totals::slots().map_err(LoadError::Owned)?;
-    EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_TARGET_TGID, &sizes.target_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
@@ -50,5 +54,19 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         // side uses it.
         .allow_unsupported_maps()
         .load(OBJECT)
-        .map_err(LoadError::Load)
+        .map_err(LoadError::Load)?;
+    set_spread_budget(&mut ebpf, abi::sites::spread_budget(sizes.max_stacks))?;
+    Ok(ebpf)
+}
+
+/// Sets the site table's spread budget (`abi::sites::SPREAD_LEFT`), before any probe runs.
+fn set_spread_budget(ebpf: &mut Ebpf, budget: u32) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(abi::MAP_SITE_CLAIMS)
+        .ok_or(LoadError::MissingMap(abi::MAP_SITE_CLAIMS))?;
+    let mut counts: aya::maps::Array<&mut aya::maps::MapData, u64> =
+        map.try_into().map_err(LoadError::Map)?;
+    counts
+        .set(abi::sites::SPREAD_LEFT, budget as u64, 0)
+        .map_err(LoadError::Map)
 }

@@ -1,7 +1,7 @@
 //! User space's side of the kernel's site table (map SITES, a BPF array of `SiteSlot`s it
-//! mmaps): reading every site's counters in place, and retiring the sites of processes that
-//! exited so their slots serve new sites. Same protocol as the kernel's (alloctrace_common's
-//! `SiteSlot`).
+//! mmaps): reading every site's counters in place (a site's lanes added up), and retiring the
+//! sites of processes that exited so their slots serve new sites. Same protocol as the
+//! kernel's (alloctrace_common's `SiteSlot`).
 //!
 //! A drain reads only the slots in use, found by a scan of the slots' headers when the
 //! kernel's count of claims has moved since the last one: its cost follows the sites, not
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use alloctrace_common::{sites, SiteSlot, SiteStats, StackKey, HIST_BUCKETS};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::Map;
 
 use crate::shared_array::SharedArray;
 
@@ -20,13 +20,16 @@ pub enum SiteError {
     NotArray,
     #[error("cannot map the site table: {0}")]
     Mmap(std::io::Error),
-    #[error("map SITE_CLAIMS: {0}")]
-    Claims(aya::maps::MapError),
+    #[error("map SITE_CLAIMS is not an array")]
+    ClaimsNotArray,
+    #[error("cannot map the site table's counts: {0}")]
+    ClaimsMmap(std::io::Error),
 }
 
 pub struct SiteTable {
     slots: SharedArray<SiteSlot>,
-    claims: Array<MapData, u64>,
+    /// The map SITE_CLAIMS: `sites::CLAIMS` and `sites::SPREAD_LEFT`.
+    counts: SharedArray<u64>,
     /// Slots in use at the last scan.
     known: Vec<usize>,
     /// The kernel's count of claims the last scan saw.
@@ -62,9 +65,13 @@ impl SiteTable {
         let Map::Array(map) = map else {
             return Err(SiteError::NotArray);
         };
+        let Map::Array(claims) = claims else {
+            return Err(SiteError::ClaimsNotArray);
+        };
         Ok(SiteTable {
             slots: SharedArray::map(&map, slots as usize).map_err(SiteError::Mmap)?,
-            claims: Array::try_from(claims).map_err(SiteError::Claims)?,
+            counts: SharedArray::map(&claims, sites::CLAIM_WORDS as usize)
+                .map_err(SiteError::ClaimsMmap)?,
             known: Vec::new(),
             scanned_at: None,
         })
@@ -75,8 +82,8 @@ impl SiteTable {
     fn in_use(&mut self) {
         // Read before the scan: a claim the scan misses moves the count past this value,
         // and the next read scans again. The kernel counts a claim after writing its slot.
-        let claims = self.claims.get(&0, 0).ok();
-        if claims.is_none() || claims != self.scanned_at {
+        let claims = Some(self.count(sites::CLAIMS).load(Ordering::Acquire));
+        if claims != self.scanned_at {
             self.known.clear();
             for i in 0..self.slots.count() {
                 // SAFETY: `i` is within the mapping.
@@ -128,12 +135,41 @@ impl SiteTable {
         out
     }
 
+    /// Word `w` of the map SITE_CLAIMS.
+    fn count(&self, w: u32) -> &AtomicU64 {
+        // SAFETY: within the mapping, aligned; the kernel adds to it atomically.
+        unsafe { AtomicU64::from_ptr(self.counts.slot(w as usize)) }
+    }
+
+    /// Slots of lanes past lane 0 still claimable (the kernel's spread budget).
+    pub fn spread_left(&self) -> i64 {
+        self.count(sites::SPREAD_LEFT).load(Ordering::Relaxed) as i64
+    }
+
+    /// Slots in use at the last scan, and how many of them are lanes past lane 0.
+    pub fn slots_in_use(&self) -> (usize, usize) {
+        let lanes = self
+            .known
+            .iter()
+            // SAFETY: a known slot is within the mapping.
+            .filter(|&&i| {
+                unsafe { AtomicU32::from_ptr(&raw mut (*self.slots.slot(i)).lane) }
+                    .load(Ordering::Relaxed)
+                    != 0
+            })
+            .count();
+        (self.known.len(), lanes)
+    }
+
     /// Frees the slots of sites whose process `gone` says has exited (nothing of it runs
-    /// any more, so nothing adds to them): owner cleared, counters zeroed, then marked dead.
-    /// Returns how many.
+    /// any more, so nothing adds to them): owner cleared, counters zeroed, then marked dead;
+    /// a lane slot's unit goes back to the spread budget. Returns how many.
     pub fn retire(&mut self, gone: impl Fn(u32) -> bool) -> usize {
         self.in_use();
         let mut n = 0;
+        // SAFETY: as `count`.
+        let spread_left =
+            unsafe { AtomicU64::from_ptr(self.counts.slot(sites::SPREAD_LEFT as usize)) };
         let slots = &self.slots;
         self.known.retain(|&i| {
             let s = slots.slot(i);
@@ -153,8 +189,13 @@ impl SiteTable {
                 // SAFETY: `w < STATS_WORDS`.
                 unsafe { stat_word(s, w) }.store(0, Ordering::Relaxed);
             }
+            // SAFETY: as `header`.
+            let lane = unsafe { AtomicU32::from_ptr(&raw mut (*s).lane) }.load(Ordering::Relaxed);
             // Release: a claim of the dead slot sees the zeroed counters.
             hash.store(sites::DEAD, Ordering::Release);
+            if lane != 0 {
+                spread_left.fetch_add(1, Ordering::Relaxed);
+            }
             n += 1;
             false
         });

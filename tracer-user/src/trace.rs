@@ -209,6 +209,11 @@ pub fn run(cfg: Config) -> Result<i32> {
         drained.as_secs_f64() * 1e3,
         t1.elapsed().as_secs_f64() * 1e3
     );
+    let (slots, lanes, spread_left) = drainer.site_slots();
+    log::info!(
+        "site table: {slots} slots in use, {lanes} of them lanes past the first \
+         (room for {spread_left} more)"
+    );
     let profile = Profile {
         sites,
         modules,
