@@ -657,10 +657,9 @@ fn full_stack_map_counts_every_lost_stack() {
 
 /// The `-v` line of the final drain about the site table: (slots in use, lane slots past
 /// lane 0 among them, lane slots that may still be claimed).
-fn site_table_line(run: &Launched) -> (u64, u64, i64) {
-    let context = run.finished.describe();
-    let line = run
-        .finished
+fn site_table_line(finished: &Finished) -> (u64, u64, i64) {
+    let context = finished.describe();
+    let line = finished
         .stderr
         .lines()
         .find_map(|l| l.split_once("site table: ").map(|(_, rest)| rest))
@@ -716,7 +715,7 @@ fn sites_on_another_cpu_count_in_their_lane_exactly() {
     assert_sites_match(&run.report, &run.truth, &[]);
     assert_process_is_sum_of_sites(&run.report, run.truth.pid);
     assert_no_losses(&run.report);
-    let (slots, lanes, _) = site_table_line(&run);
+    let (slots, lanes, _) = site_table_line(&run.finished);
     let sites = run.report.sites_of(run.truth.pid).len() as u64;
     // Every site with more than one allocation has its lane-1 slot too.
     assert!(
@@ -769,7 +768,7 @@ fn the_spread_budget_bounds_lane_slots_and_counts_stay_exact() {
         );
     }
     assert_no_losses(&run.report);
-    let (_, lanes, left) = site_table_line(&run);
+    let (_, lanes, left) = site_table_line(&run.finished);
     assert_eq!(
         (lanes, left),
         (1, 0),
@@ -1177,14 +1176,14 @@ fn trace_system_wide(interval: &str, extra: &[&OsStr], report_path: &Path) -> Ru
 }
 
 /// Ends a system-wide run with SIGINT, as a user would: the exit code says so, nothing
-/// panicked, and the report was written. Returns it with the run's output, for messages.
-fn stop_system_wide(mut tracer: Running, report_path: &Path) -> (Report, String) {
+/// panicked, and the report was written. Returns it with the finished run.
+fn stop_system_wide(mut tracer: Running, report_path: &Path) -> (Report, Finished) {
     tracer.signal(libc::SIGINT);
     let finished = tracer.wait(RUN_TIMEOUT);
     finished.assert_code(128 + libc::SIGINT);
     let context = finished.describe();
     assert!(!finished.stderr.contains("panicked"), "{context}");
-    (Report::read(report_path, &context), context)
+    (Report::read(report_path, &context), finished)
 }
 
 /// Runs `fill leak 1500` `runs` times, one after another, each through `launcher` (a command
@@ -1291,17 +1290,26 @@ fn system_wide_survives_a_thousand_short_processes() {
 /// `--max-live 2048` (4,096 slots), six processes one after another each exit holding 1,500
 /// blocks — 9,000 in all, more than the table holds — and none is lost, because each
 /// drain's sweep retires the slots of processes that are gone; each process's counts are
-/// exact.
+/// exact. Run on CPU 1, each process's site also takes a lane slot past lane 0, which its
+/// retirement gives back to the spread budget: at the end the budget left plus the lane
+/// slots still in use is the whole budget.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn system_wide_retires_exited_processes_blocks() {
     alloctrace_bin();
     const RUNS: usize = 6;
+    // A quarter of the default --max-stacks (16384).
+    const SPREAD_BUDGET: i64 = 4096;
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
-    let tracer = trace_system_wide("100ms", &[os("--max-live"), os("2048")], &report_path);
-    let pids = leak_in_turn(RUNS, &[]);
-    let (report, context) = stop_system_wide(tracer, &report_path);
+    let tracer = trace_system_wide(
+        "100ms",
+        &[os("-v"), os("--max-live"), os("2048")],
+        &report_path,
+    );
+    let pids = leak_in_turn(RUNS, &["taskset", "-c", &lane_one_cpu().to_string()]);
+    let (report, finished) = stop_system_wide(tracer, &report_path);
+    let context = finished.describe();
     for pid in pids {
         let f = report.functions(pid);
         assert_eq!(
@@ -1317,6 +1325,12 @@ fn system_wide_retires_exited_processes_blocks() {
         );
     }
     assert_eq!(report.losses().get("live_map_full"), Some(&0), "{context}");
+    let (_, lanes, left) = site_table_line(&finished);
+    assert_eq!(
+        left + lanes as i64,
+        SPREAD_BUDGET,
+        "lane slots given back on retirement: {left} left, {lanes} in use\n{context}"
+    );
 }
 
 /// Under sampling almost no allocation has a site, and a process counts them in the per-CPU
@@ -1344,7 +1358,8 @@ fn system_wide_sampling_hands_cpu_slots_on_exactly() {
         &report_path,
     );
     let pids = leak_in_turn(RUNS, &["taskset", "-c", &work_cpu.to_string()]);
-    let (report, context) = stop_system_wide(tracer, &report_path);
+    let (report, finished) = stop_system_wide(tracer, &report_path);
+    let context = finished.describe();
     let totals: Vec<Counters> = pids.iter().map(|&p| report.process_counters(p)).collect();
     let first = totals[0];
     assert!(
