@@ -498,6 +498,14 @@ impl Report {
             .collect()
     }
 
+    /// The sites of `pid` whose innermost frame is `function`.
+    pub fn sites_in(&self, pid: u32, function: &str) -> Vec<&Value> {
+        self.sites_of(pid)
+            .into_iter()
+            .filter(|s| Report::frame_function(s, 0) == Some(function))
+            .collect()
+    }
+
     /// `frames[i].function` of a site, None when the frame is missing or unnamed.
     pub fn frame_function(site: &Value, i: usize) -> Option<&str> {
         site["frames"].get(i).and_then(|f| f["function"].as_str())

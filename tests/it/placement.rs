@@ -82,12 +82,7 @@ fn assert_exact(run: &Launched) {
         "unknown_frees: every block was allocated under tracing\n{}",
         run.report.describe_sites(run.truth.pid)
     );
-    let sites: Vec<_> = run
-        .report
-        .sites_of(run.truth.pid)
-        .into_iter()
-        .filter(|s| Report::frame_function(s, 0) == Some("leaf_caller"))
-        .collect();
+    let sites = run.report.sites_in(run.truth.pid, "leaf_caller");
     assert_eq!(
         sites.len(),
         1,

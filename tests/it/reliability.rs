@@ -631,28 +631,39 @@ fn full_stack_map_counts_every_lost_stack() {
     );
     run.finished.assert_code(0);
     assert_process_matches(&run.report, &run.truth);
-    let sites = run.report.sites_of(run.truth.pid);
     assert_eq!(
-        sites.len(),
+        run.report.sites_of(run.truth.pid).len(),
         8,
         "{}",
         run.report.describe_sites(run.truth.pid)
     );
-    for s in &sites {
-        assert_eq!(Report::frame_function(s, 0), Some("recurse_alloc"));
+    // All eight are recurse_alloc's.
+    assert_recursing_sites(
+        &run,
+        8,
+        Counters {
+            allocs: 3,
+            bytes: 96,
+            frees: 3,
+            freed_bytes: 96,
+        },
+    );
+    assert_only_loss(&run, "stack_map_full", 36, "raise --max-stacks");
+}
+
+/// `fill stacks`' process has `n` sites in recurse_alloc, each with counters `each`.
+fn assert_recursing_sites(run: &Launched, n: usize, each: Counters) {
+    let pid = run.truth.pid;
+    let sites = run.report.sites_in(pid, "recurse_alloc");
+    assert_eq!(sites.len(), n, "{}", run.report.describe_sites(pid));
+    for s in sites {
         assert_eq!(
             Counters::from_json(&s["counters"], "site"),
-            Counters {
-                allocs: 3,
-                bytes: 96,
-                frees: 3,
-                freed_bytes: 96
-            },
+            each,
             "{}",
-            run.report.describe_sites(run.truth.pid)
+            run.report.describe_sites(pid)
         );
     }
-    assert_only_loss(&run, "stack_map_full", 36, "raise --max-stacks");
 }
 
 /// The `-v` line of the final drain about the site table: (slots in use, lane slots past
@@ -743,30 +754,16 @@ fn the_spread_budget_bounds_lane_slots_and_counts_stay_exact() {
     });
     run.finished.assert_code(0);
     assert_process_matches(&run.report, &run.truth);
-    let sites = run.report.sites_of(run.truth.pid);
-    let recursing: Vec<_> = sites
-        .iter()
-        .filter(|s| Report::frame_function(s, 0) == Some("recurse_alloc"))
-        .collect();
-    assert_eq!(
-        recursing.len(),
+    assert_recursing_sites(
+        &run,
         3,
-        "{}",
-        run.report.describe_sites(run.truth.pid)
+        Counters {
+            allocs: 5,
+            bytes: 160,
+            frees: 5,
+            freed_bytes: 160,
+        },
     );
-    for s in recursing {
-        assert_eq!(
-            Counters::from_json(&s["counters"], "site"),
-            Counters {
-                allocs: 5,
-                bytes: 160,
-                frees: 5,
-                freed_bytes: 160
-            },
-            "{}",
-            run.report.describe_sites(run.truth.pid)
-        );
-    }
     assert_no_losses(&run.report);
     let (_, lanes, left) = site_table_line(&run.finished);
     assert_eq!(

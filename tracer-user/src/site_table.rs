@@ -53,6 +53,13 @@ unsafe fn header(s: *mut SiteSlot) -> (&'static AtomicU64, &'static AtomicU32) {
     }
 }
 
+/// The lane of slot `s` (written by the kernel before its owner).
+///
+/// SAFETY: as `header`.
+unsafe fn lane(s: *mut SiteSlot) -> u32 {
+    unsafe { AtomicU32::from_ptr(&raw mut (*s).lane) }.load(Ordering::Relaxed)
+}
+
 /// Word `w` of slot `s`'s counters, as an atomic.
 ///
 /// SAFETY: as `header`; `w < STATS_WORDS`.
@@ -152,11 +159,7 @@ impl SiteTable {
             .known
             .iter()
             // SAFETY: a known slot is within the mapping.
-            .filter(|&&i| {
-                unsafe { AtomicU32::from_ptr(&raw mut (*self.slots.slot(i)).lane) }
-                    .load(Ordering::Relaxed)
-                    != 0
-            })
+            .filter(|&&i| unsafe { lane(self.slots.slot(i)) } != 0)
             .count();
         (self.known.len(), lanes)
     }
@@ -189,8 +192,8 @@ impl SiteTable {
                 // SAFETY: `w < STATS_WORDS`.
                 unsafe { stat_word(s, w) }.store(0, Ordering::Relaxed);
             }
-            // SAFETY: as `header`.
-            let lane = unsafe { AtomicU32::from_ptr(&raw mut (*s).lane) }.load(Ordering::Relaxed);
+            // SAFETY: `i` is within the mapping.
+            let lane = unsafe { lane(s) };
             // Release: a claim of the dead slot sees the zeroed counters.
             hash.store(sites::DEAD, Ordering::Release);
             if lane != 0 {
