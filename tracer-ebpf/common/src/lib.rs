@@ -524,14 +524,18 @@ const _: () = assert!(size_of::<ProcStats>() == 56);
 /// sampling, where most allocations have no site. User space adds a slot to its owner's
 /// totals, and frees it (zeroes it, `tgid` last) once the owner has exited. Other processes
 /// count in the process map, as before.
+///
+/// One cache line per slot: CPUs add to their own slots all the time (every unsampled
+/// allocation), and slots sharing a line would move it between them on every add.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OwnedTotals {
     pub tgid: u32,
     pub _pad: u32,
     pub totals: Unattributed,
+    pub _line: [u64; 3],
 }
-const _: () = assert!(size_of::<OwnedTotals>() == 40);
+const _: () = assert!(size_of::<OwnedTotals>() == 64);
 
 /// Indices of the loss counters (a per-CPU array summed by user space).
 pub mod loss {
