@@ -76,6 +76,7 @@ fn check_sampled(mode: &str) {
                 (c.allocs, c.bytes),
                 "estimated frees differ from estimated allocations at a site: {s}"
             );
+            assert_sampled_lifetimes(s);
         }
         let e = est.entry(name).or_default();
         e.0 += c.allocs;
@@ -122,4 +123,26 @@ fn check_sampled(mode: &str) {
         report.describe_sites(truth.pid)
     );
     assert_no_losses(report);
+}
+
+/// A sampled block's lifetime is measured (only blocks with a site read the clock): each of
+/// sampled.c's blocks is freed right after its allocation, so every lifetime is far below the
+/// run's length, while one measured from a missing birth time would be the machine's uptime.
+fn assert_sampled_lifetimes(site: &serde_json::Value) {
+    let hist: Vec<u64> = site["life_hist"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a site without `life_hist`: {site}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap_or_default())
+        .collect();
+    assert!(
+        hist.iter().sum::<u64>() > 0,
+        "a sampled site's freed blocks have no lifetimes: {site}"
+    );
+    // Bucket b holds lifetimes below 2^b ns: 2^34 ns is 17 s, longer than the whole run.
+    assert!(
+        hist.iter().skip(35).all(|&n| n == 0),
+        "lifetimes of 17 s or more in a run of a few seconds (a block without its birth \
+         time?): {site}"
+    );
 }

@@ -458,9 +458,11 @@ pub mod live {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllocInfo {
     pub size: u64,
-    /// The allocating site's stack hash; 0 when the site could not be recorded (counted as a loss).
+    /// The allocating site's stack hash; 0 when the block has no site (unsampled, or its
+    /// stack could not be recorded: counted as a loss).
     pub stack_hash: u64,
-    /// `bpf_ktime_get_ns` at the allocator's return.
+    /// `bpf_ktime_get_ns` at the allocator's return; 0 for a block without a site, whose
+    /// lifetime nothing records.
     pub ts_ns: u64,
 }
 const _: () = assert!(size_of::<AllocInfo>() == 24);
