@@ -1006,6 +1006,67 @@ fn two_instances_on_one_pid_report_the_same() {
     assert_eq!(counts(&a), counts(&b));
 }
 
+/// Attaching to a process that allocates and frees as fast as it can: the probes go in one by
+/// one, and a block whose allocation was seen must have its free seen too. A free missed
+/// while the probes went in would leave the block in the in-flight table, and the address
+/// glibc hands back every time would pile up there: phantom live blocks, and once they fill
+/// its window, lost ones. At the end the only live blocks are the ones the workload holds.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn attaching_mid_churn_leaves_no_phantom_live_blocks() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let mut w = Workload::start("attach_churn", &[], &[]);
+    let report_path = scratch.path("report.json");
+    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
+    tracer.wait_until_tracing();
+    // Some churn under every probe before it stops.
+    std::thread::sleep(Duration::from_millis(300));
+    w.release();
+    w.wait_for_line("held");
+    tracer.signal(libc::SIGINT);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(128 + libc::SIGINT);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let report = Report::read(&report_path, &context);
+    w.close_stdin();
+    w.wait_code(0);
+
+    let functions = report.functions(w.pid());
+    let churn = functions
+        .get("churn_pairs")
+        .unwrap_or_else(|| panic!("no churn_pairs site\n{}", report.describe_sites(w.pid())));
+    assert!(
+        churn.counters.allocs > 10_000,
+        "only {} allocations traced from churn_pairs: too few to prove anything\n{context}",
+        churn.counters.allocs
+    );
+    assert_eq!(
+        (churn.counters.live_objects(), churn.live_objects),
+        (0, 0),
+        "churn_pairs frees every block it allocates, yet blocks are live: frees missed while \
+         the probes attached ({})\n{}",
+        churn.counters,
+        report.describe_sites(w.pid())
+    );
+    let held = functions
+        .get("hold_blocks")
+        .unwrap_or_else(|| panic!("no hold_blocks site\n{}", report.describe_sites(w.pid())));
+    assert_eq!(
+        (held.counters.allocs, held.live_objects, held.live_bytes),
+        (5, 5, 5000),
+        "hold_blocks keeps 5 blocks of 1000 bytes"
+    );
+    let process = report.process_counters(w.pid());
+    assert_eq!(
+        process.live_objects(),
+        5,
+        "the process holds 5 blocks allocated after attach: {process}\n{}",
+        report.describe_sites(w.pid())
+    );
+    assert_no_losses(&report);
+}
+
 // =============================================================================================
 // 8. Stripped binaries
 // =============================================================================================

@@ -299,9 +299,13 @@ pub enum Scope {
 /// address at `[rsp]`, which the instructions placement may skip leave there; two breakpoints,
 /// one of them single-stepped at the entry, would cost more than the one). Return probes go
 /// first: a return seen without its entry is ignored, while an entry whose return probe was not yet
-/// attached would leave a stale call state behind. Free goes last, after every block-producing
-/// probe is in place. Returns how many were attached; dropping `ebpf` detaches them all
-/// (slowly: each removal waits a kernel grace period, ~0.1 s here, serialized in the kernel).
+/// attached would leave a stale call state behind. Free goes next, before any entry: a free
+/// seen before its block's allocation is an unknown free (counted as such), while a block
+/// tracked before free's probe was in place would stay in the in-flight table after its real
+/// free, a phantom live block (and glibc hands the same address back again and again: a
+/// target allocating while alloctrace attached piled them up). Returns how many were
+/// attached; dropping `ebpf` detaches them all (slowly: each removal waits a kernel grace
+/// period, ~0.1 s here, serialized in the kernel).
 ///
 /// In alloc-only mode each function gets its counting entry program only (see
 /// `count_program`), and functions without one (free, reallocarray) are not probed.
@@ -342,13 +346,13 @@ pub fn attach(
         .chain(
             entries
                 .iter()
-                .filter(|(p, _)| p.returns_block)
+                .filter(|(p, _)| !p.returns_block)
                 .map(|e| (e, false)),
         )
         .chain(
             entries
                 .iter()
-                .filter(|(p, _)| !p.returns_block)
+                .filter(|(p, _)| p.returns_block)
                 .map(|e| (e, false)),
         );
     for ((spec, entry), is_return) in order {
