@@ -1006,9 +1006,10 @@ fn two_instances_on_one_pid_report_the_same() {
     assert_eq!(counts(&a), counts(&b));
 }
 
-/// Attaching to a process that allocates and frees as fast as it can: the probes go in one by
-/// one, and a block whose allocation was seen must have its free seen too. A free missed
-/// while the probes went in would leave the block in the in-flight table, and the address
+/// Attaching to a process that allocates, reallocates and frees as fast as it can: the probes
+/// go in one by one, and a block whose allocation was seen must have its realloc and free
+/// seen too. One missed while the probes went in would leave the block in the in-flight
+/// table, and the address
 /// glibc hands back every time would pile up there: phantom live blocks, and once they fill
 /// its window, lost ones. At the end the only live blocks are the ones the workload holds.
 #[test]
@@ -1044,8 +1045,8 @@ fn attaching_mid_churn_leaves_no_phantom_live_blocks() {
     assert_eq!(
         (churn.counters.live_objects(), churn.live_objects),
         (0, 0),
-        "churn_pairs frees every block it allocates, yet blocks are live: frees missed while \
-         the probes attached ({})\n{}",
+        "churn_pairs frees every block it allocates, yet blocks are live: frees or reallocs \
+         missed while the probes attached ({})\n{}",
         churn.counters,
         report.describe_sites(w.pid())
     );

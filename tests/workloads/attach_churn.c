@@ -1,9 +1,10 @@
 /*
  * A target that is already allocating as fast as it can while the tracer attaches
- * (tests/it/reliability.rs): a thread makes malloc(SIZE)+free pairs from churn_pairs from
- * before `ready` until the test releases the workload (one byte on stdin). glibc hands the
- * same block back every time, so a free the tracer missed while its probes went in one by one
- * would leave that address behind as a phantom live block, again and again. Then hold_blocks
+ * (tests/it/reliability.rs): a thread makes malloc(SIZE), realloc to twice that, free, from
+ * churn_pairs, from before `ready` until the test releases the workload (one byte on stdin).
+ * glibc hands the same blocks back every time, so a free or realloc the tracer missed while
+ * its probes went in one by one would leave that address behind as a phantom live block,
+ * again and again. Then hold_blocks
  * allocates HELD blocks of HELD_SIZE and keeps them; the workload prints `held` and exits at
  * end of file on stdin. After attach the process's only live blocks are hold_blocks'.
  */
@@ -20,6 +21,7 @@ NOINLINE static void churn_pairs(void)
 {
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         void *p = gt_check(malloc(SIZE), "malloc");
+        p = gt_check(realloc(p, 2 * SIZE), "realloc");
         gt_sink = p;
         free(p);
     }

@@ -299,11 +299,13 @@ pub enum Scope {
 /// address at `[rsp]`, which the instructions placement may skip leave there; two breakpoints,
 /// one of them single-stepped at the entry, would cost more than the one). Return probes go
 /// first: a return seen without its entry is ignored, while an entry whose return probe was not yet
-/// attached would leave a stale call state behind. Free goes next, before any entry: a free
-/// seen before its block's allocation is an unknown free (counted as such), while a block
-/// tracked before free's probe was in place would stay in the in-flight table after its real
-/// free, a phantom live block (and glibc hands the same address back again and again: a
-/// target allocating while alloctrace attached piled them up). Returns how many were
+/// attached would leave a stale call state behind. Then the entries of the functions that give
+/// blocks back (free, the realloc family), then the others (`entry_rank`): a block is tracked
+/// only once every probe that can release it is in. The other way round, a block tracked
+/// before free's or realloc's probe was in would stay in the in-flight table after its real
+/// release, a phantom live block, and glibc hands the same address back again and again (a
+/// target allocating while alloctrace attached piled them up); this way such a release is seen
+/// as one of a block allocated before tracing (an unknown free). Returns how many were
 /// attached; dropping `ebpf` detaches them all (slowly: each removal waits a kernel grace
 /// period, ~0.1 s here, serialized in the kernel).
 ///
@@ -339,22 +341,13 @@ pub fn attach(
         })?;
     }
     let mut attached = 0;
+    let mut entry_order: Vec<_> = entries.iter().collect();
+    entry_order.sort_by_key(|(p, _)| entry_rank(p));
     let order = entries
         .iter()
         .filter(|(p, _)| p.returns_block)
         .map(|e| (e, true))
-        .chain(
-            entries
-                .iter()
-                .filter(|(p, _)| !p.returns_block)
-                .map(|e| (e, false)),
-        )
-        .chain(
-            entries
-                .iter()
-                .filter(|(p, _)| p.returns_block)
-                .map(|e| (e, false)),
-        );
+        .chain(entry_order.into_iter().map(|e| (e, false)));
     for ((spec, entry), is_return) in order {
         let (name, kind) = if is_return {
             (abi::PROG_ALLOC_RETURN, "uretprobe")
@@ -372,6 +365,16 @@ pub fn attach(
         attached += 1;
     }
     Ok(attached)
+}
+
+/// When a function's entry probe goes in, full mode (see `attach`): the functions that give
+/// blocks back before those that only make them.
+fn entry_rank(spec: &ProbeSpec) -> u8 {
+    match spec.program {
+        abi::PROG_FREE_ENTER => 0,
+        abi::PROG_REALLOC_ENTER | abi::PROG_REALLOCARRAY_ENTER => 1,
+        _ => 2,
+    }
 }
 
 /// The alloc-only mode's program for a full-mode entry program, if the function is probed
