@@ -1009,9 +1009,9 @@ fn two_instances_on_one_pid_report_the_same() {
 /// Attaching to a process that allocates, reallocates and frees as fast as it can: the probes
 /// go in one by one, and a block whose allocation was seen must have its realloc and free
 /// seen too. One missed while the probes went in would leave the block in the in-flight
-/// table, and the address
-/// glibc hands back every time would pile up there: phantom live blocks, and once they fill
-/// its window, lost ones. At the end the only live blocks are the ones the workload holds.
+/// table, and the address glibc hands back every time would pile up there: phantom live
+/// blocks, and once they fill its window, lost ones. At the end the only live blocks are the
+/// ones the workload holds.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn attaching_mid_churn_leaves_no_phantom_live_blocks() {

@@ -4,9 +4,9 @@
  * churn_pairs, from before `ready` until the test releases the workload (one byte on stdin).
  * glibc hands the same blocks back every time, so a free or realloc the tracer missed while
  * its probes went in one by one would leave that address behind as a phantom live block,
- * again and again. Then hold_blocks
- * allocates HELD blocks of HELD_SIZE and keeps them; the workload prints `held` and exits at
- * end of file on stdin. After attach the process's only live blocks are hold_blocks'.
+ * again and again. Then hold_blocks allocates HELD blocks of HELD_SIZE and keeps them; the
+ * workload prints `held` and exits at end of file on stdin. After attach the process's only
+ * live blocks are hold_blocks'.
  */
 #include <pthread.h>
 #include <stdatomic.h>
