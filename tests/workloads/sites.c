@@ -226,7 +226,9 @@ NOINLINE static void alloc_for_failed_realloc(void)
 }
 
 /* realloc to an impossible size returns NULL and leaves the old block alive (never freed);
- * malloc, calloc and posix_memalign of one fail and allocate nothing. */
+ * malloc, calloc and posix_memalign of one fail and allocate nothing. So do a calloc and a
+ * reallocarray whose nmemb * size overflows (to 0 in 64 bits: counted as 0 bytes, or as a
+ * realloc to 0 that frees, it would show). */
 NOINLINE static void failed_realloc(void)
 {
     for (int i = 0; i < FAILED_N; i++) {
@@ -239,6 +241,8 @@ NOINLINE static void failed_realloc(void)
         void *p = NULL;
         if (posix_memalign(&p, 64, big) == 0)
             gt_die("a posix_memalign that should fail succeeded");
+        if (calloc(2, huge) != NULL || reallocarray(kept[i], 2, huge) != NULL)
+            gt_die("an allocation whose size overflows succeeded");
     }
 }
 

@@ -49,20 +49,7 @@ pub fn notify<C: EbpfContext>(ctx: &C, ev: Event) {
     }
 }
 
-/// nmemb × size for calloc/reallocarray; on overflow the call fails and records nothing, so the
-/// saturated value is never counted.
-#[inline(always)]
-pub fn array_bytes(n: u64, size: u64) -> u64 {
-    // checked_mul lowers to a 128-bit multiply, which BPF lacks, and LLVM turns a plain
-    // `MAX / n` test back into one: the volatile read hides the constant from it.
-    // SAFETY: reads a local.
-    let max = unsafe { core::ptr::read_volatile(&u64::MAX) };
-    if n != 0 && size > max / n {
-        u64::MAX
-    } else {
-        n.wrapping_mul(size)
-    }
-}
+pub use alloctrace_common::array_bytes;
 
 /// The tgid of the process the probe fired in, or None when nothing is to be counted.
 #[inline(always)]

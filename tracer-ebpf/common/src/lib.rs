@@ -657,6 +657,43 @@ pub fn bucket_floor(i: usize) -> u64 {
 /// allocations is drawn from an exponential distribution of mean N, as Go's MemProfileRate
 /// and tcmalloc do, so an allocation of `s` bytes is sampled with probability 1 − e^(−s/N)
 /// whatever the sizes around it. Integer arithmetic only: this runs in the kernel.
+/// nmemb × size for calloc/reallocarray; on overflow the call fails and records nothing, so
+/// the value then only has to be above PTRDIFF_MAX (it is never counted).
+///
+/// Without a branch: a branch gives the verifier two states for the size (a constant and an
+/// unknown), and it walked the rest of the program once for each (calloc's and
+/// reallocarray's programs took 0.6 s each to load, malloc's 0.19 s).
+#[inline(always)]
+pub fn array_bytes(n: u64, size: u64) -> u64 {
+    // The high half of the 128-bit product from 32-bit halves: checked_mul or u128 lower to
+    // a 128-bit multiply, which BPF lacks, and LLVM recognizes this sum as one too unless
+    // each half comes from its own (volatile) read.
+    const LOW: u64 = 0xffff_ffff;
+    // SAFETY: reads locals.
+    let [n_lo, n_hi, s_lo, s_hi] = unsafe {
+        use core::ptr::read_volatile as read;
+        [
+            read(&n) & LOW,
+            read(&n) >> 32,
+            read(&size) & LOW,
+            read(&size) >> 32,
+        ]
+    };
+    let (ll, lh, hl) = (n_lo * s_lo, n_lo * s_hi, n_hi * s_lo);
+    let mid = (ll >> 32) + (lh & LOW) + (hl & LOW);
+    let high = (n_hi * s_hi) + (lh >> 32) + (hl >> 32) + (mid >> 32);
+    // Bit 63 of high | -high is set exactly when high is not 0. Read twice through volatile
+    // reads, so LLVM cannot see the idiom and turn it back into a compare (a branch in BPF).
+    // SAFETY: reads a local.
+    let (a, b) = unsafe {
+        (
+            core::ptr::read_volatile(&high),
+            core::ptr::read_volatile(&high),
+        )
+    };
+    n.wrapping_mul(size) | ((a | b.wrapping_neg()) & (1 << 63))
+}
+
 pub mod sampling {
     /// The largest mean interval (`--sample-bytes`) the arithmetic below is exact for.
     pub const MAX_MEAN: u64 = 1 << 40;
@@ -771,6 +808,26 @@ mod pod {
 mod tests {
     extern crate std;
     use super::*;
+
+    /// calloc's size: the product when it fits in 64 bits, else a value above PTRDIFF_MAX
+    /// (never counted), for operands around every power of two and the extremes.
+    #[test]
+    fn array_bytes_is_the_product_or_above_ptrdiff_max() {
+        let mut values = std::vec![0u64, 1, 2, 3, u64::MAX, u64::MAX - 1, 0xffff_ffff];
+        for b in 0..64 {
+            let p = 1u64 << b;
+            values.extend([p - 1, p, p + 1, p.wrapping_mul(3)]);
+        }
+        for &n in &values {
+            for &size in &values {
+                let got = array_bytes(n, size);
+                match n.checked_mul(size) {
+                    Some(product) => assert_eq!(got, product, "{n} x {size}"),
+                    None => assert!(got > i64::MAX as u64, "{n} x {size} overflows: {got}"),
+                }
+            }
+        }
+    }
 
     /// The eBPF programs' bucket is user space's: every power of two, its neighbours, and
     /// the extremes.
