@@ -883,6 +883,49 @@ fn target_exec_keeps_tracing_and_counts_before_the_exec() {
     );
 }
 
+/// `exec_again` (traced with --pid, address randomization off) keeps 64 blocks from
+/// before_exec and execs itself: the new image's after_exec gets those very addresses, then
+/// frees its blocks. Each free is after_exec's, not the old image's block's (whose free can
+/// never come): before_exec keeps 64 live blocks, after_exec none, and each old block whose
+/// address was handed out again is counted once as `stale_block`.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn exec_without_randomization_keeps_blocks_apart() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (before, after) = (scratch.path("before.txt"), scratch.path("after.txt"));
+    let mut w = Workload::start(
+        "exec_again",
+        &[],
+        &[
+            ("GROUND_TRUTH", before.as_os_str()),
+            ("AFTER_TRUTH", after.as_os_str()),
+        ],
+    );
+    let report_path = scratch.path("report.json");
+    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_for_line("done");
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    assert!(
+        w.stdout_text().contains("same addresses 64 of 64"),
+        "the new image's blocks did not reuse the old image's addresses: the test proves \
+         nothing\n{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    let before = GroundTruth::read(&before, &context);
+    let after = GroundTruth::read(&after, &context);
+    assert_sites_match(&report, &before, &[]);
+    assert_sites_match(&report, &after, &[]);
+    let mut losses = report.losses();
+    assert_eq!(losses.remove("stale_block"), Some(64), "{context}");
+    assert!(losses.values().all(|&n| n == 0), "{losses:?}\n{context}");
+}
+
 // =============================================================================================
 // 6. A binary deleted while traced
 // =============================================================================================

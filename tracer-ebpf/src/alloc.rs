@@ -169,9 +169,7 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
             }
         } else if st.old_known != 0 {
             // Failed: the old block is still the caller's.
-            if !live::insert(tgid, st.ptr_arg, &st.old) {
-                bump_loss(ctx, loss::LIVE_MAP_FULL);
-            }
+            store(ctx, tgid, st.ptr_arg, &st.old);
         }
     }
     if block != 0 {
@@ -385,8 +383,16 @@ fn track<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u
         stack_hash,
         ts_ns,
     };
-    if !live::insert(tgid, addr, &info) {
-        bump_loss(ctx, loss::LIVE_MAP_FULL);
+    store(ctx, tgid, addr, &info);
+}
+
+/// Puts a block in the in-flight table, counting what that could not do cleanly.
+#[inline(always)]
+fn store<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, info: &AllocInfo) {
+    match live::insert(tgid, addr, info) {
+        live::Inserted::Stored => {}
+        live::Inserted::OverStale => bump_loss(ctx, loss::STALE_BLOCK),
+        live::Inserted::Full => bump_loss(ctx, loss::LIVE_MAP_FULL),
     }
 }
 

@@ -24,17 +24,32 @@ fn slot((home, mask): (u64, u64), i: u64) -> Option<&'static mut LiveSlot> {
         .map(|p| unsafe { &mut *p })
 }
 
-/// Records a new block; false when every slot of its window is taken (a loss to count).
+/// What became of a block `insert` was given.
+pub enum Inserted {
+    Stored,
+    /// Stored over a stale record of the same address (see `LiveSlot`): a loss to count.
+    OverStale,
+    /// Every slot of its window is taken: a loss to count.
+    Full,
+}
+
+/// Records a new block.
 #[inline(always)]
-pub fn insert(tgid: u32, addr: u64, info: &AllocInfo) -> bool {
+pub fn insert(tgid: u32, addr: u64, info: &AllocInfo) -> Inserted {
     let w = window(tgid, addr);
     for i in 0..live::WINDOW {
         let Some(s) = slot(w, i) else {
-            return false;
+            return Inserted::Full;
         };
         // SAFETY: `s` points into the map; volatile keeps these accesses where they are.
         let seen = unsafe { read_volatile(&s.addr) };
         if seen != live::EMPTY && seen != live::DEAD {
+            // SAFETY: as above. The stale record is this process's, whose threads cannot be
+            // freeing a block at this address: nothing else writes the slot.
+            if seen == addr && unsafe { read_volatile(&s.tgid) } == tgid {
+                unsafe { write_info(s, info) };
+                return Inserted::OverStale;
+            }
             continue;
         }
         // SAFETY: a compare-and-swap on a map value; losing the race means another insert
@@ -51,14 +66,24 @@ pub fn insert(tgid: u32, addr: u64, info: &AllocInfo) -> bool {
         }
         // SAFETY: the slot is ours until `tgid` publishes it.
         unsafe {
-            write_volatile(&mut s.info.size, info.size);
-            write_volatile(&mut s.info.stack_hash, info.stack_hash);
-            write_volatile(&mut s.info.ts_ns, info.ts_ns);
+            write_info(s, info);
             write_volatile(&mut s.tgid, tgid);
         }
-        return true;
+        return Inserted::Stored;
     }
-    false
+    Inserted::Full
+}
+
+/// # Safety
+/// Only the thread that owns the slot writes it.
+#[inline(always)]
+unsafe fn write_info(s: &mut LiveSlot, info: &AllocInfo) {
+    // SAFETY: per the caller.
+    unsafe {
+        write_volatile(&mut s.info.size, info.size);
+        write_volatile(&mut s.info.stack_hash, info.stack_hash);
+        write_volatile(&mut s.info.ts_ns, info.ts_ns);
+    }
 }
 
 /// Removes the block (tgid, addr) and returns its record, if it is in the table.

@@ -219,6 +219,7 @@ impl Drainer {
             stale_call: get(abi::loss::STALE_CALL),
             event_dropped: get(abi::loss::EVENT_DROPPED),
             stack_preempted: get(abi::loss::STACK_PREEMPTED),
+            stale_block: get(abi::loss::STALE_BLOCK),
         }
     }
 

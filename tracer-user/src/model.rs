@@ -127,6 +127,9 @@ pub struct Losses {
     /// Absent from files written before it was counted.
     #[serde(default)]
     pub stack_preempted: u64,
+    /// Absent from files written before it was counted.
+    #[serde(default)]
+    pub stale_block: u64,
 }
 
 impl Losses {
@@ -165,6 +168,12 @@ impl Losses {
                 "stack scratch in use",
                 self.stack_preempted,
                 "a traced thread preempted another on its CPU: these allocations have no site",
+            ),
+            (
+                "frees never seen",
+                self.stale_block,
+                "addresses handed out again while their blocks were live (they died in an \
+                 exec, or were freed unseen): those blocks stay counted live",
             ),
         ]
         .into_iter()

@@ -384,6 +384,9 @@ pub mod sites {
 /// - A block of (tgid, addr) lives in one of the `live::WINDOW` slots from its hash.
 /// - Insert: claim the first empty or dead slot of the window by a compare-and-swap of its
 ///   `addr`, write the record, then `tgid` last; the slot matches only once `tgid` is set.
+///   A slot before it that already holds (tgid, addr) is stale (the allocator cannot hand
+///   out a live block's address: that block's free was never seen, or it died in an exec):
+///   the new record replaces it there, where a take would find it first.
 /// - Take (free): find the slot whose `addr` and `tgid` match, copy the record, set `tgid`
 ///   to 0 (matches nothing), then `addr` to `live::DEAD`. An empty slot ends the search: an
 ///   empty slot never comes back, so an insert would have taken it.
@@ -562,7 +565,11 @@ pub mod loss {
     /// thread's on the same CPU, which held the CPU's stack scratch. Only kernels that
     /// preempt kernel code (preempt=full or lazy) can; the allocation has no site.
     pub const STACK_PREEMPTED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// A block's address was handed out again while the block was still in the in-flight
+    /// table: its free was never seen (it died in an exec, or was freed where no probe
+    /// looks). It stays counted live at its site; the new block takes its slot.
+    pub const STALE_BLOCK: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Why the kernel side woke user space. Rare by construction (once per new process or stack),
