@@ -1290,9 +1290,10 @@ fn stop_system_wide(mut tracer: Running, report_path: &Path) -> (Report, Finishe
 
 /// Runs `fill leak 1500` `runs` times, one after another, each through `launcher` (a command
 /// that execs the rest, e.g. taskset; none if empty): each process exits holding 1,500
-/// blocks of 48 bytes. After each, 1.5 s for a sweep (every ten drains, 1 s at a 100 ms
-/// interval) to retire it before the next starts. Returns their pids.
-fn leak_in_turn(runs: usize, launcher: &[&str]) -> Vec<u32> {
+/// blocks of 48 bytes. After each, waits for `tracer` (run with -vv) to say it dropped the
+/// process's blocks from the in-flight table (a sweep comes every ten drains: 1 s at a 100 ms
+/// interval, later on a busy machine) before the next starts. Returns their pids.
+fn leak_in_turn(tracer: &Running, runs: usize, launcher: &[&str]) -> Vec<u32> {
     let mut pids = Vec::new();
     for _ in 0..runs {
         let mut cmd = match launcher.split_first() {
@@ -1309,9 +1310,19 @@ fn leak_in_turn(runs: usize, launcher: &[&str]) -> Vec<u32> {
             .spawn()
             .expect("start fill");
         pids.push(child.id());
+        let pid = child.id();
         let out = child.wait_with_output().expect("wait for fill");
         assert!(out.status.success(), "fill failed: {}", out.status);
-        std::thread::sleep(Duration::from_millis(1500));
+        let swept = format!("blocks of exited process {pid} dropped");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !tracer.stderr_text().contains(&swept) {
+            assert!(
+                Instant::now() < deadline,
+                "20 s after fill {pid} exited, alloctrace has not dropped its blocks\n{}",
+                tracer.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     pids
 }
@@ -1406,10 +1417,14 @@ fn system_wide_retires_exited_processes_blocks() {
     let report_path = scratch.path("report.json");
     let tracer = trace_system_wide(
         "100ms",
-        &[os("-v"), os("--max-live"), os("2048")],
+        &[os("-vv"), os("--max-live"), os("2048")],
         &report_path,
     );
-    let pids = leak_in_turn(RUNS, &["taskset", "-c", &lane_one_cpu().to_string()]);
+    let pids = leak_in_turn(
+        &tracer,
+        RUNS,
+        &["taskset", "-c", &lane_one_cpu().to_string()],
+    );
     let (report, finished) = stop_system_wide(tracer, &report_path);
     let context = finished.describe();
     for pid in pids {
@@ -1459,7 +1474,7 @@ fn system_wide_sampling_hands_cpu_slots_on_exactly() {
         &[os("-vv"), os("--sample-bytes"), os("1073741824")],
         &report_path,
     );
-    let pids = leak_in_turn(RUNS, &["taskset", "-c", &work_cpu.to_string()]);
+    let pids = leak_in_turn(&tracer, RUNS, &["taskset", "-c", &work_cpu.to_string()]);
     let (report, finished) = stop_system_wide(tracer, &report_path);
     let context = finished.describe();
     let totals: Vec<Counters> = pids.iter().map(|&p| report.process_counters(p)).collect();

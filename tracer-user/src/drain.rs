@@ -335,10 +335,15 @@ impl Drainer {
             return;
         }
         let retired = &self.retired_procs;
-        if let Err(e) = self.live.retire(|tgid| retired.contains_key(&tgid)) {
+        match self.live.retire(|tgid| retired.contains_key(&tgid)) {
+            Ok(dropped) => {
+                for (pid, n) in dropped {
+                    log::debug!("in-flight table: {n} blocks of exited process {pid} dropped");
+                }
+            }
             // Without it, exited processes' blocks hold their slots: new blocks may be lost,
             // and are counted as live_map_full.
-            log::warn!("{e}: exited processes' blocks stay in the in-flight table");
+            Err(e) => log::warn!("{e}: exited processes' blocks stay in the in-flight table"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! it can mmap): retiring the blocks of processes that exited, whose frees can never come, so
 //! their slots serve new blocks. Same protocol as the kernel's take (alloctrace_common's
 //! `LiveSlot`): clear `tgid` by compare-and-swap, then mark the slot dead.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use alloctrace_common::{live, LiveSlot};
@@ -44,11 +45,15 @@ impl LiveTable {
         Ok(self.mapping.as_ref().expect("mapped above"))
     }
 
-    /// Frees the slots of blocks whose process `gone` says is gone. Returns how many.
-    pub fn retire(&mut self, gone: impl Fn(u32) -> bool) -> Result<usize, LiveError> {
+    /// Frees the slots of blocks whose process `gone` says is gone. Returns how many, per
+    /// process.
+    pub fn retire(
+        &mut self,
+        gone: impl Fn(u32) -> bool,
+    ) -> Result<BTreeMap<u32, usize>, LiveError> {
         let slots = self.slots;
         let m = self.mapped()?;
-        let mut n = 0;
+        let mut n = BTreeMap::new();
         for i in 0..slots {
             // SAFETY: `i` is within the mapping; the fields are naturally aligned, and the
             // kernel's programs access them atomically or with plain aligned stores.
@@ -68,7 +73,7 @@ impl LiveTable {
                 .is_ok()
             {
                 addr.store(live::DEAD, Ordering::Release);
-                n += 1;
+                *n.entry(t).or_insert(0) += 1;
             }
         }
         Ok(n)
