@@ -194,6 +194,18 @@ fn bad_option_values_are_errors() {
     run_alloctrace(&["--duration=-1s"], &[]).assert_one_line_error(&["negative"]);
 }
 
+/// Tables larger than the kernel will make (2^31 in-flight slots of 40 bytes; 2^32 stacks)
+/// fail at load: one line that names the option to lower.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn tables_the_kernel_cannot_make_name_their_option() {
+    alloctrace_bin();
+    for (option, value) in [("--max-live", "2000000000"), ("--max-stacks", "4000000000")] {
+        run_alloctrace(&[BOUND[0], BOUND[1], option, value, "--", "true"], &[])
+            .assert_one_line_error(&["cannot load", &format!("lower {option}")]);
+    }
+}
+
 /// A thread's id is not a process: the error names the process to trace instead (probes and
 /// the report go by process, and the eBPF programs take the traced process's id as given).
 #[test]

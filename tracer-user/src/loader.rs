@@ -10,7 +10,7 @@ static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.
 pub enum LoadError {
     #[error("this alloctrace binary was built without its eBPF programs: build it with `cargo xtask build`")]
     NotEmbedded,
-    #[error("cannot load the eBPF programs: {0}")]
+    #[error("cannot load the eBPF programs: {0}{hint}", hint = size_hint(.0))]
     Load(#[source] aya::EbpfError),
     #[error(transparent)]
     Owned(crate::owned_totals::OwnedError),
@@ -18,6 +18,19 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("map SITE_CLAIMS: {0}")]
     Map(#[source] aya::maps::MapError),
+}
+
+/// The option that sizes a map the kernel could not create (for want of memory, or a size
+/// beyond its limits), as a hint to append to the error.
+fn size_hint(e: &aya::EbpfError) -> &'static str {
+    let aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, .. }) = e else {
+        return "";
+    };
+    match name.as_str() {
+        abi::MAP_LIVE => " (lower --max-live)",
+        abi::MAP_SITES | abi::MAP_STACKS => " (lower --max-stacks)",
+        _ => "",
+    }
 }
 
 /// Map sizes and run-time knobs of the eBPF side.
