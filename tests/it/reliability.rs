@@ -1313,18 +1313,22 @@ fn leak_in_turn(tracer: &Running, runs: usize, launcher: &[&str]) -> Vec<u32> {
         let pid = child.id();
         let out = child.wait_with_output().expect("wait for fill");
         assert!(out.status.success(), "fill failed: {}", out.status);
-        let swept = format!("blocks of exited process {pid} dropped");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !tracer.stderr_text().contains(&swept) {
-            assert!(
-                Instant::now() < deadline,
-                "20 s after fill {pid} exited, alloctrace has not dropped its blocks\n{}",
-                tracer.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        await_stderr(tracer, &format!("blocks of exited process {pid} dropped"));
     }
     pids
+}
+
+/// Waits (20 s at most) for `tracer`'s stderr to contain `needle`.
+fn await_stderr(tracer: &Running, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tracer.stderr_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "alloctrace did not say {needle:?} within 20 s\n{}",
+            tracer.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// System-wide tracing while a shell loop starts and ends 1,000 short-lived processes: no
@@ -1448,6 +1452,64 @@ fn system_wide_retires_exited_processes_blocks() {
         SPREAD_BUDGET,
         "lane slots given back on retirement: {left} left, {lanes} in use\n{context}"
     );
+}
+
+/// Retired site slots serve new sites, starting from zero: system-wide with `--max-stacks 64`
+/// (a site table of 376 slots), sixteen processes one after another each allocate from 24
+/// distinct stacks (384 sites in all, more than the table holds) and exit. Every process's
+/// sites are all there with exactly their own counts: slots freed by exited processes were
+/// claimed again, and none kept the counts of the site it held before.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn system_wide_reuses_exited_processes_site_slots() {
+    alloctrace_bin();
+    const RUNS: usize = 16;
+    const DEPTHS: usize = 24;
+    let scratch = Scratch::new();
+    let report_path = scratch.path("report.json");
+    let tracer = trace_system_wide(
+        "100ms",
+        &[os("-vv"), os("--max-stacks"), os("64")],
+        &report_path,
+    );
+    let mut pids = Vec::new();
+    for _ in 0..RUNS {
+        let child = std::process::Command::new(workload("fill"))
+            .args(["stacks", &DEPTHS.to_string(), "3"])
+            .env("GROUND_TRUTH", "/dev/null")
+            .spawn()
+            .expect("start fill");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait for fill");
+        assert!(out.status.success(), "fill failed: {}", out.status);
+        await_stderr(&tracer, &format!("process {pid} retired"));
+        pids.push(pid);
+    }
+    let (report, finished) = stop_system_wide(tracer, &report_path);
+    let context = finished.describe();
+    for pid in pids {
+        let counts: Vec<Counters> = report
+            .sites_in(pid, "recurse_alloc")
+            .iter()
+            .map(|s| Counters::from_json(&s["counters"], "site"))
+            .collect();
+        assert!(
+            counts.len() == DEPTHS
+                && counts.iter().all(|c| *c
+                    == Counters {
+                        allocs: 3,
+                        bytes: 96,
+                        frees: 3,
+                        freed_bytes: 96,
+                    }),
+            "pid {pid}: expected {DEPTHS} sites of 3 allocations and frees of 32 bytes\n{}\n{context}",
+            report.describe_sites(pid)
+        );
+    }
+    let losses = report.losses();
+    for loss in ["site_map_full", "stack_map_full"] {
+        assert_eq!(losses.get(loss), Some(&0), "{loss}\n{context}");
+    }
 }
 
 /// Under sampling almost no allocation has a site, and a process counts them in the per-CPU

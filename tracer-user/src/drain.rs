@@ -321,6 +321,7 @@ impl Drainer {
         self.retired_sites.extend(sites);
         for pid in &dead {
             let _ = self.procs.remove(pid);
+            log::debug!("process {pid} retired: its sites left the kernel's tables");
         }
         // Counted into the retired totals above; from now on the slots are other processes'.
         for (cpu, pid) in self.owned.release(|pid| dead.contains(&pid)) {
