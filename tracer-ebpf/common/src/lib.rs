@@ -660,10 +660,6 @@ pub fn bucket_floor(i: usize) -> u64 {
     }
 }
 
-/// Sampling by bytes (`--sample-bytes N`): the distance in bytes between two sampled
-/// allocations is drawn from an exponential distribution of mean N, as Go's MemProfileRate
-/// and tcmalloc do, so an allocation of `s` bytes is sampled with probability 1 − e^(−s/N)
-/// whatever the sizes around it. Integer arithmetic only: this runs in the kernel.
 /// nmemb × size for calloc/reallocarray; on overflow the call fails and records nothing, so
 /// the value then only has to be above PTRDIFF_MAX (it is never counted).
 ///
@@ -701,6 +697,10 @@ pub fn array_bytes(n: u64, size: u64) -> u64 {
     n.wrapping_mul(size) | ((a | b.wrapping_neg()) & (1 << 63))
 }
 
+/// Sampling by bytes (`--sample-bytes N`): the distance in bytes between two sampled
+/// allocations is drawn from an exponential distribution of mean N, as Go's MemProfileRate
+/// and tcmalloc do, so an allocation of `s` bytes is sampled with probability 1 − e^(−s/N)
+/// whatever the sizes around it. Integer arithmetic only: this runs in the kernel.
 pub mod sampling {
     /// The largest mean interval (`--sample-bytes`) the arithmetic below is exact for.
     pub const MAX_MEAN: u64 = 1 << 40;
