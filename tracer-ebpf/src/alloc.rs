@@ -159,11 +159,13 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
     } else {
         ret
     };
+    // A realloc's old block dies when its new one is born: one clock read for both.
+    let mut now = Now::default();
     if st.kind == CallKind::Realloc as u32 && st.ptr_arg != 0 {
         if block != 0 || st.size == 0 {
             // Moved, resized in place, or realloc(p, 0) freed it.
             if st.old_known != 0 {
-                record_freed(ctx, tgid, &st.old);
+                record_freed(ctx, tgid, &st.old, &mut now);
             } else {
                 count_unknown_free(ctx, tgid);
             }
@@ -173,7 +175,7 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
         }
     }
     if block != 0 {
-        track(ctx, tgid, block, st.size, st.stack_hash);
+        track(ctx, tgid, block, st.size, st.stack_hash, &mut now);
     } else if st.size <= PTRDIFF_MAX {
         uncount_alloc(ctx, tgid, st.stack_hash, st.size);
     }
@@ -197,7 +199,7 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
         }
     }
     match live::take(tgid, addr) {
-        Some(info) => record_freed(ctx, tgid, &info),
+        Some(info) => record_freed(ctx, tgid, &info, &mut Now::default()),
         None => count_unknown_free(ctx, tgid),
     }
     0
@@ -367,17 +369,27 @@ fn site(tgid: u32, stack_hash: u64) -> Option<&'static mut SiteStats> {
     sites::counters(tgid, stack_hash).map(|s| &mut s.stats)
 }
 
+/// The clock, read at most once per program run: a read costs ~20-40 ns on this VM.
+#[derive(Default)]
+struct Now(u64);
+
+impl Now {
+    #[inline(always)]
+    fn get(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: a helper without preconditions.
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}
+
 /// Remembers a new block until its free: its size, site and birth time.
 #[inline(always)]
-fn track<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64) {
+fn track<C: EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, stack_hash: u64, now: &mut Now) {
     // Only a site records lifetimes (`record_freed`): an unsampled block skips the clock
-    // read, ~20-40 ns on this VM and most of what tracking it costs.
-    let ts_ns = if stack_hash != 0 {
-        // SAFETY: a helper without preconditions.
-        unsafe { bpf_ktime_get_ns() }
-    } else {
-        0
-    };
+    // read, most of what tracking it costs.
+    let ts_ns = if stack_hash != 0 { now.get() } else { 0 };
     let info = AllocInfo {
         size,
         stack_hash,
@@ -406,11 +418,11 @@ fn uncount_alloc<C: EbpfContext>(ctx: &C, tgid: u32, stack_hash: u64, size: u64)
 
 /// As `count_alloc`, for a free: at the block's site, or in the process's unattributed totals.
 #[inline(always)]
-fn record_freed<C: EbpfContext>(ctx: &C, tgid: u32, info: &AllocInfo) {
+fn record_freed<C: EbpfContext>(ctx: &C, tgid: u32, info: &AllocInfo, now: &mut Now) {
     match site(tgid, info.stack_hash) {
         Some(site) => {
             add(&mut site.freed_bytes, info.size);
-            let life = unsafe { bpf_ktime_get_ns() }.saturating_sub(info.ts_ns);
+            let life = now.get().saturating_sub(info.ts_ns);
             add(&mut site.life_hist[hist_index(life)], 1);
         }
         None => {
