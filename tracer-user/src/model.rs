@@ -172,8 +172,8 @@ impl Losses {
             (
                 "frees never seen",
                 self.stale_block,
-                "addresses handed out again while their blocks were live (they died in an \
-                 exec, or were freed unseen): those blocks stay counted live",
+                "addresses handed out again before their blocks' frees were seen, after an \
+                 exec or a free no probe saw: those blocks stay counted live",
             ),
         ]
         .into_iter()
