@@ -194,8 +194,9 @@ fn bad_option_values_are_errors() {
     run_alloctrace(&["--duration=-1s"], &[]).assert_one_line_error(&["negative"]);
 }
 
-/// Tables larger than the kernel will make (2^31 in-flight slots of 40 bytes; 2^32 stacks)
-/// fail at load: one line that names the option to lower.
+/// Tables larger than the kernel will make (`--max-live 2000000000`: 2^31 in-flight slots of
+/// 40 bytes; `--max-stacks 4000000000`) fail at load: one line that names the option to
+/// lower.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn tables_the_kernel_cannot_make_name_their_option() {

@@ -227,8 +227,8 @@ NOINLINE static void alloc_for_failed_realloc(void)
 
 /* realloc to an impossible size returns NULL and leaves the old block alive (never freed);
  * malloc, calloc and posix_memalign of one fail and allocate nothing. So do a calloc and a
- * reallocarray whose nmemb * size overflows (to 0 in 64 bits: counted as 0 bytes, or as a
- * realloc to 0 that frees, it would show). */
+ * reallocarray whose nmemb * size overflows: the product wraps to 0 in 64 bits, and a
+ * tracer that took it for 0 bytes would count an allocation, or a realloc to 0 (a free). */
 NOINLINE static void failed_realloc(void)
 {
     for (int i = 0; i < FAILED_N; i++) {
