@@ -1309,8 +1309,8 @@ fn leak_in_turn(tracer: &Running, runs: usize, launcher: &[&str]) -> Vec<u32> {
             .env("GROUND_TRUTH", "/dev/null")
             .spawn()
             .expect("start fill");
-        pids.push(child.id());
         let pid = child.id();
+        pids.push(pid);
         let out = child.wait_with_output().expect("wait for fill");
         assert!(out.status.success(), "fill failed: {}", out.status);
         await_stderr(tracer, &format!("blocks of exited process {pid} dropped"));
