@@ -833,21 +833,25 @@ fn full_live_map_counts_every_lost_block() {
 // 5. The target execs another program
 // =============================================================================================
 
-/// `execer` (traced with --pid) allocates from before_exec, then execs `ticker` in the same
-/// process. alloctrace keeps tracing the pid through the exec (the same libc is mapped again,
-/// and the probes follow the process): before_exec's counts are exact and symbolized against
-/// the program that made them, the new program's tick_alloc counts are exact and symbolized
-/// against it, and alloctrace ends normally when the process exits.
-#[test]
-#[ignore = "needs root and BPF: run with cargo xtask test"]
-fn target_exec_keeps_tracing_and_counts_before_the_exec() {
-    alloctrace_bin();
+/// A run of alloctrace --pid on a workload that writes its ground truth to $GROUND_TRUTH, then
+/// execs a program that writes its own to $AFTER_TRUTH.
+struct ExecRun {
+    w: Workload,
+    finished: Finished,
+    context: String,
+    report: Report,
+    before: GroundTruth,
+    after: GroundTruth,
+}
+
+/// Traces workload `name` (`args`) with --pid from before its `ready` until it printed `done`
+/// and exited 0, alloctrace exiting 0 after it; reads the report and both ground truths.
+fn trace_through_exec(name: &str, args: &[&str]) -> ExecRun {
     let scratch = Scratch::new();
     let (before, after) = (scratch.path("before.txt"), scratch.path("after.txt"));
-    let ticker = workload("ticker");
     let mut w = Workload::start(
-        "execer",
-        &[ticker.to_str().unwrap(), "10", "60"],
+        name,
+        args,
         &[
             ("GROUND_TRUTH", before.as_os_str()),
             ("AFTER_TRUTH", after.as_os_str()),
@@ -862,10 +866,38 @@ fn target_exec_keeps_tracing_and_counts_before_the_exec() {
     let finished = tracer.wait(RUN_TIMEOUT);
     finished.assert_code(0);
     let context = format!("{}\n{}", finished.describe(), w.describe());
-    assert!(!finished.stderr.contains("panicked"), "{context}");
     let report = Report::read(&report_path, &context);
     let before = GroundTruth::read(&before, &context);
     let after = GroundTruth::read(&after, &context);
+    ExecRun {
+        w,
+        finished,
+        context,
+        report,
+        before,
+        after,
+    }
+}
+
+/// `execer` (traced with --pid) allocates from before_exec, then execs `ticker` in the same
+/// process. alloctrace keeps tracing the pid through the exec (the same libc is mapped again,
+/// and the probes follow the process): before_exec's counts are exact and symbolized against
+/// the program that made them, the new program's tick_alloc counts are exact and symbolized
+/// against it, and alloctrace ends normally when the process exits.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn target_exec_keeps_tracing_and_counts_before_the_exec() {
+    alloctrace_bin();
+    let ticker = workload("ticker");
+    let ExecRun {
+        w,
+        finished,
+        context,
+        report,
+        before,
+        after,
+    } = trace_through_exec("execer", &[ticker.to_str().unwrap(), "10", "60"]);
+    assert!(!finished.stderr.contains("panicked"), "{context}");
     assert_eq!(before.pid, after.pid, "exec keeps the pid");
     assert_sites_match(&report, &before, &[]);
     assert_sites_match(&report, &after, &[]);
@@ -892,33 +924,19 @@ fn target_exec_keeps_tracing_and_counts_before_the_exec() {
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn exec_without_randomization_keeps_blocks_apart() {
     alloctrace_bin();
-    let scratch = Scratch::new();
-    let (before, after) = (scratch.path("before.txt"), scratch.path("after.txt"));
-    let mut w = Workload::start(
-        "exec_again",
-        &[],
-        &[
-            ("GROUND_TRUTH", before.as_os_str()),
-            ("AFTER_TRUTH", after.as_os_str()),
-        ],
-    );
-    let report_path = scratch.path("report.json");
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line("done");
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let ExecRun {
+        w,
+        context,
+        report,
+        before,
+        after,
+        ..
+    } = trace_through_exec("exec_again", &[]);
     assert!(
         w.stdout_text().contains("same addresses 64 of 64"),
         "the new image's blocks did not reuse the old image's addresses: the test proves \
          nothing\n{context}"
     );
-    let report = Report::read(&report_path, &context);
-    let before = GroundTruth::read(&before, &context);
-    let after = GroundTruth::read(&after, &context);
     assert_sites_match(&report, &before, &[]);
     assert_sites_match(&report, &after, &[]);
     let mut losses = report.losses();

@@ -43,40 +43,14 @@ NOINLINE static void after_exec(void)
     }
 }
 
-static void wait_for_go(void)
-{
-    char c;
-    for (;;) {
-        ssize_t r = read(0, &c, 1);
-        if (r == 1)
-            return;
-        if (r == 0)
-            _exit(97);
-        if (errno != EINTR)
-            gt_die("reading standard input");
-    }
-}
-
 /* Execs /proc/self/exe with `phase` and the old image's block addresses (hex) as arguments,
  * GROUND_TRUTH replaced by $AFTER_TRUTH when `swap_truth`. Built without allocating. */
 static void exec_self(const char *phase, int swap_truth)
 {
     extern char **environ;
-    static char *envp[256];
-    static char truth[1024];
     static char addrs[N][24];
     static char *argv[N + 3];
-    size_t n = 0;
-    for (char **e = environ; *e != NULL && n < GT_COUNT(envp) - 2; e++)
-        if (!swap_truth || strncmp(*e, "GROUND_TRUTH=", 13) != 0)
-            envp[n++] = *e;
-    const char *after = getenv("AFTER_TRUTH");
-    if (swap_truth && after != NULL) {
-        if ((size_t)snprintf(truth, sizeof truth, "GROUND_TRUTH=%s", after) >= sizeof truth)
-            gt_die("AFTER_TRUTH too long");
-        envp[n++] = truth;
-    }
-    envp[n] = NULL;
+    char **envp = swap_truth ? gt_env_after_truth() : environ;
     argv[0] = "exec_again";
     argv[1] = (char *)phase;
     for (int i = 0; i < N; i++) {
@@ -97,8 +71,7 @@ int main(int argc, char **argv)
         exec_self("first", 0);
     }
     if (strcmp(argv[1], "first") == 0) {
-        gt_write_all(1, "ready\n", 6);
-        wait_for_go();
+        gt_ready_and_wait();
         before_exec();
         static const struct tally *const all[] = { &t_before };
         gt_write(all, GT_COUNT(all), 0);

@@ -29,35 +29,11 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         gt_die("usage: execer PROGRAM ARGS...");
-    gt_write_all(1, "ready\n", 6);
-    char c;
-    for (;;) {
-        ssize_t r = read(0, &c, 1);
-        if (r == 1)
-            break;
-        if (r == 0)
-            _exit(97);
-        if (errno != EINTR)
-            gt_die("reading standard input");
-    }
+    gt_ready_and_wait();
     before_exec();
     static const struct tally *const all[] = { &t_before };
     gt_write(all, GT_COUNT(all), 0);
-    /* A new environment without allocating (setenv would malloc): GROUND_TRUTH=$AFTER_TRUTH. */
-    extern char **environ;
-    static char *envp[256];
-    static char truth[1024];
-    const char *after = getenv("AFTER_TRUTH");
-    size_t n = 0;
-    for (char **e = environ; *e != NULL && n < GT_COUNT(envp) - 2; e++)
-        if (strncmp(*e, "GROUND_TRUTH=", 13) != 0)
-            envp[n++] = *e;
-    if (after != NULL) {
-        if ((size_t)snprintf(truth, sizeof truth, "GROUND_TRUTH=%s", after) >= sizeof truth)
-            gt_die("AFTER_TRUTH too long");
-        envp[n++] = truth;
-    }
-    envp[n] = NULL;
+    char **envp = gt_env_after_truth();
     gt_write_all(1, "exec\n", 5);
     execve(argv[1], argv + 1, envp);
     gt_die("execve");

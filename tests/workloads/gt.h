@@ -179,4 +179,43 @@ GT_API void gt_write(const struct tally *const *sites, size_t n, long unknown_fr
 
 #define GT_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Says `ready` on standard output, then blocks until the test sends one byte on standard
+ * input (it attached its tracer). Exits 97 if standard input ends first. */
+GT_API void gt_ready_and_wait(void)
+{
+    gt_write_all(1, "ready\n", 6);
+    char c;
+    for (;;) {
+        ssize_t r = read(0, &c, 1);
+        if (r == 1)
+            return;
+        if (r == 0)
+            _exit(97);
+        if (errno != EINTR)
+            gt_die("reading standard input");
+    }
+}
+
+/* The environment for a program this one execs to write its own ground truth: this one's,
+ * with GROUND_TRUTH set to $AFTER_TRUTH (unset when that is). Built without allocating
+ * (setenv would malloc), in static storage. */
+GT_API char **gt_env_after_truth(void)
+{
+    extern char **environ;
+    static char *envp[256];
+    static char truth[1024];
+    const char *after = getenv("AFTER_TRUTH");
+    size_t n = 0;
+    for (char **e = environ; *e != NULL && n < GT_COUNT(envp) - 2; e++)
+        if (strncmp(*e, "GROUND_TRUTH=", 13) != 0)
+            envp[n++] = *e;
+    if (after != NULL) {
+        if ((size_t)snprintf(truth, sizeof truth, "GROUND_TRUTH=%s", after) >= sizeof truth)
+            gt_die("AFTER_TRUTH too long");
+        envp[n++] = truth;
+    }
+    envp[n] = NULL;
+    return envp;
+}
+
 #endif

@@ -53,17 +53,7 @@ int main(int argc, char **argv)
     int wait = argc > 3 && strcmp(argv[3], "wait") == 0;
     gt_printf(1, "malloc_at %p\n", dlsym(RTLD_DEFAULT, "malloc"));
     if (wait) {
-        gt_write_all(1, "ready\n", 6);
-        char c;
-        for (;;) {
-            ssize_t r = read(0, &c, 1);
-            if (r == 1)
-                break;
-            if (r == 0)
-                _exit(97);
-            if (errno != EINTR)
-                gt_die("reading standard input");
-        }
+        gt_ready_and_wait();
     }
     for (int i = 0; i < rounds; i++) {
         if (!tick_alloc(i)) {

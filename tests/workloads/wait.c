@@ -53,20 +53,6 @@ NOINLINE static void free_preexisting(void)
         free(before[i]);
 }
 
-static void wait_for_go(void)
-{
-    char c;
-    for (;;) {
-        ssize_t r = read(0, &c, 1);
-        if (r == 1)
-            return;
-        if (r == 0)
-            _exit(97);
-        if (errno != EINTR)
-            gt_die("reading standard input");
-    }
-}
-
 /* Blocks until standard input reaches end of file. */
 static void wait_for_eof(void)
 {
@@ -85,8 +71,7 @@ int main(int argc, char **argv)
     int status = argc > 1 ? atoi(argv[1]) : 0;
     int hold = argc > 2 && strcmp(argv[2], "hold") == 0;
     alloc_before_attach();
-    gt_write_all(1, "ready\n", 6);
-    wait_for_go();
+    gt_ready_and_wait();
 
     alloc_after_attach();
     free_some();
