@@ -48,11 +48,7 @@ int main(void)
         errno = r;
         gt_die("pthread_create");
     }
-    printf("ready\n");
-    fflush(stdout);
-    char c;
-    if (read(0, &c, 1) != 1)
-        gt_die("read");
+    gt_ready_and_wait();
     atomic_store(&stop, 1);
     r = pthread_join(t, NULL);
     if (r != 0) {
@@ -62,8 +58,8 @@ int main(void)
     void *held[HELD];
     hold_blocks(held);
     gt_sink = held;
-    printf("held\n");
-    fflush(stdout);
+    gt_write_all(1, "held\n", 5);
+    char c;
     while (read(0, &c, 1) > 0)
         ;
     return 0;

@@ -458,7 +458,7 @@ fn load_programs(ebpf: &mut Ebpf, mut names: Vec<&'static str>) -> Result<(), Pr
             });
         }
     });
-    for (name, result) in names.iter().zip(results) {
+    for ((name, _), result) in progs.iter().zip(results) {
         if let Some(Err(source)) = result {
             return Err(ProbeError::Load {
                 program: name,
