@@ -1,7 +1,8 @@
 //! Targets and lifecycles: `--pid` on a running process, launch mode from before main and with
 //! the command's exit status, the end of a run when the target exits or on SIGINT, system-wide
 //! tracing of two processes, and a multi-threaded process — each checked exactly against its
-//! workload's ground truth.
+//! workload's ground truth; and the report's account of alloctrace's own cost against the
+//! kernel's.
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::{OsStr, OsString};
@@ -242,4 +243,81 @@ fn system_wide_sees_two_processes_separately() {
         assert_sites_match(&report, truth, &[]);
         assert_process_matches(&report, truth);
     }
+}
+
+/// The report's `tracer` is alloctrace's own cost as the kernel accounts it, checked against
+/// wait4's account of the alloctrace process (in --pid mode it has no child, so that is its
+/// own usage alone): its CPU time is all of the process's but the detach after the report (a
+/// few clock ticks), its peak RSS the process's, in bytes.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn report_states_the_tracers_own_cost() {
+    let bin = alloctrace_bin();
+    let scratch = Scratch::new();
+    let (report_path, stderr_path) = (scratch.path("report.json"), scratch.path("stderr.txt"));
+    let mut w = Workload::start("wait", &[], &[]);
+    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+    // Reaped below by wait4, which clippy does not know of.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(&bin)
+        .args(pid_args(
+            w.pid(),
+            &report_path,
+            &[OsStr::new("--duration"), OsStr::new("1s")],
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start alloctrace");
+    let pid = child.id() as libc::pid_t;
+    // wait4 by hand, not Child::wait: it alone returns the process's resource usage.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let (status, ru) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value for wait4 to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes the status and usage into the locals given.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if r == pid {
+            break (status, ru);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("alloctrace ran over {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    w.release();
+    w.wait_code(0);
+    let context = format!(
+        "alloctrace exit status {status:#x}, stderr:\n{}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    let tracer = &report.json["tracer"];
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let used = secs(ru.ru_utime) + secs(ru.ru_stime);
+    let cpu = tracer["cpu_time"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no tracer.cpu_time: {tracer}\n{context}"));
+    let peak = tracer["peak_rss_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tracer.peak_rss_bytes: {tracer}\n{context}"));
+    // Loading alone (the verifier runs in alloctrace's process) takes tenths of a second.
+    assert!(
+        cpu > 0.01 && cpu <= used + 0.001 && used - cpu < 0.25,
+        "tracer.cpu_time {cpu} s, wait4: {used} s\n{context}"
+    );
+    let hwm = ru.ru_maxrss as u64 * 1024;
+    assert!(
+        peak <= hwm && peak >= hwm / 2,
+        "tracer.peak_rss_bytes {peak}, wait4: {hwm} bytes\n{context}"
+    );
 }

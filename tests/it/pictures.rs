@@ -598,6 +598,12 @@ fn html_page_holds_the_ground_truth_and_renders_in_chromium() {
     let live = section(&html, "summary-live");
     assert_eq!(attr_u64(live, "data-bytes"), total.live_bytes());
     assert!(section(&html, "summary-losses").contains("none"));
+    assert!(
+        section(&html, "summary-tracer")
+            .contains("s CPU (loading the programs included), peak RSS"),
+        "{}",
+        excerpt(section(&html, "summary-tracer"), 1000)
+    );
 
     // Plots: as many vertices as the report has points.
     let series = rate_series(r);

@@ -272,6 +272,22 @@ pub struct Profile {
     /// The binaries the sites' frames fall in, one per process and path.
     #[serde(default)]
     pub modules: Vec<Module>,
+    /// What the run cost alloctrace itself (absent in files from before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracer: Option<TracerCost>,
+}
+
+/// alloctrace's own resource use over a run, as the kernel accounts it to alloctrace's
+/// process: loading (the verifier runs in the loading process), attaching, every drain and
+/// the symbolization, up to the report; not the detach after it. The BPF programs run in the
+/// traced processes and are accounted to them, not here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracerCost {
+    /// CPU time, user and system, of all of alloctrace's threads.
+    #[serde(with = "duration_secs")]
+    pub cpu_time: Duration,
+    /// Peak resident set size.
+    pub peak_rss_bytes: u64,
 }
 
 /// A binary or library that a process mapped and some site's frames fall in.

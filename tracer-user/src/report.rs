@@ -371,6 +371,17 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
             let _ = writeln!(out, "{head:<LABEL$}{name}: {n} ({hint})");
         }
     }
+    if let Some(t) = &p.tracer {
+        label(
+            &mut out,
+            "Tracer cost",
+            &format!(
+                "{:.2}s CPU (loading the programs included), peak RSS {}",
+                t.cpu_time.as_secs_f64(),
+                fmt_bytes(t.peak_rss_bytes)
+            ),
+        );
+    }
 
     if multi {
         render_processes(&mut out, p, top);
@@ -731,6 +742,7 @@ mod tests {
             losses: Losses::default(),
             modules: vec![],
             sample_bytes: None,
+            tracer: None,
         }
     }
 
@@ -940,6 +952,25 @@ Advice: none (no site's numbers met a rule)
             lines,
             vec!["[   2.00s] pid 100 (prog)  alloc  488.3 KiB/s     500 obj/s  total  976.6 KiB in   1.0k objects"]
         );
+    }
+
+    #[test]
+    fn report_says_what_the_run_cost_the_tracer() {
+        let counters = c(10, 1000, 10, 1000);
+        let mut p = profile(
+            vec![proc_(100, "prog", counters)],
+            vec![site(100, 7, vec![frame("alloc_a", None, None)], counters)],
+            vec![sample(1000, &[(100, counters)])],
+            1000,
+        );
+        assert!(!render_text(&p, 10).contains("Tracer cost"));
+        p.tracer = Some(crate::model::TracerCost {
+            cpu_time: Duration::from_millis(1234),
+            peak_rss_bytes: 45 << 20,
+        });
+        let text = render_text(&p, 10);
+        let want = "Lost data:          none\nTracer cost:        1.23s CPU (loading the programs included), peak RSS 45.0 MiB\n";
+        assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::drain::{self, Drainer, ProcTotals, RawSite};
 use crate::export;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
-use crate::model::{Counters, Module, Process, Profile, Sample, Site, Target, TraceMode};
+use crate::model::{
+    Counters, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost,
+};
 use crate::output;
 use crate::probes::{self, Scope};
 use crate::report;
@@ -195,6 +197,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         sites: vec![],
         losses: drainer.losses(),
         modules: vec![],
+        tracer: None,
     };
     // Timed for `cargo xtask bench` (the drain + symbolize cost of many distinct stacks).
     let t0 = Instant::now();
@@ -217,6 +220,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     let profile = Profile {
         sites,
         modules,
+        tracer: own_cost(),
         ..profile
     };
     write_outputs(&cfg, &profile)?;
@@ -463,6 +467,26 @@ fn modules_of(sym: &Symbolizer, seen: ModulesSeen) -> Vec<Module> {
                 .map(|id| id.iter().map(|b| format!("{b:02x}")).collect()),
         })
         .collect()
+}
+
+/// alloctrace's own use so far (`getrusage(RUSAGE_SELF)`: every thread, live or ended; not the
+/// command it launched, a child), or None if the kernel will not say.
+fn own_cost() -> Option<TracerCost> {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a rusage into the pointer it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: filled by the successful call above.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Some(TracerCost {
+        cpu_time: tv(ru.ru_utime) + tv(ru.ru_stime),
+        // Linux counts ru_maxrss in KiB.
+        peak_rss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
+    })
 }
 
 fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {

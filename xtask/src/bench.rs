@@ -209,6 +209,8 @@ pub(crate) struct Run {
     pub(crate) wall_s: f64,
     /// Allocations alloctrace's report counts (alloctrace configurations only).
     pub(crate) counted: Option<u64>,
+    /// alloctrace's own cost, from its report (alloctrace configurations only).
+    pub(crate) own: Option<OwnUse>,
     /// What BCC memleak recorded (memleak configurations only).
     pub(crate) seen: Option<Seen>,
 }
@@ -620,19 +622,44 @@ fn run_one(env: &Env, exe: &Path, cfg: Config) -> Result<Outcome> {
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
             .with_context(|| format!("no `{key}` in {}:\n{text}", out_file.display()))
     };
-    let counted = match cfg.tracer {
-        Tracer::Alloctrace { .. } => fs::read_to_string(&report)
-            .ok()
-            .and_then(|r| totals_allocs(&r)),
+    let report = match cfg.tracer {
+        Tracer::Alloctrace { .. } => fs::read_to_string(&report).ok(),
         _ => None,
     };
     Ok(Ok(Run {
         loop_ns: field("elapsed_ns ")?,
         events: field("events ")?,
         wall_s,
-        counted,
+        counted: report.as_deref().and_then(totals_allocs),
+        own: report.as_deref().and_then(own_use),
         seen: None,
     }))
+}
+
+/// What a run cost alloctrace itself: its report's `tracer` (CPU time of all its threads up to
+/// the report, program loading included, and peak resident set).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct OwnUse {
+    pub(crate) cpu_s: f64,
+    pub(crate) peak_rss_bytes: u64,
+}
+
+/// `tracer` of a `--report json` file, read as `totals_allocs` reads its field.
+fn own_use(report: &str) -> Option<OwnUse> {
+    let t = &report[report.find("\"tracer\"")?..];
+    let number = |key: &str| {
+        let quoted = format!("\"{key}\"");
+        let v = &t[t.find(&quoted)? + quoted.len()..];
+        let v = v.trim_start().strip_prefix(':')?.trim_start();
+        let end = v
+            .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+            .unwrap_or(v.len());
+        Some(&v[..end])
+    };
+    Some(OwnUse {
+        cpu_s: number("cpu_time")?.parse().ok()?,
+        peak_rss_bytes: number("peak_rss_bytes")?.parse().ok()?,
+    })
 }
 
 /// `totals.allocs` of a `--report json` file, without a JSON dependency in xtask: the first
@@ -738,8 +765,11 @@ fn render(
          the waiting workload's pid, and a run in which it recorded no allocation stack from \
          the workload's executable is left out (see the notes); `run` is \
          the whole command's wall time (median; alloctrace's includes attach and its ~1.5 s \
-         detach); `counted` is the allocations alloctrace's report counts (expected: \
-         iterations, plus the workload's start-up allocations; 0 for the floor).\n",
+         detach); `own CPU` and `peak RSS` are alloctrace's own (median; its report's `tracer`: \
+         CPU time of all its threads up to the report, most of it the kernel verifying its \
+         programs at load, and its peak resident set); `counted` is the allocations \
+         alloctrace's report counts (expected: iterations, plus the workload's start-up \
+         allocations; 0 for the floor).\n",
         opts.iterations, opts.repeat
     );
     let _ = writeln!(
@@ -757,11 +787,11 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | × heaptrack | × BCC | × BCC moved | run s | counted |"
+        "| workload | configuration | loop ms (median) | min–max ms | ns/event | × floor | × bpftrace | × heaptrack | × BCC | × BCC moved | run s | own CPU s | peak RSS MiB | counted |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (w, (name, _)) in workloads.iter().enumerate() {
         let med = |c: usize| {
@@ -809,7 +839,7 @@ fn render(
             if runs.is_empty() {
                 let _ = writeln!(
                     s,
-                    "| {name} | {} | no valid run | — | — | — | — | — | — | — | — | — |",
+                    "| {name} | {} | no valid run | — | — | — | — | — | — | — | — | — | — | — |",
                     cfg.name
                 );
                 continue;
@@ -841,9 +871,22 @@ fn render(
                 )
             };
             let counted = span(runs.iter().filter_map(|r| r.counted));
+            let own: Vec<OwnUse> = runs.iter().filter_map(|r| r.own).collect();
+            let (own_cpu, own_rss) = if own.is_empty() {
+                ("—".to_string(), "—".to_string())
+            } else {
+                let cpu = median(&mut own.iter().map(|o| o.cpu_s).collect::<Vec<_>>());
+                let rss = median(
+                    &mut own
+                        .iter()
+                        .map(|o| o.peak_rss_bytes as f64 / (1024.0 * 1024.0))
+                        .collect::<Vec<_>>(),
+                );
+                (format!("{cpu:.2}"), format!("{rss:.1}"))
+            };
             let _ = writeln!(
                 s,
-                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {vs_heap} | {vs_bcc} | {vs_moved} | {wall:.2} | {counted} |",
+                "| {name} | {} | {:.2} | {lo:.2}–{hi:.2} | {ns} | {vs_floor} | {ratio} | {vs_heap} | {vs_bcc} | {vs_moved} | {wall:.2} | {own_cpu} | {own_rss} | {counted} |",
                 cfg.name,
                 med(c) / 1e6
             );
@@ -901,6 +944,23 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_use_is_read_from_the_report() {
+        let report = r#"{"totals": {"allocs": 3}, "tracer": {
+    "cpu_time": 2.052201,
+    "peak_rss_bytes": 47034368
+  }, "analysis": {}}"#;
+        assert_eq!(
+            own_use(report),
+            Some(OwnUse {
+                cpu_s: 2.052201,
+                peak_rss_bytes: 47034368
+            })
+        );
+        assert_eq!(own_use(r#"{"totals": {"allocs": 3}}"#), None);
+        assert_eq!(totals_allocs(report), Some(3));
+    }
 
     #[test]
     fn bpftrace_script_probes_what_memleak_does() {

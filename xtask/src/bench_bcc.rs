@@ -870,6 +870,7 @@ fn run_memleak_once(
         events: field("events ")?,
         wall_s: start.elapsed().as_secs_f64(),
         counted: None,
+        own: None,
         seen: Some(seen),
     }))
 }

@@ -289,6 +289,7 @@ pub(crate) mod tests {
             losses: Losses::default(),
             modules: vec![],
             sample_bytes: None,
+            tracer: None,
         }
     }
 

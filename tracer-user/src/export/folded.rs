@@ -163,6 +163,7 @@ mod tests {
             losses: Losses::default(),
             modules: vec![],
             sample_bytes: None,
+            tracer: None,
         }
     }
 

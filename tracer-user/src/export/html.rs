@@ -289,6 +289,18 @@ fn summary(out: &mut String, p: &Profile, a: &Analysis) {
             .join("<br>")
     };
     kv(out, "summary-losses", "Lost data", &lost);
+    if let Some(t) = &p.tracer {
+        kv(
+            out,
+            "summary-tracer",
+            "Tracer cost",
+            &format!(
+                "{:.2}s CPU (loading the programs included), peak RSS {}",
+                t.cpu_time.as_secs_f64(),
+                esc(&fmt_bytes(t.peak_rss_bytes))
+            ),
+        );
+    }
     out.push_str("</table>\n</section>\n");
 }
 

@@ -11,7 +11,8 @@
 //!  sites[]{pid,stack_id,frames[]{addr,function,function_offset,module,module_offset,file,line},
 //!          counters{...},size_hist,life_hist,live_objects,live_bytes},
 //!  samples[]{t,processes{"<pid>":counters}}, losses{...}, modules[]{pid,path,build_id},
-//!  analysis{...}`.
+//!  tracer{cpu_time,peak_rss_bytes} (alloctrace's own cost up to the report: CPU time of all
+//!  its threads, program loading included, and peak resident set), analysis{...}`.
 //! Durations and `t` are seconds as floats; absent symbols are `null`.
 //!
 //! `analysis` is [`Analysis`] as serde writes it (computed, ignored by [`from_json`], which also
@@ -31,6 +32,7 @@ use crate::analyze::Analysis;
 use crate::analyze::{analyze, Options};
 use crate::model::{
     duration_secs, Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode,
+    TracerCost,
 };
 
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
@@ -99,6 +101,8 @@ struct Document<'a> {
     samples: &'a [Sample],
     losses: &'a Losses,
     modules: &'a [Module],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracer: Option<&'a TracerCost>,
     analysis: &'a Analysis,
 }
 
@@ -134,6 +138,7 @@ pub fn to_json_with(p: &Profile, analysis: &Analysis) -> String {
         samples: &p.samples,
         losses: &p.losses,
         modules: &p.modules,
+        tracer: p.tracer.as_ref(),
         analysis,
     };
     // Serializing plain structs, strings and numbers into memory cannot fail.
@@ -248,6 +253,10 @@ mod tests {
                 build_id: Some("0badc0de".into()),
             }],
             sample_bytes: None,
+            tracer: Some(TracerCost {
+                cpu_time: Duration::from_millis(1250),
+                peak_rss_bytes: 47 << 20,
+            }),
         }
     }
 
@@ -268,6 +277,13 @@ mod tests {
             ..p
         };
         assert_eq!(from_json(&to_json(&pid)).unwrap(), pid);
+        // Files from before the tracer's own cost was measured have no `tracer`.
+        let old = Profile {
+            tracer: None,
+            ..pid
+        };
+        assert!(!to_json(&old).contains("\"tracer\""));
+        assert_eq!(from_json(&to_json(&old)).unwrap(), old);
     }
 
     #[test]
@@ -321,6 +337,10 @@ mod tests {
         assert_eq!(v["samples"][1]["processes"]["8"]["allocs"], json!(5));
         assert_eq!(v["losses"]["stack_map_full"], json!(3));
         assert_eq!(v["losses"]["event_dropped"], json!(0));
+        assert_eq!(
+            v["tracer"],
+            json!({"cpu_time": 1.25, "peak_rss_bytes": 47 << 20})
+        );
     }
 
     /// The document carries every field serde writes for the model, so a field added to
@@ -399,7 +419,9 @@ mod tests {
             pos("processes") < pos("sites")
                 && pos("sites") < pos("samples")
                 && pos("samples") < pos("losses")
-                && pos("losses") < pos("analysis")
+                && pos("losses") < pos("modules")
+                && pos("modules") < pos("tracer")
+                && pos("tracer") < pos("analysis")
         );
         assert!(text.ends_with("}\n"));
     }

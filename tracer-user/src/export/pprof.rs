@@ -724,6 +724,7 @@ mod tests {
             losses: Losses::default(),
             modules,
             sample_bytes: None,
+            tracer: None,
         }
     }
 
