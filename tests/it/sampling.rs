@@ -26,6 +26,8 @@ fn full_mode_sampling_keeps_frees_and_live_exact_per_process() {
 fn check_sampled(mode: &str) {
     alloctrace_bin();
     let mean = MEAN.to_string();
+    let scratch = Scratch::new();
+    let folded = scratch.path("out.folded");
     let run = launch(
         "sampled",
         &[],
@@ -34,8 +36,10 @@ fn check_sampled(mode: &str) {
             OsStr::new(mode),
             OsStr::new("--sample-bytes"),
             OsStr::new(&mean),
+            OsStr::new("--folded"),
+            folded.as_os_str(),
         ],
-        Scratch::new(),
+        scratch,
     );
     run.finished.assert_code(0);
     let (report, truth) = (&run.report, &run.truth);
@@ -44,6 +48,16 @@ fn check_sampled(mode: &str) {
         MEAN,
         "{}",
         excerpt(&report.text, 2000)
+    );
+    // Folded stacks cannot say so themselves: the line announcing them does.
+    let announced = format!(
+        "alloctrace: folded stacks (values are estimates: --sample-bytes {MEAN}) written to {}",
+        folded.display()
+    );
+    assert!(
+        run.finished.stderr.lines().any(|l| l == announced),
+        "no line {announced:?}\n{}",
+        run.finished.describe()
     );
 
     let proc_c = report.process_counters(truth.pid);

@@ -500,7 +500,12 @@ fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
     };
     if let Some(path) = &cfg.folded {
         let text = export::folded::folded(profile, cfg.weight);
-        write(path, "folded stacks", Ok(text.into_bytes()))?;
+        // The folded format has no room to say the values are estimates: said here instead.
+        let what = match profile.sample_bytes {
+            Some(n) => format!("folded stacks (values are estimates: --sample-bytes {n})"),
+            None => "folded stacks".to_string(),
+        };
+        write(path, &what, Ok(text.into_bytes()))?;
     }
     if let Some(path) = &cfg.flamegraph {
         let svg = export::flamegraph::svg(profile, cfg.weight);
