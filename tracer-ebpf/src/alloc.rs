@@ -208,67 +208,69 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
 /// Alloc-only mode: counts one request of `size` bytes at the allocator's entry. Without a
 /// return probe the outcome is unknown: requests glibc refuses before doing anything (above
 /// PTRDIFF_MAX, calloc overflow) are not counted; any other failure (out of memory) is.
+/// `delegates`: glibc implements the call by calling malloc (realloc(NULL, n), the aligned
+/// family at small alignments); it is counted here, where the stack is the program's (from
+/// inside glibc, malloc's caller would be glibc and the program's own frame would be lost:
+/// glibc keeps no frame pointers), and malloc is told to skip it.
+///
+/// Each program calls this once, with `delegates` computed: the stack capture it inlines is
+/// most of what the verifier walks, and two calls would be two copies to walk.
 #[inline(always)]
-pub fn count_request(ctx: &ProbeContext, size: u64) -> u32 {
-    if let Some(tgid) = current() {
-        count_at_entry(ctx, tgid, size);
+pub fn count_entry(ctx: &ProbeContext, size: u64, delegates: bool) -> u32 {
+    let Some(tgid) = current() else {
+        return 0;
+    };
+    count_at_entry(ctx, tgid, size);
+    if delegates {
+        let Some(state) = CALLS.current_or_zeroed() else {
+            bump_loss(ctx, loss::CALL_MAP_FULL);
+            return 0;
+        };
+        // SAFETY: as in `enter`.
+        state.sp = unsafe { (*ctx.regs).rsp };
+        // Counted before the state is set (malloc may run on another CPU after a migration,
+        // and must see it), and once per state: one left behind (a stale call) keeps its
+        // count.
+        if state.active == 0 {
+            delegation_pending(1);
+        }
+        state.active = 1;
     }
     0
 }
 
 /// Alloc-only mode, malloc: skips the call when an outer allocator call that hands its
-/// request to malloc (see `count_delegated`) already counted it.
+/// request to malloc (see `count_entry`) already counted it.
 #[inline(always)]
 pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
-    let Some(tgid) = current() else {
-        return 0;
-    };
     // Most calls come straight from the program: skip the thread-storage lookup when no
     // thread anywhere is inside a delegating call.
-    if pending_delegations() == 0 {
-        count_at_entry(ctx, tgid, size);
+    if pending_delegations() != 0 && counted_by_outer(ctx) {
         return 0;
     }
-    if let Some(outer) = CALLS.current() {
-        if outer.active != 0 {
-            outer.active = 0;
-            delegation_pending(u64::MAX);
-            // SAFETY: as in `enter`.
-            let sp = unsafe { (*ctx.regs).rsp };
-            // Called from inside the outer call (deeper), or tail-called by it (same depth).
-            if sp <= outer.sp {
-                return 0;
-            }
-            bump_loss(ctx, loss::STALE_CALL);
-        }
-    }
-    count_at_entry(ctx, tgid, size);
-    0
+    count_entry(ctx, size, false)
 }
 
-/// Alloc-only mode: an allocator call that glibc implements by calling malloc (realloc(NULL,
-/// n), the aligned family at small alignments). It is counted here, where the stack is the
-/// program's (from inside glibc, malloc's caller would be glibc and the program's own frame
-/// would be lost: glibc keeps no frame pointers), and malloc is told to skip it.
+/// Whether the outer allocator call this malloc runs in (or was tail-called by) counted it
+/// already; takes the outer call's state back either way.
 #[inline(always)]
-pub fn count_delegated(ctx: &ProbeContext, size: u64) -> u32 {
-    let Some(tgid) = current() else {
-        return 0;
+fn counted_by_outer(ctx: &ProbeContext) -> bool {
+    let Some(outer) = CALLS.current() else {
+        return false;
     };
-    count_at_entry(ctx, tgid, size);
-    let Some(state) = CALLS.current_or_zeroed() else {
-        bump_loss(ctx, loss::CALL_MAP_FULL);
-        return 0;
-    };
-    // SAFETY: as in `enter`.
-    state.sp = unsafe { (*ctx.regs).rsp };
-    // Counted before the state is set (malloc may run on another CPU after a migration, and
-    // must see it), and once per state: one left behind (a stale call) keeps its count.
-    if state.active == 0 {
-        delegation_pending(1);
+    if outer.active == 0 {
+        return false;
     }
-    state.active = 1;
-    0
+    outer.active = 0;
+    delegation_pending(u64::MAX);
+    // SAFETY: as in `enter`.
+    let sp = unsafe { (*ctx.regs).rsp };
+    // Called from inside the outer call (deeper), or tail-called by it (same depth).
+    if sp <= outer.sp {
+        return true;
+    }
+    bump_loss(ctx, loss::STALE_CALL);
+    false
 }
 
 /// Threads whose delegating call has not reached malloc yet, or more (one whose call never
@@ -297,10 +299,7 @@ pub fn count_aligned(ctx: &ProbeContext, alignment: u64, size: u64) -> u32 {
     if alignment == 0 || alignment & (alignment - 1) != 0 {
         return 0;
     }
-    if alignment <= MALLOC_ALIGNMENT {
-        return count_delegated(ctx, size);
-    }
-    count_request(ctx, size)
+    count_entry(ctx, size, alignment <= MALLOC_ALIGNMENT)
 }
 
 #[inline(always)]

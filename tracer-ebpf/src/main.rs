@@ -121,17 +121,17 @@ pub fn malloc_count(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn calloc_count(ctx: ProbeContext) -> u32 {
-    alloc::count_request(&ctx, alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)))
+    alloc::count_entry(&ctx, alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)), false)
 }
 
 /// realloc(NULL, n) calls malloc; realloc(p, 0) frees and allocates nothing.
 #[uprobe]
 pub fn realloc_count(ctx: ProbeContext) -> u32 {
-    match (arg(&ctx, 0), arg(&ctx, 1)) {
-        (0, size) => alloc::count_delegated(&ctx, size),
-        (_, 0) => 0,
-        (_, size) => alloc::count_request(&ctx, size),
+    let (ptr, size) = (arg(&ctx, 0), arg(&ctx, 1));
+    if ptr != 0 && size == 0 {
+        return 0;
     }
+    alloc::count_entry(&ctx, size, ptr == 0)
 }
 
 /// posix_memalign(void **memptr, size_t alignment, size_t size)
@@ -149,7 +149,7 @@ pub fn aligned_alloc_count(ctx: ProbeContext) -> u32 {
 /// valloc(size) and pvalloc(size): page-aligned, never through malloc.
 #[uprobe]
 pub fn valloc_count(ctx: ProbeContext) -> u32 {
-    alloc::count_request(&ctx, arg(&ctx, 0))
+    alloc::count_entry(&ctx, arg(&ctx, 0), false)
 }
 
 #[cfg(not(test))]

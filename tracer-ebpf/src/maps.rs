@@ -71,7 +71,7 @@ pub static STACK_SCRATCH: PerCpuArray<StackScratch> = PerCpuArray::with_max_entr
 pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Alloc-only mode: how many threads are inside an allocator call that hands its request to
-/// malloc (see `alloc::count_delegated`). Not per CPU: the thread may move to another CPU
+/// malloc (see `alloc::count_entry`). Not per CPU: the thread may move to another CPU
 /// before its malloc runs.
 #[map]
 pub static PENDING: Array<u64> = Array::with_max_entries(1, 0);

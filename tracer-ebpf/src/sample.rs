@@ -1,6 +1,8 @@
 //! Sampling by bytes: whether this allocation is one whose stack is recorded. Decided before
 //! any stack is walked, so an unsampled allocation costs a per-CPU counter update.
 use alloctrace_common::sampling::next_interval;
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 
 use crate::maps::SAMPLER;
@@ -24,15 +26,23 @@ pub fn take(size: u64) -> bool {
     // nothing measurable. Guarding it as the stack scratch is guarded would cost every
     // allocation, sampled or not, an atomic operation.
     let left = unsafe { &mut *left };
-    if *left == 0 {
+    // Volatile: the comparison below is then of `size` against a value read from the map on
+    // every path. A value the verifier had just seen computed (the first draw) would give it
+    // bounds on `size` that differ by path, and it would walk the whole stack capture once
+    // per path (twice the verification time; calloc's program near the verifier's limit of a
+    // million instructions).
+    // SAFETY: `left` points into this CPU's slot.
+    if unsafe { read_volatile(left) } == 0 {
         // First allocation on this CPU: start from a fresh draw, as after a sample.
-        *left = next_interval(unsafe { bpf_get_prandom_u32() }, mean);
+        unsafe { write_volatile(left, next_interval(bpf_get_prandom_u32(), mean)) };
     }
-    if size < *left {
-        *left -= size;
+    // SAFETY: as above.
+    let l = unsafe { read_volatile(left) };
+    if size < l {
+        unsafe { write_volatile(left, l - size) };
         return false;
     }
-    // SAFETY: a helper without preconditions.
-    *left = next_interval(unsafe { bpf_get_prandom_u32() }, mean);
+    // SAFETY: as above; bpf_get_prandom_u32 has no preconditions.
+    unsafe { write_volatile(left, next_interval(bpf_get_prandom_u32(), mean)) };
     true
 }
