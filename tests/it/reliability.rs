@@ -1723,3 +1723,73 @@ fn long_run_keeps_memory_bounded() {
          after its series were full (bound {LONG_RUN_GROWTH_BOUND_KIB} KiB)"
     );
 }
+
+/// Every program, in every mode, loads far from the kernel verifier's limit of a million
+/// instructions walked: start-up time follows that count, and a program near the limit can
+/// fail to load on another kernel or after a small change (with --sample-bytes, calloc's and
+/// reallocarray's programs once took 854k and 862k). alloctrace -vv gives each program's
+/// count, from the kernel's account of its verification (bpf_prog_info.verified_insns).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn every_program_verifies_far_below_the_verifier_limit() {
+    alloctrace_bin();
+    const MOST: u64 = 600_000;
+    let modes: [(&[&str], &[&str]); 4] = [
+        (
+            &[],
+            &["malloc_enter", "alloc_return", "free_enter", "calloc_enter"],
+        ),
+        (
+            &["--sample-bytes", "524288"],
+            &["malloc_enter", "calloc_enter"],
+        ),
+        (
+            &["--mode", "alloc-only"],
+            &["malloc_count", "realloc_count"],
+        ),
+        (
+            &["--mode", "alloc-only", "--sample-bytes", "524288"],
+            &["malloc_count", "realloc_count"],
+        ),
+    ];
+    let mut over = Vec::new();
+    for (extra, must) in modes {
+        let mut args: Vec<&OsStr> = vec![os("-vv")];
+        args.extend(extra.iter().map(|a| os(a)));
+        args.extend([os("--"), os("/bin/true")]);
+        let run = run_alloctrace(&args, &[]);
+        run.assert_code(0);
+        let counts: Vec<(String, u64)> = run
+            .stderr
+            .lines()
+            .filter_map(|l| {
+                let (name, rest) = l
+                    .split_once("program ")?
+                    .1
+                    .split_once(": the verifier walked ")?;
+                Some((
+                    name.to_string(),
+                    rest.split_whitespace().next()?.parse().ok()?,
+                ))
+            })
+            .collect();
+        for m in must {
+            assert!(
+                counts.iter().any(|(n, _)| n == m),
+                "no verifier count for {m} with {extra:?}\n{}",
+                run.describe()
+            );
+        }
+        over.extend(
+            counts
+                .into_iter()
+                .filter(|(_, n)| *n > MOST)
+                .map(|(name, n)| format!("{name} with {extra:?}: {n}")),
+        );
+    }
+    assert!(
+        over.is_empty(),
+        "programs the verifier walked more than {MOST} instructions of:\n  {}",
+        over.join("\n  ")
+    );
+}

@@ -243,12 +243,16 @@ pub fn count_entry(ctx: &ProbeContext, size: u64, delegates: bool) -> u32 {
 /// request to malloc (see `count_entry`) already counted it.
 #[inline(always)]
 pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
+    let Some(tgid) = current() else {
+        return 0;
+    };
     // Most calls come straight from the program: skip the thread-storage lookup when no
     // thread anywhere is inside a delegating call.
     if pending_delegations() != 0 && counted_by_outer(ctx) {
         return 0;
     }
-    count_entry(ctx, size, false)
+    count_at_entry(ctx, tgid, size);
+    0
 }
 
 /// Whether the outer allocator call this malloc runs in (or was tail-called by) counted it
