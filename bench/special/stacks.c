@@ -1,9 +1,12 @@
-/* stacks DEPTH: one malloc(16)+free from each of 2^(DEPTH+1) distinct stacks (a binary tree of
- * calls through two functions with two call sites each), for the bench's measurement of the
- * drain and symbolization of many distinct stacks. Built with frame pointers and without
- * sibling-call optimization, so every path is its own stack. */
+/* stacks DEPTH [IDLE]: one malloc(16)+free from each of 2^(DEPTH+1) distinct stacks (a binary
+ * tree of calls through two functions with two call sites each), for the bench's measurement of
+ * the drain and symbolization of many distinct stacks; then, if IDLE is given, it says so
+ * ("stacks N") and sleeps IDLE seconds, for the cost of draining that many sites that do not
+ * change. Built with frame pointers and without sibling-call optimization, so every path is its
+ * own stack. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #define NOINLINE __attribute__((noinline, noipa))
 
@@ -47,5 +50,9 @@ int main(int argc, char **argv)
 	a(depth);
 	b(depth);
 	printf("stacks %ld\n", 2L << depth);
+	if (argc > 2) {
+		fflush(stdout);
+		sleep(atoi(argv[2]));
+	}
 	return 0;
 }

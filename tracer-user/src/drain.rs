@@ -12,7 +12,7 @@ use crate::live_table::LiveTable;
 use crate::map_batch;
 use crate::model::{Counters, Losses, Sample, SitePoint};
 use crate::owned_totals::OwnedSlots;
-use crate::site_table::SiteTable;
+use crate::site_table::{SiteCounters, SiteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -100,6 +100,10 @@ fn unattributed(u: &abi::Unattributed) -> Counters {
     counters(u.allocs, u.bytes, u.frees, u.freed_bytes)
 }
 
+fn site_counters(st: &SiteStats) -> Counters {
+    counters(st.allocs(), st.bytes, st.frees(), st.freed_bytes)
+}
+
 fn counters(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
     Counters {
         allocs,
@@ -154,7 +158,10 @@ impl Drainer {
     /// site (unsampled allocations, stacks that could not be stored), which it keeps in the
     /// process map and in the per-CPU slots the process owns: that spares an allocation whose
     /// site is known a second map update, and one without a site a hash lookup.
-    fn processes_with(&self, sites: &[(StackKey, SiteStats)]) -> BTreeMap<u32, ProcTotals> {
+    fn processes_with(
+        &self,
+        sites: impl IntoIterator<Item = (u32, Counters)>,
+    ) -> BTreeMap<u32, ProcTotals> {
         let mut live = BTreeMap::new();
         // Per CPU in the kernel (threads on different CPUs share no cache line): summed here.
         // The name is in the copy of the CPU that created the entry.
@@ -181,13 +188,8 @@ impl Drainer {
         for (pid, u) in self.owned.read() {
             of(&mut live, pid).counters.add(&unattributed(&u));
         }
-        for (key, st) in sites {
-            of(&mut live, key.tgid).counters.add(&counters(
-                st.allocs(),
-                st.bytes,
-                st.frees(),
-                st.freed_bytes,
-            ));
+        for (pid, c) in sites {
+            of(&mut live, pid).counters.add(&c);
         }
         let mut out = self.retired_procs.clone();
         out.extend(live);
@@ -195,11 +197,11 @@ impl Drainer {
     }
 
     /// One drain: a series point for every site that moved, and every process's totals, from
-    /// one read of the site map.
+    /// one read of the site map's counters.
     pub fn sample(&mut self, t: std::time::Duration) -> (Sample, BTreeMap<u32, ProcTotals>) {
-        let sites = self.sites.read();
+        let sites = self.sites.read_counters();
         self.record_series(t, &sites);
-        let procs = self.processes_with(&sites);
+        let procs = self.processes_with(sites.iter().map(|s| (s.key.tgid, s.counters)));
         let sample = Sample {
             t,
             processes: procs.iter().map(|(p, v)| (*p, v.counters)).collect(),
@@ -257,9 +259,9 @@ impl Drainer {
 
     /// Adds a point at `t` to the series of every site whose counters moved since its last
     /// point: the per-site, per-interval data the pattern analyzers need.
-    fn record_series(&mut self, t: std::time::Duration, sites: &[(StackKey, SiteStats)]) {
-        for &(key, ref st) in sites {
-            let c = counters(st.allocs(), st.bytes, st.frees(), st.freed_bytes);
+    fn record_series(&mut self, t: std::time::Duration, sites: &[SiteCounters]) {
+        for s in sites.iter().filter(|s| s.changed) {
+            let (key, c) = (s.key, s.counters);
             if c == Counters::default() {
                 continue;
             }
@@ -304,7 +306,7 @@ impl Drainer {
         }
         // One read of the site map serves the dead processes' totals and their sites.
         let sites = self.sites.read();
-        let all = self.processes_with(&sites);
+        let all = self.processes_with(sites.iter().map(|(k, st)| (k.tgid, site_counters(st))));
         for pid in &dead {
             if let Some(p) = all.get(pid) {
                 self.retired_procs.insert(*pid, p.clone());

@@ -31,6 +31,13 @@ impl Counters {
             freed_bytes: self.freed_bytes.saturating_sub(earlier.freed_bytes),
         }
     }
+    /// `self += o` as the kernel's counters add: wrapping.
+    pub fn add_wrapping(&mut self, o: &Counters) {
+        self.allocs = self.allocs.wrapping_add(o.allocs);
+        self.bytes = self.bytes.wrapping_add(o.bytes);
+        self.frees = self.frees.wrapping_add(o.frees);
+        self.freed_bytes = self.freed_bytes.wrapping_add(o.freed_bytes);
+    }
     pub fn add(&mut self, o: &Counters) {
         self.allocs += o.allocs;
         self.bytes += o.bytes;

@@ -5,13 +5,16 @@
 //!
 //! A drain reads only the slots in use, found by a scan of the slots' headers when the
 //! kernel's count of claims has moved since the last one: its cost follows the sites, not
-//! the table's capacity.
+//! the table's capacity. An interval's drain ([`SiteTable::read_counters`]) sums each site's
+//! histograms in place into its four counters, with no copy of the histograms, and says which
+//! sites moved since the last read, so that only those cost more than the read.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use alloctrace_common::{sites, SiteSlot, SiteStats, StackKey, HIST_BUCKETS};
 use aya::maps::Map;
 
+use crate::model::Counters;
 use crate::shared_array::SharedArray;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,12 @@ pub struct SiteTable {
     counts: SharedArray<u64>,
     /// Slots in use at the last scan.
     known: Vec<usize>,
+    /// The sites of `known`'s slots: `sites_of[j]` is the index in `keys` of slot
+    /// `known[j]`'s site (a site with lanes has several slots).
+    sites_of: Vec<usize>,
+    keys: Vec<StackKey>,
+    /// Each site's counters at the last `read_counters` (None: not read since grouping).
+    last: Vec<Option<Counters>>,
     /// The kernel's count of claims the last scan saw.
     scanned_at: Option<u64>,
 }
@@ -39,6 +48,21 @@ pub struct SiteTable {
 /// The words of a `SiteStats`, in order: every field is a u64.
 const STATS_WORDS: usize = size_of::<SiteStats>() / 8;
 const _: () = assert!(STATS_WORDS == 2 + 2 * HIST_BUCKETS);
+/// Where `SiteStats`' histograms lie among its words (after `bytes` and `freed_bytes`).
+const SIZE_HIST: std::ops::Range<usize> = 2..2 + HIST_BUCKETS;
+const LIFE_HIST: std::ops::Range<usize> = 2 + HIST_BUCKETS..STATS_WORDS;
+const _: () = assert!(std::mem::offset_of!(SiteStats, size_hist) == 8 * SIZE_HIST.start);
+const _: () = assert!(std::mem::offset_of!(SiteStats, life_hist) == 8 * LIFE_HIST.start);
+const _: () = assert!(std::mem::offset_of!(SiteStats, freed_bytes) == 8);
+
+/// One site's counters from [`SiteTable::read_counters`].
+#[derive(Clone, Copy, Debug)]
+pub struct SiteCounters {
+    pub key: StackKey,
+    pub counters: Counters,
+    /// Different from the previous read's (or not read since the slots were last scanned).
+    pub changed: bool,
+}
 
 /// The header fields of slot `s`, as atomics.
 ///
@@ -80,6 +104,9 @@ impl SiteTable {
             counts: SharedArray::map(&claims, sites::CLAIM_WORDS as usize)
                 .map_err(SiteError::ClaimsMmap)?,
             known: Vec::new(),
+            sites_of: Vec::new(),
+            keys: Vec::new(),
+            last: Vec::new(),
             scanned_at: None,
         })
     }
@@ -101,7 +128,75 @@ impl SiteTable {
                 }
             }
             self.scanned_at = claims;
+            self.regroup();
         }
+    }
+
+    /// Groups `known` by site (after a scan or a retirement: only then do slots change
+    /// hands, as a claim moves the kernel's count and rescans).
+    fn regroup(&mut self) {
+        let mut index: HashMap<StackKey, usize> = HashMap::with_capacity(self.known.len());
+        self.keys.clear();
+        self.sites_of.clear();
+        for &i in &self.known {
+            // SAFETY: a known slot is within the mapping.
+            let (hash, tgid) = unsafe { header(self.slots.slot(i)) };
+            let key = StackKey {
+                tgid: tgid.load(Ordering::Acquire),
+                _pad: 0,
+                hash: hash.load(Ordering::Acquire),
+            };
+            let keys = &mut self.keys;
+            let site = *index.entry(key).or_insert_with(|| {
+                keys.push(key);
+                keys.len() - 1
+            });
+            self.sites_of.push(site);
+        }
+        self.last = vec![None; self.keys.len()];
+    }
+
+    /// Every site's four counters (its lanes added up), read in place, and whether they
+    /// changed since the last call: what an interval's drain needs, at a fraction of
+    /// [`SiteTable::read`]'s cost (no copy of the histograms, no per-site allocation). The
+    /// slots are read in table order, which the memory system streams.
+    pub fn read_counters(&mut self) -> Vec<SiteCounters> {
+        self.in_use();
+        let mut sums: Vec<Option<Counters>> = vec![None; self.keys.len()];
+        for (&i, &site) in self.known.iter().zip(&self.sites_of) {
+            let key = self.keys[site];
+            let s = self.slots.slot(i);
+            // SAFETY: a known slot is within the mapping.
+            let (hash, tgid) = unsafe { header(s) };
+            // A slot retired and claimed again since the scan (the next read rescans).
+            if tgid.load(Ordering::Acquire) != key.tgid || hash.load(Ordering::Acquire) != key.hash
+            {
+                continue;
+            }
+            // SAFETY: as above.
+            let w = |w: usize| unsafe { stat_word(s, w) }.load(Ordering::Relaxed);
+            let sum = |r: std::ops::Range<usize>| r.fold(0u64, |a, i| a.wrapping_add(w(i)));
+            sums[site]
+                .get_or_insert_with(Counters::default)
+                .add_wrapping(&Counters {
+                    allocs: sum(SIZE_HIST),
+                    bytes: w(0),
+                    frees: sum(LIFE_HIST),
+                    freed_bytes: w(1),
+                });
+        }
+        let mut out = Vec::with_capacity(self.keys.len());
+        for (site, c) in sums.into_iter().enumerate() {
+            let Some(c) = c else { continue };
+            let changed = self.last[site] != Some(c);
+            self.last[site] = Some(c);
+            out.push(SiteCounters {
+                key: self.keys[site],
+                counters: c,
+                changed,
+            });
+        }
+        out
     }
 
     /// Every site's key and counters. Two slots of one site (two CPUs claimed it at once)
@@ -202,6 +297,9 @@ impl SiteTable {
             n += 1;
             false
         });
+        if n > 0 {
+            self.regroup();
+        }
         n
     }
 }
