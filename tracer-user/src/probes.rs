@@ -466,16 +466,16 @@ fn load_programs(ebpf: &mut Ebpf, mut names: Vec<&'static str>) -> Result<(), Pr
             });
         }
     }
-    for (name, prog) in &progs {
-        // How close each program came to the verifier's limit (a million instructions
-        // walked): start-up time follows it, and a program near it may not load on another
-        // kernel or compiler. A test keeps every program well below it.
-        if let Some(n) = prog
-            .info()
-            .ok()
-            .and_then(|i| i.verified_instruction_count())
-        {
-            log::debug!("program {name}: the verifier walked {n} instructions");
+    // How close each program came to the verifier's limit (a million instructions walked):
+    // start-up time follows it, and a program near it may not load on another kernel or
+    // compiler. A test keeps every program well below it. Asked of the kernel (a syscall per
+    // program) only when it will be printed.
+    if log::log_enabled!(log::Level::Debug) {
+        for (name, prog) in &progs {
+            let info = prog.info().ok();
+            if let Some(n) = info.and_then(|i| i.verified_instruction_count()) {
+                log::debug!("program {name}: the verifier walked {n} instructions");
+            }
         }
     }
     Ok(())

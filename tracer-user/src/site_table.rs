@@ -156,6 +156,24 @@ impl SiteTable {
         self.last = vec![None; self.keys.len()];
     }
 
+    /// The slots of `known` that still hold the site they were grouped under, each with that
+    /// site's index in `keys` (a slot retired and claimed again since the scan is left out:
+    /// the next read rescans).
+    fn held_slots(&self) -> impl Iterator<Item = (usize, *mut SiteSlot)> + '_ {
+        self.known
+            .iter()
+            .zip(&self.sites_of)
+            .filter_map(|(&i, &site)| {
+                let key = self.keys[site];
+                let s = self.slots.slot(i);
+                // SAFETY: a known slot is within the mapping.
+                let (hash, tgid) = unsafe { header(s) };
+                let held = tgid.load(Ordering::Acquire) == key.tgid
+                    && hash.load(Ordering::Acquire) == key.hash;
+                held.then_some((site, s))
+            })
+    }
+
     /// Every site's four counters (its lanes added up), read in place, and whether they
     /// changed since the last call: what an interval's drain needs, at a fraction of
     /// [`SiteTable::read`]'s cost (no copy of the histograms, no per-site allocation). The
@@ -163,17 +181,8 @@ impl SiteTable {
     pub fn read_counters(&mut self) -> Vec<SiteCounters> {
         self.in_use();
         let mut sums: Vec<Option<Counters>> = vec![None; self.keys.len()];
-        for (&i, &site) in self.known.iter().zip(&self.sites_of) {
-            let key = self.keys[site];
-            let s = self.slots.slot(i);
-            // SAFETY: a known slot is within the mapping.
-            let (hash, tgid) = unsafe { header(s) };
-            // A slot retired and claimed again since the scan (the next read rescans).
-            if tgid.load(Ordering::Acquire) != key.tgid || hash.load(Ordering::Acquire) != key.hash
-            {
-                continue;
-            }
-            // SAFETY: as above.
+        for (site, s) in self.held_slots() {
+            // SAFETY: a known slot is within the mapping; `w < STATS_WORDS`.
             let w = |w: usize| unsafe { stat_word(s, w) }.load(Ordering::Relaxed);
             let sum = |r: std::ops::Range<usize>| r.fold(0u64, |a, i| a.wrapping_add(w(i)));
             sums[site]
@@ -203,38 +212,25 @@ impl SiteTable {
     /// are added up.
     pub fn read(&mut self) -> Vec<(StackKey, SiteStats)> {
         self.in_use();
-        let mut out: Vec<(StackKey, SiteStats)> = Vec::with_capacity(self.known.len());
-        let mut at: HashMap<StackKey, usize> = HashMap::with_capacity(self.known.len());
-        for &i in &self.known {
-            let s = self.slots.slot(i);
-            // SAFETY: `i` is within the mapping.
-            let (hash, tgid) = unsafe { header(s) };
-            let t = tgid.load(Ordering::Acquire);
-            let h = hash.load(Ordering::Acquire);
-            if t == 0 || h == sites::EMPTY || h == sites::DEAD {
-                continue;
-            }
+        let mut sums: Vec<Option<SiteStats>> = vec![None; self.keys.len()];
+        for (site, s) in self.held_slots() {
             let mut words = [0u64; STATS_WORDS];
             for (w, v) in words.iter_mut().enumerate() {
-                // SAFETY: `w < STATS_WORDS`.
+                // SAFETY: a known slot is within the mapping; `w < STATS_WORDS`.
                 *v = unsafe { stat_word(s, w) }.load(Ordering::Relaxed);
             }
             // SAFETY: SiteStats is repr(C), all u64: any words are a valid value.
             let stats: SiteStats = unsafe { std::mem::transmute(words) };
-            let key = StackKey {
-                tgid: t,
-                _pad: 0,
-                hash: h,
-            };
-            match at.get(&key) {
-                Some(&j) => add_stats(&mut out[j].1, &stats),
-                None => {
-                    at.insert(key, out.len());
-                    out.push((key, stats));
-                }
+            match &mut sums[site] {
+                Some(sum) => add_stats(sum, &stats),
+                none => *none = Some(stats),
             }
         }
-        out
+        self.keys
+            .iter()
+            .zip(sums)
+            .filter_map(|(&key, stats)| Some((key, stats?)))
+            .collect()
     }
 
     /// Word `w` of the map SITE_CLAIMS.

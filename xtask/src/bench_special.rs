@@ -53,6 +53,29 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ns as f64 / 1e9)
 }
 
+/// CPU seconds `pid` used per second of wall time over the next `window`.
+fn cpu_share(pid: u32, window: Duration) -> Result<f64> {
+    let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
+    std::thread::sleep(window);
+    let (c1, t1) = (cpu_seconds(pid)?, Instant::now());
+    Ok((c1 - c0) / (t1 - t0).as_secs_f64())
+}
+
+/// Reads lines from `r` up to one that starts with `prefix`; `ended` says what it means when
+/// the stream ends first.
+fn read_through(r: &mut impl BufRead, prefix: &str, ended: &str) -> Result<()> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("{ended}");
+        }
+        if line.starts_with(prefix) {
+            return Ok(());
+        }
+    }
+}
+
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -92,15 +115,11 @@ pub fn own_cost(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<OwnCos
         .spawn()
         .context("cannot run alloctrace")?;
     let mut err = BufReader::new(tracer.stderr.take().context("no stderr")?);
-    loop {
-        line.clear();
-        if err.read_line(&mut line)? == 0 {
-            bail!("alloctrace ended before tracing");
-        }
-        if line.starts_with("alloctrace: tracing ") {
-            break;
-        }
-    }
+    read_through(
+        &mut err,
+        "alloctrace: tracing ",
+        "alloctrace ended before tracing",
+    )?;
     // Keep reading its interval lines so it never blocks on a full pipe.
     let drain = std::thread::spawn(move || {
         let mut sink = String::new();
@@ -111,9 +130,7 @@ pub fn own_cost(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<OwnCos
     let pid = tracer.id();
     // Past the start-up (symbolizer and map set-up), into the steady state.
     std::thread::sleep(Duration::from_secs(1));
-    let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
-    std::thread::sleep(OWN_COST_WINDOW);
-    let (c1, t1) = (cpu_seconds(pid)?, Instant::now());
+    let share = cpu_share(pid, OWN_COST_WINDOW)?;
     let peak = status_kib(pid, "VmHWM:");
     // SAFETY: plain kill(2) of our child.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
@@ -123,9 +140,9 @@ pub fn own_cost(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<OwnCos
     let _ = target.wait();
     let report = std::fs::read_to_string(scratch.join("own-cost.json")).unwrap_or_default();
     let traced = crate::bench::totals_allocs(&report).unwrap_or(0);
-    let window = (t1 - t0).as_secs_f64();
+    let window = OWN_COST_WINDOW.as_secs_f64();
     Ok(OwnCost {
-        cpu_percent: 100.0 * (c1 - c0) / window,
+        cpu_percent: 100.0 * share,
         peak_rss_kib: peak,
         // Over the whole traced run (from attach to SIGINT: about 1 + window seconds).
         target_rate: traced as f64 / (window + 1.0),
@@ -164,23 +181,14 @@ pub fn stacks(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<Stacks> 
     // The workload's stdout is alloctrace's (the report comes after): its line says the
     // stacks are made.
     let mut out = BufReader::new(tracer.stdout.take().context("no stdout")?);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if out.read_line(&mut line)? == 0 {
-            bail!("stacks ended before saying its stacks were made");
-        }
-        if line.starts_with("stacks ") {
-            break;
-        }
-    }
+    read_through(
+        &mut out,
+        "stacks ",
+        "stacks ended before saying its stacks were made",
+    )?;
     // A drain past the one that first records every site.
     std::thread::sleep(Duration::from_millis(1500));
-    let pid = tracer.id();
-    let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
-    std::thread::sleep(IDLE_WINDOW);
-    let (c1, t1) = (cpu_seconds(pid)?, Instant::now());
-    let idle_ms_per_s = 1e3 * (c1 - c0) / (t1 - t0).as_secs_f64();
+    let idle_ms_per_s = 1e3 * cpu_share(tracer.id(), IDLE_WINDOW)?;
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut out, &mut rest);
     let status = tracer.wait()?;
