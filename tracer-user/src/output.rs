@@ -1,11 +1,15 @@
 //! Writing result files safely. alloctrace runs as root, often in directories other users can
 //! write to (/tmp), so files are written to a fresh temporary name and renamed into place:
 //! a reader never sees a half-written report and a planted symlink is never followed.
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The directory `path` lives in ("." for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
@@ -72,10 +76,6 @@ fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
         .unwrap_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary name")))
 }
 
-fn named(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
-
 /// Replaces `path` with `bytes` atomically: written to a new temporary file in the same
 /// directory, flushed to disk, then renamed over `path`. Readers see the old file or the
 /// complete new one, never a partial write.
@@ -84,17 +84,22 @@ fn named(path: &Path, e: io::Error) -> io::Error {
 /// target is left untouched. That is deliberate: as root, writing through a link someone
 /// else planted would let them overwrite any file on the system.
 ///
+/// A FIFO or character device at `path`, or a link to one of alloctrace's own descriptors, is
+/// written into instead ([`classify`]); a FIFO only once a reader opens it, and only while the
+/// reader keeps reading ([`STREAM_WAIT`]).
+///
 /// The new file is owned by the caller (root under sudo) with mode 0644 (less the umask).
-/// Errors name `path`; the temporary file is removed on any failure.
+/// The error does not repeat `path` (the caller names the output); the temporary file is
+/// removed on any failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(stream) = stream_target(path) {
-        return OpenOptions::new()
-            .write(true)
-            .open(stream)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| named(path, e));
+    if let Target::Into(fd, kind) = classify(path) {
+        #[cfg(test)]
+        tests::after_decision(path);
+        return write_into(&fd, kind, bytes, STREAM_WAIT);
     }
-    let (tmp, mut file) = create_temp(path).map_err(|e| named(path, e))?;
+    #[cfg(test)]
+    tests::after_decision(path);
+    let (tmp, mut file) = create_temp(path)?;
     let result = file
         .write_all(bytes)
         .and_then(|()| file.sync_all())
@@ -104,7 +109,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         });
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(named(path, e));
+        return Err(e);
     }
     // Make the rename itself durable; a failure here does not undo a completed write.
     if let Ok(d) = File::open(parent_dir(path)) {
@@ -113,24 +118,136 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Where `path` names a stream rather than a file — a FIFO or character device given directly
-/// (`-o /dev/null`, a named pipe), or a link to one of alloctrace's own descriptors
-/// (`/dev/stdout`, `/proc/self/fd/1`: [`is_descriptor_link`]) — the bytes are written into it: renaming a temporary file over it would replace
-/// the device node itself (as root, `-o /dev/null` would turn /dev/null into a regular file).
-/// Block devices and regular files never qualify.
-fn stream_target(path: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::FileTypeExt;
-    let is_stream = |t: fs::FileType| t.is_fifo() || t.is_char_device() || t.is_socket();
-    let meta = fs::symlink_metadata(path).ok()?;
-    if is_stream(meta.file_type()) {
-        return Some(path.to_path_buf());
+/// How long a stream output may keep alloctrace waiting: for a FIFO's reader to open it, and
+/// for any reader to take more bytes. A FIFO nobody reads must not hold alloctrace forever.
+pub const STREAM_WAIT: Duration = Duration::from_secs(5);
+
+/// What is at an output path, as the kernel answered for one descriptor of it.
+enum Target {
+    /// Nothing yet, a regular file, a symlink (never followed), or anything else: replaced by
+    /// a new regular file ([`write_atomic`]'s temporary file and rename). Replacing a name
+    /// only ever changes that directory entry, whatever it has become meanwhile.
+    Replace,
+    /// Written into, through this `O_PATH` descriptor: the very inode that was examined.
+    Into(OwnedFd, Stream),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Fifo,
+    /// A character device (`/dev/null`, a terminal), or whatever one of alloctrace's own
+    /// descriptors is (a regular file `> out` redirected stdout to: appended to).
+    Other,
+}
+
+/// Decides how to write `path` from one `open(O_PATH)` of it and an `fstat` of that
+/// descriptor, never from a second lookup by name: a name checked and then opened again
+/// could be swapped in between (a FIFO for a symlink to /etc/shadow), and root's report would
+/// overwrite whatever the new name leads to. `O_PATH` opens nothing (no FIFO blocks, no device
+/// driver runs); the write goes through `/proc/self/fd/N` of this descriptor, which reopens
+/// the inode examined, not the name.
+///
+/// Only FIFOs and character devices are written into (renaming over `/dev/null` as root would
+/// replace the device node), and the kernel's links to alloctrace's own descriptors
+/// ([`is_descriptor_link`]), followed to whatever they are. Any other symlink is opened as
+/// itself (`O_NOFOLLOW`) and replaced.
+fn classify(path: &Path) -> Target {
+    let follow = is_descriptor_link(path);
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return Target::Replace;
+    };
+    let flags = libc::O_PATH | libc::O_CLOEXEC | if follow { 0 } else { libc::O_NOFOLLOW };
+    // SAFETY: `c` is a valid NUL-terminated path; open returns a new descriptor or -1.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    if fd < 0 {
+        // Nothing there (or not reachable): the temporary file's creation says what is wrong.
+        return Target::Replace;
     }
-    if meta.file_type().is_symlink() && is_descriptor_link(path) {
-        let target = fs::canonicalize(path).ok()?;
-        let t = fs::metadata(&target).ok()?.file_type();
-        return is_stream(t).then_some(target);
+    // SAFETY: a descriptor open just returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat writes a stat into the pointer it is given; an O_PATH descriptor may be
+    // fstat'ed (Linux >= 3.6).
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Target::Replace;
     }
-    None
+    // SAFETY: filled by the successful fstat above.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    match mode {
+        libc::S_IFIFO => Target::Into(fd, Stream::Fifo),
+        libc::S_IFCHR => Target::Into(fd, Stream::Other),
+        _ if follow => Target::Into(fd, Stream::Other),
+        _ => Target::Replace,
+    }
+}
+
+/// Writes `bytes` into the stream `fd` (an `O_PATH` descriptor) refers to, reopened for
+/// writing through `/proc/self/fd`, non-blocking: a FIFO without a reader is retried until
+/// `wait` has passed, and a reader that takes nothing for `wait` ends the write. Both are
+/// errors (`TimedOut`) that say so.
+fn write_into(fd: &OwnedFd, kind: Stream, bytes: &[u8], wait: Duration) -> io::Result<()> {
+    let reopen = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            // Appends to a regular file behind a descriptor link (stdout redirected with `>`
+            // or `>>`) instead of overwriting what is already there; no effect on streams.
+            .append(kind == Stream::Other)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&reopen)
+    };
+    let deadline = Instant::now() + wait;
+    let mut file = loop {
+        match open() {
+            Ok(f) => break f,
+            // A FIFO opened for writing without blocking fails with ENXIO while no reader has
+            // it open.
+            Err(e) if kind == Stream::Fifo && e.raw_os_error() == Some(libc::ENXIO) => {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "it is a FIFO and no reader opened it within {} s",
+                            wait.as_secs_f64()
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match file.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd.
+                let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+                if r == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "its reader took nothing for {} s ({} of {} bytes written)",
+                            wait.as_secs_f64(),
+                            bytes.len() - rest.len(),
+                            bytes.len()
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The kernel's own links to a process's open descriptors: `/dev/stdout`, `/dev/stderr`,
@@ -162,7 +279,7 @@ fn is_descriptor_link(path: &Path) -> bool {
 /// directory exists, is a directory, and accepts new files (a probe file is created and
 /// removed), and `path` is not itself a directory. The error is one line naming the path.
 pub fn check_writable(path: &Path) -> Result<(), String> {
-    if stream_target(path).is_some() {
+    if matches!(classify(path), Target::Into(..)) {
         return Ok(());
     }
     let dir = parent_dir(path);
@@ -198,7 +315,23 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::os::unix::fs::{symlink, PermissionsExt};
+
+    type Hook = Box<dyn FnMut(&Path)>;
+    thread_local! {
+        /// Run by `write_atomic` right after it has decided how to write (the window a swap
+        /// of the path would use); set by a test on its own thread.
+        static AFTER_DECISION: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn after_decision(path: &Path) {
+        AFTER_DECISION.with(|h| {
+            if let Some(h) = h.borrow_mut().as_mut() {
+                h(path)
+            }
+        });
+    }
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -244,6 +377,107 @@ mod tests {
         assert_eq!(entries(&d.0), vec!["pipe"], "temporary files left behind");
     }
 
+    fn mkfifo(path: &Path) {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+
+    /// The decision is made on the descriptor, not the name: the path is a FIFO when
+    /// write_atomic looks, and is swapped for a symlink to a victim file right after (the hook
+    /// runs in the window between the decision and the write). The bytes must reach the FIFO
+    /// that was examined, and the victim stay untouched. Code that decides on `lstat` and
+    /// then opens the name again follows the new symlink and overwrites the victim (checked
+    /// against the code before this test: it failed there).
+    #[test]
+    fn a_swap_after_the_decision_is_not_followed() {
+        let d = TempDir::new("swap");
+        let fifo = d.0.join("out");
+        mkfifo(&fifo);
+        let victim = d.0.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // The reader holds the FIFO's inode open before the swap (non-blocking: no writer yet).
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let link = d.0.join("link");
+        symlink(&victim, &link).unwrap();
+        let (l, f) = (link.clone(), fifo.clone());
+        AFTER_DECISION.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move |_: &Path| fs::rename(&l, &f).unwrap()))
+        });
+        let r = write_atomic(&fifo, b"report");
+        AFTER_DECISION.with(|h| *h.borrow_mut() = None);
+        r.unwrap();
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious",
+            "written through the swap"
+        );
+        assert!(fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let mut got = Vec::new();
+        let _ = io::Read::read_to_end(&mut &reader, &mut got);
+        assert_eq!(got, b"report");
+    }
+
+    /// A FIFO nobody opens for reading ends the write after the wait, with an error that says
+    /// why, instead of blocking forever.
+    #[test]
+    fn a_fifo_without_reader_times_out() {
+        let d = TempDir::new("noreader");
+        let fifo = d.0.join("pipe");
+        mkfifo(&fifo);
+        let Target::Into(fd, kind) = classify(&fifo) else {
+            panic!("a FIFO is written into")
+        };
+        assert_eq!(kind, Stream::Fifo);
+        let t = Instant::now();
+        let e = write_into(&fd, kind, b"x", Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("no reader opened it"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    /// A reader that opens the FIFO and then takes nothing ends the write after the wait too.
+    #[test]
+    fn a_reader_that_stops_reading_times_out() {
+        let d = TempDir::new("stalled");
+        let fifo = d.0.join("pipe");
+        mkfifo(&fifo);
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let Target::Into(fd, kind) = classify(&fifo) else {
+            panic!("a FIFO is written into")
+        };
+        let big = vec![b'x'; 1 << 20];
+        let e = write_into(&fd, kind, &big, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("took nothing"), "{e}");
+    }
+
+    /// A link to one of our own descriptors is written into whatever it is: a regular file
+    /// (stdout redirected to a file) is appended to, not replaced or overwritten.
+    #[test]
+    fn a_descriptor_link_to_a_file_is_appended_to() {
+        let d = TempDir::new("fdlink");
+        let file = d.0.join("log");
+        fs::write(&file, b"command output\n").unwrap();
+        let f = OpenOptions::new().append(true).open(&file).unwrap();
+        let link = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        check_writable(&link).unwrap();
+        write_atomic(&link, b"report\n").unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"command output\nreport\n");
+        assert_eq!(entries(&d.0), vec!["log"]);
+    }
+
     #[test]
     fn dev_null_stays_a_device() {
         use std::os::unix::fs::FileTypeExt;
@@ -283,7 +517,6 @@ mod tests {
         let path = d.0.join("nope").join("x.folded");
         let e = write_atomic(&path, b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         let msg = check_writable(&path).unwrap_err();
         assert_eq!(
             msg,
@@ -378,7 +611,7 @@ mod tests {
             Path::new("/dev/shm").join(format!("alloctrace-output-test-{}", std::process::id()));
         let _ = fs::remove_file(&link);
         symlink("/dev/null", &link).unwrap();
-        assert_eq!(stream_target(&link), None);
+        assert!(matches!(classify(&link), Target::Replace));
         write_atomic(&link, b"report").unwrap();
         let meta = fs::symlink_metadata(&link).unwrap();
         let content = fs::read(&link).unwrap();
@@ -416,10 +649,7 @@ mod tests {
         fs::create_dir(&path).unwrap();
         fs::write(path.join("keep"), b"k").unwrap();
         let e = write_atomic(&path, b"x").unwrap_err();
-        assert!(
-            e.to_string().starts_with(&path.display().to_string()),
-            "{e}"
-        );
+        assert_eq!(e.kind(), io::ErrorKind::IsADirectory, "{e}");
         assert_eq!(entries(&d.0), vec!["sub"]);
     }
 }

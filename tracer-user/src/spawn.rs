@@ -15,6 +15,8 @@ pub enum SpawnError {
     Nul,
     #[error("cannot execute {cmd}: {source}")]
     Exec { cmd: String, source: io::Error },
+    #[error("cannot run {cmd} as the user who started alloctrace: {source}")]
+    Demote { cmd: String, source: io::Error },
 }
 
 /// A forked command held before its exec.
@@ -35,10 +37,85 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Forks `exe` with `argv`; the child blocks until [`Held::release`]. Must be called while
-/// the process is single-threaded or with care: the child only calls async-signal-safe
-/// functions (read, execv, write, _exit).
+/// The credentials a launched command runs with when alloctrace was not started by root: the
+/// real user's and group's, with no capability and no way to gain one (`no_new_privs`), as
+/// strace and gdb run theirs. A capability-holding or setuid copy of alloctrace must not hand
+/// its privileges to the command, nor let a setuid program it runs elevate under the tracer.
+/// Supplementary groups are left as they are: exec (of a setuid or capability-holding
+/// alloctrace too) never changes them, so they are already the real user's own.
+#[derive(Clone, Copy)]
+struct Demote {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+}
+
+impl Demote {
+    /// None when the real user is root (under sudo, say): the command runs as alloctrace does.
+    fn for_caller() -> Option<Demote> {
+        let (uid, gid) = crate::target::real_ids();
+        (uid != 0).then_some(Demote { uid, gid })
+    }
+
+    /// In the forked child, before exec: only async-signal-safe system calls. Returns the
+    /// errno of the first that fails.
+    ///
+    /// # Safety
+    /// Call only in the child of a fork, before exec.
+    unsafe fn apply(self) -> Result<(), i32> {
+        // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set; all zero clears every set.
+        #[repr(C)]
+        struct CapHeader {
+            version: u32,
+            pid: libc::c_int,
+        }
+        let header = CapHeader {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [0u32; 6];
+        let errno = || unsafe { *libc::__errno_location() };
+        // SAFETY (each call): plain system calls on our own process with valid arguments.
+        unsafe {
+            // Ambient capabilities would survive the exec of an ordinary program; EINVAL on
+            // kernels before 4.3, which have none.
+            if libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            ) != 0
+                && errno() != libc::EINVAL
+            {
+                return Err(errno());
+            }
+            // Group first: once the uid is the user's, changing the gid may be refused.
+            if libc::setresgid(self.gid, self.gid, self.gid) != 0 {
+                return Err(errno());
+            }
+            if libc::setresuid(self.uid, self.uid, self.uid) != 0 {
+                return Err(errno());
+            }
+            // A capability-holding alloctrace keeps its capabilities across the setresuid
+            // above (its uids did not change): drop them all.
+            if libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) != 0 {
+                return Err(errno());
+            }
+            // No setuid bit or file capability of the command's takes effect.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(errno());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forks `exe` with `argv`; the child blocks until [`Held::release`], then takes the real
+/// user's credentials (see [`Demote`]) and execs. Must be called while the process is
+/// single-threaded or with care: the child only calls async-signal-safe functions (read,
+/// the credential calls, execv, write, _exit).
 pub fn hold(exe: &Path, argv: &[String]) -> Result<Held, SpawnError> {
+    let demote = Demote::for_caller();
     let cmd = argv.join(" ");
     let os = |source| SpawnError::Os {
         cmd: cmd.clone(),
@@ -70,6 +147,14 @@ pub fn hold(exe: &Path, argv: &[String]) -> Result<Held, SpawnError> {
             let mut b = 0u8;
             if libc::read(go_r.as_raw_fd(), (&raw mut b).cast(), 1) != 1 {
                 libc::_exit(127);
+            }
+            // A failure is reported as the negated errno, told apart from exec's own.
+            if let Some(d) = demote {
+                if let Err(errno) = d.apply() {
+                    let neg = -errno;
+                    libc::write(err_w.as_raw_fd(), (&raw const neg).cast(), size_of::<i32>());
+                    libc::_exit(127);
+                }
             }
             libc::execv(c_exe.as_ptr(), c_argv.as_ptr());
             let errno = *libc::__errno_location();
@@ -116,9 +201,17 @@ impl Held {
         };
         if n == size_of::<i32>() as isize {
             self.reap();
-            return Err(SpawnError::Exec {
-                cmd: self.cmd.clone(),
-                source: io::Error::from_raw_os_error(errno),
+            let cmd = self.cmd.clone();
+            return Err(if errno < 0 {
+                SpawnError::Demote {
+                    cmd,
+                    source: io::Error::from_raw_os_error(-errno),
+                }
+            } else {
+                SpawnError::Exec {
+                    cmd,
+                    source: io::Error::from_raw_os_error(errno),
+                }
             });
         }
         Ok(())

@@ -35,7 +35,21 @@ pub enum TargetError {
     StaticBinary(String),
     #[error("cannot find the libc alloctrace itself uses in /proc/self/maps")]
     NoOwnLibc,
+    #[error("pid {pid} belongs to another user (uid {uid}): {TRACE_RULE}")]
+    OtherUser { pid: u32, uid: u32 },
+    #[error("pid {pid} runs with another group (gid {gid}): {TRACE_RULE}")]
+    OtherGroup { pid: u32, gid: u32 },
+    #[error("pid {0} is not dumpable or holds capabilities its user lacks (a setuid or capability-holding program, or one that made itself undumpable): {TRACE_RULE}")]
+    Undumpable(u32),
+    #[error("cannot tell whether you may trace pid {pid}: kcmp(2) failed ({source}); run alloctrace as root or with CAP_SYS_PTRACE")]
+    AccessCheck { pid: u32, source: std::io::Error },
+    #[error("system-wide mode traces every user's processes: it needs root (real uid 0) or CAP_SYS_PTRACE (e.g. setcap cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace+ep); trace your own processes with --pid PID or -- CMD")]
+    SystemWide,
 }
+
+/// How every refusal of a target ends: the rule, and what lifts it.
+const TRACE_RULE: &str =
+    "alloctrace traces only processes its real user could ptrace; CAP_SYS_PTRACE allows others";
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -61,6 +75,115 @@ pub fn check_privileges() -> Result<(), TargetError> {
     } else {
         Err(TargetError::NotPrivileged)
     }
+}
+
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// The user and group that ran alloctrace: its real ids, which neither a capability-holding
+/// copy (whose effective ids stay the user's anyway) nor a setuid one changes.
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid and getgid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// One of alloctrace's capability sets (`CapEff`, `CapPrm`) as /proc/self/status shows it.
+fn own_caps(set: &str) -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(set)?.strip_prefix(':'))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// Whether the invoking user may look into any process: root, or CAP_SYS_PTRACE held,
+/// effective or only permitted (a process can raise a permitted capability at will).
+fn may_inspect_anyone() -> bool {
+    let ptrace = 1u64 << CAP_SYS_PTRACE;
+    real_ids().0 == 0 || (own_caps("CapEff") | own_caps("CapPrm")) & ptrace != 0
+}
+
+/// Refuses system-wide mode unless the real user is root or holds CAP_SYS_PTRACE: it shows
+/// every user's allocations and code addresses, which only those may read (the capabilities
+/// that load the probes, CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, do not say whose processes
+/// their holder may inspect).
+pub fn check_system_wide() -> Result<(), TargetError> {
+    if may_inspect_anyone() {
+        Ok(())
+    } else {
+        Err(TargetError::SystemWide)
+    }
+}
+
+/// Refuses `--pid` of a process alloctrace's real user could not inspect with ptrace: the
+/// kernel's rule PTRACE_MODE_READ_REALCREDS, as asked of the kernel itself with kcmp(2),
+/// which applies exactly that check to both processes (ours always passes). It is the rule
+/// and nothing like it: the target's real, effective and saved uids and gids all the
+/// caller's real ones, the target dumpable, no capability of the target's beyond the
+/// caller's permitted set, any security module's say, or CAP_SYS_PTRACE.
+///
+/// Why not a check of our own, or a read of /proc/PID/maps: Uid:/Gid: in /proc/PID/status
+/// are easy to compare, but dumpability and the capability subset are not shown there; and
+/// /proc/PID/maps is a wrong oracle with the capabilities alloctrace is given (the kernel
+/// lets CAP_PERFMON or CAP_SYS_ADMIN read any process's maps: measured on 6.18 as nobody,
+/// with either capability alone, on a root process), and it uses the file-system ids, not
+/// the real ones. Root (real uid 0) passes as before. On a kernel without kcmp
+/// (CONFIG_KCMP) only root or CAP_SYS_PTRACE pass: refusing is the safe side.
+pub fn check_may_trace(pid: u32) -> Result<(), TargetError> {
+    if real_ids().0 == 0 {
+        return Ok(());
+    }
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp takes two pids, a type and two type-specific values (unused for KCMP_VM);
+    // it reads and writes no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            std::process::id() as libc::pid_t,
+            pid as libc::pid_t,
+            KCMP_VM,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if r >= 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => Err(TargetError::NoSuchPid(pid)),
+        // A permitted CAP_SYS_PTRACE not raised into the effective set.
+        _ if may_inspect_anyone() => Ok(()),
+        Some(libc::EPERM) => Err(why_not_traceable(pid)),
+        _ => Err(TargetError::AccessCheck { pid, source: err }),
+    }
+}
+
+/// Which part of the rule refused `pid`, for the error: another user, another group, or
+/// (ids the same) not dumpable or more privileged than the caller.
+fn why_not_traceable(pid: u32) -> TargetError {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // Real, effective and saved ids (the fourth is the file-system id).
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| {
+                v.split_ascii_whitespace()
+                    .take(3)
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (uid, gid) = real_ids();
+    if let Some(&other) = ids("Uid:").iter().find(|&&u| u != uid) {
+        return TargetError::OtherUser { pid, uid: other };
+    }
+    if let Some(&other) = ids("Gid:").iter().find(|&&g| g != gid) {
+        return TargetError::OtherGroup { pid, gid: other };
+    }
+    TargetError::Undumpable(pid)
 }
 
 pub fn check_kernel() -> Result<(), TargetError> {

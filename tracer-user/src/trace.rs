@@ -40,12 +40,16 @@ enum End {
 /// Runs a session and returns the process exit code.
 pub fn run(cfg: Config) -> Result<i32> {
     target::check_privileges()?;
+    if matches!(cfg.target, TargetSpec::System) {
+        target::check_system_wide()?;
+    }
     target::check_kernel()?;
 
     let mut mmap_watch = None;
     let (libc, scope, mut held, model_target) = match &cfg.target {
         TargetSpec::Pid(pid) => {
             target::check_process(*pid)?;
+            target::check_may_trace(*pid)?;
             let libc = target::libc_of_pid(*pid)?;
             let nz = NonZeroU32::new(*pid).context("pid 0")?;
             (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
@@ -223,10 +227,18 @@ pub fn run(cfg: Config) -> Result<i32> {
         tracer: own_cost(),
         ..profile
     };
-    write_outputs(&cfg, &profile)?;
-    drop(ebpf);
+    // The probes come off while the outputs are written, not after: detaching takes ~1.5 s
+    // (a grace period per probe), which would delay the report, and an output that waits
+    // (a FIFO's reader) must not keep every probe of a system-wide run in every process's
+    // allocator meanwhile.
+    let detach = std::thread::Builder::new()
+        .name("alloctrace-detach".into())
+        .spawn(move || drop(ebpf))
+        .context("cannot start the detach thread")?;
+    let outputs_written = write_outputs(&cfg, &profile);
+    let _ = detach.join();
 
-    Ok(match (held, end) {
+    let code = match (held, end) {
         (Some(h), End::TargetExited) => h.reap(),
         (Some(h), End::Signal(sig)) => {
             // The command got the same Ctrl-C from the terminal: give it a moment to finish.
@@ -244,6 +256,12 @@ pub fn run(cfg: Config) -> Result<i32> {
         (Some(h), End::Duration) => h.try_reap().unwrap_or(0),
         (None, End::Signal(sig)) => 128 + sig,
         (None, _) => 0,
+    };
+    // An output that could not be written makes the exit non-zero (its error is printed).
+    Ok(if !outputs_written && code == 0 {
+        1
+    } else {
+        code
     })
 }
 
@@ -489,14 +507,28 @@ fn own_cost() -> Option<TracerCost> {
     })
 }
 
-fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
+/// Writes every requested output that can be written: one that fails (a full disk, a FIFO
+/// nobody reads) gets its one-line error and does not keep the others from being written.
+/// Returns whether all of them were. From here on SIGINT and SIGTERM end alloctrace at once
+/// (the run is over; only an output can still take long).
+fn write_outputs(cfg: &Config, profile: &Profile) -> bool {
+    default_signals();
     let analysis = crate::analyze::analyze(profile, &cfg.analyze);
-    let write = |path: &std::path::Path, what: &str, bytes: Result<Vec<u8>>| -> Result<()> {
-        let bytes = bytes.with_context(|| format!("cannot render the {what}"))?;
-        output::write_atomic(path, &bytes)
-            .with_context(|| format!("cannot write the {what} to {}", path.display()))?;
-        eprintln!("alloctrace: {what} written to {}", path.display());
-        Ok(())
+    let mut all_written = true;
+    let mut write = |path: &std::path::Path, what: &str, bytes: Result<Vec<u8>>, say: bool| {
+        let result = match bytes {
+            Ok(bytes) => output::write_atomic(path, &bytes)
+                .map_err(|e| format!("cannot write the {what} to {}: {e}", path.display())),
+            Err(e) => Err(format!("cannot render the {what}: {e:#}")),
+        };
+        match result {
+            Ok(()) if say => eprintln!("alloctrace: {what} written to {}", path.display()),
+            Ok(()) => {}
+            Err(line) => {
+                eprintln!("alloctrace: error: {line}");
+                all_written = false;
+            }
+        }
     };
     if let Some(path) = &cfg.folded {
         let text = export::folded::folded(profile, cfg.weight);
@@ -505,35 +537,47 @@ fn write_outputs(cfg: &Config, profile: &Profile) -> Result<()> {
             Some(n) => format!("folded stacks (values are estimates: --sample-bytes {n})"),
             None => "folded stacks".to_string(),
         };
-        write(path, &what, Ok(text.into_bytes()))?;
+        write(path, &what, Ok(text.into_bytes()), true);
     }
     if let Some(path) = &cfg.flamegraph {
         let svg = export::flamegraph::svg(profile, cfg.weight);
-        write(path, "flame graph", svg.map(String::into_bytes))?;
+        write(path, "flame graph", svg.map(String::into_bytes), true);
     }
     if let Some(path) = &cfg.pprof {
-        write(path, "pprof profile", export::pprof::encode(profile))?;
+        write(path, "pprof profile", export::pprof::encode(profile), true);
     }
     if let Some((path, format)) = &cfg.plot {
-        write(
-            path,
-            "plot",
-            export::plot::render(profile, &analysis, *format),
-        )?;
+        let plot = export::plot::render(profile, &analysis, *format);
+        write(path, "plot", plot, true);
     }
     if let Some(path) = &cfg.html {
         let html = export::html::render(profile, &analysis, cfg.weight, cfg.top);
-        write(path, "HTML report", html.map(String::into_bytes))?;
+        write(path, "HTML report", html.map(String::into_bytes), true);
     }
     let text = match cfg.report {
         ReportFormat::Text => report::render_report(profile, &analysis, cfg.top),
         ReportFormat::Json => export::json::to_json_with(profile, &analysis),
     };
     match &cfg.output {
-        Some(path) => output::write_atomic(path, text.as_bytes())?,
-        None => write_stdout(&text)?,
+        Some(path) => write(path, "report", Ok(text.into_bytes()), false),
+        None => {
+            if let Err(e) = write_stdout(&text) {
+                eprintln!("alloctrace: error: {e:#}");
+                all_written = false;
+            }
+        }
     }
-    Ok(())
+    all_written
+}
+
+/// SIGINT and SIGTERM back to their default action (end the process). The watch's handlers
+/// (tokio's, which only note a signal for a loop that has stopped) stay installed otherwise,
+/// and a signal would be swallowed while an output blocks.
+fn default_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: SIG_DFL is a valid disposition for these signals; no handler runs.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
 }
 
 fn write_stdout(text: &str) -> Result<()> {

@@ -13,6 +13,7 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     python_protobuf()?;
     chromium()?;
+    setcap()?;
     gcc()
 }
 
@@ -154,4 +155,33 @@ fn chromium() -> Result<()> {
         bail!("apt-get installed chromium, but {CHROMIUM} is still missing");
     }
     Ok(())
+}
+
+/// tests/it/security.rs gives a copy of alloctrace capabilities with setcap (Debian's package
+/// libcap2-bin) and runs it as nobody with setpriv (util-linux, always installed). Installed
+/// with apt when missing and we are root; otherwise a note (the test then fails saying so).
+fn setcap() -> Result<()> {
+    let found = ["/usr/sbin/setcap", "/sbin/setcap", "/usr/bin/setcap"]
+        .iter()
+        .any(|p| std::path::Path::new(p).is_file());
+    if found {
+        return Ok(());
+    }
+    let apt = cmd::output(Command::new("apt-get").arg("--version")).is_some();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !apt || !root {
+        eprintln!(
+            "xtask: note: setcap is missing; the security test needs it (on Debian, as root: \
+             apt-get update && apt-get install -y --no-install-recommends libcap2-bin)"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing libcap2-bin (setcap) with apt-get (security test)");
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "libcap2-bin"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
