@@ -1,6 +1,6 @@
 //! What to probe: the privileges and kernel support tracing needs, the libc a target really
 //! maps, and the executable a launch command names.
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,10 @@ pub enum TargetError {
     SelfPid(u32),
     #[error("pid {0} is a kernel thread: it has no user-space allocator to trace")]
     KernelThread(u32),
+    #[error("pid {0} is a zombie (exited, not yet reaped by its parent): it allocates no more")]
+    Zombie(u32),
+    #[error("pid {0} exited while alloctrace was starting")]
+    ExitedWhileStarting(u32),
     #[error("cannot read the mappings of pid {pid}: {source}")]
     Maps { pid: u32, source: std::io::Error },
     #[error("pid {pid} ({exe}) maps no libc (a statically linked binary?): alloctrace probes the allocator of a dynamically linked libc")]
@@ -31,6 +35,8 @@ pub enum TargetError {
     CommandNotFound(String),
     #[error("cannot execute {path}: {reason}")]
     NotExecutable { path: String, reason: String },
+    #[error("cannot execute {path}: it is neither an ELF binary nor a script starting with #! (the kernel refuses it: Exec format error); run it through its interpreter, e.g. -- sh {path}")]
+    NotElfNorScript { path: String },
     #[error("{0} is statically linked: it maps no libc whose allocator alloctrace could probe")]
     StaticBinary(String),
     #[error("cannot find the libc alloctrace itself uses in /proc/self/maps")]
@@ -77,33 +83,86 @@ pub fn check_kernel() -> Result<(), TargetError> {
 
 /// Whether a mapped file is the C library (glibc's `libc.so.6`, older `libc-2.x.so`, musl's
 /// `libc.so`/`ld-musl-*.so.1`).
-fn is_libc(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name == "libc.so.6"
-        || name == "libc.so"
-        || (name.starts_with("libc-") && name.ends_with(".so"))
-        || (name.starts_with("ld-musl-") && name.ends_with(".so.1"))
+fn is_libc(path: &[u8]) -> bool {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    name == b"libc.so.6"
+        || name == b"libc.so"
+        || (name.starts_with(b"libc-") && name.ends_with(b".so"))
+        || (name.starts_with(b"ld-musl-") && name.ends_with(b".so.1"))
 }
 
 /// Refuses a pid that is not a process of its own: a thread's id (the probes and the
-/// report go by process), or alloctrace's own.
-pub fn check_process(pid: u32) -> Result<(), TargetError> {
+/// report go by process), alloctrace's own, or a zombie. Returns the thread to read the
+/// process's mappings through and to attach to: the pid itself, or, once its main thread has
+/// exited while others live (its maps, root and exe then read as empty), a live thread's id
+/// (the kernel's uprobe filter goes by the thread's memory, which every thread shares).
+pub fn check_process(pid: u32) -> Result<u32, TargetError> {
     if pid == std::process::id() {
         return Err(TargetError::SelfPid(pid));
     }
     let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
         // libc_of_pid names the missing pid.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(pid),
     };
     let tgid = status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse::<u32>().ok());
     match tgid {
-        Some(tgid) if tgid != pid => Err(TargetError::Thread { pid, tgid }),
-        _ => Ok(()),
+        Some(tgid) if tgid != pid => return Err(TargetError::Thread { pid, tgid }),
+        _ => {}
     }
+    if !task_state(&format!("/proc/{pid}/stat")).is_some_and(exited_state) {
+        return Ok(pid);
+    }
+    let live = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&tid| {
+            tid != pid
+                && task_state(&format!("/proc/{pid}/task/{tid}/stat"))
+                    .is_some_and(|s| !exited_state(s))
+        });
+    match live {
+        Some(tid) => {
+            eprintln!(
+                "alloctrace: pid {pid}'s main thread has exited; its other threads live: \
+                 tracing it through thread {tid}"
+            );
+            Ok(tid)
+        }
+        None => Err(TargetError::Zombie(pid)),
+    }
+}
+
+/// The state letter of a `/proc/.../stat` file (after the command name, which may hold
+/// spaces and parentheses).
+fn task_state(stat_path: &str) -> Option<u8> {
+    let stat = fs::read(stat_path).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
+}
+
+/// Zombie or dead: the task has exited.
+fn exited_state(state: u8) -> bool {
+    matches!(state, b'Z' | b'X' | b'x')
+}
+
+/// Whether a failure to attach to `pid` came from the process being gone (the kernel's ESRCH,
+/// or no live process with that pid now).
+pub fn exited_during_start(pid: u32, err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ESRCH) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    task_state(&format!("/proc/{pid}/stat")).is_none_or(exited_state)
 }
 
 /// The libc `pid` really maps, as a path alloctrace can open that leads to that very file
@@ -116,43 +175,32 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
     if pid == 0 || !proc_dir.exists() {
         return Err(TargetError::NoSuchPid(pid));
     }
-    let maps = fs::read_to_string(proc_dir.join("maps")).map_err(|source| {
+    // Bytes: a path may be any bytes but NUL and newline.
+    let maps = fs::read(proc_dir.join("maps")).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             TargetError::NoSuchPid(pid)
         } else {
             TargetError::Maps { pid, source }
         }
     })?;
-    if maps.trim().is_empty() {
+    if maps.trim_ascii().is_empty() {
         // Kernel threads have no mm: an empty maps file (and no exe link).
         if fs::read_link(proc_dir.join("exe")).is_err() {
             return Err(TargetError::KernelThread(pid));
         }
     }
-    for line in maps.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(range), Some(_perms), Some(_off), Some(dev), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
+    for line in maps.split(|&b| b == b'\n') {
+        let Some((range, dev, inode, path)) = maps_line_fields(line) else {
             continue;
         };
-        let rest: Vec<&str> = fields.collect();
-        if rest.is_empty() {
-            continue;
-        }
-        let deleted = rest.last() == Some(&"(deleted)");
-        let path = if deleted {
-            rest[..rest.len() - 1].join(" ")
-        } else {
-            rest.join(" ")
+        let (path, deleted) = match path.strip_suffix(b" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
         };
-        if !path.starts_with('/') || !is_libc(&path) {
+        if !path.starts_with(b"/") || !is_libc(path) {
             continue;
         }
+        let path = Path::new(OsStr::from_bytes(path));
         let map_file = proc_dir.join("map_files").join(range);
         if deleted {
             return Ok(map_file);
@@ -161,11 +209,13 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
         // libc shows as /srv/jail/lib/...), and from the process's namespace root otherwise: the
         // first of the two that is the mapped file (same device and inode) is it; failing
         // both, the mapping itself, which always is.
-        let (Some(dev), Ok(inode)) = (parse_dev(dev), inode.parse::<u64>()) else {
+        let (Some(dev), Some(inode)) = (parse_dev(dev), inode.parse::<u64>().ok()) else {
             return Ok(map_file);
         };
-        let in_root = proc_dir.join("root").join(path.trim_start_matches('/'));
-        for candidate in [in_root, PathBuf::from(&path)] {
+        let in_root = proc_dir
+            .join("root")
+            .join(path.strip_prefix("/").unwrap_or(path));
+        for candidate in [in_root, path.to_path_buf()] {
             if is_file_at(&candidate, dev, inode) {
                 return Ok(candidate);
             }
@@ -176,6 +226,26 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "?".into());
     Err(TargetError::NoLibc { pid, exe })
+}
+
+/// The range, device, inode and path (bytes, possibly with spaces) of a `/proc/PID/maps` line
+/// that names a file; None for anonymous mappings and lines that do not parse.
+fn maps_line_fields(line: &[u8]) -> Option<(&str, &str, &str, &[u8])> {
+    let mut rest = line;
+    let mut field = || -> Option<&str> {
+        let start = rest.iter().position(|&b| b != b' ')?;
+        let s = &rest[start..];
+        let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+        rest = &s[end..];
+        std::str::from_utf8(&s[..end]).ok()
+    };
+    let range = field()?;
+    let _perms = field()?;
+    let _offset = field()?;
+    let dev = field()?;
+    let inode = field()?;
+    let path = rest.trim_ascii_start();
+    (!path.is_empty()).then_some((range, dev, inode, path))
 }
 
 /// `MAJ:MIN` (hex) of a maps line as a dev_t.
@@ -197,27 +267,37 @@ fn is_file_at(path: &Path, dev: u64, inode: u64) -> bool {
 /// The libc alloctrace itself maps: the system's, which a launched command or system-wide
 /// mode probes.
 pub fn own_libc() -> Result<PathBuf, TargetError> {
-    let maps = fs::read_to_string("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
-    maps.lines()
-        .filter_map(|l| l.split_ascii_whitespace().nth(5))
-        .find(|p| p.starts_with('/') && is_libc(p))
-        .map(PathBuf::from)
+    let maps = fs::read("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
+    maps.split(|&b| b == b'\n')
+        .filter_map(|l| maps_line_fields(l).map(|f| f.3))
+        .find(|p| p.starts_with(b"/") && is_libc(p))
+        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
         .ok_or(TargetError::NoOwnLibc)
 }
 
-/// Resolves `argv0` the way execvp would, and refuses what cannot be traced: a file that is
-/// not executable, or a statically linked ELF (no libc to probe).
-pub fn resolve_command(argv0: &str) -> Result<PathBuf, TargetError> {
-    let path = if argv0.contains('/') {
+/// Resolves `argv0` the way execvp would, and refuses what cannot be traced or run: a file
+/// that is not executable, a statically linked ELF (no libc to probe), or a file the kernel
+/// cannot execute (neither ELF nor `#!` script: execv, unlike a shell, does not fall back to
+/// running it with sh), or whose `#!` interpreter is missing.
+pub fn resolve_command(argv0: &OsStr) -> Result<PathBuf, TargetError> {
+    let shown = || Path::new(argv0).display().to_string();
+    let path = if argv0.as_bytes().contains(&b'/') {
         PathBuf::from(argv0)
     } else {
         std::env::var_os("PATH")
             .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
-            .to_string_lossy()
-            .split(':')
-            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(argv0))
+            .as_bytes()
+            .split(|&b| b == b':')
+            .map(|dir| {
+                Path::new(if dir.is_empty() {
+                    OsStr::new(".")
+                } else {
+                    OsStr::from_bytes(dir)
+                })
+                .join(argv0)
+            })
             .find(|p| p.is_file() && executable(p))
-            .ok_or_else(|| TargetError::CommandNotFound(argv0.to_string()))?
+            .ok_or_else(|| TargetError::CommandNotFound(shown()))?
     };
     let not_exec = |reason: String| TargetError::NotExecutable {
         path: path.display().to_string(),
@@ -231,8 +311,27 @@ pub fn resolve_command(argv0: &str) -> Result<PathBuf, TargetError> {
         return Err(not_exec("permission denied (not executable)".into()));
     }
     let data = fs::read(&path).map_err(|e| not_exec(e.to_string()))?;
-    if data.starts_with(b"\x7fELF") && is_static_elf(&data) {
-        return Err(TargetError::StaticBinary(path.display().to_string()));
+    if data.starts_with(b"\x7fELF") {
+        if is_static_elf(&data) {
+            return Err(TargetError::StaticBinary(path.display().to_string()));
+        }
+    } else if let Some(line) = data.strip_prefix(b"#!") {
+        let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+        let interp = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|w| !w.is_empty())
+            .unwrap_or_default();
+        let interp = Path::new(OsStr::from_bytes(interp));
+        if !interp.is_file() || !executable(interp) {
+            return Err(not_exec(format!(
+                "its interpreter (#!{}) is not an executable file",
+                interp.display()
+            )));
+        }
+    } else {
+        return Err(TargetError::NotElfNorScript {
+            path: path.display().to_string(),
+        });
     }
     Ok(path)
 }
@@ -311,11 +410,12 @@ mod tests {
 
     #[test]
     fn libc_names() {
-        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
-        assert!(is_libc("/lib/libc-2.31.so"));
-        assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
-        assert!(!is_libc("/usr/lib/libcrypt.so.1"));
-        assert!(!is_libc("/usr/lib/libc++.so.1"));
+        assert!(is_libc(b"/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc(b"/lib/libc-2.31.so"));
+        assert!(is_libc(b"/lib/ld-musl-x86_64.so.1"));
+        assert!(is_libc(b"/tmp/x\xff/libc.so.6"));
+        assert!(!is_libc(b"/usr/lib/libcrypt.so.1"));
+        assert!(!is_libc(b"/usr/lib/libc++.so.1"));
     }
 
     #[test]
@@ -348,19 +448,51 @@ mod tests {
 
     #[test]
     fn commands_resolve_through_path() {
-        let sh = resolve_command("sh").expect("sh is on PATH");
+        let r = |s: &str| resolve_command(OsStr::new(s));
+        let sh = r("sh").expect("sh is on PATH");
         assert!(sh.is_absolute(), "{sh:?}");
         assert!(matches!(
-            resolve_command("no-such-command-xyz"),
+            r("no-such-command-xyz"),
             Err(TargetError::CommandNotFound(_))
         ));
         assert!(matches!(
-            resolve_command("/etc/passwd"),
+            r("/etc/passwd"),
             Err(TargetError::NotExecutable { .. })
         ));
-        assert!(matches!(
-            resolve_command("/tmp"),
-            Err(TargetError::NotExecutable { .. })
-        ));
+        assert!(matches!(r("/tmp"), Err(TargetError::NotExecutable { .. })));
+    }
+
+    #[test]
+    fn maps_lines_keep_path_bytes() {
+        let line = b"7f00-7f10 r-xp 00001000 fe:01 42    /tmp/x\xff y/libc.so.6 (deleted)";
+        let (range, dev, inode, path) = maps_line_fields(line).unwrap();
+        assert_eq!((range, dev, inode), ("7f00-7f10", "fe:01", "42"));
+        assert_eq!(path, b"/tmp/x\xff y/libc.so.6 (deleted)");
+        assert_eq!(maps_line_fields(b"7f00-7f10 rw-p 00000000 00:00 0 "), None);
+    }
+
+    #[test]
+    fn scripts_need_a_shebang_and_its_interpreter() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("alloctrace-target-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let script = |name: &str, text: &str| {
+            let p = dir.join(name);
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let ok = script("ok", "#! /bin/sh -e\nexit 0\n");
+        let bare = script("bare", "exit 0\n");
+        let lost = script("lost", "#!/nonexistent/interp\n");
+        assert_eq!(resolve_command(ok.as_os_str()).unwrap(), ok);
+        let e = resolve_command(bare.as_os_str()).unwrap_err().to_string();
+        assert!(
+            e.contains("neither an ELF binary nor a script starting with #!"),
+            "{e}"
+        );
+        let e = resolve_command(lost.as_os_str()).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/interp"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -43,11 +43,15 @@ pub fn run(cfg: Config) -> Result<i32> {
     target::check_kernel()?;
 
     let mut mmap_watch = None;
+    // The thread a --pid target is read and attached through (see check_process).
+    let mut via = None;
     let (libc, scope, mut held, model_target) = match &cfg.target {
         TargetSpec::Pid(pid) => {
-            target::check_process(*pid)?;
-            let libc = target::libc_of_pid(*pid)?;
-            let nz = NonZeroU32::new(*pid).context("pid 0")?;
+            let tid = target::check_process(*pid)?;
+            via = Some(tid);
+            let via = tid;
+            let libc = target::libc_of_pid(via)?;
+            let nz = NonZeroU32::new(via).context("pid 0")?;
             (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
         }
         TargetSpec::Command(argv) => {
@@ -69,8 +73,12 @@ pub fn run(cfg: Config) -> Result<i32> {
                     None
                 }
             };
+            // The report shows the arguments as text: bytes that are not UTF-8 print as U+FFFD.
             let t = Target::Command {
-                argv: argv.clone(),
+                argv: argv
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
                 pid: held.pid,
             };
             (libc, Scope::Pid(nz), Some(held), t)
@@ -101,13 +109,19 @@ pub fn run(cfg: Config) -> Result<i32> {
         max_stacks: cfg.max_stacks,
         max_live: cfg.max_live,
         sample_bytes: cfg.sample_bytes.unwrap_or(0),
-        // Must match the probes' scope: the programs take the tgid as given.
-        target_tgid: match scope {
-            Scope::Pid(pid) => pid.get(),
-            Scope::All => 0,
-        },
+        // Must match the probes' scope (the process, not the thread attached through): the
+        // programs take the tgid as given.
+        target_tgid: target_pid.unwrap_or(0),
     })?;
-    let attached = probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode)?;
+    let attached = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
+        Ok(n) => n,
+        Err(e) => match cfg.target {
+            TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
+                return Err(target::TargetError::ExitedWhileStarting(pid).into())
+            }
+            _ => return Err(e.into()),
+        },
+    };
     let mut drainer = Drainer::take(
         &mut ebpf,
         cfg.max_samples,
@@ -117,6 +131,13 @@ pub fn run(cfg: Config) -> Result<i32> {
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
         symbolizer.note_process(pid);
+    }
+    if let (Some(pid), Some(tid)) = (target_pid, via.filter(|&t| Some(t) != target_pid)) {
+        // Once the main thread has exited, the process's maps read as empty through its pid:
+        // a live thread's are the process's.
+        if let Ok(maps) = crate::procmaps::ProcessMaps::read(tid) {
+            symbolizer.add_mappings(pid, maps.mappings().to_vec());
+        }
     }
     let stop_events = Arc::new(AtomicBool::new(false));
     let events_thread = {
