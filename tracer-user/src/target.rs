@@ -4,6 +4,9 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::mmap_watch::{ExecLog, ExecSeen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -357,14 +360,50 @@ fn is_static_elf(data: &[u8]) -> bool {
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
 }
 
-/// Notices when a traced process replaces its program (execve): the probes follow the
-/// process into the new program (it maps the same libc again, and the uprobes are tied to the
-/// pid, not to the program), so tracing goes on; alloctrace says so once per exec.
+/// Notices when a traced process replaces its program (execve), says so once per exec, and
+/// whether tracing goes on: the uprobes are on one libc file, so they follow the process into
+/// a new program that maps that libc again, and see nothing of one that does not (a
+/// statically linked program, or one on another libc). Execs come from the mmap watch's
+/// records (`ExecLog`: an exec and exit within one interval is not missed), or, without it,
+/// from `/proc/PID/exe` at each look.
 pub struct ExeWatch {
     pid: u32,
-    /// (device, inode) and path of the program the process last ran; None until it runs one
-    /// other than alloctrace itself (a launched command, before its exec).
-    last: Option<((u64, u64), String)>,
+    /// (device, inode) of the probed libc.
+    libc: (u64, u64),
+    /// CLOCK_MONOTONIC nanoseconds at the start of the run.
+    start_ns: u64,
+    log: Arc<Mutex<ExecLog>>,
+    /// Whether `log` is filled by the watch; if not, by polling `/proc/PID/exe`.
+    recorded: bool,
+    /// (device, inode) of the program last seen by polling.
+    polled: Option<(u64, u64)>,
+    /// Execs of the log dealt with.
+    handled: usize,
+    /// The program the process runs, as last announced; None for a launched command before
+    /// its own exec (which is the launch, not announced unless its program is unseen).
+    current: Option<String>,
+    /// Looks at an exec's program that may not have mapped its libc yet (its loader was still
+    /// at work).
+    waited: u32,
+    /// From when (and why) its allocations went unseen, for the report.
+    pub unseen: Option<crate::model::Unseen>,
+}
+
+/// (device, inode) of a file, (0, 0) if it cannot be read.
+pub fn file_id(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: `Instant`'s clock, and the mmap watch's records'.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec into the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec.max(0) as u64 * 1_000_000_000 + ts.tv_nsec.max(0) as u64
 }
 
 fn exe_of(pid: &str) -> Option<((u64, u64), String)> {
@@ -375,32 +414,138 @@ fn exe_of(pid: &str) -> Option<((u64, u64), String)> {
     Some(((m.dev(), m.ino()), path))
 }
 
+/// Whether `pid` maps the file (device, inode) now.
+fn maps_file(pid: u32, id: (u64, u64)) -> bool {
+    let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    maps.split(|&b| b == b'\n')
+        .filter_map(maps_line_fields)
+        .any(|(_, dev, inode, _)| {
+            parse_dev(dev) == Some(id.0) && inode.parse::<u64>().ok() == Some(id.1)
+        })
+}
+
+/// Whether the program `pid` runs now is a statically linked ELF.
+fn runs_static(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/exe"))
+        .is_ok_and(|d| d.starts_with(b"\x7fELF") && is_static_elf(&d))
+}
+
 impl ExeWatch {
-    pub fn new(pid: u32) -> ExeWatch {
-        let mut w = ExeWatch { pid, last: None };
-        w.last = w.current();
-        w
-    }
-
-    fn current(&self) -> Option<((u64, u64), String)> {
-        let cur = exe_of(&self.pid.to_string())?;
+    /// Watches `pid`, traced through uprobes on `libc`; `log` is the mmap watch's record of
+    /// its execs, if there is a watch.
+    pub fn new(pid: u32, libc: &Path, log: Option<Arc<Mutex<ExecLog>>>, start_ns: u64) -> ExeWatch {
+        let libc = file_id(libc);
         let own = exe_of("self").map(|(id, _)| id);
-        (Some(cur.0) != own).then_some(cur)
+        let cur = exe_of(&pid.to_string()).filter(|(id, _)| Some(*id) != own);
+        ExeWatch {
+            pid,
+            libc,
+            start_ns,
+            recorded: log.is_some(),
+            log: log.unwrap_or_default(),
+            polled: cur.as_ref().map(|(id, _)| *id),
+            handled: 0,
+            current: cur.map(|(_, path)| path),
+            waited: 0,
+            unseen: None,
+        }
     }
 
-    /// A line to print when the process has exec'd another program since the last call.
-    pub fn check(&mut self) -> Option<String> {
-        let cur = self.current()?;
-        let line = match &self.last {
-            Some((id, old)) if *id != cur.0 => Some(format!(
-                "alloctrace: pid {} executed {} (was {old}): still tracing it; the sites of both \
-                 programs are kept",
-                self.pid, cur.1
-            )),
-            _ => None,
+    /// Lines to print for the execs seen since the last call. `last` is the run's last look:
+    /// no exec is left undecided.
+    pub fn check(&mut self, last: bool) -> Vec<String> {
+        if !self.recorded {
+            self.poll();
+        }
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut lines = Vec::new();
+        while self.handled < log.execs.len() {
+            let i = self.handled;
+            let exec = &log.execs[i];
+            let next = log.execs.get(i + 1).map(|e| e.time);
+            let is_last = next.is_none();
+            let in_range = |t: u64| t > exec.time && next.is_none_or(|n| t < n);
+            let program = exec
+                .exe
+                .clone()
+                .or_else(|| {
+                    is_last
+                        .then(|| exe_of(&self.pid.to_string()).map(|e| e.1))
+                        .flatten()
+                })
+                .unwrap_or_else(|| exec.comm.clone());
+            let mut maps_libc = log.libc_mapped.iter().any(|&t| in_range(t));
+            let mut static_elf = false;
+            if !maps_libc && is_last {
+                // The records may lag behind the process: it may have mapped libc since.
+                maps_libc = maps_file(self.pid, self.libc);
+                static_elf = runs_static(self.pid)
+                    || exec.exe.as_ref().is_some_and(|p| {
+                        fs::read(p).is_ok_and(|d| d.starts_with(b"\x7fELF") && is_static_elf(&d))
+                    });
+                let alive = Path::new(&format!("/proc/{}/exe", self.pid)).exists();
+                // A dynamically linked program's loader maps its libc within moments of the
+                // exec: give it until the next look.
+                if !maps_libc && alive && !static_elf && !last && self.waited == 0 {
+                    self.waited += 1;
+                    break;
+                }
+            }
+            self.waited = 0;
+            self.handled += 1;
+            let was = match &self.current {
+                Some(old) => format!(" (was {old})"),
+                None => String::new(),
+            };
+            let launch = self.current.is_none();
+            self.current = Some(program.clone());
+            if maps_libc {
+                if !launch {
+                    lines.push(format!(
+                        "alloctrace: pid {} executed {program}{was}: still tracing it; the \
+                         sites of both programs are kept",
+                        self.pid
+                    ));
+                }
+                continue;
+            }
+            let reason = if static_elf {
+                "it maps no libc alloctrace probes (statically linked)"
+            } else {
+                "it maps no libc alloctrace probes (statically linked, or on another libc?)"
+            };
+            lines.push(format!(
+                "alloctrace: pid {} executed {program}{was}: {reason}: its allocations are \
+                 unseen from here on",
+                self.pid
+            ));
+            self.unseen.get_or_insert(crate::model::Unseen {
+                since: std::time::Duration::from_nanos(exec.time.saturating_sub(self.start_ns)),
+                program,
+                reason: reason.to_string(),
+            });
+        }
+        lines
+    }
+
+    /// Without the watch's records: an exec is a change of `/proc/PID/exe`, seen now.
+    fn poll(&mut self) {
+        let own = exe_of("self").map(|(id, _)| id);
+        let Some((id, path)) = exe_of(&self.pid.to_string()) else {
+            return;
         };
-        self.last = Some(cur);
-        line
+        if Some(id) == own || Some(id) == self.polled {
+            return;
+        }
+        self.polled = Some(id);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.execs.push(ExecSeen {
+            time: monotonic_ns(),
+            comm: String::new(),
+            exe: Some(path),
+        });
     }
 }
 
