@@ -1,5 +1,6 @@
 //! What alloctrace refuses, and how: a non-zero exit status and exactly one stderr line starting
-//! with `alloctrace: error: ` that names the problem.
+//! with `alloctrace: error: ` that names the problem; and odd input it must not refuse
+//! (non-UTF-8 paths and arguments, a process whose main thread has exited).
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`). Run
 //! unprivileged, alloctrace would fail for lack of root instead and these would prove nothing.
