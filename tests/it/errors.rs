@@ -1,5 +1,6 @@
 //! What alloctrace refuses, and how: a non-zero exit status and exactly one stderr line starting
-//! with `alloctrace: error: ` that names the problem.
+//! with `alloctrace: error: ` that names the problem; and odd input it must not refuse
+//! (non-UTF-8 paths and arguments, a process whose main thread has exited).
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`). Run
 //! unprivileged, alloctrace would fail for lack of root instead and these would prove nothing.
@@ -194,6 +195,25 @@ fn bad_option_values_are_errors() {
     run_alloctrace(&["--duration=-1s"], &[]).assert_one_line_error(&["negative"]);
 }
 
+/// Durations past what a timer can hold were accepted, and the run panicked once loaded
+/// (exit 101, no report): refused at parse time, naming the option, before anything loads.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn durations_too_long_for_a_timer_are_refused() {
+    alloctrace_bin();
+    let huge = "18446744073709551615s";
+    for args in [
+        &["--duration", huge, "--", "true"][..],
+        &[BOUND[0], BOUND[1], "--interval", huge, "--", "true"],
+        &[BOUND[0], BOUND[1], "--short-lived", huge, "--", "true"],
+    ] {
+        let option = args[args.len() - 4];
+        let f = run_alloctrace(args, &[]);
+        f.assert_one_line_error(&[option, "at most a year"]);
+        assert_ne!(f.code(), 101, "{}", f.describe());
+    }
+}
+
 /// Tables larger than the kernel will make (`--max-live 2000000000`: 2^31 in-flight slots of
 /// 40 bytes; `--max-stacks 4000000000`) fail at load: one line that names the option to
 /// lower.
@@ -257,5 +277,216 @@ fn own_pid_is_refused() {
             && stderr.contains("alloctrace itself"),
         "status {:?}, stderr {stderr}",
         out.status
+    );
+}
+
+/// A file the kernel cannot execute (no ELF header, no `#!`: execv refuses it with ENOEXEC,
+/// where a shell would have run it with sh) is refused before anything is loaded, naming the
+/// way out; so is a script whose interpreter does not exist.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn scripts_the_kernel_cannot_execute_are_refused_up_front() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    for (name, text, mention) in [
+        ("no-shebang.sh", "exit 0\n", "#!"),
+        (
+            "lost-interp.sh",
+            "#!/nonexistent/interp\nexit 0\n",
+            "/nonexistent/interp",
+        ),
+    ] {
+        let script = scratch.path(name);
+        std::fs::write(&script, text).expect("write the script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod 755");
+        let finished = run_alloctrace(
+            &[
+                OsStr::new(BOUND[0]),
+                OsStr::new(BOUND[1]),
+                OsStr::new("--"),
+                script.as_os_str(),
+            ],
+            &[],
+        );
+        finished.assert_one_line_error(&[name, mention]);
+    }
+}
+
+/// A zombie (here our own unreaped child) is named as one, not as a kernel thread.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn zombie_pid_is_named_a_zombie() {
+    alloctrace_bin();
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("start true");
+    let pid = child.id();
+    let stat = format!("/proc/{pid}/stat");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&stat)
+        .is_ok_and(|s| s.rsplit(')').next().unwrap_or("").starts_with(" Z"))
+    {
+        assert!(
+            started.elapsed() < WORKLOAD_TIMEOUT,
+            "{pid} never became a zombie"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid_s = pid.to_string();
+    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", &pid_s], &[]);
+    let _ = child.wait();
+    finished.assert_one_line_error(&[&format!("pid {pid} is a zombie"), "not yet reaped"]);
+}
+
+/// A process whose main thread has exited (pthread_exit) while another thread lives is not a
+/// kernel thread: alloctrace says what happened and traces it through the live thread, whose
+/// allocations it counts exactly.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn process_without_its_main_thread_is_traced_through_a_live_one() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let truth_path = scratch.path("truth.txt");
+    let mut w = Workload::start(
+        "main_exits",
+        &[],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    let report_path = scratch.path("report.json");
+    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_for_line("done");
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("pid {}'s main thread has exited", w.pid())),
+        "{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    let truth = GroundTruth::read(&truth_path, &context);
+    assert_sites_match(&report, &truth, &[]);
+}
+
+/// A --pid target that exits while alloctrace loads its programs: one line saying so, not the
+/// kernel's raw `perf_event_open failed: No such process`. The target is killed once -v has
+/// printed the probe placement (decided before the programs load, which takes a good part of
+/// a second) and reaped at once.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn pid_exiting_during_start_up_is_named() {
+    use std::process::{Command, Stdio};
+    let bin = alloctrace_bin();
+    let mut w = Workload::start("wait", &[], &[]);
+    let pid = w.pid();
+    let mut tracer = Command::new(&bin)
+        .args(["-v", "--duration", "20s", "--pid", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start alloctrace");
+    let (stderr, reader) = Lines::collect(tracer.stderr.take().expect("piped stderr"));
+    let started = std::time::Instant::now();
+    while !stderr.text().contains("probe placement") {
+        assert!(
+            started.elapsed() < STARTUP_TIMEOUT,
+            "no probe placement line:\n{}",
+            stderr.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    w.signal(libc::SIGKILL);
+    w.wait();
+    let status = wait_timeout(&mut tracer, RUN_TIMEOUT).expect("alloctrace ends");
+    let _ = reader.join();
+    let text = stderr.text();
+    assert!(
+        !text.contains(TRACING_PREFIX),
+        "the target died too late to test this (the probes were in already):\n{text}"
+    );
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("error")).collect();
+    assert!(
+        !status.success()
+            && errors
+                == [format!(
+                    "{ERROR_PREFIX}pid {pid} exited while alloctrace was starting"
+                )],
+        "status {status}, stderr:\n{text}"
+    );
+}
+
+/// Paths and arguments are bytes. A --pid target run from a directory whose name is not UTF-8
+/// (its executable is mapped from there) was refused ("stream did not contain valid UTF-8"):
+/// it is traced, counts exact and functions named.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn pid_mapping_a_non_utf8_path_is_traced() {
+    use std::os::unix::ffi::OsStrExt;
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let dir = scratch.path("").join(OsStr::from_bytes(b"dir-\xff"));
+    std::fs::create_dir(&dir).expect("create the non-UTF-8 directory");
+    let copy = dir.join("wait");
+    std::fs::copy(workload("wait"), &copy).expect("copy the workload");
+    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
+    let mut w = Workload::start_path(&copy, &[], &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let truth = GroundTruth::read(&truth_path, &context);
+    let report = Report::read(&report_path, &context);
+    assert_sites_match(&report, &truth, &[]);
+    assert_process_matches(&report, &truth);
+}
+
+/// A command argument that is not UTF-8 was refused without being named: it reaches the
+/// command byte for byte. The report shows it as text (U+FFFD for the bytes that are not
+/// UTF-8).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn non_utf8_command_argument_reaches_the_command() {
+    use std::os::unix::ffi::OsStrExt;
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (out, report_path) = (scratch.path("arg.out"), scratch.path("report.json"));
+    let arg = OsStr::from_bytes(b"arg-\xff\xfe");
+    let finished = run_alloctrace(
+        &[
+            OsStr::new("--report"),
+            OsStr::new("json"),
+            OsStr::new("-o"),
+            report_path.as_os_str(),
+            OsStr::new("--"),
+            OsStr::new("/bin/sh"),
+            OsStr::new("-c"),
+            OsStr::new(r#"printf %s "$1" > "$2""#),
+            OsStr::new("sh"),
+            arg,
+            out.as_os_str(),
+        ],
+        &[],
+    );
+    finished.assert_code(0);
+    let context = finished.describe();
+    assert_eq!(
+        std::fs::read(&out).unwrap_or_default(),
+        arg.as_bytes(),
+        "{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    assert_eq!(
+        report.json["target"]["argv"][4],
+        serde_json::json!("arg-\u{fffd}\u{fffd}"),
+        "{context}"
     );
 }

@@ -1,4 +1,5 @@
 //! Command-line arguments, as typed. `config` turns them into a validated `Config`.
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -140,7 +141,7 @@ pub struct Cli {
 
     /// The command to launch and trace.
     #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    pub command: Vec<OsString>,
 
     #[command(subcommand)]
     pub subcommand: Option<Sub>,
@@ -158,10 +159,18 @@ pub enum Sub {
     },
 }
 
+/// The longest duration any option takes: a run's deadline and the interval's ticks are
+/// instants computed from it (tokio panics past what an `Instant` can hold, e.g. 2^64 s).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.starts_with('-') {
         return Err("a duration cannot be negative".into());
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 250ms, 2s, 5m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 250ms, 2s, 5m)"))?;
+    if d > MAX_DURATION {
+        return Err("a duration can be at most a year (365d)".into());
+    }
+    Ok(d)
 }

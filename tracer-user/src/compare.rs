@@ -376,6 +376,7 @@ mod tests {
                 comm: "prog".into(),
                 counters: total,
                 unknown_frees: 0,
+                unseen: None,
             }],
             sites,
             losses: Losses::default(),

@@ -1,4 +1,5 @@
 //! Validated run configuration: raw arguments in, a `Config` (or a one-line reason) out.
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use crate::output;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetSpec {
     Pid(u32),
-    Command(Vec<String>),
+    /// argv as given: arguments are bytes, not necessarily UTF-8.
+    Command(Vec<OsString>),
     System,
 }
 
@@ -208,6 +210,14 @@ mod tests {
             .unwrap_err()
             .contains("at least 10ms"));
         assert!(parse(&["--duration=-1s"]).unwrap_err().contains("negative"));
+        for opt in ["--interval", "--duration", "--short-lived"] {
+            let e = parse(&[opt, "18446744073709551615s"]).unwrap_err();
+            assert!(e.contains(opt) && e.contains("at most a year"), "{e}");
+        }
+        assert_eq!(
+            parse(&["--duration", "365d"]).unwrap().duration,
+            Some(crate::cli::MAX_DURATION)
+        );
         assert!(parse(&["--duration", "0s"])
             .unwrap_err()
             .contains("longer than zero"));

@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::procmaps::Mapping;
 use crate::shared_array::SharedMapping;
@@ -34,13 +35,22 @@ const ATTR_INHERIT: u64 = 1 << 1;
 const ATTR_MMAP: u64 = 1 << 8;
 const ATTR_COMM: u64 = 1 << 9;
 const ATTR_TASK: u64 = 1 << 13;
+const ATTR_SAMPLE_ID_ALL: u64 = 1 << 18;
 const ATTR_MMAP2: u64 = 1 << 23;
 const ATTR_COMM_EXEC: u64 = 1 << 24;
+const ATTR_USE_CLOCKID: u64 = 1 << 25;
+
+/// With `sample_id_all`, every side-band record ends with the time it was written: records
+/// read from different CPUs' rings are put back in order by it, and an exec is told apart from
+/// the mappings its program makes after it.
+const PERF_SAMPLE_TIME: u64 = 1 << 2;
 
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
 const PERF_RECORD_MMAP: u32 = 1;
 const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_COMM: u32 = 3;
+const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
 const PERF_RECORD_MMAP2: u32 = 10;
 const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
 
@@ -86,11 +96,72 @@ pub enum Record {
     Mmap { pid: u32, mapping: Mapping },
     /// The kernel dropped this many records: the ring was full.
     Lost(u64),
+    /// Process `pid` executed a program (execve) whose name (`comm`, at most 15 bytes) is this.
+    Exec { pid: u32, comm: String },
+}
+
+/// The execs of one process and the mappings that tell what its programs are, in time order
+/// (CLOCK_MONOTONIC nanoseconds, the clock of `std::time::Instant`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecLog {
+    pub execs: Vec<ExecSeen>,
+    /// When the process mapped the file being watched for (the probed libc) executable.
+    pub libc_mapped: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSeen {
+    pub time: u64,
+    pub comm: String,
+    /// The first executable file mapping after the exec: the new program's own text.
+    pub exe: Option<String>,
+}
+
+/// The process whose execs are logged, the (device, inode) of the library watched for, and
+/// the log the watch's drains fill.
+struct ExecTrack {
+    pid: u32,
+    libc: (u64, u64),
+    log: Arc<Mutex<ExecLog>>,
+}
+
+impl ExecTrack {
+    fn note(&self, time: u64, rec: &Record) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        match rec {
+            Record::Exec { pid, comm } if *pid == self.pid => {
+                let at = log.execs.partition_point(|e| e.time <= time);
+                log.execs.insert(
+                    at,
+                    ExecSeen {
+                        time,
+                        comm: comm.clone(),
+                        exe: None,
+                    },
+                );
+            }
+            Record::Mmap { pid, mapping } if *pid == self.pid && mapping.is_file() => {
+                if mapping.binary_id() == self.libc {
+                    log.libc_mapped.push(time);
+                }
+                // Records of one drain come in time order, but a late one from another CPU may
+                // belong before an exec already logged: placed by time, not by arrival.
+                let at = log.execs.partition_point(|e| e.time < time);
+                if let Some(e) = at.checked_sub(1).map(|i| &mut log.execs[i]) {
+                    if e.exe.is_none() {
+                        e.exe = Some(mapping.path.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Executable mmaps of one process tree (or of the whole system), recorded by the kernel.
 pub struct MmapWatch {
     rings: Vec<Ring>,
+    exec_track: Option<ExecTrack>,
 }
 
 impl MmapWatch {
@@ -108,7 +179,22 @@ impl MmapWatch {
             .into_iter()
             .map(|cpu| Ring::open(pid, cpu))
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(MmapWatch { rings })
+        Ok(MmapWatch {
+            rings,
+            exec_track: None,
+        })
+    }
+
+    /// From now on, logs the execs of `pid` and when it maps the file `libc` (device, inode)
+    /// executable; returns the log, filled as the watch is drained.
+    pub fn track_execs(&mut self, pid: u32, libc: (u64, u64)) -> Arc<Mutex<ExecLog>> {
+        let log = Arc::new(Mutex::new(ExecLog::default()));
+        self.exec_track = Some(ExecTrack {
+            pid,
+            libc,
+            log: log.clone(),
+        });
+        log
     }
 
     /// The descriptors to poll for `POLLIN` (records waiting) or `POLLHUP` (the watched
@@ -120,18 +206,31 @@ impl MmapWatch {
     /// Every record written since the last call, grouped by process, in the order the kernel
     /// wrote them (per CPU; a process's mmaps run on one CPU at a time, so in practice in order).
     pub fn drain(&mut self) -> HashMap<u32, Vec<Mapping>> {
-        let mut by_pid: HashMap<u32, Vec<Mapping>> = HashMap::new();
+        let mut records: Vec<(u64, Record)> = Vec::new();
         for ring in &mut self.rings {
-            ring.read(|rec| match parse_record(rec) {
-                Some(Record::Mmap { pid, mapping }) => by_pid.entry(pid).or_default().push(mapping),
-                Some(Record::Lost(n)) => {
+            ring.read(|rec| {
+                if let Some(r) = parse_record(rec) {
+                    records.push((record_time(rec).unwrap_or(0), r));
+                }
+            });
+        }
+        // Stable: records without a time keep their ring's order.
+        records.sort_by_key(|(t, _)| *t);
+        let mut by_pid: HashMap<u32, Vec<Mapping>> = HashMap::new();
+        for (time, rec) in records {
+            if let Some(track) = &self.exec_track {
+                track.note(time, &rec);
+            }
+            match rec {
+                Record::Mmap { pid, mapping } => by_pid.entry(pid).or_default().push(mapping),
+                Record::Lost(n) => {
                     log::warn!(
                         "mmap watch: the kernel dropped {n} mapping records; some frames may \
                          print as bare addresses"
                     );
                 }
-                None => {}
-            });
+                Record::Exec { .. } => {}
+            }
         }
         by_pid
     }
@@ -183,7 +282,11 @@ impl Ring {
                 | ATTR_MMAP2
                 | ATTR_COMM
                 | ATTR_COMM_EXEC
-                | ATTR_TASK,
+                | ATTR_TASK
+                | ATTR_SAMPLE_ID_ALL
+                | ATTR_USE_CLOCKID,
+            sample_type: PERF_SAMPLE_TIME,
+            clockid: libc::CLOCK_MONOTONIC,
             wakeup_events: 1,
             ..PerfEventAttr::default()
         };
@@ -301,6 +404,13 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// The time a record was written (the `sample_id` trailer `sample_id_all` with only
+/// PERF_SAMPLE_TIME appends: its last 8 bytes).
+fn record_time(rec: &[u8]) -> Option<u64> {
+    let size = (u16::from_ne_bytes(rec.get(6..8)?.try_into().ok()?) as usize).min(rec.len());
+    u64_at(rec, size.checked_sub(8)?)
+}
+
 /// Decodes one record (header included). Mappings that are neither file-backed nor the vDSO
 /// come back as `None`, as do record types of no interest.
 pub fn parse_record(rec: &[u8]) -> Option<Record> {
@@ -310,6 +420,16 @@ pub fn parse_record(rec: &[u8]) -> Option<Record> {
     let rec = &rec[..size];
     match ty {
         PERF_RECORD_LOST => Some(Record::Lost(u64_at(rec, 16)?)),
+        PERF_RECORD_COMM if misc & PERF_RECORD_MISC_COMM_EXEC != 0 => {
+            // header(8) pid tid comm (NUL-terminated)
+            let pid = u32_at(rec, 8)?;
+            let raw = rec.get(16..)?;
+            let comm = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            Some(Record::Exec {
+                pid,
+                comm: String::from_utf8_lossy(comm).into_owned(),
+            })
+        }
         PERF_RECORD_MMAP | PERF_RECORD_MMAP2 => {
             // header(8) pid tid addr len pgoff
             let pid = u32_at(rec, 8)?;
@@ -486,6 +606,108 @@ mod tests {
         assert_eq!(parse_record(&b), None);
     }
 
+    fn comm_exec(pid: u32, comm: &str, time: u64) -> Vec<u8> {
+        let mut name = comm.as_bytes().to_vec();
+        name.push(0);
+        name.resize(name.len().next_multiple_of(8), 0);
+        let size = 16 + name.len() + 8;
+        let mut b = Vec::new();
+        b.extend(PERF_RECORD_COMM.to_ne_bytes());
+        b.extend(PERF_RECORD_MISC_COMM_EXEC.to_ne_bytes());
+        b.extend((size as u16).to_ne_bytes());
+        b.extend(pid.to_ne_bytes());
+        b.extend(pid.to_ne_bytes());
+        b.extend(name);
+        b.extend(time.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_exec_and_record_times() {
+        let r = comm_exec(9, "static_wait", 12345);
+        assert_eq!(
+            parse_record(&r),
+            Some(Record::Exec {
+                pid: 9,
+                comm: "static_wait".into()
+            })
+        );
+        assert_eq!(record_time(&r), Some(12345));
+        let mut plain = r.clone();
+        plain[4..6].copy_from_slice(&0u16.to_ne_bytes());
+        assert_eq!(
+            parse_record(&plain),
+            None,
+            "a rename (prctl) is not an exec"
+        );
+    }
+
+    #[test]
+    fn exec_log_places_mappings_by_time() {
+        let libc = (libc::makedev(0xfe, 1), 4242);
+        let track = ExecTrack {
+            pid: 9,
+            libc,
+            log: Arc::default(),
+        };
+        let map = |path: &str| {
+            let Some(Record::Mmap { mapping, .. }) =
+                parse_record(&mmap2(9, 0x7000, 0x1000, 0, RX, path))
+            else {
+                panic!()
+            };
+            Record::Mmap { pid: 9, mapping }
+        };
+        let libc_map = map("/lib/libc.so.6"); // (fe:01, 4242): the watched file
+        let other = |path: &str| match map(path) {
+            Record::Mmap { pid, mut mapping } => {
+                mapping.inode = 1;
+                Record::Mmap { pid, mapping }
+            }
+            r => r,
+        };
+        track.note(
+            10,
+            &Record::Exec {
+                pid: 9,
+                comm: "sh".into(),
+            },
+        );
+        track.note(11, &other("/bin/sh"));
+        track.note(13, &libc_map);
+        track.note(
+            30,
+            &Record::Exec {
+                pid: 9,
+                comm: "static".into(),
+            },
+        );
+        // Read late from another CPU's ring: still the first program's.
+        track.note(12, &other("/lib/ld.so"));
+        track.note(31, &other("/tmp/static"));
+        track.note(
+            32,
+            &Record::Exec {
+                pid: 8,
+                comm: "other".into(),
+            },
+        );
+        let log = track.log.lock().unwrap().clone();
+        assert_eq!(log.libc_mapped, [13]);
+        let execs: Vec<_> = log
+            .execs
+            .iter()
+            .map(|e| (e.time, e.comm.as_str(), e.exe.as_deref()))
+            .collect();
+        assert_eq!(
+            execs,
+            [
+                (10, "sh", Some("/bin/sh")),
+                (30, "static", Some("/tmp/static"))
+            ]
+        );
+    }
+
     /// Lays `records` into a ring of `size` bytes starting at byte counter `start`.
     fn ring_with(size: usize, start: u64, records: &[Vec<u8>]) -> (Vec<u8>, u64) {
         let mut data = vec![0xAAu8; size];
@@ -524,7 +746,7 @@ mod tests {
             .iter()
             .map(|r| match r {
                 Record::Mmap { pid, .. } => *pid,
-                Record::Lost(_) => 0,
+                Record::Lost(_) | Record::Exec { .. } => 0,
             })
             .collect();
         assert_eq!(pids, [1, 2, 3]);

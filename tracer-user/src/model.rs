@@ -118,6 +118,21 @@ pub struct Process {
     pub counters: Counters,
     /// Frees of addresses never seen allocated (allocated before attach, or lost).
     pub unknown_frees: u64,
+    /// Set when the process executed a program whose allocations alloctrace cannot see:
+    /// its counters stop there. Absent otherwise (and in files from before it was told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<Unseen>,
+}
+
+/// From when, and why, a process's allocations went unseen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unseen {
+    /// Since the start of the run.
+    #[serde(with = "duration_secs")]
+    pub since: Duration,
+    /// The program executed then.
+    pub program: String,
+    pub reason: String,
 }
 
 /// Data the tracer could not record, each with the hint that fixes it.

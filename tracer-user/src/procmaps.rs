@@ -66,7 +66,7 @@ impl ProcessMaps {
     /// Reads `/proc/PID/maps` now. A process that has exited fails with `NotFound` (or `ESRCH`);
     /// a zombie reads as no mappings at all.
     pub fn read(pid: u32) -> io::Result<ProcessMaps> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        let text = read_maps(pid)?;
         Ok(ProcessMaps::parse(pid, &text))
     }
 
@@ -120,6 +120,17 @@ impl ProcessMaps {
         kept.sort_by_key(|m| m.start);
         self.mappings = kept;
     }
+}
+
+/// The text of `/proc/PID/maps`. A path is any bytes: those that are not UTF-8 read as U+FFFD
+/// (the path is for display; the binary itself is opened through `map_files`), rather than
+/// losing the whole process's maps.
+fn read_maps(pid: u32) -> io::Result<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/maps"))?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 /// `start-end perms offset MM:mm inode   path`; `path` may hold spaces and end in ` (deleted)`.
@@ -207,7 +218,7 @@ impl MapsCache {
     /// yet held. A process that is gone (or a zombie) keeps its last snapshot. Returns whether
     /// the process's maps could be read.
     pub fn refresh(&mut self, pid: u32) -> bool {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        let Ok(text) = read_maps(pid) else {
             return false;
         };
         if text.is_empty() {

@@ -363,13 +363,36 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
         );
     }
     let losses = p.losses.nonzero();
-    if losses.is_empty() {
+    let unseen: Vec<_> = p
+        .processes
+        .iter()
+        .filter_map(|x| x.unseen.as_ref().map(|u| (x.pid, u)))
+        .collect();
+    if losses.is_empty() && !unseen.is_empty() {
+        label(
+            &mut out,
+            "Lost data",
+            "none counted; but allocations went unseen (below)",
+        );
+    } else if losses.is_empty() {
         label(&mut out, "Lost data", "none");
     } else {
         for (i, (name, n, hint)) in losses.iter().enumerate() {
             let head = if i == 0 { "Lost data:" } else { "" };
             let _ = writeln!(out, "{head:<LABEL$}{name}: {n} ({hint})");
         }
+    }
+    for (pid, u) in unseen {
+        label(
+            &mut out,
+            "Unseen",
+            &format!(
+                "pid {pid} from {:.2}s on, when it executed {}: {}",
+                u.since.as_secs_f64(),
+                u.program,
+                u.reason
+            ),
+        );
     }
     if let Some(t) = &p.tracer {
         label(
@@ -752,6 +775,7 @@ mod tests {
             comm: comm.into(),
             counters,
             unknown_frees: 0,
+            unseen: None,
         }
     }
 
@@ -970,6 +994,28 @@ Advice: none (no site's numbers met a rule)
         });
         let text = render_text(&p, 10);
         let want = "Lost data:          none\nTracer cost:        1.23s CPU (loading the programs included), peak RSS 45.0 MiB\n";
+        assert!(text.contains(want), "{want:?} missing from\n{text}");
+    }
+
+    #[test]
+    fn report_says_when_a_process_went_unseen() {
+        let counters = c(10, 1000, 10, 1000);
+        let mut p = profile(
+            vec![proc_(100, "sh", counters)],
+            vec![],
+            vec![sample(1000, &[(100, counters)])],
+            1000,
+        );
+        p.processes[0].unseen = Some(crate::model::Unseen {
+            since: Duration::from_millis(520),
+            program: "/tmp/static_wait".into(),
+            reason: "it maps no libc alloctrace probes (statically linked)".into(),
+        });
+        let text = render_text(&p, 10);
+        let want = "Lost data:          none counted; but allocations went unseen (below)
+\
+                    Unseen:             pid 100 from 0.52s on, when it executed \
+                    /tmp/static_wait: it maps no libc alloctrace probes (statically linked)\n";
         assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
 

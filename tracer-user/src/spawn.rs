@@ -1,7 +1,7 @@
 //! Launch mode without a race: the command is forked first and waits on a pipe until the
 //! probes are attached to its pid, then execs, so not one allocation of its start-up is missed
 //! (BCC memleak's `-c` starts the command before attaching).
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -114,9 +114,13 @@ impl Demote {
 /// user's credentials (see [`Demote`]) and execs. Must be called while the process is
 /// single-threaded or with care: the child only calls async-signal-safe functions (read,
 /// the credential calls, execv, write, _exit).
-pub fn hold(exe: &Path, argv: &[String]) -> Result<Held, SpawnError> {
+pub fn hold(exe: &Path, argv: &[OsString]) -> Result<Held, SpawnError> {
     let demote = Demote::for_caller();
-    let cmd = argv.join(" ");
+    let cmd = argv
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let os = |source| SpawnError::Os {
         cmd: cmd.clone(),
         source,

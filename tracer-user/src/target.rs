@@ -1,9 +1,12 @@
 //! What to probe: the privileges and kernel support tracing needs, the libc a target really
 //! maps, and the executable a launch command names.
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::mmap_watch::{ExecLog, ExecSeen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -23,6 +26,10 @@ pub enum TargetError {
     SelfPid(u32),
     #[error("pid {0} is a kernel thread: it has no user-space allocator to trace")]
     KernelThread(u32),
+    #[error("pid {0} is a zombie (exited, not yet reaped by its parent): it allocates no more")]
+    Zombie(u32),
+    #[error("pid {0} exited while alloctrace was starting")]
+    ExitedWhileStarting(u32),
     #[error("cannot read the mappings of pid {pid}: {source}")]
     Maps { pid: u32, source: std::io::Error },
     #[error("pid {pid} ({exe}) maps no libc (a statically linked binary?): alloctrace probes the allocator of a dynamically linked libc")]
@@ -31,6 +38,8 @@ pub enum TargetError {
     CommandNotFound(String),
     #[error("cannot execute {path}: {reason}")]
     NotExecutable { path: String, reason: String },
+    #[error("cannot execute {path}: it is neither an ELF binary nor a script starting with #! (the kernel refuses it: Exec format error); run it through its interpreter, e.g. -- sh {path}")]
+    NotElfNorScript { path: String },
     #[error("{0} is statically linked: it maps no libc whose allocator alloctrace could probe")]
     StaticBinary(String),
     #[error("cannot find the libc alloctrace itself uses in /proc/self/maps")]
@@ -200,33 +209,86 @@ pub fn check_kernel() -> Result<(), TargetError> {
 
 /// Whether a mapped file is the C library (glibc's `libc.so.6`, older `libc-2.x.so`, musl's
 /// `libc.so`/`ld-musl-*.so.1`).
-fn is_libc(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name == "libc.so.6"
-        || name == "libc.so"
-        || (name.starts_with("libc-") && name.ends_with(".so"))
-        || (name.starts_with("ld-musl-") && name.ends_with(".so.1"))
+fn is_libc(path: &[u8]) -> bool {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    name == b"libc.so.6"
+        || name == b"libc.so"
+        || (name.starts_with(b"libc-") && name.ends_with(b".so"))
+        || (name.starts_with(b"ld-musl-") && name.ends_with(b".so.1"))
 }
 
 /// Refuses a pid that is not a process of its own: a thread's id (the probes and the
-/// report go by process), or alloctrace's own.
-pub fn check_process(pid: u32) -> Result<(), TargetError> {
+/// report go by process), alloctrace's own, or a zombie. Returns the thread to read the
+/// process's mappings through and to attach to: the pid itself, or, once its main thread has
+/// exited while others live (its maps, root and exe then read as empty), a live thread's id
+/// (the kernel's uprobe filter goes by the thread's memory, which every thread shares).
+pub fn check_process(pid: u32) -> Result<u32, TargetError> {
     if pid == std::process::id() {
         return Err(TargetError::SelfPid(pid));
     }
     let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
         // libc_of_pid names the missing pid.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(pid),
     };
     let tgid = status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse::<u32>().ok());
     match tgid {
-        Some(tgid) if tgid != pid => Err(TargetError::Thread { pid, tgid }),
-        _ => Ok(()),
+        Some(tgid) if tgid != pid => return Err(TargetError::Thread { pid, tgid }),
+        _ => {}
     }
+    if !task_state(&format!("/proc/{pid}/stat")).is_some_and(exited_state) {
+        return Ok(pid);
+    }
+    let live = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&tid| {
+            tid != pid
+                && task_state(&format!("/proc/{pid}/task/{tid}/stat"))
+                    .is_some_and(|s| !exited_state(s))
+        });
+    match live {
+        Some(tid) => {
+            eprintln!(
+                "alloctrace: pid {pid}'s main thread has exited; its other threads live: \
+                 tracing it through thread {tid}"
+            );
+            Ok(tid)
+        }
+        None => Err(TargetError::Zombie(pid)),
+    }
+}
+
+/// The state letter of a `/proc/.../stat` file (after the command name, which may hold
+/// spaces and parentheses).
+fn task_state(stat_path: &str) -> Option<u8> {
+    let stat = fs::read(stat_path).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
+}
+
+/// Zombie or dead: the task has exited.
+fn exited_state(state: u8) -> bool {
+    matches!(state, b'Z' | b'X' | b'x')
+}
+
+/// Whether a failure to attach to `pid` came from the process being gone (the kernel's ESRCH,
+/// or no live process with that pid now).
+pub fn exited_during_start(pid: u32, err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ESRCH) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    task_state(&format!("/proc/{pid}/stat")).is_none_or(exited_state)
 }
 
 /// The libc `pid` really maps, as a path alloctrace can open that leads to that very file
@@ -239,43 +301,32 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
     if pid == 0 || !proc_dir.exists() {
         return Err(TargetError::NoSuchPid(pid));
     }
-    let maps = fs::read_to_string(proc_dir.join("maps")).map_err(|source| {
+    // Bytes: a path may be any bytes but NUL and newline.
+    let maps = fs::read(proc_dir.join("maps")).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             TargetError::NoSuchPid(pid)
         } else {
             TargetError::Maps { pid, source }
         }
     })?;
-    if maps.trim().is_empty() {
+    if maps.trim_ascii().is_empty() {
         // Kernel threads have no mm: an empty maps file (and no exe link).
         if fs::read_link(proc_dir.join("exe")).is_err() {
             return Err(TargetError::KernelThread(pid));
         }
     }
-    for line in maps.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(range), Some(_perms), Some(_off), Some(dev), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
+    for line in maps.split(|&b| b == b'\n') {
+        let Some((range, dev, inode, path)) = maps_line_fields(line) else {
             continue;
         };
-        let rest: Vec<&str> = fields.collect();
-        if rest.is_empty() {
-            continue;
-        }
-        let deleted = rest.last() == Some(&"(deleted)");
-        let path = if deleted {
-            rest[..rest.len() - 1].join(" ")
-        } else {
-            rest.join(" ")
+        let (path, deleted) = match path.strip_suffix(b" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
         };
-        if !path.starts_with('/') || !is_libc(&path) {
+        if !path.starts_with(b"/") || !is_libc(path) {
             continue;
         }
+        let path = Path::new(OsStr::from_bytes(path));
         let map_file = proc_dir.join("map_files").join(range);
         if deleted {
             return Ok(map_file);
@@ -284,11 +335,13 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
         // libc shows as /srv/jail/lib/...), and from the process's namespace root otherwise: the
         // first of the two that is the mapped file (same device and inode) is it; failing
         // both, the mapping itself, which always is.
-        let (Some(dev), Ok(inode)) = (parse_dev(dev), inode.parse::<u64>()) else {
+        let (Some(dev), Some(inode)) = (parse_dev(dev), inode.parse::<u64>().ok()) else {
             return Ok(map_file);
         };
-        let in_root = proc_dir.join("root").join(path.trim_start_matches('/'));
-        for candidate in [in_root, PathBuf::from(&path)] {
+        let in_root = proc_dir
+            .join("root")
+            .join(path.strip_prefix("/").unwrap_or(path));
+        for candidate in [in_root, path.to_path_buf()] {
             if is_file_at(&candidate, dev, inode) {
                 return Ok(candidate);
             }
@@ -299,6 +352,26 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "?".into());
     Err(TargetError::NoLibc { pid, exe })
+}
+
+/// The range, device, inode and path (bytes, possibly with spaces) of a `/proc/PID/maps` line
+/// that names a file; None for anonymous mappings and lines that do not parse.
+fn maps_line_fields(line: &[u8]) -> Option<(&str, &str, &str, &[u8])> {
+    let mut rest = line;
+    let mut field = || -> Option<&str> {
+        let start = rest.iter().position(|&b| b != b' ')?;
+        let s = &rest[start..];
+        let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+        rest = &s[end..];
+        std::str::from_utf8(&s[..end]).ok()
+    };
+    let range = field()?;
+    let _perms = field()?;
+    let _offset = field()?;
+    let dev = field()?;
+    let inode = field()?;
+    let path = rest.trim_ascii_start();
+    (!path.is_empty()).then_some((range, dev, inode, path))
 }
 
 /// `MAJ:MIN` (hex) of a maps line as a dev_t.
@@ -320,27 +393,37 @@ fn is_file_at(path: &Path, dev: u64, inode: u64) -> bool {
 /// The libc alloctrace itself maps: the system's, which a launched command or system-wide
 /// mode probes.
 pub fn own_libc() -> Result<PathBuf, TargetError> {
-    let maps = fs::read_to_string("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
-    maps.lines()
-        .filter_map(|l| l.split_ascii_whitespace().nth(5))
-        .find(|p| p.starts_with('/') && is_libc(p))
-        .map(PathBuf::from)
+    let maps = fs::read("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
+    maps.split(|&b| b == b'\n')
+        .filter_map(|l| maps_line_fields(l).map(|f| f.3))
+        .find(|p| p.starts_with(b"/") && is_libc(p))
+        .map(|p| PathBuf::from(OsStr::from_bytes(p)))
         .ok_or(TargetError::NoOwnLibc)
 }
 
-/// Resolves `argv0` the way execvp would, and refuses what cannot be traced: a file that is
-/// not executable, or a statically linked ELF (no libc to probe).
-pub fn resolve_command(argv0: &str) -> Result<PathBuf, TargetError> {
-    let path = if argv0.contains('/') {
+/// Resolves `argv0` the way execvp would, and refuses what cannot be traced or run: a file
+/// that is not executable, a statically linked ELF (no libc to probe), or a file the kernel
+/// cannot execute (neither ELF nor `#!` script: execv, unlike a shell, does not fall back to
+/// running it with sh), or whose `#!` interpreter is missing.
+pub fn resolve_command(argv0: &OsStr) -> Result<PathBuf, TargetError> {
+    let shown = || Path::new(argv0).display().to_string();
+    let path = if argv0.as_bytes().contains(&b'/') {
         PathBuf::from(argv0)
     } else {
         std::env::var_os("PATH")
             .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
-            .to_string_lossy()
-            .split(':')
-            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(argv0))
+            .as_bytes()
+            .split(|&b| b == b':')
+            .map(|dir| {
+                Path::new(if dir.is_empty() {
+                    OsStr::new(".")
+                } else {
+                    OsStr::from_bytes(dir)
+                })
+                .join(argv0)
+            })
             .find(|p| p.is_file() && executable(p))
-            .ok_or_else(|| TargetError::CommandNotFound(argv0.to_string()))?
+            .ok_or_else(|| TargetError::CommandNotFound(shown()))?
     };
     let not_exec = |reason: String| TargetError::NotExecutable {
         path: path.display().to_string(),
@@ -354,8 +437,27 @@ pub fn resolve_command(argv0: &str) -> Result<PathBuf, TargetError> {
         return Err(not_exec("permission denied (not executable)".into()));
     }
     let data = fs::read(&path).map_err(|e| not_exec(e.to_string()))?;
-    if data.starts_with(b"\x7fELF") && is_static_elf(&data) {
-        return Err(TargetError::StaticBinary(path.display().to_string()));
+    if data.starts_with(b"\x7fELF") {
+        if is_static_elf(&data) {
+            return Err(TargetError::StaticBinary(path.display().to_string()));
+        }
+    } else if let Some(line) = data.strip_prefix(b"#!") {
+        let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+        let interp = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .find(|w| !w.is_empty())
+            .unwrap_or_default();
+        let interp = Path::new(OsStr::from_bytes(interp));
+        if !interp.is_file() || !executable(interp) {
+            return Err(not_exec(format!(
+                "its interpreter (#!{}) is not an executable file",
+                interp.display()
+            )));
+        }
+    } else {
+        return Err(TargetError::NotElfNorScript {
+            path: path.display().to_string(),
+        });
     }
     Ok(path)
 }
@@ -381,14 +483,50 @@ fn is_static_elf(data: &[u8]) -> bool {
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
 }
 
-/// Notices when a traced process replaces its program (execve): the probes follow the
-/// process into the new program (it maps the same libc again, and the uprobes are tied to the
-/// pid, not to the program), so tracing goes on; alloctrace says so once per exec.
+/// Notices when a traced process replaces its program (execve), says so once per exec, and
+/// whether tracing goes on: the uprobes are on one libc file, so they follow the process into
+/// a new program that maps that libc again, and see nothing of one that does not (a
+/// statically linked program, or one on another libc). Execs come from the mmap watch's
+/// records (`ExecLog`: an exec and exit within one interval is not missed), or, without it,
+/// from `/proc/PID/exe` at each look.
 pub struct ExeWatch {
     pid: u32,
-    /// (device, inode) and path of the program the process last ran; None until it runs one
-    /// other than alloctrace itself (a launched command, before its exec).
-    last: Option<((u64, u64), String)>,
+    /// (device, inode) of the probed libc.
+    libc: (u64, u64),
+    /// CLOCK_MONOTONIC nanoseconds at the start of the run.
+    start_ns: u64,
+    log: Arc<Mutex<ExecLog>>,
+    /// Whether `log` is filled by the watch; if not, by polling `/proc/PID/exe`.
+    recorded: bool,
+    /// (device, inode) of the program last seen by polling.
+    polled: Option<(u64, u64)>,
+    /// Execs of the log dealt with.
+    handled: usize,
+    /// The program the process runs, as last announced; None for a launched command before
+    /// its own exec (which is the launch, not announced unless its program is unseen).
+    current: Option<String>,
+    /// Looks at an exec's program that may not have mapped its libc yet (its loader was still
+    /// at work).
+    waited: u32,
+    /// From when (and why) its allocations went unseen, for the report.
+    pub unseen: Option<crate::model::Unseen>,
+}
+
+/// (device, inode) of a file, (0, 0) if it cannot be read.
+pub fn file_id(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: `Instant`'s clock, and the mmap watch's records'.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec into the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec.max(0) as u64 * 1_000_000_000 + ts.tv_nsec.max(0) as u64
 }
 
 fn exe_of(pid: &str) -> Option<((u64, u64), String)> {
@@ -399,32 +537,138 @@ fn exe_of(pid: &str) -> Option<((u64, u64), String)> {
     Some(((m.dev(), m.ino()), path))
 }
 
+/// Whether `pid` maps the file (device, inode) now.
+fn maps_file(pid: u32, id: (u64, u64)) -> bool {
+    let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    maps.split(|&b| b == b'\n')
+        .filter_map(maps_line_fields)
+        .any(|(_, dev, inode, _)| {
+            parse_dev(dev) == Some(id.0) && inode.parse::<u64>().ok() == Some(id.1)
+        })
+}
+
+/// Whether the program `pid` runs now is a statically linked ELF.
+fn runs_static(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/exe"))
+        .is_ok_and(|d| d.starts_with(b"\x7fELF") && is_static_elf(&d))
+}
+
 impl ExeWatch {
-    pub fn new(pid: u32) -> ExeWatch {
-        let mut w = ExeWatch { pid, last: None };
-        w.last = w.current();
-        w
-    }
-
-    fn current(&self) -> Option<((u64, u64), String)> {
-        let cur = exe_of(&self.pid.to_string())?;
+    /// Watches `pid`, traced through uprobes on `libc`; `log` is the mmap watch's record of
+    /// its execs, if there is a watch.
+    pub fn new(pid: u32, libc: &Path, log: Option<Arc<Mutex<ExecLog>>>, start_ns: u64) -> ExeWatch {
+        let libc = file_id(libc);
         let own = exe_of("self").map(|(id, _)| id);
-        (Some(cur.0) != own).then_some(cur)
+        let cur = exe_of(&pid.to_string()).filter(|(id, _)| Some(*id) != own);
+        ExeWatch {
+            pid,
+            libc,
+            start_ns,
+            recorded: log.is_some(),
+            log: log.unwrap_or_default(),
+            polled: cur.as_ref().map(|(id, _)| *id),
+            handled: 0,
+            current: cur.map(|(_, path)| path),
+            waited: 0,
+            unseen: None,
+        }
     }
 
-    /// A line to print when the process has exec'd another program since the last call.
-    pub fn check(&mut self) -> Option<String> {
-        let cur = self.current()?;
-        let line = match &self.last {
-            Some((id, old)) if *id != cur.0 => Some(format!(
-                "alloctrace: pid {} executed {} (was {old}): still tracing it; the sites of both \
-                 programs are kept",
-                self.pid, cur.1
-            )),
-            _ => None,
+    /// Lines to print for the execs seen since the last call. `last` is the run's last look:
+    /// no exec is left undecided.
+    pub fn check(&mut self, last: bool) -> Vec<String> {
+        if !self.recorded {
+            self.poll();
+        }
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut lines = Vec::new();
+        while self.handled < log.execs.len() {
+            let i = self.handled;
+            let exec = &log.execs[i];
+            let next = log.execs.get(i + 1).map(|e| e.time);
+            let is_last = next.is_none();
+            let in_range = |t: u64| t > exec.time && next.is_none_or(|n| t < n);
+            let program = exec
+                .exe
+                .clone()
+                .or_else(|| {
+                    is_last
+                        .then(|| exe_of(&self.pid.to_string()).map(|e| e.1))
+                        .flatten()
+                })
+                .unwrap_or_else(|| exec.comm.clone());
+            let mut maps_libc = log.libc_mapped.iter().any(|&t| in_range(t));
+            let mut static_elf = false;
+            if !maps_libc && is_last {
+                // The records may lag behind the process: it may have mapped libc since.
+                maps_libc = maps_file(self.pid, self.libc);
+                static_elf = runs_static(self.pid)
+                    || exec.exe.as_ref().is_some_and(|p| {
+                        fs::read(p).is_ok_and(|d| d.starts_with(b"\x7fELF") && is_static_elf(&d))
+                    });
+                let alive = Path::new(&format!("/proc/{}/exe", self.pid)).exists();
+                // A dynamically linked program's loader maps its libc within moments of the
+                // exec: give it until the next look.
+                if !maps_libc && alive && !static_elf && !last && self.waited == 0 {
+                    self.waited += 1;
+                    break;
+                }
+            }
+            self.waited = 0;
+            self.handled += 1;
+            let was = match &self.current {
+                Some(old) => format!(" (was {old})"),
+                None => String::new(),
+            };
+            let launch = self.current.is_none();
+            self.current = Some(program.clone());
+            if maps_libc {
+                if !launch {
+                    lines.push(format!(
+                        "alloctrace: pid {} executed {program}{was}: still tracing it; the \
+                         sites of both programs are kept",
+                        self.pid
+                    ));
+                }
+                continue;
+            }
+            let reason = if static_elf {
+                "it maps no libc alloctrace probes (statically linked)"
+            } else {
+                "it maps no libc alloctrace probes (statically linked, or on another libc?)"
+            };
+            lines.push(format!(
+                "alloctrace: pid {} executed {program}{was}: {reason}: its allocations are \
+                 unseen from here on",
+                self.pid
+            ));
+            self.unseen.get_or_insert(crate::model::Unseen {
+                since: std::time::Duration::from_nanos(exec.time.saturating_sub(self.start_ns)),
+                program,
+                reason: reason.to_string(),
+            });
+        }
+        lines
+    }
+
+    /// Without the watch's records: an exec is a change of `/proc/PID/exe`, seen now.
+    fn poll(&mut self) {
+        let own = exe_of("self").map(|(id, _)| id);
+        let Some((id, path)) = exe_of(&self.pid.to_string()) else {
+            return;
         };
-        self.last = Some(cur);
-        line
+        if Some(id) == own || Some(id) == self.polled {
+            return;
+        }
+        self.polled = Some(id);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.execs.push(ExecSeen {
+            time: monotonic_ns(),
+            comm: String::new(),
+            exe: Some(path),
+        });
     }
 }
 
@@ -434,11 +678,12 @@ mod tests {
 
     #[test]
     fn libc_names() {
-        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
-        assert!(is_libc("/lib/libc-2.31.so"));
-        assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
-        assert!(!is_libc("/usr/lib/libcrypt.so.1"));
-        assert!(!is_libc("/usr/lib/libc++.so.1"));
+        assert!(is_libc(b"/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc(b"/lib/libc-2.31.so"));
+        assert!(is_libc(b"/lib/ld-musl-x86_64.so.1"));
+        assert!(is_libc(b"/tmp/x\xff/libc.so.6"));
+        assert!(!is_libc(b"/usr/lib/libcrypt.so.1"));
+        assert!(!is_libc(b"/usr/lib/libc++.so.1"));
     }
 
     #[test]
@@ -471,19 +716,51 @@ mod tests {
 
     #[test]
     fn commands_resolve_through_path() {
-        let sh = resolve_command("sh").expect("sh is on PATH");
+        let r = |s: &str| resolve_command(OsStr::new(s));
+        let sh = r("sh").expect("sh is on PATH");
         assert!(sh.is_absolute(), "{sh:?}");
         assert!(matches!(
-            resolve_command("no-such-command-xyz"),
+            r("no-such-command-xyz"),
             Err(TargetError::CommandNotFound(_))
         ));
         assert!(matches!(
-            resolve_command("/etc/passwd"),
+            r("/etc/passwd"),
             Err(TargetError::NotExecutable { .. })
         ));
-        assert!(matches!(
-            resolve_command("/tmp"),
-            Err(TargetError::NotExecutable { .. })
-        ));
+        assert!(matches!(r("/tmp"), Err(TargetError::NotExecutable { .. })));
+    }
+
+    #[test]
+    fn maps_lines_keep_path_bytes() {
+        let line = b"7f00-7f10 r-xp 00001000 fe:01 42    /tmp/x\xff y/libc.so.6 (deleted)";
+        let (range, dev, inode, path) = maps_line_fields(line).unwrap();
+        assert_eq!((range, dev, inode), ("7f00-7f10", "fe:01", "42"));
+        assert_eq!(path, b"/tmp/x\xff y/libc.so.6 (deleted)");
+        assert_eq!(maps_line_fields(b"7f00-7f10 rw-p 00000000 00:00 0 "), None);
+    }
+
+    #[test]
+    fn scripts_need_a_shebang_and_its_interpreter() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("alloctrace-target-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let script = |name: &str, text: &str| {
+            let p = dir.join(name);
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let ok = script("ok", "#! /bin/sh -e\nexit 0\n");
+        let bare = script("bare", "exit 0\n");
+        let lost = script("lost", "#!/nonexistent/interp\n");
+        assert_eq!(resolve_command(ok.as_os_str()).unwrap(), ok);
+        let e = resolve_command(bare.as_os_str()).unwrap_err().to_string();
+        assert!(
+            e.contains("neither an ELF binary nor a script starting with #!"),
+            "{e}"
+        );
+        let e = resolve_command(lost.as_os_str()).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/interp"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,7 +20,7 @@ use crate::export;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
 use crate::model::{
-    Counters, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost,
+    Counters, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
 };
 use crate::output;
 use crate::probes::{self, Scope};
@@ -45,13 +45,29 @@ pub fn run(cfg: Config) -> Result<i32> {
     }
     target::check_kernel()?;
 
-    let mut mmap_watch = None;
+    let mut mmap_watch;
+    // The thread a --pid target is read and attached through (see check_process).
+    let mut via = None;
     let (libc, scope, mut held, model_target) = match &cfg.target {
         TargetSpec::Pid(pid) => {
-            target::check_process(*pid)?;
+            let tid = target::check_process(*pid)?;
             target::check_may_trace(*pid)?;
-            let libc = target::libc_of_pid(*pid)?;
-            let nz = NonZeroU32::new(*pid).context("pid 0")?;
+            via = Some(tid);
+            let via = tid;
+            let libc = target::libc_of_pid(via)?;
+            let nz = NonZeroU32::new(via).context("pid 0")?;
+            // Its execs (and the mappings of the programs it runs) are recorded as they
+            // happen: one that execs and exits between two looks is not missed.
+            mmap_watch = match MmapWatch::open(Some(via)) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!(
+                        "cannot record the process's execs and mappings as they are made \
+                         ({e}); an exec is noticed at the next interval only"
+                    );
+                    None
+                }
+            };
             (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
         }
         TargetSpec::Command(argv) => {
@@ -73,8 +89,12 @@ pub fn run(cfg: Config) -> Result<i32> {
                     None
                 }
             };
+            // The report shows the arguments as text: bytes that are not UTF-8 print as U+FFFD.
             let t = Target::Command {
-                argv: argv.clone(),
+                argv: argv
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
                 pid: held.pid,
             };
             (libc, Scope::Pid(nz), Some(held), t)
@@ -100,18 +120,30 @@ pub fn run(cfg: Config) -> Result<i32> {
         Target::System => None,
     };
 
+    // Which program each exec of the target brings, and whether it maps the probed libc.
+    let exec_log = match (mmap_watch.as_mut(), target_pid) {
+        (Some(w), Some(pid)) => Some(w.track_execs(pid, target::file_id(&libc))),
+        _ => None,
+    };
+
     let entries = probes::resolve(&libc)?;
     let mut ebpf = loader::load(&Sizes {
         max_stacks: cfg.max_stacks,
         max_live: cfg.max_live,
         sample_bytes: cfg.sample_bytes.unwrap_or(0),
-        // Must match the probes' scope: the programs take the tgid as given.
-        target_tgid: match scope {
-            Scope::Pid(pid) => pid.get(),
-            Scope::All => 0,
-        },
+        // Must match the probes' scope (the process, not the thread attached through): the
+        // programs take the tgid as given.
+        target_tgid: target_pid.unwrap_or(0),
     })?;
-    let attached = probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode)?;
+    let attached = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
+        Ok(n) => n,
+        Err(e) => match cfg.target {
+            TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
+                return Err(target::TargetError::ExitedWhileStarting(pid).into())
+            }
+            _ => return Err(e.into()),
+        },
+    };
     let mut drainer = Drainer::take(
         &mut ebpf,
         cfg.max_samples,
@@ -121,6 +153,13 @@ pub fn run(cfg: Config) -> Result<i32> {
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
         symbolizer.note_process(pid);
+    }
+    if let (Some(pid), Some(tid)) = (target_pid, via.filter(|&t| Some(t) != target_pid)) {
+        // Once the main thread has exited, the process's maps read as empty through its pid:
+        // a live thread's are the process's.
+        if let Ok(maps) = crate::procmaps::ProcessMaps::read(tid) {
+            symbolizer.add_mappings(pid, maps.mappings().to_vec());
+        }
     }
     let stop_events = Arc::new(AtomicBool::new(false));
     let events_thread = {
@@ -133,7 +172,8 @@ pub fn run(cfg: Config) -> Result<i32> {
     };
 
     // Before the target can go on (and exec) once it is told we are tracing.
-    let exe = target_pid.map(target::ExeWatch::new);
+    let mut exe =
+        target_pid.map(|pid| target::ExeWatch::new(pid, &libc, exec_log, target::monotonic_ns()));
     eprintln!(
         "alloctrace: tracing {model_target}: {} probes on {}{}",
         attached,
@@ -164,7 +204,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         target_pid,
         start,
         &mut samples,
-        exe,
+        &mut exe,
     ))?;
 
     let duration = start.elapsed();
@@ -180,6 +220,11 @@ pub fn run(cfg: Config) -> Result<i32> {
     if let Ok(Some(mut w)) = events_thread.join() {
         feed_mappings(&mut w, &symbolizer);
     }
+    // Every exec, up to the last record, is decided and said before the report.
+    for line in exe.as_mut().map(|w| w.check(true)).unwrap_or_default() {
+        eprintln!("{line}");
+    }
+    let unseen = exe.and_then(|w| w.unseen).zip(target_pid);
 
     let profile = Profile {
         target: model_target,
@@ -189,15 +234,19 @@ pub fn run(cfg: Config) -> Result<i32> {
         duration,
         interval: cfg.interval,
         samples: samples.into(),
-        processes: procs
-            .into_iter()
-            .map(|(pid, p)| Process {
-                pid,
-                comm: p.comm,
-                counters: p.counters,
-                unknown_frees: p.unknown_frees,
-            })
-            .collect(),
+        processes: with_unseen(
+            procs
+                .into_iter()
+                .map(|(pid, p)| Process {
+                    pid,
+                    comm: p.comm,
+                    counters: p.counters,
+                    unknown_frees: p.unknown_frees,
+                    unseen: None,
+                })
+                .collect(),
+            unseen,
+        ),
         sites: vec![],
         losses: drainer.losses(),
         modules: vec![],
@@ -265,6 +314,32 @@ pub fn run(cfg: Config) -> Result<i32> {
     })
 }
 
+/// Marks the process whose allocations went unseen after an exec; one never seen to allocate
+/// is listed all the same, or the report would show nothing of it rather than say why.
+fn with_unseen(mut procs: Vec<Process>, unseen: Option<(Unseen, u32)>) -> Vec<Process> {
+    let Some((unseen, pid)) = unseen else {
+        return procs;
+    };
+    match procs.binary_search_by_key(&pid, |p| p.pid) {
+        Ok(i) => procs[i].unseen = Some(unseen),
+        Err(i) => {
+            let comm = unseen.program.rsplit('/').next().unwrap_or_default();
+            procs.insert(
+                i,
+                Process {
+                    pid,
+                    // As the kernel shortens it.
+                    comm: comm.chars().take(15).collect(),
+                    counters: Counters::default(),
+                    unknown_frees: 0,
+                    unseen: Some(unseen),
+                },
+            );
+        }
+    }
+    procs
+}
+
 fn push_sample(samples: &mut VecDeque<Sample>, s: Sample, max: usize) {
     if samples.len() >= max.max(1) {
         samples.pop_front();
@@ -294,7 +369,7 @@ async fn watch(
     target_pid: Option<u32>,
     start: Instant,
     samples: &mut VecDeque<Sample>,
-    mut exe: Option<target::ExeWatch>,
+    exe: &mut Option<target::ExeWatch>,
 ) -> Result<End> {
     let first = tokio::time::Instant::from_std(start) + cfg.interval;
     let mut tick = tokio::time::interval_at(first, cfg.interval);
@@ -324,7 +399,7 @@ async fn watch(
                 let (s, procs) = drainer.sample(t);
                 print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
                 push_sample(samples, s, cfg.max_samples);
-                if let Some(line) = exe.as_mut().and_then(target::ExeWatch::check) {
+                for line in exe.as_mut().map(|w| w.check(false)).unwrap_or_default() {
                     eprintln!("{line}");
                 }
                 if system_wide {

@@ -299,6 +299,7 @@ pub(crate) mod tests {
             comm: format!("p{pid}"),
             counters,
             unknown_frees: 0,
+            unseen: None,
         }
     }
 

@@ -154,6 +154,7 @@ mod tests {
                 comm: "prog".into(),
                 counters: total,
                 unknown_frees: 0,
+                unseen: None,
             }],
             sites,
             losses: Losses::default(),

@@ -705,6 +705,7 @@ mod tests {
             comm: "prog".into(),
             counters: total,
             unknown_frees: 0,
+            unseen: None,
         }];
         p.target = Target::Command {
             argv: vec!["./prog".into(), "--x=<&>".into()],

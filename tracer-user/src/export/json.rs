@@ -7,7 +7,9 @@
 //!  sampling: then every site's counters and size_hist are estimates and each site has
 //!  `sampled`, the number of allocations sampled), start_unix_secs, duration, interval,
 //!  totals{allocs,bytes,frees,freed_bytes,live_objects,live_bytes},
-//!  processes[]{pid,comm,counters{allocs,bytes,frees,freed_bytes},unknown_frees,live_objects,live_bytes},
+//!  processes[]{pid,comm,counters{allocs,bytes,frees,freed_bytes},unknown_frees,
+//!   unseen{since,program,reason} (only for a process that executed a program whose
+//!   allocations alloctrace cannot see: its counters stop at `since`),live_objects,live_bytes},
 //!  sites[]{pid,stack_id,frames[]{addr,function,function_offset,module,module_offset,file,line},
 //!          counters{...},size_hist,life_hist,live_objects,live_bytes},
 //!  samples[]{t,processes{"<pid>":counters}}, losses{...}, modules[]{pid,path,build_id},
@@ -199,12 +201,14 @@ mod tests {
                     comm: "prog".into(),
                     counters: c1,
                     unknown_frees: 2,
+                    unseen: None,
                 },
                 Process {
                     pid: 8,
                     comm: "child".into(),
                     counters: c2,
                     unknown_frees: 0,
+                    unseen: None,
                 },
             ],
             sites: vec![
@@ -284,6 +288,25 @@ mod tests {
         };
         assert!(!to_json(&old).contains("\"tracer\""));
         assert_eq!(from_json(&to_json(&old)).unwrap(), old);
+        assert!(!to_json(&old).contains("\"unseen\""));
+    }
+
+    #[test]
+    fn unseen_process_says_since_when_and_why() {
+        let mut p = sample_profile();
+        p.processes[0].unseen = Some(crate::model::Unseen {
+            since: Duration::from_millis(1500),
+            program: "/tmp/static".into(),
+            reason: "it maps no libc alloctrace probes (statically linked)".into(),
+        });
+        let text = to_json(&p);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["processes"][0]["unseen"],
+            json!({"since": 1.5, "program": "/tmp/static",
+                   "reason": "it maps no libc alloctrace probes (statically linked)"})
+        );
+        assert_eq!(from_json(&text).unwrap(), p);
     }
 
     #[test]

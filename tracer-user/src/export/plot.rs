@@ -406,6 +406,7 @@ mod tests {
             comm: "p".into(),
             counters: end,
             unknown_frees: 0,
+            unseen: None,
         }];
         p.target = Target::Command {
             argv: vec!["./prog".into(), "<&>".into()],

@@ -718,6 +718,7 @@ mod tests {
                     comm: comm.to_string(),
                     counters: Counters::default(),
                     unknown_frees: 0,
+                    unseen: None,
                 })
                 .collect(),
             sites,
