@@ -89,6 +89,11 @@ struct Unprivileged {
 
 impl Unprivileged {
     fn new() -> Unprivileged {
+        Unprivileged::with_caps("cap_bpf,cap_perfmon,cap_sys_admin+ep")
+    }
+
+    /// The same, with the file capabilities `caps` (setcap syntax).
+    fn with_caps(caps: &str) -> Unprivileged {
         let original = alloctrace_bin();
         let (uid, gid) = nobody();
         let candidates = [env!("CARGO_TARGET_TMPDIR"), "/var/tmp", "/tmp"];
@@ -122,7 +127,7 @@ impl Unprivileged {
              `cargo xtask setup` installs it)",
         );
         let out = Command::new(&setcap)
-            .args(["cap_bpf,cap_perfmon,cap_sys_admin+ep"])
+            .arg(caps)
             .arg(&bin)
             .output()
             .expect("run setcap");
@@ -265,6 +270,34 @@ fn nobody_cannot_trace_a_root_process() {
         "its real user could ptrace",
         "CAP_SYS_PTRACE",
     ]);
+}
+
+/// CAP_SYS_PTRACE is what lifts the rule: with it added, the same root process is traced.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn cap_sys_ptrace_lets_nobody_trace_a_root_process() {
+    let u = Unprivileged::with_caps("cap_bpf,cap_perfmon,cap_sys_admin,cap_sys_ptrace+ep");
+    let mut w = Workload::start("wait", &["0", "hold"], &[]);
+    let report = u.out.join("report.json");
+    let tracer = u.spawn(&pid_args(w.pid(), &report, &[]));
+    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
+        panic!(
+            "alloctrace never said it was tracing: {why}\n{}",
+            tracer.stderr.text()
+        );
+    }
+    w.release();
+    w.wait_for_line("done");
+    w.close_stdin();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let report = Report::read(&report, &finished.describe());
+    assert!(
+        report.process_counters(w.pid()).allocs > 0,
+        "nothing counted\n{}",
+        finished.describe()
+    );
 }
 
 /// System-wide mode would show every user's processes: refused for nobody, saying which

@@ -282,6 +282,47 @@ mod tests {
         assert_eq!(h.reap(), 7);
     }
 
+    /// In a forked child (the tests run as root), taking nobody's credentials leaves every
+    /// uid and gid nobody's, no capability in any set, and no_new_privs on.
+    #[test]
+    fn demoting_drops_ids_capabilities_and_new_privileges() {
+        // SAFETY: the child below only makes system calls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            // SAFETY: in the child, as apply requires.
+            let ok = unsafe {
+                let d = Demote {
+                    uid: 65534,
+                    gid: 65534,
+                };
+                let applied = d.apply().is_ok();
+                let (mut r, mut e, mut s) = (0, 0, 0);
+                libc::getresuid(&mut r, &mut e, &mut s);
+                let uids = [r, e, s] == [65534; 3];
+                libc::getresgid(&mut r, &mut e, &mut s);
+                let gids = [r, e, s] == [65534; 3];
+                let nnp = libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1;
+                let mut header = [0x2008_0522u32, 0];
+                let mut data = [1u32; 6];
+                let caps = libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr())
+                    == 0
+                    && data == [0; 6];
+                applied && uids && gids && nnp && caps
+            };
+            // SAFETY: leaves the child without running the test harness's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(
+            exit_code(status),
+            0,
+            "the demoted child kept an id, a capability or the right to gain one"
+        );
+    }
+
     #[test]
     fn exec_failure_is_reported() {
         let mut h = hold(Path::new("/nonexistent/prog"), &["prog".into()]).unwrap();
