@@ -135,3 +135,48 @@ fn text_report_names_the_unseen_process() {
         finished.describe()
     );
 }
+
+/// `execer` traced with --pid (one 10 s interval) execs `ticker`, dynamically linked, which
+/// runs one round and exits: no interval ends in between, yet the exec is announced as still
+/// traced (it was not said at all before), and both programs' counts are exact.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn exec_and_exit_within_one_interval_is_announced() {
+    alloctrace_bin();
+    let ticker = workload("ticker");
+    let scratch = Scratch::new();
+    let (before, after) = (scratch.path("before.txt"), scratch.path("after.txt"));
+    let report_path = scratch.path("report.json");
+    let mut w = Workload::start(
+        "execer",
+        &[ticker.to_str().expect("UTF-8 workload path"), "1", "0"],
+        &[
+            ("GROUND_TRUTH", before.as_os_str()),
+            ("AFTER_TRUTH", after.as_os_str()),
+        ],
+    );
+    let mut args = vec![OsString::from("--pid"), w.pid().to_string().into()];
+    args.extend(report_args("10s", &report_path, &[]));
+    let mut tracer = Running::spawn(&args, &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_for_line("done");
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let notice = format!(
+        "alloctrace: pid {} executed {} (was {}): still tracing it",
+        w.pid(),
+        ticker.display(),
+        workload("execer").display()
+    );
+    assert!(
+        finished.stderr.lines().any(|l| l.starts_with(&notice)),
+        "no notice starting {notice:?}\n{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    assert!(report.process(w.pid()).get("unseen").is_none(), "{context}");
+    assert_sites_match(&report, &GroundTruth::read(&before, &context), &[]);
+    assert_sites_match(&report, &GroundTruth::read(&after, &context), &[]);
+}

@@ -433,10 +433,15 @@ fn render_processes(out: &mut String, p: &Profile, top: usize) {
         "\nProcesses by bytes allocated ({shown} of {}):",
         procs.len()
     );
+    // A process whose allocations went unseen after an exec: its counters stop there.
+    let name = |x: &crate::model::Process| match x.unseen {
+        Some(_) => format!("{} (unseen)", x.comm),
+        None => x.comm.clone(),
+    };
     let comm_w = procs
         .iter()
         .take(shown)
-        .map(|x| x.comm.chars().count())
+        .map(|x| name(x).chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -451,7 +456,7 @@ fn render_processes(out: &mut String, p: &Profile, top: usize) {
             out,
             "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}",
             x.pid,
-            x.comm,
+            name(x),
             fmt_count(c.allocs),
             fmt_bytes(c.bytes),
             if_traced(sees_frees, fmt_count(c.frees)),
@@ -1012,11 +1017,18 @@ Advice: none (no site's numbers met a rule)
             reason: "it maps no libc alloctrace probes (statically linked)".into(),
         });
         let text = render_text(&p, 10);
-        let want = "Lost data:          none counted; but allocations went unseen (below)
-\
+        let want = "Lost data:          none counted; but allocations went unseen (below)\n\
                     Unseen:             pid 100 from 0.52s on, when it executed \
                     /tmp/static_wait: it maps no libc alloctrace probes (statically linked)\n";
         assert!(text.contains(want), "{want:?} missing from\n{text}");
+        // With several processes, the table marks it too.
+        p.processes.push(proc_(101, "other", counters));
+        let text = render_text(&p, 10);
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("100  sh (unseen)")),
+            "{text}"
+        );
     }
 
     #[test]

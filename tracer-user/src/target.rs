@@ -582,7 +582,8 @@ impl ExeWatch {
         if !self.recorded {
             self.poll();
         }
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let log = self.log.clone();
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         let mut lines = Vec::new();
         while self.handled < log.execs.len() {
             let i = self.handled;
@@ -649,6 +650,14 @@ impl ExeWatch {
                 program,
                 reason: reason.to_string(),
             });
+        }
+        // What is decided is dropped: a process that execs again and again costs no more
+        // memory, nor time per look. Mappings before the first exec left are of no use.
+        log.execs.drain(..self.handled);
+        self.handled = 0;
+        match log.execs.first().map(|e| e.time) {
+            Some(first) => log.libc_mapped.retain(|&t| t > first),
+            None => log.libc_mapped.clear(),
         }
         lines
     }
@@ -728,6 +737,56 @@ mod tests {
             Err(TargetError::NotExecutable { .. })
         ));
         assert!(matches!(r("/tmp"), Err(TargetError::NotExecutable { .. })));
+    }
+
+    #[test]
+    fn exe_watch_announces_every_exec_and_marks_a_program_without_libc_unseen() {
+        let libc = (1, 2);
+        let log = Arc::new(Mutex::new(ExecLog::default()));
+        // No such process: everything is decided from the records, as after its exit.
+        let mut w = ExeWatch {
+            pid: 999_999_999,
+            libc,
+            start_ns: 1_000,
+            log: log.clone(),
+            recorded: true,
+            polled: None,
+            handled: 0,
+            current: None,
+            waited: 0,
+            unseen: None,
+        };
+        let exec = |time, exe: &str| ExecSeen {
+            time,
+            comm: "x".into(),
+            exe: Some(exe.into()),
+        };
+        {
+            let mut l = log.lock().unwrap();
+            // The launch (sh maps libc): not announced.
+            l.execs.push(exec(2_000, "/bin/sh"));
+            l.libc_mapped.push(2_500);
+            l.execs.push(exec(3_000, "/usr/bin/dynamic"));
+            l.libc_mapped.push(3_500);
+            l.execs.push(exec(500_001_000, "/tmp/static"));
+        }
+        let lines = w.check(true);
+        assert_eq!(
+            lines,
+            [
+                "alloctrace: pid 999999999 executed /usr/bin/dynamic (was /bin/sh): still \
+                 tracing it; the sites of both programs are kept",
+                "alloctrace: pid 999999999 executed /tmp/static (was /usr/bin/dynamic): it maps \
+                 no libc alloctrace probes (statically linked, or on another libc?): its \
+                 allocations are unseen from here on"
+            ]
+        );
+        let unseen = w.unseen.clone().expect("marked unseen");
+        assert_eq!(unseen.since, std::time::Duration::from_millis(500));
+        assert_eq!(unseen.program, "/tmp/static");
+        // Decided execs are dropped; nothing is said twice.
+        assert!(log.lock().unwrap().execs.is_empty());
+        assert!(w.check(true).is_empty());
     }
 
     #[test]
