@@ -162,6 +162,8 @@ impl ExecTrack {
 pub struct MmapWatch {
     rings: Vec<Ring>,
     exec_track: Option<ExecTrack>,
+    /// Pass on only this process's mappings (see `only`).
+    only: Option<u32>,
 }
 
 impl MmapWatch {
@@ -182,7 +184,15 @@ impl MmapWatch {
         Ok(MmapWatch {
             rings,
             exec_track: None,
+            only: None,
         })
+    }
+
+    /// Passes on the mappings of `pid` only, not those of the processes it starts (which the
+    /// watch sees too): nothing else is traced, and a target that forks all day would
+    /// otherwise have every child's mappings held.
+    pub fn only(&mut self, pid: u32) {
+        self.only = Some(pid);
     }
 
     /// From now on, logs the execs of `pid` and when it maps the file `libc` (device, inode)
@@ -222,6 +232,7 @@ impl MmapWatch {
                 track.note(time, &rec);
             }
             match rec {
+                Record::Mmap { pid, .. } if self.only.is_some_and(|o| o != pid) => {}
                 Record::Mmap { pid, mapping } => by_pid.entry(pid).or_default().push(mapping),
                 Record::Lost(n) => {
                     log::warn!(

@@ -59,7 +59,10 @@ pub fn run(cfg: Config) -> Result<i32> {
             // Its execs (and the mappings of the programs it runs) are recorded as they
             // happen: one that execs and exits between two looks is not missed.
             mmap_watch = match MmapWatch::open(Some(via)) {
-                Ok(w) => Some(w),
+                Ok(mut w) => {
+                    w.only(*pid);
+                    Some(w)
+                }
                 Err(e) => {
                     log::warn!(
                         "cannot record the process's execs and mappings as they are made \
