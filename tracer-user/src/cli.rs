@@ -27,6 +27,12 @@ pub struct Cli {
     #[arg(short, long, value_name = "PID")]
     pub pid: Option<u32>,
 
+    /// Trace the processes the target starts too (fork, vfork, clone of a process; and theirs),
+    /// each under its own pid with its own allocator, through their execs, as `strace -f`
+    /// does; the run lasts until every one of them has exited.
+    #[arg(short = 'f', long)]
+    pub follow_forks: bool,
+
     /// How often to drain the kernel maps and print a line per process (e.g. 250ms, 2s).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,

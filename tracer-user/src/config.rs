@@ -21,6 +21,8 @@ pub enum TargetSpec {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub target: TargetSpec,
+    /// Trace the processes the target starts (`--follow-forks`).
+    pub follow_forks: bool,
     pub mode: TraceMode,
     /// Mean bytes between sampled allocations; None records every allocation.
     pub sample_bytes: Option<u64>,
@@ -48,6 +50,8 @@ pub enum ConfigError {
     PidAndCommand,
     #[error("--pid 0 is not a process")]
     PidZero,
+    #[error("--follow-forks needs --pid or a command (system-wide mode traces every process)")]
+    FollowSystemWide,
     #[error("--interval must be at least 10ms (got {0:?})")]
     IntervalTooShort(Duration),
     #[error("--duration must be longer than zero")]
@@ -76,6 +80,9 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         (None, false) => TargetSpec::Command(cli.command),
         (None, true) => TargetSpec::System,
     };
+    if cli.follow_forks && target == TargetSpec::System {
+        return Err(ConfigError::FollowSystemWide);
+    }
     if cli.interval < Duration::from_millis(10) {
         return Err(ConfigError::IntervalTooShort(cli.interval));
     }
@@ -146,6 +153,7 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         target,
+        follow_forks: cli.follow_forks,
         mode: cli.mode,
         // 1 byte apart samples every allocation: the same as not sampling.
         sample_bytes: cli.sample_bytes.filter(|&n| n > 1),
@@ -225,6 +233,11 @@ mod tests {
         assert!(parse(&["--max-live", "0"])
             .unwrap_err()
             .contains("--max-live"));
+        assert_eq!(
+            parse(&["-f"]).unwrap_err(),
+            ConfigError::FollowSystemWide.to_string()
+        );
+        assert!(parse(&["-f", "--", "ls"]).unwrap().follow_forks);
         assert!(parse(&["--pid", "0"])
             .unwrap_err()
             .contains("not a process"));

@@ -5,6 +5,7 @@ mod compare;
 mod config;
 mod drain;
 mod export;
+mod follow;
 mod live_table;
 mod loader;
 mod map_batch;

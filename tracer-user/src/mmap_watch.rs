@@ -50,6 +50,7 @@ const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const PERF_RECORD_MMAP: u32 = 1;
 const PERF_RECORD_LOST: u32 = 2;
 const PERF_RECORD_COMM: u32 = 3;
+const PERF_RECORD_FORK: u32 = 7;
 const PERF_RECORD_MISC_COMM_EXEC: u16 = 1 << 13;
 const PERF_RECORD_MMAP2: u32 = 10;
 const PERF_RECORD_MISC_MMAP_BUILD_ID: u16 = 1 << 14;
@@ -98,6 +99,20 @@ pub enum Record {
     Lost(u64),
     /// Process `pid` executed a program (execve) whose name (`comm`, at most 15 bytes) is this.
     Exec { pid: u32, comm: String },
+    /// Process `ppid` started process `pid` (fork, vfork, or clone without CLONE_THREAD; a new
+    /// thread is not one).
+    Fork { pid: u32, ppid: u32 },
+}
+
+/// A process started by one whose execs are logged (`MmapWatch::track_execs`).
+#[derive(Clone, Debug)]
+pub struct Forked {
+    pub pid: u32,
+    pub ppid: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time: u64,
+    /// Its execs, logged from its first on (with `follow_forks`).
+    pub log: Option<Arc<Mutex<ExecLog>>>,
 }
 
 /// The execs of one process and the mappings that tell what its programs are, in time order
@@ -161,9 +176,14 @@ impl ExecTrack {
 /// Executable mmaps of one process tree (or of the whole system), recorded by the kernel.
 pub struct MmapWatch {
     rings: Vec<Ring>,
-    exec_track: Option<ExecTrack>,
+    exec_tracks: Vec<ExecTrack>,
     /// Pass on only this process's mappings (see `only`).
     only: Option<u32>,
+    /// Whether the children of logged processes get their execs logged too (`follow_forks`).
+    follow: bool,
+    forks: Vec<Forked>,
+    /// Logged processes seen to exec (with `follow`).
+    execs: Vec<u32>,
 }
 
 impl MmapWatch {
@@ -183,8 +203,11 @@ impl MmapWatch {
             .collect::<io::Result<Vec<_>>>()?;
         Ok(MmapWatch {
             rings,
-            exec_track: None,
+            exec_tracks: Vec::new(),
             only: None,
+            follow: false,
+            forks: Vec::new(),
+            execs: Vec::new(),
         })
     }
 
@@ -199,12 +222,28 @@ impl MmapWatch {
     /// executable; returns the log, filled as the watch is drained.
     pub fn track_execs(&mut self, pid: u32, libc: (u64, u64)) -> Arc<Mutex<ExecLog>> {
         let log = Arc::new(Mutex::new(ExecLog::default()));
-        self.exec_track = Some(ExecTrack {
+        self.exec_tracks.push(ExecTrack {
             pid,
             libc,
             log: log.clone(),
         });
         log
+    }
+
+    /// From now on, every process started by one whose execs are logged has its execs logged
+    /// too, from the moment of its fork record (before any exec of its own can be read).
+    pub fn follow_forks(&mut self) {
+        self.follow = true;
+    }
+
+    /// The processes started by logged ones since the last call (see `Forked`).
+    pub fn take_forks(&mut self) -> Vec<Forked> {
+        std::mem::take(&mut self.forks)
+    }
+
+    /// The logged processes that executed a program since the last call (with `follow_forks`).
+    pub fn take_execs(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.execs)
     }
 
     /// The descriptors to poll for `POLLIN` (records waiting) or `POLLHUP` (the watched
@@ -228,10 +267,23 @@ impl MmapWatch {
         records.sort_by_key(|(t, _)| *t);
         let mut by_pid: HashMap<u32, Vec<Mapping>> = HashMap::new();
         for (time, rec) in records {
-            if let Some(track) = &self.exec_track {
+            for track in &self.exec_tracks {
                 track.note(time, &rec);
             }
             match rec {
+                Record::Fork { pid, ppid } => {
+                    let Some(libc) = self.exec_tracks.iter().find(|t| t.pid == ppid) else {
+                        continue;
+                    };
+                    let libc = libc.libc;
+                    let log = self.follow.then(|| self.track_execs(pid, libc));
+                    self.forks.push(Forked {
+                        pid,
+                        ppid,
+                        time,
+                        log,
+                    });
+                }
                 Record::Mmap { pid, .. } if self.only.is_some_and(|o| o != pid) => {}
                 Record::Mmap { pid, mapping } => by_pid.entry(pid).or_default().push(mapping),
                 Record::Lost(n) => {
@@ -240,7 +292,11 @@ impl MmapWatch {
                          print as bare addresses"
                     );
                 }
-                Record::Exec { .. } => {}
+                Record::Exec { pid, .. } => {
+                    if self.follow && self.exec_tracks.iter().any(|t| t.pid == pid) {
+                        self.execs.push(pid);
+                    }
+                }
             }
         }
         by_pid
@@ -431,6 +487,11 @@ pub fn parse_record(rec: &[u8]) -> Option<Record> {
     let rec = &rec[..size];
     match ty {
         PERF_RECORD_LOST => Some(Record::Lost(u64_at(rec, 16)?)),
+        PERF_RECORD_FORK => {
+            // header(8) pid ppid tid ptid time
+            let (pid, ppid) = (u32_at(rec, 8)?, u32_at(rec, 12)?);
+            (pid != ppid).then_some(Record::Fork { pid, ppid })
+        }
         PERF_RECORD_COMM if misc & PERF_RECORD_MISC_COMM_EXEC != 0 => {
             // header(8) pid tid comm (NUL-terminated)
             let pid = u32_at(rec, 8)?;
@@ -617,6 +678,34 @@ mod tests {
         assert_eq!(parse_record(&b), None);
     }
 
+    fn fork(pid: u32, ppid: u32, tid: u32, ptid: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(PERF_RECORD_FORK.to_ne_bytes());
+        b.extend(0u16.to_ne_bytes());
+        b.extend(40u16.to_ne_bytes());
+        for v in [pid, ppid, tid, ptid] {
+            b.extend(v.to_ne_bytes());
+        }
+        b.extend(7u64.to_ne_bytes()); // time
+        b.extend(7u64.to_ne_bytes()); // sample_id_all: time
+        b
+    }
+
+    #[test]
+    fn parses_process_forks_not_new_threads() {
+        assert_eq!(
+            parse_record(&fork(20, 10, 20, 10)),
+            Some(Record::Fork { pid: 20, ppid: 10 })
+        );
+        // A thread of process 10 (started by its thread 11) starting a process.
+        assert_eq!(
+            parse_record(&fork(21, 10, 21, 11)),
+            Some(Record::Fork { pid: 21, ppid: 10 })
+        );
+        assert_eq!(parse_record(&fork(10, 10, 12, 10)), None, "a new thread");
+        assert_eq!(parse_record(&fork(20, 10, 20, 10)[..12]), None);
+    }
+
     fn comm_exec(pid: u32, comm: &str, time: u64) -> Vec<u8> {
         let mut name = comm.as_bytes().to_vec();
         name.push(0);
@@ -757,7 +846,7 @@ mod tests {
             .iter()
             .map(|r| match r {
                 Record::Mmap { pid, .. } => *pid,
-                Record::Lost(_) | Record::Exec { .. } => 0,
+                Record::Lost(_) | Record::Exec { .. } | Record::Fork { .. } => 0,
             })
             .collect();
         assert_eq!(pids, [1, 2, 3]);

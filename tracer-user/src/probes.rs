@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use alloctrace_common as abi;
-use aya::programs::{uprobe::UProbeScope, ProgramError, UProbe};
+use aya::programs::uprobe::{UProbeLink, UProbeLinkId, UProbeScope};
+use aya::programs::{ProgramError, UProbe};
 use aya::Ebpf;
 use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
 
@@ -318,21 +319,45 @@ pub fn attach(
     scope: Scope,
     mode: TraceMode,
 ) -> Result<usize, ProbeError> {
+    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
+        set_floor(ebpf)?;
+    }
+    let names: Vec<&'static str> = if mode == TraceMode::AllocOnly {
+        entries
+            .iter()
+            .filter_map(|(spec, _)| count_program(spec.program))
+            .collect()
+    } else {
+        let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
+        names.push(abi::PROG_ALLOC_RETURN);
+        names
+    };
+    load_programs(ebpf, names)?;
+    Ok(attach_loaded(ebpf, libc, entries, scope, mode)?.len())
+}
+
+/// One attached probe: its program and link (dropping the link taken out of the program
+/// detaches it; see `follow`).
+pub type Attached = (&'static str, UProbeLinkId);
+
+/// `attach` with the programs already loaded (by `attach`): one more process's set of probes,
+/// in the same order. Returns the links, so that they can be detached on their own.
+pub fn attach_loaded(
+    ebpf: &mut Ebpf,
+    libc: &Path,
+    entries: &[(&'static ProbeSpec, Entry)],
+    scope: Scope,
+    mode: TraceMode,
+) -> Result<Vec<Attached>, ProbeError> {
     let path = libc.display().to_string();
     let scope = match scope {
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
     };
-    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
-        set_floor(ebpf)?;
-    }
     if mode == TraceMode::AllocOnly {
         return attach_counting(ebpf, libc, entries, scope);
     }
-    let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
-    names.push(abi::PROG_ALLOC_RETURN);
-    load_programs(ebpf, names)?;
-    let mut attached = 0;
+    let mut attached = Vec::new();
     let mut entry_order: Vec<_> = entries.iter().collect();
     entry_order.sort_by_key(|(p, _)| entry_rank(p));
     let order = entries
@@ -347,16 +372,26 @@ pub fn attach(
             (spec.program, "uprobe")
         };
         let prog: &mut UProbe = program(ebpf, name)?;
-        prog.attach(entry.file_offset, libc, scope)
+        let link = prog
+            .attach(entry.file_offset, libc, scope)
             .map_err(|source| ProbeError::Attach {
                 kind,
                 symbol: spec.symbol,
                 path: path.clone(),
                 source: Box::new(source),
             })?;
-        attached += 1;
+        attached.push((name, link));
     }
     Ok(attached)
+}
+
+/// Takes the links out of their programs: dropping them detaches those probes (each waits a
+/// kernel grace period); links already gone are skipped.
+pub fn take_links(ebpf: &mut Ebpf, links: Vec<Attached>) -> Vec<UProbeLink> {
+    links
+        .into_iter()
+        .filter_map(|(name, id)| program(ebpf, name).ok()?.take_link(id).ok())
+        .collect()
 }
 
 /// When a function's entry probe goes in, full mode (see `attach`): the functions that give
@@ -389,23 +424,25 @@ fn attach_counting(
     libc: &Path,
     entries: &[(&'static ProbeSpec, Entry)],
     scope: UProbeScope,
-) -> Result<usize, ProbeError> {
+) -> Result<Vec<Attached>, ProbeError> {
     let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = entries
         .iter()
         .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
         .collect();
-    load_programs(ebpf, counted.iter().map(|c| c.2).collect())?;
+    let mut attached = Vec::new();
     for (spec, entry, name) in &counted {
         let prog: &mut UProbe = program(ebpf, name)?;
-        prog.attach(entry.file_offset, libc, scope)
+        let link = prog
+            .attach(entry.file_offset, libc, scope)
             .map_err(|source| ProbeError::Attach {
                 kind: "uprobe",
                 symbol: spec.symbol,
                 path: libc.display().to_string(),
                 source: Box::new(source),
             })?;
+        attached.push((*name, link));
     }
-    Ok(counted.len())
+    Ok(attached)
 }
 
 /// `cargo xtask bench` only: with `ALLOCTRACE_BENCH_FLOOR=1` the probes are attached where they

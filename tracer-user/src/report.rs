@@ -386,12 +386,21 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
         label(
             &mut out,
             "Unseen",
-            &format!(
-                "pid {pid} from {:.2}s on, when it executed {}: {}",
-                u.since.as_secs_f64(),
-                u.program,
-                u.reason
-            ),
+            &if u.program.is_empty() {
+                // A followed process never seen: unseen from its start, no exec involved.
+                format!(
+                    "pid {pid} from {:.2}s on: {}",
+                    u.since.as_secs_f64(),
+                    u.reason
+                )
+            } else {
+                format!(
+                    "pid {pid} from {:.2}s on, when it executed {}: {}",
+                    u.since.as_secs_f64(),
+                    u.program,
+                    u.reason
+                )
+            },
         );
     }
     if let Some(t) = &p.tracer {

@@ -576,6 +576,16 @@ impl ExeWatch {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// A started process (`--follow-forks`) runs its parent's program until its first exec,
+    /// which is then announced like any other, not taken for a launch.
+    pub fn started_with(&mut self, program: String) {
+        self.current = Some(program);
+    }
+
     /// Lines to print for the execs seen since the last call. `last` is the run's last look:
     /// no exec is left undecided.
     pub fn check(&mut self, last: bool) -> Vec<String> {

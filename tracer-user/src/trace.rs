@@ -17,6 +17,7 @@ use crate::cli::ReportFormat;
 use crate::config::{Config, TargetSpec};
 use crate::drain::{self, Drainer, ProcTotals, RawSite};
 use crate::export;
+use crate::follow;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
 use crate::model::{
@@ -60,7 +61,10 @@ pub fn run(cfg: Config) -> Result<i32> {
             // happen: one that execs and exits between two looks is not missed.
             mmap_watch = match MmapWatch::open(Some(via)) {
                 Ok(mut w) => {
-                    w.only(*pid);
+                    // Followed children's mappings are needed as well.
+                    if !cfg.follow_forks {
+                        w.only(*pid);
+                    }
                     Some(w)
                 }
                 Err(e) => {
@@ -128,6 +132,15 @@ pub fn run(cfg: Config) -> Result<i32> {
         (Some(w), Some(pid)) => Some(w.track_execs(pid, target::file_id(&libc))),
         _ => None,
     };
+    if cfg.follow_forks {
+        match mmap_watch.as_mut() {
+            Some(w) => w.follow_forks(),
+            None => anyhow::bail!(
+                "--follow-forks needs the kernel's fork records (a perf event on the target), \
+                 which could not be opened (see the warning above)"
+            ),
+        }
+    }
 
     let entries = probes::resolve(&libc)?;
     let mut ebpf = loader::load(&Sizes {
@@ -135,8 +148,13 @@ pub fn run(cfg: Config) -> Result<i32> {
         max_live: cfg.max_live,
         sample_bytes: cfg.sample_bytes.unwrap_or(0),
         // Must match the probes' scope (the process, not the thread attached through): the
-        // programs take the tgid as given.
-        target_tgid: target_pid.unwrap_or(0),
+        // programs take the tgid as given. Following forks, the probes fire in several
+        // processes: 0 has the programs ask the kernel, as in system-wide mode.
+        target_tgid: if cfg.follow_forks {
+            0
+        } else {
+            target_pid.unwrap_or(0)
+        },
     })?;
     let attached = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
         Ok(n) => n,
@@ -165,12 +183,23 @@ pub fn run(cfg: Config) -> Result<i32> {
         }
     }
     let stop_events = Arc::new(AtomicBool::new(false));
+    let ring = drain::take_events(&mut ebpf)?;
+    // Following, the probe sets of new processes are attached from the event thread, which
+    // reads their fork records: it owns the eBPF object until the run ends.
+    let (kept_ebpf, follower, mut children) = if cfg.follow_forks {
+        let start_ns = target::monotonic_ns();
+        let (f, shared) =
+            follow::Follower::new(ebpf, libc.clone(), entries.clone(), cfg.mode, start_ns);
+        let c = follow::Children::new(shared, libc.clone(), start_ns);
+        (None, Some(f), Some(c))
+    } else {
+        (Some(ebpf), None, None)
+    };
     let events_thread = {
-        let ring = drain::take_events(&mut ebpf)?;
         let (sym, stop) = (symbolizer.clone(), stop_events.clone());
         std::thread::Builder::new()
             .name("alloctrace-events".into())
-            .spawn(move || watch_events(ring, mmap_watch, &sym, &stop))
+            .spawn(move || watch_events(ring, mmap_watch, follower, &sym, &stop))
             .context("cannot start the event thread")?
     };
 
@@ -208,6 +237,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         start,
         &mut samples,
         &mut exe,
+        &mut children,
     ))?;
 
     let duration = start.elapsed();
@@ -220,14 +250,27 @@ pub fn run(cfg: Config) -> Result<i32> {
     stop_events.store(true, Ordering::Relaxed);
     // Whatever the watch recorded since the thread's last look reaches the symbolizer
     // (ahead of the requests below: one channel, in order).
-    if let Ok(Some(mut w)) = events_thread.join() {
+    let (watch, follower) = events_thread.join().unwrap_or_default();
+    if let Some(mut w) = watch {
         feed_mappings(&mut w, &symbolizer);
+    }
+    let followed = follower.map(|f| f.finish());
+    if let Some(line) = followed.as_ref().and_then(|f| f.window_line()) {
+        eprintln!("{line}");
     }
     // Every exec, up to the last record, is decided and said before the report.
     for line in exe.as_mut().map(|w| w.check(true)).unwrap_or_default() {
         eprintln!("{line}");
     }
-    let unseen = exe.and_then(|w| w.unseen).zip(target_pid);
+    for line in children.as_mut().map(|c| c.check(true)).unwrap_or_default() {
+        eprintln!("{line}");
+    }
+    let mut unseen: Vec<(Unseen, u32)> = exe
+        .and_then(|w| w.unseen)
+        .zip(target_pid)
+        .into_iter()
+        .collect();
+    unseen.extend(children.map(|c| c.unseen()).unwrap_or_default());
 
     let profile = Profile {
         target: model_target,
@@ -237,7 +280,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         duration,
         interval: cfg.interval,
         samples: samples.into(),
-        processes: with_unseen(
+        processes: unseen.into_iter().map(Some).fold(
             procs
                 .into_iter()
                 .map(|(pid, p)| Process {
@@ -248,7 +291,7 @@ pub fn run(cfg: Config) -> Result<i32> {
                     unseen: None,
                 })
                 .collect(),
-            unseen,
+            with_unseen,
         ),
         sites: vec![],
         losses: drainer.losses(),
@@ -285,10 +328,15 @@ pub fn run(cfg: Config) -> Result<i32> {
     // allocator meanwhile.
     let detach = std::thread::Builder::new()
         .name("alloctrace-detach".into())
-        .spawn(move || drop(ebpf))
+        .spawn(move || {
+            drop(kept_ebpf);
+            followed.and_then(|f| f.detach_all())
+        })
         .context("cannot start the detach thread")?;
     let outputs_written = write_outputs(&cfg, &profile);
-    let _ = detach.join();
+    if let Ok(Some(line)) = detach.join() {
+        eprintln!("{line}");
+    }
 
     let code = match (held, end) {
         (Some(h), End::TargetExited) => h.reap(),
@@ -373,6 +421,7 @@ async fn watch(
     start: Instant,
     samples: &mut VecDeque<Sample>,
     exe: &mut Option<target::ExeWatch>,
+    children: &mut Option<follow::Children>,
 ) -> Result<End> {
     let first = tokio::time::Instant::from_std(start) + cfg.interval;
     let mut tick = tokio::time::interval_at(first, cfg.interval);
@@ -386,9 +435,17 @@ async fn watch(
         }
     };
     tokio::pin!(deadline);
+    let followed = children.as_ref().map(|c| c.shared().clone());
     let exited = async {
         match target_pid {
-            Some(pid) => wait_exit(pid).await,
+            Some(pid) => {
+                wait_exit(pid).await?;
+                // As `strace -f`: the run ends when the followed processes have ended too.
+                if let Some(shared) = &followed {
+                    follow::all_exited(shared).await;
+                }
+                Ok::<(), anyhow::Error>(())
+            }
             None => std::future::pending().await,
         }
     };
@@ -403,6 +460,9 @@ async fn watch(
                 print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
                 push_sample(samples, s, cfg.max_samples);
                 for line in exe.as_mut().map(|w| w.check(false)).unwrap_or_default() {
+                    eprintln!("{line}");
+                }
+                for line in children.as_mut().map(|c| c.check(false)).unwrap_or_default() {
                     eprintln!("{line}");
                 }
                 if system_wide {
@@ -449,9 +509,11 @@ async fn wait_exit(pid: u32) -> Result<()> {
 fn watch_events(
     mut ring: RingBuf<MapData>,
     mut mmaps: Option<MmapWatch>,
+    mut follower: Option<follow::Follower>,
     sym: &Symbolizer,
     stop: &AtomicBool,
-) -> Option<MmapWatch> {
+) -> (Option<MmapWatch>, Option<follow::Follower>) {
+    let mut said_unfollowed = false;
     let mut pfds = vec![libc::pollfd {
         fd: ring.as_raw_fd(),
         events: libc::POLLIN,
@@ -475,6 +537,22 @@ fn watch_events(
         // Mappings first: a new stack's note may find the process gone already.
         if let Some(w) = mmaps.as_mut() {
             feed_mappings(w, sym);
+            let forks = w.take_forks();
+            match follower.as_mut() {
+                Some(f) => f.look(forks, &w.take_execs(), sym),
+                None => {
+                    if let Some(fk) = forks.first().filter(|_| !said_unfollowed) {
+                        said_unfollowed = true;
+                        eprintln!(
+                            "alloctrace: pid {} ({}) started pid {}, which is not traced \
+                             (--follow-forks traces children)",
+                            fk.ppid,
+                            follow::comm_of(fk.ppid),
+                            fk.pid
+                        );
+                    }
+                }
+            }
         }
         while let Some(item) = ring.next() {
             if item.len() >= size_of::<Event>() {
@@ -484,7 +562,7 @@ fn watch_events(
             }
         }
     }
-    mmaps
+    (mmaps, follower)
 }
 
 fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {

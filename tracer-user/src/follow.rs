@@ -1,0 +1,398 @@
+//! `--follow-forks`: the processes the target starts (and theirs) traced each under its own
+//! pid, as `strace -f` does.
+//!
+//! Uprobe events are filtered by address space: the target's probes fire in its own `mm`
+//! only, so a forked child (a copy of it) needs a set of its own, attached to its pid when the
+//! mmap watch's fork record says it exists. Between the fork and that attach the child's
+//! allocations are not counted; no race-free way exists here (aya's per-pid attach cannot make
+//! an inherited event, and holding the child would mean signalling it): the window is measured
+//! per child and said at the end of the run. A child that shares its parent's address space
+//! (`CLONE_VM`, `vfork`) is already seen through its parent's probes (under its own pid: the
+//! programs ask the kernel for the tgid); a second set would count each call twice, so it gets
+//! its own set at its exec, when it leaves that address space.
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aya::programs::uprobe::UProbeLink;
+use aya::Ebpf;
+
+use crate::mmap_watch::{ExecLog, Forked};
+use crate::model::{TraceMode, Unseen};
+use crate::probes::{self, Attached, Entry, ProbeSpec, Scope};
+use crate::symbolize::Symbolizer;
+
+/// What the event thread's follower tells the main loop.
+#[derive(Default)]
+pub struct Shared {
+    /// Followed processes not yet exited.
+    pub live: usize,
+    /// Looks at the watch's records so far: the run may end only after a look that began
+    /// once the target had exited (a fork just before is then known).
+    pub looks: u64,
+    /// Processes followed since the main loop last asked, with their exec logs.
+    pub started: Vec<Started>,
+    /// Processes that could not be followed, for the report.
+    pub unseen: Vec<(u32, Unseen)>,
+}
+
+/// A process followed: its pid, its exec log, and its parent's program (its own until it execs).
+pub struct Started {
+    pub pid: u32,
+    pub log: Arc<Mutex<ExecLog>>,
+    pub program: String,
+}
+
+/// A followed process's probes, and the descriptor that says when it exits.
+struct Child {
+    pidfd: OwnedFd,
+    links: Vec<Attached>,
+}
+
+pub struct Follower {
+    ebpf: Ebpf,
+    libc: PathBuf,
+    entries: Vec<(&'static ProbeSpec, Entry)>,
+    mode: TraceMode,
+    start_ns: u64,
+    children: HashMap<u32, Child>,
+    /// CLONE_VM children waiting for their exec to get probes of their own.
+    sharing: HashSet<u32>,
+    shared: Arc<Mutex<Shared>>,
+    /// Probe sets of exited children, detached on their own thread (each probe waits a kernel
+    /// grace period: ~0.1 s).
+    detach: Option<Detacher>,
+    /// From each fork to its probes being in.
+    windows: Vec<Duration>,
+}
+
+/// What `finish` hands back: the eBPF object (whose drop detaches the rest) and figures.
+pub struct Finished {
+    ebpf: Ebpf,
+    followed: usize,
+    max_window: Option<Duration>,
+    detach: Option<Detacher>,
+}
+
+type Detacher = (mpsc::Sender<Vec<UProbeLink>>, JoinHandle<(usize, Duration)>);
+
+impl Follower {
+    pub fn new(
+        ebpf: Ebpf,
+        libc: PathBuf,
+        entries: Vec<(&'static ProbeSpec, Entry)>,
+        mode: TraceMode,
+        start_ns: u64,
+    ) -> (Follower, Arc<Mutex<Shared>>) {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (tx, rx) = mpsc::channel::<Vec<UProbeLink>>();
+        let detacher = std::thread::Builder::new()
+            .name("alloctrace-detach-children".into())
+            .spawn(move || {
+                let (mut n, mut took) = (0, Duration::ZERO);
+                for links in rx {
+                    let t = Instant::now();
+                    n += links.len();
+                    drop(links);
+                    took += t.elapsed();
+                }
+                (n, took)
+            })
+            .ok();
+        let f = Follower {
+            ebpf,
+            libc,
+            entries,
+            mode,
+            start_ns,
+            children: HashMap::new(),
+            sharing: HashSet::new(),
+            shared: shared.clone(),
+            detach: detacher.map(|h| (tx, h)),
+            windows: Vec::new(),
+        };
+        (f, shared)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One look: new processes get their probes, exited ones lose theirs. `execs` are the
+    /// processes seen to exec in this look.
+    pub fn look(&mut self, forks: Vec<Forked>, execs: &[u32], sym: &Symbolizer) {
+        for f in forks {
+            if let Some(log) = f.log.clone() {
+                let program = std::fs::read_link(format!("/proc/{}/exe", f.ppid))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| comm_of(f.ppid));
+                self.lock().started.push(Started {
+                    pid: f.pid,
+                    log,
+                    program,
+                });
+            }
+            self.start(f, sym);
+        }
+        for pid in execs {
+            if self.sharing.remove(pid) {
+                self.attach(*pid, None, sym);
+            }
+        }
+        self.reap();
+        let live = self.children.len() + self.sharing.len();
+        let mut s = self.lock();
+        s.live = live;
+        s.looks += 1;
+    }
+
+    fn start(&mut self, f: Forked, sym: &Symbolizer) {
+        match same_vm(f.ppid, f.pid) {
+            // Seen through the parent's probes until it execs.
+            Some(true) => {
+                self.sharing.insert(f.pid);
+            }
+            _ => self.attach(f.pid, Some(f.time), sym),
+        }
+    }
+
+    fn attach(&mut self, pid: u32, forked_at: Option<u64>, sym: &Symbolizer) {
+        // From its fork, or (a CLONE_VM child) from its exec, when it left its parent's probes.
+        let unseen = |reason: String| Unseen {
+            since: Duration::from_nanos(
+                forked_at
+                    .unwrap_or_else(crate::target::monotonic_ns)
+                    .saturating_sub(self.start_ns),
+            ),
+            program: String::new(),
+            reason,
+        };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if fd < 0 {
+            let u = unseen("it exited before alloctrace could attach its probes".into());
+            eprintln!(
+                "alloctrace: pid {pid}: {}: its allocations are unseen",
+                u.reason
+            );
+            self.lock().unseen.push((pid, u));
+            return;
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let Some(nz) = std::num::NonZeroU32::new(pid) else {
+            return;
+        };
+        match probes::attach_loaded(
+            &mut self.ebpf,
+            &self.libc,
+            &self.entries,
+            Scope::Pid(nz),
+            self.mode,
+        ) {
+            Ok(links) => {
+                if let Some(t) = forked_at {
+                    let w = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(t));
+                    log::info!("pid {pid}: probes attached {w:?} after its fork");
+                    self.windows.push(w);
+                }
+                sym.note_process(pid);
+                self.children.insert(pid, Child { pidfd, links });
+            }
+            Err(e) => {
+                // It may have exited meanwhile: not a failure of the run.
+                let u = unseen(format!("its probes could not be attached ({})", chain(&e)));
+                eprintln!(
+                    "alloctrace: pid {pid}: {}: its allocations are unseen",
+                    u.reason
+                );
+                self.lock().unseen.push((pid, u));
+            }
+        }
+    }
+
+    /// Children whose pidfd turned readable (exited) lose their probes, off this thread.
+    fn reap(&mut self) {
+        let exited: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|(_, c)| {
+                let mut p = libc::pollfd {
+                    fd: c.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; a zero timeout never blocks.
+                unsafe { libc::poll(&mut p, 1, 0) == 1 }
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in exited {
+            let Some(child) = self.children.remove(&pid) else {
+                continue;
+            };
+            let links = probes::take_links(&mut self.ebpf, child.links);
+            if let Some((tx, _)) = &self.detach {
+                let _ = tx.send(links);
+            }
+        }
+        // A CLONE_VM child that exits without exec: nothing of its own to detach.
+        self.sharing
+            .retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    /// Ends following; the processes still alive keep their probes until `detach_all`.
+    pub fn finish(mut self) -> Finished {
+        Finished {
+            followed: self.windows.len(),
+            max_window: self.windows.iter().max().copied(),
+            detach: self.detach.take(),
+            ebpf: self.ebpf,
+        }
+    }
+}
+
+impl Finished {
+    /// How late the followed processes' probes went in, said before the report.
+    pub fn window_line(&self) -> Option<String> {
+        let w = self.max_window?;
+        Some(format!(
+            "alloctrace: followed {} started processes; their probes went in at most {:.1} ms \
+             after their fork (allocations made before are not counted)",
+            self.followed,
+            w.as_secs_f64() * 1e3
+        ))
+    }
+
+    /// Detaches every probe (the exited processes' on their own thread, during the run; the
+    /// rest with the eBPF object now) and says how long the exited processes' took: each
+    /// probe waits a kernel grace period.
+    pub fn detach_all(mut self) -> Option<String> {
+        drop(self.ebpf);
+        let (tx, h) = self.detach.take()?;
+        drop(tx);
+        let (n, took) = h.join().ok()?;
+        (n > 0).then(|| {
+            format!(
+                "alloctrace: the {n} probes of exited followed processes took {:.2} s to \
+                 detach (in the background)",
+                took.as_secs_f64()
+            )
+        })
+    }
+}
+
+/// Whether two processes share one address space (kcmp KCMP_VM), None if the kernel will not
+/// say (one has exited).
+fn same_vm(a: u32, b: u32) -> Option<bool> {
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp takes two pids, a type and two type-specific values (unused for KCMP_VM).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            a as libc::c_long,
+            b as libc::c_long,
+            KCMP_VM,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    (r >= 0).then_some(r == 0)
+}
+
+pub fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// Resolves once the followed processes have all exited, the target being gone already:
+/// after two looks at the watch (a fork just before the target's exit is known by then).
+pub async fn all_exited(shared: &Arc<Mutex<Shared>>) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let since = lock().looks;
+    loop {
+        {
+            let s = lock();
+            if s.looks >= since + 2 && s.live == 0 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The main loop's side: each followed process's execs decided and said (as the target's
+/// are), and what went unseen, for the report.
+pub struct Children {
+    shared: Arc<Mutex<Shared>>,
+    libc: PathBuf,
+    start_ns: u64,
+    watches: Vec<crate::target::ExeWatch>,
+}
+
+impl Children {
+    pub fn new(shared: Arc<Mutex<Shared>>, libc: PathBuf, start_ns: u64) -> Children {
+        Children {
+            shared,
+            libc,
+            start_ns,
+            watches: Vec::new(),
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Mutex<Shared>> {
+        &self.shared
+    }
+
+    /// Lines to print for the execs of followed processes since the last call.
+    pub fn check(&mut self, last: bool) -> Vec<String> {
+        let started = std::mem::take(
+            &mut self
+                .shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .started,
+        );
+        for st in started {
+            let mut w =
+                crate::target::ExeWatch::new(st.pid, &self.libc, Some(st.log), self.start_ns);
+            w.started_with(st.program);
+            self.watches.push(w);
+        }
+        self.watches
+            .iter_mut()
+            .flat_map(|w| w.check(last))
+            .collect()
+    }
+
+    /// Every followed process whose allocations went unseen, and from when.
+    pub fn unseen(self) -> Vec<(Unseen, u32)> {
+        let mut out: Vec<(Unseen, u32)> =
+            std::mem::take(&mut self.shared.lock().unwrap_or_else(|e| e.into_inner()).unseen)
+                .into_iter()
+                .map(|(pid, u)| (u, pid))
+                .collect();
+        out.extend(self.watches.into_iter().filter_map(|w| {
+            let pid = w.pid();
+            Some((w.unseen?, pid))
+        }));
+        out
+    }
+}
+
+/// An error and its sources on one line (aya's attach error names the syscall, its source the
+/// errno).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
