@@ -388,6 +388,62 @@ fn nobody_traces_its_own_process_exactly() {
     assert_no_losses(&report);
 }
 
+/// nobody traces its own `sh` with --pid; the sh then execs a setuid-root program (which
+/// allocates, and says `euid 0`): alloctrace re-checks the kernel's rule after the exec, says
+/// the process is no longer permitted, and shows nothing of it — no site, no counts, the
+/// process marked unseen with the reason.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
+    let u = Unprivileged::new();
+    let euid = u.copy_workload("euid", 0o4755);
+    let report_path = u.out.join("report.json");
+    let mut args: Vec<String> = u
+        .as_nobody()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let script = format!("echo ready; read x; exec {}", euid.display());
+    args.extend(["/bin/sh".into(), "-c".into(), script]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = Workload::start_path(&setpriv(), &args, &[]);
+    let pid = w.pid();
+    let tracer = u.spawn(&pid_args(pid, &report_path, &[]));
+    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
+        panic!(
+            "nobody's alloctrace never said it was tracing: {why}\n{}",
+            tracer.stderr.text()
+        );
+    }
+    w.close_stdin();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    assert!(
+        w.stdout_value("euid").starts_with("0 "),
+        "the setuid bit did not take effect: {context}"
+    );
+    finished.assert_code(0);
+    // The kernel records nothing of an undumpable process: the program is named by its comm.
+    let notice = format!("alloctrace: pid {pid} executed ");
+    assert!(
+        finished.stderr.lines().any(|l| l.starts_with(&notice)
+            && l.contains("not permitted after exec of a setuid program")),
+        "no notice starting {notice:?}\n{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    let p = report.process(pid);
+    assert_eq!(
+        p["unseen"]["reason"], "not permitted after exec of a setuid program",
+        "{context}"
+    );
+    assert!(
+        report.process_counters(pid).is_zero() && report.sites_of(pid).is_empty(),
+        "the process's allocations are shown: {p}\n{}",
+        report.describe_sites(pid)
+    );
+}
+
 // =============================================================================================
 // Outputs: a FIFO nobody reads, a full file system
 // =============================================================================================

@@ -510,6 +510,39 @@ pub struct ExeWatch {
     waited: u32,
     /// From when (and why) its allocations went unseen, for the report.
     pub unseen: Option<crate::model::Unseen>,
+    /// It executed a program the real user may not trace (a setuid one): nothing of it may
+    /// be shown any more.
+    pub revoked: bool,
+}
+
+/// The reason a process is marked unseen once it ran a program its user may not trace.
+pub const NOT_PERMITTED: &str = "not permitted after exec of a setuid program";
+
+/// Whether the real user may still trace `pid` after it executed the program at `exe` (None:
+/// no mapping of it was recorded): root always; else the kernel's rule (`check_may_trace`)
+/// while `pid` still runs that program (`now`); for a program it has left, or once it has
+/// exited, whether the file raises ids (setuid or setgid to another user or group). Without
+/// the file's path (the kernel records nothing more of a process once a setuid exec made it
+/// undumpable) nothing can be verified: not permitted, the safe side.
+fn permitted_after_exec(pid: u32, exe: Option<&str>, now: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = real_ids();
+    if uid == 0 {
+        return true;
+    }
+    if now {
+        match check_may_trace(pid) {
+            Ok(()) => return true,
+            Err(TargetError::NoSuchPid(_)) => {}
+            Err(_) => return false,
+        }
+    }
+    exe.is_some_and(|path| {
+        fs::metadata(path).is_ok_and(|m| {
+            !((m.mode() & libc::S_ISUID != 0 && m.uid() != uid)
+                || (m.mode() & libc::S_ISGID != 0 && m.gid() != gid))
+        })
+    })
 }
 
 /// (device, inode) of a file, (0, 0) if it cannot be read.
@@ -573,6 +606,7 @@ impl ExeWatch {
             current: cur.map(|(_, path)| path),
             waited: 0,
             unseen: None,
+            revoked: false,
         }
     }
 
@@ -635,6 +669,21 @@ impl ExeWatch {
             };
             let launch = self.current.is_none();
             self.current = Some(program.clone());
+            if !self.revoked && !permitted_after_exec(self.pid, exec.exe.as_deref(), is_last) {
+                self.revoked = true;
+                lines.push(format!(
+                    "alloctrace: pid {} executed {program}{was}: {NOT_PERMITTED}: no longer \
+                     counted, and left out of the report (what it allocated after the exec \
+                     cannot be told apart from what it allocated before)",
+                    self.pid
+                ));
+                self.unseen = Some(crate::model::Unseen {
+                    since: std::time::Duration::from_nanos(exec.time.saturating_sub(self.start_ns)),
+                    program,
+                    reason: NOT_PERMITTED.to_string(),
+                });
+                continue;
+            }
             if maps_libc {
                 if !launch {
                     lines.push(format!(
@@ -765,6 +814,7 @@ mod tests {
             current: None,
             waited: 0,
             unseen: None,
+            revoked: false,
         };
         let exec = |time, exe: &str| ExecSeen {
             time,

@@ -36,6 +36,8 @@ enum End {
     TargetExited,
     Duration,
     Signal(i32),
+    /// The target executed a program its user may not trace.
+    Revoked,
 }
 
 /// Runs a session and returns the process exit code.
@@ -245,7 +247,9 @@ pub fn run(cfg: Config) -> Result<i32> {
     // the (slow) detach waits until the report is out.
     drainer.stop_probes()?;
     let (last, procs) = drainer.sample(duration);
-    print_interval(samples.back(), &last, &procs, &drainer, cfg.mode);
+    if end != End::Revoked {
+        print_interval(samples.back(), &last, &procs, &drainer, cfg.mode);
+    }
     push_sample(&mut samples, last, cfg.max_samples);
     stop_events.store(true, Ordering::Relaxed);
     // Whatever the watch recorded since the thread's last look reaches the symbolizer
@@ -265,6 +269,13 @@ pub fn run(cfg: Config) -> Result<i32> {
     for line in children.as_mut().map(|c| c.check(true)).unwrap_or_default() {
         eprintln!("{line}");
     }
+    // A target that ran a program its user may not trace: nothing of it is shown.
+    let revoked = target_pid.filter(|_| exe.as_ref().is_some_and(|w| w.revoked));
+    if let Some(pid) = revoked {
+        for s in &mut samples {
+            s.processes.remove(&pid);
+        }
+    }
     let mut unseen: Vec<(Unseen, u32)> = exe
         .and_then(|w| w.unseen)
         .zip(target_pid)
@@ -283,6 +294,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         processes: unseen.into_iter().map(Some).fold(
             procs
                 .into_iter()
+                .filter(|(pid, _)| Some(*pid) != revoked)
                 .map(|(pid, p)| Process {
                     pid,
                     comm: p.comm,
@@ -300,7 +312,10 @@ pub fn run(cfg: Config) -> Result<i32> {
     };
     // Timed for `cargo xtask bench` (the drain + symbolize cost of many distinct stacks).
     let t0 = Instant::now();
-    let raw = drainer.sites();
+    let mut raw = drainer.sites();
+    if let Some(pid) = revoked {
+        raw.retain(|s| s.key.tgid != pid);
+    }
     let drained = t0.elapsed();
     let t1 = Instant::now();
     let (sites, seen) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
@@ -353,7 +368,7 @@ pub fn run(cfg: Config) -> Result<i32> {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        (Some(h), End::Duration) => h.try_reap().unwrap_or(0),
+        (Some(h), End::Duration | End::Revoked) => h.try_reap().unwrap_or(0),
         (None, End::Signal(sig)) => 128 + sig,
         (None, _) => 0,
     };
@@ -457,11 +472,16 @@ async fn watch(
             _ = tick.tick() => {
                 let t = start.elapsed();
                 let (s, procs) = drainer.sample(t);
-                print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
-                push_sample(samples, s, cfg.max_samples);
+                // Before the interval's line: a target that may no longer be traced shows
+                // nothing more.
                 for line in exe.as_mut().map(|w| w.check(false)).unwrap_or_default() {
                     eprintln!("{line}");
                 }
+                if exe.as_ref().is_some_and(|w| w.revoked) {
+                    return Ok(End::Revoked);
+                }
+                print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
+                push_sample(samples, s, cfg.max_samples);
                 for line in children.as_mut().map(|c| c.check(false)).unwrap_or_default() {
                     eprintln!("{line}");
                 }
