@@ -444,6 +444,72 @@ fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
     );
 }
 
+/// The same with --follow-forks, the setuid program run by a child of nobody's `sh`: the
+/// child is followed, then either its probes go in before its exec and it is dropped after it
+/// (said), or the kernel refuses them after it (said): either way nothing of it is shown.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_followed_child_that_execs_a_setuid_program_is_dropped() {
+    let u = Unprivileged::new();
+    let euid = u.copy_workload("euid", 0o4755);
+    let report_path = u.out.join("report.json");
+    let mut args: Vec<String> = u
+        .as_nobody()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let script = format!("echo ready; read x; {}; true", euid.display());
+    args.extend(["/bin/sh".into(), "-c".into(), script]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = Workload::start_path(&setpriv(), &args, &[]);
+    let pid = w.pid();
+    let tracer = u.spawn(&pid_args(pid, &report_path, &[OsStr::new("-f")]));
+    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
+        panic!(
+            "nobody's alloctrace never said it was tracing: {why}\n{}",
+            tracer.stderr.text()
+        );
+    }
+    w.close_stdin();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    assert!(
+        w.stdout_value("euid").starts_with("0 "),
+        "the setuid bit did not take effect: {context}"
+    );
+    finished.assert_code(0);
+    assert!(
+        finished
+            .stderr
+            .lines()
+            .any(|l| l.contains("not permitted after exec of a setuid")
+                || l.contains("its probes could not be attached")),
+        "no line says the child is not traced\n{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    let others: Vec<u64> = report
+        .pids()
+        .into_iter()
+        .filter(|&p| p != u64::from(pid))
+        .collect();
+    assert!(
+        !others.is_empty(),
+        "the child is not in the report\n{context}"
+    );
+    for child in others {
+        let child = child as u32;
+        assert!(
+            report.process(child)["unseen"]["reason"].is_string()
+                && report.process_counters(child).is_zero()
+                && report.sites_of(child).is_empty(),
+            "child {child}'s allocations are shown: {}\n{}\n{context}",
+            report.process(child),
+            report.describe_sites(child)
+        );
+    }
+}
+
 // =============================================================================================
 // Outputs: a FIFO nobody reads, a full file system
 // =============================================================================================

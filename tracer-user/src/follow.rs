@@ -37,6 +37,8 @@ pub struct Shared {
     pub started: Vec<Started>,
     /// Processes that could not be followed, for the report.
     pub unseen: Vec<(u32, Unseen)>,
+    /// Processes that ran a program their user may not trace: their probes come off.
+    pub revoke: Vec<u32>,
 }
 
 /// A process followed: its pid, its exec log, and its parent's program (its own until it execs).
@@ -140,6 +142,18 @@ impl Follower {
         for pid in execs {
             if self.sharing.remove(pid) {
                 self.attach(*pid, None, sym);
+            }
+        }
+        let revoke = std::mem::take(&mut self.lock().revoke);
+        for pid in revoke {
+            // One sharing its parent's memory has no probes of its own; its counts are
+            // left out of the report all the same.
+            self.sharing.remove(&pid);
+            if let Some(child) = self.children.remove(&pid) {
+                let links = probes::take_links(&mut self.ebpf, child.links);
+                if let Some((tx, _)) = &self.detach {
+                    let _ = tx.send(links);
+                }
             }
         }
         self.reap();
@@ -332,6 +346,8 @@ pub struct Children {
     libc: PathBuf,
     start_ns: u64,
     watches: Vec<crate::target::ExeWatch>,
+    /// Followed processes that ran a program their user may not trace.
+    revoked: HashSet<u32>,
 }
 
 impl Children {
@@ -341,7 +357,14 @@ impl Children {
             libc,
             start_ns,
             watches: Vec::new(),
+            revoked: HashSet::new(),
         }
+    }
+
+    /// The followed processes that ran a program their user may not trace: nothing of them
+    /// may be shown.
+    pub fn revoked(&self) -> &HashSet<u32> {
+        &self.revoked
     }
 
     pub fn shared(&self) -> &Arc<Mutex<Shared>> {
@@ -363,10 +386,26 @@ impl Children {
             w.started_with(st.program);
             self.watches.push(w);
         }
-        self.watches
+        let lines = self
+            .watches
             .iter_mut()
             .flat_map(|w| w.check(last))
-            .collect()
+            .collect();
+        let newly: Vec<u32> = self
+            .watches
+            .iter()
+            .filter(|w| w.revoked && !self.revoked.contains(&w.pid()))
+            .map(|w| w.pid())
+            .collect();
+        if !newly.is_empty() {
+            self.revoked.extend(&newly);
+            self.shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .revoke
+                .extend(newly);
+        }
+        lines
     }
 
     /// Every followed process whose allocations went unseen, and from when.

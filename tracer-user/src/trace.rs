@@ -270,11 +270,13 @@ pub fn run(cfg: Config) -> Result<i32> {
         eprintln!("{line}");
     }
     // A target that ran a program its user may not trace: nothing of it is shown.
-    let revoked = target_pid.filter(|_| exe.as_ref().is_some_and(|w| w.revoked));
-    if let Some(pid) = revoked {
-        for s in &mut samples {
-            s.processes.remove(&pid);
-        }
+    let mut revoked: std::collections::HashSet<u32> = target_pid
+        .filter(|_| exe.as_ref().is_some_and(|w| w.revoked))
+        .into_iter()
+        .collect();
+    revoked.extend(children.iter().flat_map(|c| c.revoked()));
+    for s in &mut samples {
+        s.processes.retain(|pid, _| !revoked.contains(pid));
     }
     let mut unseen: Vec<(Unseen, u32)> = exe
         .and_then(|w| w.unseen)
@@ -294,7 +296,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         processes: unseen.into_iter().map(Some).fold(
             procs
                 .into_iter()
-                .filter(|(pid, _)| Some(*pid) != revoked)
+                .filter(|(pid, _)| !revoked.contains(pid))
                 .map(|(pid, p)| Process {
                     pid,
                     comm: p.comm,
@@ -313,9 +315,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     // Timed for `cargo xtask bench` (the drain + symbolize cost of many distinct stacks).
     let t0 = Instant::now();
     let mut raw = drainer.sites();
-    if let Some(pid) = revoked {
-        raw.retain(|s| s.key.tgid != pid);
-    }
+    raw.retain(|s| !revoked.contains(&s.key.tgid));
     let drained = t0.elapsed();
     let t1 = Instant::now();
     let (sites, seen) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
@@ -471,7 +471,7 @@ async fn watch(
         tokio::select! {
             _ = tick.tick() => {
                 let t = start.elapsed();
-                let (s, procs) = drainer.sample(t);
+                let (mut s, procs) = drainer.sample(t);
                 // Before the interval's line: a target that may no longer be traced shows
                 // nothing more.
                 for line in exe.as_mut().map(|w| w.check(false)).unwrap_or_default() {
@@ -480,11 +480,14 @@ async fn watch(
                 if exe.as_ref().is_some_and(|w| w.revoked) {
                     return Ok(End::Revoked);
                 }
-                print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
-                push_sample(samples, s, cfg.max_samples);
                 for line in children.as_mut().map(|c| c.check(false)).unwrap_or_default() {
                     eprintln!("{line}");
                 }
+                for pid in children.iter().flat_map(|c| c.revoked()) {
+                    s.processes.remove(pid);
+                }
+                print_interval(samples.back(), &s, &procs, drainer, cfg.mode);
+                push_sample(samples, s, cfg.max_samples);
                 if system_wide {
                     drainer.retire_dead();
                     ticks += 1;
