@@ -1038,6 +1038,16 @@ Advice: none (no site's numbers met a rule)
                 .any(|l| l.trim_start().starts_with("100  sh (unseen)")),
             "{text}"
         );
+        // A followed process never seen at all: no exec to name.
+        p.processes[0].unseen = Some(crate::model::Unseen {
+            since: Duration::from_millis(10),
+            program: String::new(),
+            reason: "it exited before alloctrace could attach its probes".into(),
+        });
+        let text = render_text(&p, 10);
+        let want = "Unseen:             pid 100 from 0.01s on: it exited before alloctrace \
+                    could attach its probes\n";
+        assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
 
     #[test]
