@@ -29,6 +29,8 @@ const REFRESH_EVERY: Duration = Duration::from_millis(5);
 #[allow(dead_code)]
 enum Request {
     Note(u32),
+    /// As `Note`, then a reply once the snapshot is taken.
+    NoteNow(u32, Sender<()>),
     AddMappings(u32, Vec<Mapping>),
     Forget(u32),
     Symbolize {
@@ -76,6 +78,15 @@ impl Symbolizer {
     /// Never blocks; cheap to call for every new stack.
     pub fn note_process(&self, pid: u32) {
         self.send(Request::Note(pid));
+    }
+
+    /// Snapshots `pid`'s mappings and returns once it is taken: a --pid target's program
+    /// may exec (and its earlier mappings vanish) as soon as it is told it is traced, before
+    /// the thread would get to an asynchronous note.
+    pub fn note_process_now(&self, pid: u32) {
+        let (reply, rx) = mpsc::channel();
+        self.send(Request::NoteNow(pid, reply));
+        let _ = rx.recv();
     }
 
     /// Adds mappings `pid` was seen to create (mmap records, in the order made), so its
@@ -210,6 +221,10 @@ impl Worker {
     fn handle(&mut self, req: Request) {
         match req {
             Request::Note(pid) => self.note(pid),
+            Request::NoteNow(pid, reply) => {
+                self.note(pid);
+                let _ = reply.send(());
+            }
             Request::AddMappings(pid, mappings) => self.maps.add_mappings(pid, mappings),
             Request::Forget(pid) => self.forget(pid),
             Request::Symbolize { pid, addrs, reply } => {

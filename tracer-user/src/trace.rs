@@ -155,7 +155,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     )?;
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
-        symbolizer.note_process(pid);
+        symbolizer.note_process_now(pid);
     }
     if let (Some(pid), Some(tid)) = (target_pid, via.filter(|&t| Some(t) != target_pid)) {
         // Once the main thread has exited, the process's maps read as empty through its pid:
