@@ -23,8 +23,8 @@
 //! a site lists indices. Both versions read.
 //!
 //! The layout is one entry per line below the top level (each frame, site, sample, process,
-//! pattern... on a line of its own, compact inside), so a large report stays greppable and
-//! about a sixth of the size indentation made it.
+//! pattern... on a line of its own, compact inside): a site's 128 histogram buckets on a line
+//! each made most of the rest. Together: 131k stacks, 1.19 GB -> 181 MB.
 //!
 //! `analysis` is [`Analysis`] as serde writes it (computed, ignored by [`from_json`], which also
 //! reads files without it): `options{group_by,sort,top,small_max_size,small_min_rate,
