@@ -142,6 +142,11 @@ fn put<T>(to: &mut T, v: T) {
 /// walked instructions in every entry program, this one fewer than before).
 #[inline(never)]
 fn walk_and_keep(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
+    // The whole record reaches user space: no slot may keep an earlier stack's frame (of
+    // another process, maybe) past this one's end.
+    for ip in st.ips.iter_mut() {
+        put(ip, 0);
+    }
     let mut w = Walk {
         st,
         sp,
