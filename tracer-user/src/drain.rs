@@ -45,6 +45,8 @@ pub struct RawSite {
     pub key: StackKey,
     pub stats: SiteStats,
     pub ips: Vec<u64>,
+    /// Why the kernel ended the stack where it did (`abi::stack_cut`).
+    pub cut: u32,
     /// The site's cumulative counters at the drains where they changed (oldest dropped
     /// beyond the sample bound).
     pub series: Vec<SitePoint>,
@@ -222,6 +224,8 @@ impl Drainer {
             event_dropped: get(abi::loss::EVENT_DROPPED),
             stack_preempted: get(abi::loss::STACK_PREEMPTED),
             stale_block: get(abi::loss::STALE_BLOCK),
+            // Counted per site once the stacks are symbolized (`trace::symbolize_sites`).
+            stacks_cut: 0,
         }
     }
 
@@ -238,9 +242,12 @@ impl Drainer {
             if only.is_some_and(|set| !set.contains(&key.tgid)) {
                 continue;
             }
-            let ips = match stacks.get(&key) {
-                Some(st) => st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
-                None => Vec::new(),
+            let (ips, cut) = match stacks.get(&key) {
+                Some(st) => (
+                    st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
+                    st.cut,
+                ),
+                None => (Vec::new(), abi::stack_cut::NONE),
             };
             let series = self
                 .series
@@ -251,6 +258,7 @@ impl Drainer {
                 key,
                 stats,
                 ips,
+                cut,
                 series,
             });
         }

@@ -1,5 +1,6 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
 mod analyze;
+mod btf;
 mod cli;
 mod compare;
 mod config;
@@ -17,6 +18,7 @@ mod procmaps;
 mod report;
 mod sampling;
 mod shared_array;
+mod site_merge;
 mod site_table;
 mod spawn;
 mod symbolize;

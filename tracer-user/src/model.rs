@@ -152,6 +152,11 @@ pub struct Losses {
     /// Absent from files written before it was counted.
     #[serde(default)]
     pub stale_block: u64,
+    /// Sites whose stacks were cut at a value that is not a return address into the
+    /// process's code (code without frame pointers): their outer frames are missing. Absent
+    /// from files written before it was counted.
+    #[serde(default)]
+    pub stacks_cut: u64,
 }
 
 impl Losses {
@@ -196,6 +201,12 @@ impl Losses {
                 self.stale_block,
                 "addresses handed out again before their blocks' frees were seen, after an \
                  exec or a free no probe saw: those blocks stay counted live",
+            ),
+            (
+                "stacks cut",
+                self.stacks_cut,
+                "sites whose outer frames were dropped: the frame-pointer walk met a value \
+                 that is not a return address (code built without frame pointers)",
             ),
         ]
         .into_iter()

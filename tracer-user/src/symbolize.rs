@@ -183,7 +183,10 @@ struct Worker {
 impl Worker {
     fn new() -> Worker {
         let bz = blazesym::symbolize::Symbolizer::builder()
-            .enable_demangling(true)
+            // blazesym hands every name of a binary without language information to the
+            // demanglers, which read C's `a` as `signed char`: `display_name` demangles only
+            // names that are mangled.
+            .enable_demangling(false)
             .enable_code_info(true)
             // With inlined functions on, `code_info` is the line in the function `name` names
             // (the call site of what was inlined), not a line of some inlined callee.
@@ -386,13 +389,36 @@ impl Worker {
     }
 }
 
-/// glibc's debug symbols name many functions by their internal hidden alias `__GI_<name>`
-/// (`__GI___libc_malloc`); users know them as `<name>`.
+/// The name users know a symbol by: demangled if it is mangled (Rust's v0 `_R…` and legacy
+/// `_ZN…17h<hash>E`, C++'s Itanium `_Z…`), else as it is. glibc's debug symbols name many
+/// functions by their internal hidden alias `__GI_<name>` (`__GI___libc_malloc`); users know
+/// them as `<name>`.
 fn display_name(name: &str) -> String {
+    if let Some(d) = demangle(name) {
+        return d;
+    }
     name.strip_prefix("__GI_")
         .filter(|n| !n.is_empty())
         .unwrap_or(name)
         .to_owned()
+}
+
+/// `name` demangled, if it is a mangled name (by its prefix: a C name never starts with `_R`
+/// or `_Z` followed by more, as those are reserved to the implementation).
+fn demangle(name: &str) -> Option<String> {
+    if !(name.starts_with("_Z") || name.starts_with("_R")) {
+        return None;
+    }
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        // `{:#}`: without the legacy scheme's hash.
+        return Some(format!("{d:#}"));
+    }
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    cpp_demangle::Symbol::new(name)
+        .ok()
+        .and_then(|s| s.demangle().ok())
 }
 
 #[cfg(test)]
@@ -423,6 +449,32 @@ mod tests {
             display_name("std::vec::Vec<T>::push"),
             "std::vec::Vec<T>::push"
         );
+    }
+
+    #[test]
+    fn only_mangled_names_are_demangled() {
+        // C names that are Itanium type codes, and other plain names.
+        for plain in [
+            "a",
+            "h",
+            "v",
+            "i",
+            "St",
+            "main",
+            "R",
+            "_R",
+            "_Z",
+            "__libc_malloc",
+        ] {
+            assert_eq!(display_name(plain), plain);
+        }
+        assert_eq!(display_name("_Znwm"), "operator new(unsigned long)");
+        assert_eq!(display_name("_ZN3foo3barEv"), "foo::bar()");
+        assert_eq!(
+            display_name("_ZN3std2rt10lang_start17h0123456789abcdefE"),
+            "std::rt::lang_start"
+        );
+        assert_eq!(display_name("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
     }
 
     #[test]

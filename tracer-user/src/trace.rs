@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alloctrace_common::Event;
+use alloctrace_common::{self as abi, Event};
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -20,12 +20,14 @@ use crate::export;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
 use crate::model::{
-    Counters, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
+    Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost,
+    Unseen,
 };
 use crate::output;
 use crate::probes::{self, Scope};
 use crate::report;
 use crate::sampling;
+use crate::site_merge;
 use crate::spawn;
 use crate::symbolize::Symbolizer;
 use crate::target;
@@ -260,7 +262,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     let raw = drainer.sites();
     let drained = t0.elapsed();
     let t1 = Instant::now();
-    let (sites, seen) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
+    let (sites, seen, stacks_cut) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
     let modules = modules_of(&symbolizer, seen);
     log::info!(
         "final drain: {} sites in {:.1} ms; symbolized in {:.1} ms",
@@ -277,6 +279,10 @@ pub fn run(cfg: Config) -> Result<i32> {
         sites,
         modules,
         tracer: own_cost(),
+        losses: Losses {
+            stacks_cut,
+            ..profile.losses
+        },
         ..profile
     };
     // The probes come off while the outputs are written, not after: detaching takes ~1.5 s
@@ -496,20 +502,26 @@ fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
 /// A binary some frame of a process falls in, and one address inside it (for its build id).
 type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
 
-/// Symbolized sites, and the binaries their frames fall in; with sampling (`sample_bytes`),
-/// their counters, size histograms and series are scaled to estimates (`sampling::estimate`).
-/// Each distinct address of a process is symbolized once; its frame is shared by every stack
-/// it appears in (the names are `Arc<str>`s).
+/// Symbolized sites, the binaries their frames fall in, and how many sites' stacks were cut;
+/// with sampling (`sample_bytes`), their counters, size histograms and series are scaled to
+/// estimates (`sampling::estimate`). Each distinct address of a process is symbolized once;
+/// its frame is shared by every stack it appears in (the names are `Arc<str>`s).
+///
+/// The kernel keeps only frames inside executable mappings; as a second guard, a stack is
+/// cut here too at its first frame outside every executable mapping the symbolizer knows of
+/// the process, so no other value reaches a report. Sites left with the same frames are
+/// merged (`site_merge`).
 fn symbolize_sites(
     sym: &Symbolizer,
     raw: Vec<RawSite>,
     sample_bytes: Option<u64>,
-) -> (Vec<Site>, ModulesSeen) {
+) -> (Vec<Site>, ModulesSeen, u64) {
     let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
     for s in raw {
         by_pid.entry(s.key.tgid).or_default().push(s);
     }
     let mut sites = Vec::new();
+    let mut cut = Vec::new();
     let mut modules = ModulesSeen::new();
     for (pid, raws) in by_pid {
         let mut addrs: Vec<u64> = raws.iter().flat_map(|s| s.ips.iter().copied()).collect();
@@ -520,17 +532,24 @@ fn symbolize_sites(
             .copied()
             .zip(sym.symbolize(pid, &addrs))
             .collect();
-        for f in frames.values() {
-            if let Some(m) = &f.module {
-                modules.entry((pid, m.clone())).or_insert(f.addr);
-            }
-        }
         for r in raws {
+            let in_code = r
+                .ips
+                .iter()
+                .take_while(|a| frames[*a].module.is_some())
+                .count();
+            let kept: Vec<_> = r.ips[..in_code].iter().map(|a| frames[a].clone()).collect();
+            for f in &kept {
+                if let Some(m) = &f.module {
+                    modules.entry((pid, m.clone())).or_insert(f.addr);
+                }
+            }
+            cut.push(r.cut != abi::stack_cut::NONE || in_code < r.ips.len());
             let st = &r.stats;
-            let site = Site {
+            sites.push(Site {
                 pid,
                 stack_id: r.key.hash,
-                frames: r.ips.iter().map(|a| frames[a].clone()).collect(),
+                frames: kept,
                 counters: Counters {
                     allocs: st.allocs(),
                     bytes: st.bytes,
@@ -541,14 +560,18 @@ fn symbolize_sites(
                 life_hist: st.life_hist.to_vec(),
                 series: r.series,
                 sampled: None,
-            };
-            sites.push(match sample_bytes {
-                Some(mean) => sampling::estimate(site, mean),
-                None => site,
             });
         }
     }
-    (sites, modules)
+    let (sites, n_cut) = site_merge::merge(sites, &cut);
+    let sites = match sample_bytes {
+        Some(mean) => sites
+            .into_iter()
+            .map(|s| sampling::estimate(s, mean))
+            .collect(),
+        None => sites,
+    };
+    (sites, modules, n_cut)
 }
 
 /// One `Module` per process and binary the sites' frames fall in, with its build id (asked of
