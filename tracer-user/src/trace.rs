@@ -20,8 +20,7 @@ use crate::export;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
 use crate::model::{
-    Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost,
-    Unseen,
+    Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
 };
 use crate::output;
 use crate::probes::{self, Scope};
