@@ -15,6 +15,7 @@ mod owned_totals;
 mod probes;
 mod procmaps;
 mod report;
+mod retarget;
 mod sampling;
 mod shared_array;
 mod site_table;
