@@ -226,7 +226,22 @@ impl Drainer {
             stale_block: get(abi::loss::STALE_BLOCK),
             // Counted per site once the stacks are symbolized (`trace::symbolize_sites`).
             stacks_cut: 0,
+            retargets: get(abi::loss::RETARGETS),
+            retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
         }
+    }
+
+    /// Adds `n` to a loss counter user space keeps (`abi::loss::RETARGETS`, ...), in the
+    /// kernel's loss map with the others, so every reader of the losses sees it. The programs
+    /// never write those counters: no race with them.
+    pub fn add_loss(&mut self, which: u32, n: u64) -> anyhow::Result<()> {
+        let mut v: Vec<u64> = self.losses.get(&which, 0)?.iter().copied().collect();
+        if let Some(first) = v.first_mut() {
+            *first = first.wrapping_add(n);
+        }
+        self.losses
+            .set(which, aya::maps::PerCpuValues::try_from(v)?, 0)?;
+        Ok(())
     }
 
     /// `sites` (a read of the site map) with their frames and series.

@@ -16,6 +16,7 @@ mod owned_totals;
 mod probes;
 mod procmaps;
 mod report;
+mod retarget;
 mod sampling;
 mod shared_array;
 mod site_merge;

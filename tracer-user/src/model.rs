@@ -157,6 +157,13 @@ pub struct Losses {
     /// from files written before it was counted.
     #[serde(default)]
     pub stacks_cut: u64,
+    /// Moves of the probes to another task of the traced process (`retarget`). Absent from
+    /// files written before it was counted.
+    #[serde(default)]
+    pub retargets: u64,
+    /// Microseconds the moves left the process without probes.
+    #[serde(default)]
+    pub retarget_gap_us: u64,
 }
 
 impl Losses {
@@ -207,6 +214,17 @@ impl Losses {
                 self.stacks_cut,
                 "sites whose outer frames were dropped: the frame-pointer walk met a value \
                  that is not a return address (code built without frame pointers)",
+            ),
+            (
+                "probes moved to another thread",
+                self.retargets,
+                "the thread they were attached to ended (the main thread's pthread_exit, \
+                 another thread's exec): allocations until the move were not seen",
+            ),
+            (
+                "microseconds without probes",
+                self.retarget_gap_us,
+                "the time those moves took: allocations in it were not seen",
             ),
         ]
         .into_iter()

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use alloctrace_common as abi;
-use aya::programs::{uprobe::UProbeScope, ProgramError, UProbe};
+use aya::programs::{
+    uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
+    ProgramError, UProbe,
+};
 use aya::Ebpf;
 use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
 
@@ -305,9 +308,9 @@ pub enum Scope {
 /// before free's or realloc's probe was in would stay in the in-flight table after its real
 /// release, a phantom live block, and glibc hands the same address back again and again (a
 /// target allocating while alloctrace attached piled them up); this way such a release is seen
-/// as one of a block allocated before tracing (an unknown free). Returns how many were
-/// attached; dropping `ebpf` detaches them all (slowly: each removal waits a kernel grace
-/// period, ~0.1 s here, serialized in the kernel).
+/// as one of a block allocated before tracing (an unknown free). Returns the probes attached
+/// (`retarget` moves them to another task); dropping `ebpf` detaches them all (slowly: each
+/// removal waits a kernel grace period, ~0.1 s here, serialized in the kernel).
 ///
 /// In alloc-only mode each function gets its counting entry program only (see
 /// `count_program`), and functions without one (free, reallocarray) are not probed.
@@ -317,22 +320,48 @@ pub fn attach(
     entries: &[(&'static ProbeSpec, Entry)],
     scope: Scope,
     mode: TraceMode,
-) -> Result<usize, ProbeError> {
+) -> Result<Vec<Attached>, ProbeError> {
+    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
+        set_floor(ebpf)?;
+    }
+    if mode == TraceMode::AllocOnly {
+        let names = entries
+            .iter()
+            .filter_map(|(spec, _)| count_program(spec.program))
+            .collect();
+        load_programs(ebpf, names)?;
+    } else {
+        let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
+        names.push(abi::PROG_ALLOC_RETURN);
+        load_programs(ebpf, names)?;
+    }
+    attach_loaded(ebpf, libc, entries, scope, mode)
+}
+
+/// One attached probe: its program and link, to detach it alone (`retarget`).
+#[derive(Debug)]
+pub struct Attached {
+    program: &'static str,
+    link: UProbeLinkId,
+}
+
+/// Attaches the programs `attach` loaded, in its order, again (to another task).
+pub fn attach_loaded(
+    ebpf: &mut Ebpf,
+    libc: &Path,
+    entries: &[(&'static ProbeSpec, Entry)],
+    scope: Scope,
+    mode: TraceMode,
+) -> Result<Vec<Attached>, ProbeError> {
     let path = libc.display().to_string();
     let scope = match scope {
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
     };
-    if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
-        set_floor(ebpf)?;
-    }
     if mode == TraceMode::AllocOnly {
         return attach_counting(ebpf, libc, entries, scope);
     }
-    let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
-    names.push(abi::PROG_ALLOC_RETURN);
-    load_programs(ebpf, names)?;
-    let mut attached = 0;
+    let mut attached = Vec::new();
     let mut entry_order: Vec<_> = entries.iter().collect();
     entry_order.sort_by_key(|(p, _)| entry_rank(p));
     let order = entries
@@ -347,16 +376,29 @@ pub fn attach(
             (spec.program, "uprobe")
         };
         let prog: &mut UProbe = program(ebpf, name)?;
-        prog.attach(entry.file_offset, libc, scope)
+        let link = prog
+            .attach(entry.file_offset, libc, scope)
             .map_err(|source| ProbeError::Attach {
                 kind,
                 symbol: spec.symbol,
                 path: path.clone(),
                 source: Box::new(source),
             })?;
-        attached += 1;
+        attached.push(Attached {
+            program: name,
+            link,
+        });
     }
     Ok(attached)
+}
+
+/// Takes `probes` out of their programs, as links that detach when dropped: the caller
+/// decides where that slow part (a kernel grace period per probe) is waited for.
+pub fn take_links(ebpf: &mut Ebpf, probes: Vec<Attached>) -> Vec<UProbeLink> {
+    probes
+        .into_iter()
+        .filter_map(|a| program(ebpf, a.program).ok()?.take_link(a.link).ok())
+        .collect()
 }
 
 /// When a function's entry probe goes in, full mode (see `attach`): the functions that give
@@ -389,23 +431,28 @@ fn attach_counting(
     libc: &Path,
     entries: &[(&'static ProbeSpec, Entry)],
     scope: UProbeScope,
-) -> Result<usize, ProbeError> {
+) -> Result<Vec<Attached>, ProbeError> {
     let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = entries
         .iter()
         .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
         .collect();
-    load_programs(ebpf, counted.iter().map(|c| c.2).collect())?;
+    let mut attached = Vec::new();
     for (spec, entry, name) in &counted {
         let prog: &mut UProbe = program(ebpf, name)?;
-        prog.attach(entry.file_offset, libc, scope)
+        let link = prog
+            .attach(entry.file_offset, libc, scope)
             .map_err(|source| ProbeError::Attach {
                 kind: "uprobe",
                 symbol: spec.symbol,
                 path: libc.display().to_string(),
                 source: Box::new(source),
             })?;
+        attached.push(Attached {
+            program: name,
+            link,
+        });
     }
-    Ok(counted.len())
+    Ok(attached)
 }
 
 /// `cargo xtask bench` only: with `ALLOCTRACE_BENCH_FLOOR=1` the probes are attached where they

@@ -25,6 +25,7 @@ use crate::model::{
 use crate::output;
 use crate::probes::{self, Scope};
 use crate::report;
+use crate::retarget::Retarget;
 use crate::sampling;
 use crate::site_merge;
 use crate::spawn;
@@ -139,8 +140,8 @@ pub fn run(cfg: Config) -> Result<i32> {
         // programs take the tgid as given.
         target_tgid: target_pid.unwrap_or(0),
     })?;
-    let attached = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
-        Ok(n) => n,
+    let probes_in = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
+        Ok(p) => p,
         Err(e) => match cfg.target {
             TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
                 return Err(target::TargetError::ExitedWhileStarting(pid).into())
@@ -148,6 +149,8 @@ pub fn run(cfg: Config) -> Result<i32> {
             _ => return Err(e.into()),
         },
     };
+    let attached = probes_in.len();
+    let retarget = retarget_for(scope, &libc, &entries, cfg.mode, probes_in);
     let mut drainer = Drainer::take(
         &mut ebpf,
         cfg.max_samples,
@@ -209,6 +212,10 @@ pub fn run(cfg: Config) -> Result<i32> {
         start,
         &mut samples,
         &mut exe,
+        Tasks {
+            ebpf: &mut ebpf,
+            retarget,
+        },
     ))?;
 
     let duration = start.elapsed();
@@ -371,6 +378,72 @@ fn print_interval(
     }
 }
 
+/// One traced process's probes and what keeps them on a live task of it (`retarget`).
+struct Tasks<'a> {
+    ebpf: &'a mut aya::Ebpf,
+    retarget: Option<Retarget>,
+}
+
+/// With one process traced, the watch that moves its probes when the task they are on ends;
+/// without it (the kernel refused the watch), a warning: that end would lose everything after.
+fn retarget_for(
+    scope: Scope,
+    libc: &std::path::Path,
+    entries: &[(&'static probes::ProbeSpec, probes::Entry)],
+    mode: TraceMode,
+    attached: Vec<probes::Attached>,
+) -> Option<Retarget> {
+    let Scope::Pid(pid) = scope else {
+        return None;
+    };
+    match Retarget::new(pid.get(), libc, entries.to_vec(), mode, attached) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log::warn!(
+                "cannot watch the traced thread ({e}): if the main thread ends before the \
+                 process (pthread_exit, another thread's exec), nothing after is seen"
+            );
+            None
+        }
+    }
+}
+
+/// The task the probes are on ended: moves them (see `retarget`) and counts the move and its
+/// gap as losses; with no live task left (the process is exiting) stops watching.
+fn task_ended(tasks: &mut Tasks<'_>, drainer: &mut Drainer) -> Result<()> {
+    let Some(r) = tasks.retarget.as_mut() else {
+        return Ok(());
+    };
+    match r.move_probes(tasks.ebpf)? {
+        Some(m) => {
+            drainer.add_loss(alloctrace_common::loss::RETARGETS, 1)?;
+            let us = u64::try_from(m.gap.as_micros()).unwrap_or(u64::MAX).max(1);
+            drainer.add_loss(alloctrace_common::loss::RETARGET_GAP_US, us)?;
+            match m.to {
+                Some(to) => eprintln!(
+                    "alloctrace: probes moved from thread {} (ended) to thread {to} in {:.2} \
+                     ms: allocations in between were not seen",
+                    m.from,
+                    m.gap.as_secs_f64() * 1e3
+                ),
+                None => {
+                    eprintln!(
+                        "alloctrace: thread {} (the probes' target) ended, and every other \
+                         thread ended before the probes were on it ({:.2} ms): their \
+                         allocations after its end were not seen",
+                        m.from,
+                        m.gap.as_secs_f64() * 1e3
+                    );
+                    tasks.retarget = None;
+                }
+            }
+        }
+        None => tasks.retarget = None,
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn watch(
     cfg: &Config,
     drainer: &mut Drainer,
@@ -378,6 +451,7 @@ async fn watch(
     start: Instant,
     samples: &mut VecDeque<Sample>,
     exe: &mut Option<target::ExeWatch>,
+    mut tasks: Tasks<'_>,
 ) -> Result<End> {
     let first = tokio::time::Instant::from_std(start) + cfg.interval;
     let mut tick = tokio::time::interval_at(first, cfg.interval);
@@ -401,7 +475,17 @@ async fn watch(
     let system_wide = matches!(cfg.target, TargetSpec::System);
     let mut ticks = 0u64;
     loop {
+        let ended = tasks.retarget.as_mut().map(Retarget::ended);
+        let task_end = async {
+            match ended {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // First: the gap it ends is lost data, and grows while the others run.
+            biased;
+            _ = task_end => task_ended(&mut tasks, drainer)?,
             _ = tick.tick() => {
                 let t = start.elapsed();
                 let (s, procs) = drainer.sample(t);

@@ -579,7 +579,14 @@ pub mod loss {
     /// table: its free was never seen (it died in an exec, or was freed where no probe
     /// looks). It stays counted live at its site; the new block takes its slot.
     pub const STALE_BLOCK: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// User space's, never the programs': times the probes were moved to another task of the
+    /// traced process because the one they watched ended (the main thread's pthread_exit,
+    /// another thread's exec). Allocations until each move were not seen.
+    pub const RETARGETS: u32 = 10;
+    /// User space's: microseconds those moves took, from the end of the old task as
+    /// alloctrace learned it to the new probes' attach.
+    pub const RETARGET_GAP_US: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Why a stored stack ends where it does (`StackTrace::cut`).
