@@ -5,6 +5,8 @@
 //! keeps the workloads honest. Workloads named `static_*.c` are linked with `-static`: when
 //! that fails (no static libc installed), the build goes on and the compiler's message is left
 //! in `<name>.build-error`, which the tests that need the binary report instead of skipping.
+//! Workloads named `nofp_*.c` are built as distributions build code: `-O2` without frame
+//! pointers (NOFP_CFLAGS).
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +15,18 @@ const CFLAGS: &[&str] = &[
     "-O1",
     "-g",
     "-fno-omit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-pthread",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+];
+
+/// For `nofp_*` workloads, in place of CFLAGS' optimization and frame-pointer flags.
+const NOFP_CFLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fomit-frame-pointer",
     "-fno-optimize-sibling-calls",
     "-pthread",
     "-Wall",
@@ -60,7 +74,11 @@ fn compile(src: &Path, out_dir: &Path) {
     let error_file = out_dir.join(format!("{name}.build-error"));
     let is_static = name.starts_with("static_");
     let mut cmd = Command::new("gcc");
-    cmd.args(CFLAGS);
+    cmd.args(if name.starts_with("nofp_") {
+        NOFP_CFLAGS
+    } else {
+        CFLAGS
+    });
     if is_static {
         cmd.arg("-static");
     }

@@ -401,9 +401,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// Parses `text`; panics with it and `context` unless it is a JSON object with `version` 1.
+    /// Parses `text`; panics with it and `context` unless it is a JSON object with `version` 2
+    /// whose `frames` table holds each frame once and whose sites' frame indices all resolve.
+    /// Each site's `frames` is then resolved in [`Report::json`] to the frame objects (as
+    /// version 1 wrote them), so tests read `site["frames"][i]["function"]`.
     pub fn parse(text: &str, context: &str) -> Report {
-        let json: Value = serde_json::from_str(text).unwrap_or_else(|e| {
+        let mut json: Value = serde_json::from_str(text).unwrap_or_else(|e| {
             panic!(
                 "the report is not JSON ({e}):\n{}\n{context}",
                 excerpt(text, 4000)
@@ -416,10 +419,11 @@ impl Report {
         );
         assert_eq!(
             json["version"],
-            Value::from(1),
+            Value::from(2),
             "report version:\n{}\n{context}",
             excerpt(text, 2000)
         );
+        resolve_frames(&mut json, context);
         Report {
             json,
             text: text.to_string(),
@@ -609,6 +613,41 @@ impl Report {
             .map(|(k, v)| (k.clone(), json_u64(v, &format!("losses.{k}"))))
             .collect()
     }
+}
+
+/// Replaces every site's frame indices by the frames they point to in the top-level `frames`
+/// table; panics if an index is out of range or the table holds a frame twice.
+fn resolve_frames(json: &mut Value, context: &str) {
+    let table = match json.get_mut("frames").map(Value::take) {
+        Some(Value::Array(t)) => t,
+        other => panic!("report field frames is {other:?}, not an array\n{context}"),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for f in &table {
+        assert!(
+            seen.insert(f.to_string()),
+            "the report's frames table holds {f} more than once\n{context}"
+        );
+    }
+    let Some(sites) = json.get_mut("sites").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for site in sites {
+        let what = format!("site {}", site["stack_id"]);
+        let Some(ids) = site.get_mut("frames").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for id in ids {
+            let i = json_u64(id, &format!("{what}.frames[]")) as usize;
+            *id = table.get(i).cloned().unwrap_or_else(|| {
+                panic!(
+                    "{what}: frame index {i} is past the frames table ({} entries)\n{context}",
+                    table.len()
+                )
+            });
+        }
+    }
+    json["frames"] = Value::Array(table);
 }
 
 /// The first `max` characters of `s` (with a note when cut).
@@ -1548,12 +1587,15 @@ mod tests {
     fn aggregates_sites_by_function() {
         let mut hist = vec![0u64; HIST_BUCKETS];
         hist[7] = 1;
-        let site = |id: u64, f: Option<&str>| {
-            serde_json::json!({"pid": 9, "stack_id": id, "frames": [{"function": f}, {"function": "main"}],
+        let site = |id: u64, f: u64| {
+            serde_json::json!({"pid": 9, "stack_id": id, "frames": [f, 2],
                 "counters": {"allocs": 1, "bytes": 100, "frees": 1, "freed_bytes": 100},
                 "live_objects": 0, "live_bytes": 0, "size_hist": hist, "life_hist": hist})
         };
-        let json = serde_json::json!({"version": 1, "processes": [], "sites": [site(1, Some("f")), site(2, Some("f")), site(3, None)]});
+        let frames =
+            serde_json::json!([{"function": "f"}, {"function": null}, {"function": "main"}]);
+        let json = serde_json::json!({"version": 2, "processes": [], "frames": frames,
+            "sites": [site(1, 0), site(2, 0), site(3, 1)]});
         let r = Report::parse(&json.to_string(), "");
         let fs = r.functions(9);
         assert_eq!(
@@ -1571,6 +1613,22 @@ mod tests {
             Report::frame_names(r.sites().first().unwrap()),
             ["f", "main"]
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "holds {\"function\":\"f\"} more than once")]
+    fn a_frame_twice_in_the_table_fails() {
+        let json = serde_json::json!({"version": 2, "processes": [],
+            "frames": [{"function": "f"}, {"function": "f"}], "sites": []});
+        Report::parse(&json.to_string(), "");
+    }
+
+    #[test]
+    #[should_panic(expected = "frame index 1 is past the frames table (1 entries)")]
+    fn a_frame_index_past_the_table_fails() {
+        let json = serde_json::json!({"version": 2, "processes": [], "frames": [{"function": "f"}],
+            "sites": [{"pid": 1, "stack_id": 5, "frames": [0, 1]}]});
+        Report::parse(&json.to_string(), "");
     }
 
     /// Every workload runs untraced and writes a ground truth that parses, with its own pid:

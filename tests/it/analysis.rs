@@ -359,3 +359,132 @@ fn compare_sees_half_the_allocations() {
         out.describe()
     );
 }
+
+/// The live-bytes lines of `compare`'s output, trimmed.
+fn live_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("live bytes"))
+        .collect()
+}
+
+/// `compare` of alloc-only reports (their live fields are `null`) shows their live bytes as
+/// not measured, never as a number, alone or against a full run: in total and per site.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn compare_invents_no_live_bytes_for_alloc_only_reports() {
+    alloctrace_bin();
+    let quick = launch(
+        "sites",
+        &[],
+        &[OsStr::new("--mode"), OsStr::new("alloc-only")],
+        Scratch::new(),
+    );
+    quick.finished.assert_code(0);
+    assert!(quick.report.json["totals"]["live_bytes"].is_null());
+    let full = launch("sites", &[], &[], Scratch::new());
+    full.finished.assert_code(0);
+    let (q, f) = (
+        quick.scratch.path("report.json"),
+        full.scratch.path("report.json"),
+    );
+    // (before, after, what every live-bytes line must hold: "-" on the alloc-only side, which
+    // for a site in one run only is also what stands for its absence from the other)
+    for (b, a, want) in [(&q, &q, "(- -> -)"), (&f, &q, " -> -)"), (&q, &f, "(- -> ")] {
+        let out = run_alloctrace(&[OsStr::new("compare"), b.as_os_str(), a.as_os_str()], &[]);
+        out.assert_code(0);
+        let live = live_lines(&out.stdout);
+        assert!(live.len() > 1, "no live-bytes lines\n{}", out.describe());
+        assert!(
+            live[0].starts_with("live bytes: not measured in alloc-only mode ("),
+            "the total's live bytes are compared with an alloc-only run\n{}",
+            out.describe()
+        );
+        for l in live {
+            assert!(
+                l.ends_with(')') && l.contains(want),
+                "{l:?}: a number stands for live bytes not measured ({want:?} expected)\n{}",
+                out.describe()
+            );
+        }
+        // Every site in both runs says why it has no live bytes.
+        for l in block_under(&out.stdout, |l| l.starts_with("sites in both runs"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.starts_with("live bytes"))
+        {
+            assert!(
+                l.starts_with("live bytes: not measured in alloc-only mode ("),
+                "{l:?}\n{}",
+                out.describe()
+            );
+        }
+    }
+}
+
+/// `compare /dev/zero ...` fails at once, in one line, without growing: the report is parsed
+/// as it is read (and at most 2 GiB of it), never read whole first. Before, it read /dev/zero
+/// into memory until the machine ran out (5.4 GB in 5 s).
+#[test]
+#[ignore = "needs the alloctrace binary: run with cargo xtask test"]
+fn compare_of_dev_zero_fails_at_once_in_little_memory() {
+    let bin = alloctrace_bin();
+    let scratch = Scratch::new();
+    let (out_path, err_path) = (scratch.path("stdout"), scratch.path("stderr"));
+    let file = |p: &std::path::Path| {
+        std::fs::File::create(p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()))
+    };
+    let t0 = std::time::Instant::now();
+    // Reaped by wait4 below, which Child::wait cannot do.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(&bin)
+        .args(["compare", "/dev/zero", "/dev/zero"])
+        .stdout(file(&out_path))
+        .stderr(file(&err_path))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let pid = child.id() as libc::pid_t;
+    // wait4, not Child::wait: it gives the child's own peak RSS.
+    let mut status = 0;
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        // SAFETY: wait4 on our own child's pid, writing into a local int and rusage.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, ru.as_mut_ptr()) };
+        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if r == pid {
+            break;
+        }
+        if t0.elapsed() > deadline {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above; reaps it.
+            unsafe { libc::wait4(pid, &mut status, 0, ru.as_mut_ptr()) };
+            panic!("compare /dev/zero still ran after {deadline:?}; killed it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let elapsed = t0.elapsed();
+    // SAFETY: filled by the wait4 that reaped the child.
+    let peak_kib = unsafe { ru.assume_init() }.ru_maxrss;
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0,
+        "compare /dev/zero: wait status {status:#x}, stderr:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 1
+            && lines[0].starts_with(ERROR_PREFIX)
+            && lines[0].contains("/dev/zero is not an alloctrace JSON report"),
+        "compare /dev/zero must fail in one line naming the file, got:\n{stderr}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(3),
+        "compare /dev/zero took {elapsed:?}"
+    );
+    assert!(
+        peak_kib < 64 * 1024,
+        "compare /dev/zero peaked at {peak_kib} KiB of RSS"
+    );
+}

@@ -743,3 +743,37 @@ fn samples_are_cumulative_and_end_at_the_totals() {
         serde_json::to_string_pretty(&run.report.json["samples"]).unwrap_or_default()
     );
 }
+
+/// 2,048 distinct stacks sharing a dozen frames (`workloads/tree.c 10`): the JSON report writes
+/// each frame once (`Report::parse` also checks that its table holds no frame twice) and stays
+/// under 1,500 bytes per site; the counts are exact. Version 1 repeated ~14 frame objects of
+/// ~250 bytes in every site: ~9 KB per site.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn many_stacks_share_their_frames_in_the_json_report() {
+    alloctrace_bin();
+    let run = launch("tree", &["10"], &[], Scratch::new());
+    run.finished.assert_code(0);
+    assert_sites_match(&run.report, &run.truth, &[]);
+    let leaves = run.report.sites_in(run.truth.pid, "leaf").len();
+    assert_eq!(
+        leaves,
+        2048,
+        "sites of leaf\n{}",
+        run.report.describe_sites(run.truth.pid)
+    );
+    let frames = run.report.json["frames"].as_array().map_or(0, Vec::len);
+    // leaf's caller, the three calls in each of a and b, main's two, libc's start-up: about 12.
+    assert!(
+        (8..=24).contains(&frames),
+        "{frames} frames in the table for 2,048 stacks of a dozen distinct frames\n{}",
+        excerpt(&run.report.text, 6000)
+    );
+    let per_site = run.report.text.len() / run.report.sites().len();
+    assert!(
+        per_site < 1500,
+        "{per_site} bytes per site ({} bytes, {} sites)",
+        run.report.text.len(),
+        run.report.sites().len()
+    );
+}

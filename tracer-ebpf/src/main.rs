@@ -44,6 +44,11 @@ static LIVE_MASK: u64 = 0;
 #[unsafe(no_mangle)]
 static SITE_HOMES: u64 = 0;
 
+/// Offset of `vm_flags` in the kernel's `struct vm_area_struct`, from its BTF. Set by the
+/// loader.
+#[unsafe(no_mangle)]
+static VMA_FLAGS_OFFSET: u64 = 0;
+
 /// Reads a loader-set global: volatile, so the compiler cannot fold the 0 it was built with.
 #[inline(always)]
 fn global<T: Copy>(v: &T) -> T {

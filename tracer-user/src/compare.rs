@@ -7,16 +7,29 @@
 //! (the same function calling the allocator from two lines, or the same stack in several
 //! processes) are summed. Unnamed frames go by `module+0xoffset`, which is stable across runs.
 //!
-//! [`compare`] is pure; [`render`] turns its result into text; [`run`] reads the two files.
-use std::collections::BTreeMap;
+//! Live bytes are compared only where both runs measured them: an alloc-only run (no frees
+//! traced; `null` in its JSON) shows "-" and "not measured in alloc-only mode", never a number.
+//!
+//! [`compare`] is pure; [`render`] turns its result into text; [`run`] reads the two files, each
+//! parsed as it is read and at most [`MAX_REPORT_BYTES`] of it (a device or FIFO named by
+//! mistake ends the read there, not the machine's memory).
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::model::{Counters, Profile};
+use crate::model::{Counters, Profile, TraceMode};
 use crate::report::{fmt_bytes, fmt_bytes_f};
+
+/// The most `compare` reads of one report: 2 GiB, well above any report alloctrace writes
+/// (131k distinct stacks make 181 MB; version 1 made 1.2 GB of them).
+pub const MAX_REPORT_BYTES: u64 = 2 << 30;
 
 /// Changes within this fraction (of the larger value) read as "unchanged".
 const UNCHANGED_WITHIN: f64 = 0.01;
@@ -26,18 +39,19 @@ const UNCHANGED_WITHIN: f64 = 0.01;
 pub struct Measures {
     pub allocs: u64,
     pub bytes: u64,
-    pub live_bytes: u64,
+    /// None when the run did not trace frees (alloc-only mode).
+    pub live_bytes: Option<u64>,
     /// Bytes allocated per second of the run; None when the run lasted no time.
     pub rate: Option<f64>,
 }
 
 impl Measures {
-    fn new(c: &Counters, duration: Duration) -> Measures {
+    fn new(c: &Counters, duration: Duration, mode: TraceMode) -> Measures {
         let secs = duration.as_secs_f64();
         Measures {
             allocs: c.allocs,
             bytes: c.bytes,
-            live_bytes: c.live_bytes(),
+            live_bytes: mode.sees_frees().then(|| c.live_bytes()),
             rate: (secs > 0.0).then(|| c.bytes as f64 / secs),
         }
     }
@@ -64,6 +78,7 @@ impl SiteChange {
 pub struct RunInfo {
     pub target: String,
     pub duration: Duration,
+    pub mode: TraceMode,
 }
 
 /// Everything `render` shows.
@@ -82,8 +97,10 @@ pub struct Comparison {
 }
 
 /// Every site of `p` summed by its frames' names.
-fn sites_by_names(p: &Profile) -> BTreeMap<Vec<String>, Counters> {
-    let mut out: BTreeMap<Vec<String>, Counters> = BTreeMap::new();
+/// A hash map: stacks of one program share long prefixes of names, which made a sorted map's
+/// comparisons most of a 131k-site comparison's time; the lists are sorted afterwards.
+fn sites_by_names(p: &Profile) -> HashMap<Vec<String>, Counters> {
+    let mut out: HashMap<Vec<String>, Counters> = HashMap::new();
     for s in &p.sites {
         let names = s.frames.iter().map(|f| f.name()).collect();
         out.entry(names).or_default().add(&s.counters);
@@ -107,10 +124,10 @@ pub fn compare(before: &Profile, after: &Profile) -> Comparison {
     let mut matched = Vec::new();
     let mut disappeared = Vec::new();
     for (frames, bc) in b_sites {
-        let b = Some(Measures::new(&bc, before.duration));
+        let b = Some(Measures::new(&bc, before.duration, before.mode));
         let a = a_sites
             .remove(&frames)
-            .map(|ac| Measures::new(&ac, after.duration));
+            .map(|ac| Measures::new(&ac, after.duration, after.mode));
         let change = SiteChange {
             frames,
             before: b,
@@ -127,7 +144,7 @@ pub fn compare(before: &Profile, after: &Profile) -> Comparison {
         .map(|(frames, ac)| SiteChange {
             frames,
             before: None,
-            after: Some(Measures::new(&ac, after.duration)),
+            after: Some(Measures::new(&ac, after.duration, after.mode)),
         })
         .collect();
     by_bytes_desc(&mut matched, |s| s.before);
@@ -137,13 +154,15 @@ pub fn compare(before: &Profile, after: &Profile) -> Comparison {
         before: RunInfo {
             target: before.target.to_string(),
             duration: before.duration,
+            mode: before.mode,
         },
         after: RunInfo {
             target: after.target.to_string(),
             duration: after.duration,
+            mode: after.mode,
         },
-        total_before: Measures::new(&before.total(), before.duration),
-        total_after: Measures::new(&after.total(), after.duration),
+        total_before: Measures::new(&before.total(), before.duration, before.mode),
+        total_after: Measures::new(&after.total(), after.duration, after.mode),
         matched,
         disappeared,
         appeared,
@@ -241,23 +260,43 @@ fn measure_lines(out: &mut String, indent: &str, b: Option<Measures>, a: Option<
                 "less",
             ),
         ),
-        (
-            "live bytes",
-            cell(b, &|m| fmt_bytes(m.live_bytes)),
-            cell(a, &|m| fmt_bytes(m.live_bytes)),
-            change(
-                b.map_or(0, |m| m.live_bytes) as f64,
-                a.map_or(0, |m| m.live_bytes) as f64,
-                "less",
-            ),
-        ),
+        live_row(b, a),
     ];
     for (label, before, after, what) in rows {
         let _ = writeln!(
             out,
-            "{indent}{:<26}({before} -> {after})",
+            "{indent}{:<25} ({before} -> {after})",
             format!("{label}: {what}"),
         );
+    }
+}
+
+/// The live-bytes row: compared only when every run the site is in measured them (a site
+/// absent from a run counts as 0 there, as in the other rows).
+fn live_row(b: Option<Measures>, a: Option<Measures>) -> (&'static str, String, String, String) {
+    let cell = |m: Option<Measures>| {
+        m.and_then(|m| m.live_bytes)
+            .map_or_else(|| "-".to_string(), fmt_bytes)
+    };
+    let measured = [b, a].iter().flatten().all(|m| m.live_bytes.is_some());
+    let what = if measured {
+        let live = |m: Option<Measures>| m.and_then(|m| m.live_bytes).unwrap_or(0) as f64;
+        change(live(b), live(a), "less")
+    } else {
+        "not measured in alloc-only mode".into()
+    };
+    ("live bytes", cell(b), cell(a), what)
+}
+
+/// How the header names a run: its target, duration, and mode when not the default.
+fn run_line(r: &RunInfo) -> String {
+    match r.mode {
+        TraceMode::Full => format!("{} ({})", r.target, fmt_secs(r.duration)),
+        TraceMode::AllocOnly => format!(
+            "{} ({}, alloc-only: frees and live bytes not measured)",
+            r.target,
+            fmt_secs(r.duration)
+        ),
     }
 }
 
@@ -285,11 +324,9 @@ pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "before: {} ({})\nafter:  {} ({})",
-        c.before.target,
-        fmt_secs(c.before.duration),
-        c.after.target,
-        fmt_secs(c.after.duration)
+        "before: {}\nafter:  {}",
+        run_line(&c.before),
+        run_line(&c.after)
     );
     let _ = writeln!(out, "\ntotal:");
     measure_lines(&mut out, "  ", Some(c.total_before), Some(c.total_after));
@@ -306,15 +343,78 @@ pub fn render(c: &Comparison) -> String {
     out
 }
 
+/// A reader that fails once more than `left` bytes come through it, and says so.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    over: bool,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte past the cap tells a file of exactly the cap from a longer one.
+        let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX);
+        let take = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..take])?;
+        if n as u64 > self.left {
+            self.over = true;
+            return Err(io::Error::other("past the size cap"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Parses the report `r` reads (named `name` in errors), reading at most `cap` bytes of it.
+fn parse_capped(r: impl Read, name: &str, cap: u64) -> anyhow::Result<Profile> {
+    let mut capped = Capped {
+        inner: r,
+        left: cap,
+        over: false,
+    };
+    match crate::export::json::from_reader(&mut capped) {
+        Ok(p) => Ok(p),
+        Err(_) if capped.over => anyhow::bail!(
+            "{name} is larger than {}, the most compare reads of a report: not an alloctrace \
+             JSON report",
+            fmt_bytes(cap)
+        ),
+        Err(e) if e.is_io() => Err(e).with_context(|| format!("cannot read {name}")),
+        Err(e) => Err(e)
+            .with_context(|| format!("{name} is not an alloctrace JSON report (--report json)")),
+    }
+}
+
 fn read_profile(path: &Path) -> anyhow::Result<Profile> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    crate::export::json::from_json(&text).with_context(|| {
-        format!(
-            "{} is not an alloctrace JSON report (--report json)",
-            path.display()
-        )
-    })
+    let name = path.display().to_string();
+    // O_NONBLOCK: opening a FIFO nobody writes to returns at once (and reads end-of-file)
+    // instead of waiting for a writer; it is cleared before reading.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("cannot read {name}"))?;
+    // SAFETY: F_GETFL/F_SETFL on a descriptor `file` owns and keeps open; no memory is passed.
+    let cleared = unsafe {
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        return Err(io::Error::last_os_error()).with_context(|| format!("cannot read {name}"));
+    }
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {name}"))?;
+    if meta.is_file() && meta.len() > MAX_REPORT_BYTES {
+        anyhow::bail!(
+            "{name} is {}, larger than {}, the most compare reads of a report: not an \
+             alloctrace JSON report",
+            fmt_bytes(meta.len()),
+            fmt_bytes(MAX_REPORT_BYTES)
+        );
+    }
+    parse_capped(file, &name, MAX_REPORT_BYTES)
 }
 
 /// Reads both `--report json` files and renders their comparison.
@@ -441,8 +541,8 @@ mod tests {
         assert_eq!(small.before.unwrap().allocs, 2000);
         assert_eq!(small.before.unwrap().rate, Some(64_000.0));
         assert_eq!(small.after.unwrap().allocs, 200);
-        assert_eq!(cmp.total_before.live_bytes, 100);
-        assert_eq!(cmp.total_after.live_bytes, 10);
+        assert_eq!(cmp.total_before.live_bytes, Some(100));
+        assert_eq!(cmp.total_after.live_bytes, Some(10));
     }
 
     #[test]
@@ -541,5 +641,150 @@ sites that appeared:
             .unwrap()
             .contains("allocations: unchanged"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn alloc_only(p: Profile) -> Profile {
+        Profile {
+            mode: crate::model::TraceMode::AllocOnly,
+            ..p
+        }
+    }
+
+    /// The lines of `text` about live bytes.
+    fn live_lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("live bytes"))
+            .collect()
+    }
+
+    /// Alloc-only runs trace no frees: their live bytes are not measured, and no number (such
+    /// as all the bytes ever allocated) may stand for them, in total or per site.
+    #[test]
+    fn alloc_only_runs_have_no_live_bytes() {
+        // Alloc-only counters have no frees: live would read as every byte allocated.
+        let before = alloc_only(profile(
+            7,
+            2,
+            vec![
+                site(7, 1, &["small", "main"], c(2000, 180 << 40, 0, 0)),
+                site(7, 2, &["old", "main"], c(10, 1000, 0, 0)),
+            ],
+        ));
+        let after = alloc_only(profile(
+            9,
+            2,
+            vec![
+                site(9, 1, &["small", "main"], c(200, 12_800, 0, 0)),
+                site(9, 3, &["fresh", "main"], c(1, 2048, 0, 0)),
+            ],
+        ));
+        let cmp = compare(&before, &after);
+        assert_eq!(
+            (cmp.total_before.live_bytes, cmp.total_after.live_bytes),
+            (None, None)
+        );
+        let text = render(&cmp);
+        let live = live_lines(&text);
+        assert_eq!(live.len(), 4, "{text}");
+        for l in live {
+            assert_eq!(
+                l.trim(),
+                "live bytes: not measured in alloc-only mode (- -> -)",
+                "{text}"
+            );
+        }
+        assert!(text.starts_with(
+            "before: ./prog (2.00s, alloc-only: frees and live bytes not measured)\n\
+             after:  ./prog (2.00s, alloc-only: frees and live bytes not measured)\n"
+        ));
+    }
+
+    /// A full run against an alloc-only one: the full run's live bytes are shown, the other
+    /// side is "-", and no change is claimed.
+    #[test]
+    fn full_against_alloc_only() {
+        let full = profile(7, 2, vec![site(7, 1, &["f", "main"], c(10, 1000, 4, 400))]);
+        let quick = alloc_only(profile(
+            9,
+            2,
+            vec![site(9, 1, &["f", "main"], c(10, 1000, 0, 0))],
+        ));
+        for (b, a, want) in [
+            (&full, &quick, "(600 B -> -)"),
+            (&quick, &full, "(- -> 600 B)"),
+        ] {
+            let text = render(&compare(b, a));
+            let live = live_lines(&text);
+            assert_eq!(live.len(), 2, "{text}");
+            for l in live {
+                assert_eq!(
+                    l.trim(),
+                    format!("live bytes: not measured in alloc-only mode {want}"),
+                    "{text}"
+                );
+            }
+            assert!(text.contains("allocations: unchanged"), "{text}");
+        }
+    }
+
+    /// The same through the JSON files, where alloc-only live fields are `null`.
+    #[test]
+    fn alloc_only_reports_through_json() {
+        let dir =
+            std::env::temp_dir().join(format!("alloctrace-compare-ao-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("quick.json");
+        let p = alloc_only(profile(
+            1,
+            1,
+            vec![site(1, 1, &["f"], c(3, 300 << 40, 0, 0))],
+        ));
+        let text = crate::export::json::to_json(&p);
+        assert!(text.contains(r#""live_bytes":null"#), "{text}");
+        std::fs::write(&path, text).unwrap();
+        let out = run(&path, &path).unwrap();
+        for l in live_lines(&out) {
+            assert!(
+                l.ends_with("not measured in alloc-only mode (- -> -)"),
+                "{out}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Reading stops at the cap, with the cap named; a report of exactly the cap reads.
+    #[test]
+    fn reads_at_most_the_cap() {
+        let err = format!(
+            "{:#}",
+            parse_capped(io::repeat(b' '), "/some/fifo", 1 << 20).unwrap_err()
+        );
+        assert_eq!(
+            err,
+            "/some/fifo is larger than 1.0 MiB, the most compare reads of a report: not an \
+             alloctrace JSON report"
+        );
+        let text = crate::export::json::to_json(&profile(1, 1, vec![]));
+        let len = text.len() as u64;
+        assert!(parse_capped(text.as_bytes(), "r.json", len).is_ok());
+        let err = format!(
+            "{:#}",
+            parse_capped(text.as_bytes(), "r.json", len - 1).unwrap_err()
+        );
+        assert!(err.contains("r.json is larger than"), "{err}");
+    }
+
+    /// Endless zeros are refused at the first byte, in one line.
+    #[test]
+    fn dev_zero_is_refused_at_once() {
+        let t0 = std::time::Instant::now();
+        let zero = Path::new("/dev/zero");
+        let err = format!("{:#}", run(zero, zero).unwrap_err());
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert!(
+            err.starts_with("/dev/zero is not an alloctrace JSON report (--report json): "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
     }
 }

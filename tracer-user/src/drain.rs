@@ -45,6 +45,8 @@ pub struct RawSite {
     pub key: StackKey,
     pub stats: SiteStats,
     pub ips: Vec<u64>,
+    /// Why the kernel ended the stack where it did (`abi::stack_cut`).
+    pub cut: u32,
     /// The site's cumulative counters at the drains where they changed (oldest dropped
     /// beyond the sample bound).
     pub series: Vec<SitePoint>,
@@ -222,7 +224,24 @@ impl Drainer {
             event_dropped: get(abi::loss::EVENT_DROPPED),
             stack_preempted: get(abi::loss::STACK_PREEMPTED),
             stale_block: get(abi::loss::STALE_BLOCK),
+            // Counted per site once the stacks are symbolized (`trace::symbolize_sites`).
+            stacks_cut: 0,
+            retargets: get(abi::loss::RETARGETS),
+            retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
         }
+    }
+
+    /// Adds `n` to a loss counter user space keeps (`abi::loss::RETARGETS`, ...), in the
+    /// kernel's loss map with the others, so every reader of the losses sees it. The programs
+    /// never write those counters: no race with them.
+    pub fn add_loss(&mut self, which: u32, n: u64) -> anyhow::Result<()> {
+        let mut v: Vec<u64> = self.losses.get(&which, 0)?.iter().copied().collect();
+        if let Some(first) = v.first_mut() {
+            *first = first.wrapping_add(n);
+        }
+        self.losses
+            .set(which, aya::maps::PerCpuValues::try_from(v)?, 0)?;
+        Ok(())
     }
 
     /// `sites` (a read of the site map) with their frames and series.
@@ -238,9 +257,12 @@ impl Drainer {
             if only.is_some_and(|set| !set.contains(&key.tgid)) {
                 continue;
             }
-            let ips = match stacks.get(&key) {
-                Some(st) => st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
-                None => Vec::new(),
+            let (ips, cut) = match stacks.get(&key) {
+                Some(st) => (
+                    st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
+                    st.cut,
+                ),
+                None => (Vec::new(), abi::stack_cut::NONE),
             };
             let series = self
                 .series
@@ -251,6 +273,7 @@ impl Drainer {
                 key,
                 stats,
                 ips,
+                cut,
                 series,
             });
         }

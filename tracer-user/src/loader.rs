@@ -18,7 +18,12 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("map SITE_CLAIMS: {0}")]
     Map(#[source] aya::maps::MapError),
+    #[error("{0} (alloctrace checks every stack frame against the process's mappings)")]
+    Btf(#[source] crate::btf::BtfError),
 }
+
+/// The running kernel's type information.
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The option that sizes a map the kernel could not create (for want of memory, or a size
 /// beyond its limits), as a hint to append to the error.
@@ -53,12 +58,20 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let site_slots = abi::sites::slots(sizes.max_stacks);
     let site_homes = abi::sites::homes(sizes.max_stacks) as u64;
     let owned_slots = crate::owned_totals::slots().map_err(LoadError::Owned)?;
+    // Where the kernel keeps a mapping's flags moves between versions and configurations.
+    let vma_flags_offset = crate::btf::member_offset_in_file(
+        std::path::Path::new(KERNEL_BTF),
+        "vm_area_struct",
+        "vm_flags",
+    )
+    .map_err(LoadError::Btf)?;
     let mut ebpf = EbpfLoader::new()
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_TARGET_TGID, &sizes.target_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
         .override_global(abi::GLOBAL_LIVE_MASK, &live_mask, true)
         .override_global(abi::GLOBAL_SITE_HOMES, &site_homes, true)
+        .override_global(abi::GLOBAL_VMA_FLAGS_OFFSET, &vma_flags_offset, true)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, site_slots)
         .map_max_entries(abi::MAP_LIVE, live_slots)

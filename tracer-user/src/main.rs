@@ -1,5 +1,6 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
 mod analyze;
+mod btf;
 mod cli;
 mod compare;
 mod config;
@@ -16,8 +17,10 @@ mod owned_totals;
 mod probes;
 mod procmaps;
 mod report;
+mod retarget;
 mod sampling;
 mod shared_array;
+mod site_merge;
 mod site_table;
 mod spawn;
 mod symbolize;

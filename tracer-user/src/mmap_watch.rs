@@ -24,10 +24,10 @@ use crate::shared_array::SharedMapping;
 /// at least every 100 ms: 64 KiB holds hundreds of them.
 const DATA_PAGES: usize = 16;
 
-const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_DUMMY: u64 = 9;
+pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
+pub(crate) const PERF_COUNT_SW_DUMMY: u64 = 9;
 /// `perf_event_attr` as of `PERF_ATTR_SIZE_VER5`; the kernel accepts any size it knows.
-const PERF_ATTR_SIZE_VER5: u32 = 112;
+pub(crate) const PERF_ATTR_SIZE_VER5: u32 = 112;
 
 // Bits of the flags word of `perf_event_attr` (C bit-fields, allocated from the least
 // significant bit on little-endian targets).
@@ -45,7 +45,7 @@ const ATTR_USE_CLOCKID: u64 = 1 << 25;
 /// the mappings its program makes after it.
 const PERF_SAMPLE_TIME: u64 = 1 << 2;
 
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+pub(crate) const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
 const PERF_RECORD_MMAP: u32 = 1;
 const PERF_RECORD_LOST: u32 = 2;
@@ -65,26 +65,26 @@ const DATA_SIZE: usize = 1048;
 /// to `PERF_ATTR_SIZE_VER5`. Not a BPF boundary type: the kernel's own ABI, mirrored once here.
 #[repr(C)]
 #[derive(Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    _reserved_2: u16,
+pub(crate) struct PerfEventAttr {
+    pub(crate) type_: u32,
+    pub(crate) size: u32,
+    pub(crate) config: u64,
+    pub(crate) sample_period: u64,
+    pub(crate) sample_type: u64,
+    pub(crate) read_format: u64,
+    pub(crate) flags: u64,
+    pub(crate) wakeup_events: u32,
+    pub(crate) bp_type: u32,
+    pub(crate) config1: u64,
+    pub(crate) config2: u64,
+    pub(crate) branch_sample_type: u64,
+    pub(crate) sample_regs_user: u64,
+    pub(crate) sample_stack_user: u32,
+    pub(crate) clockid: i32,
+    pub(crate) sample_regs_intr: u64,
+    pub(crate) aux_watermark: u32,
+    pub(crate) sample_max_stack: u16,
+    pub(crate) _reserved_2: u16,
 }
 const _: () = assert!(size_of::<PerfEventAttr>() == PERF_ATTR_SIZE_VER5 as usize);
 #[cfg(not(target_endian = "little"))]

@@ -152,6 +152,18 @@ pub struct Losses {
     /// Absent from files written before it was counted.
     #[serde(default)]
     pub stale_block: u64,
+    /// Sites whose stacks were cut at a value that is not a return address into the
+    /// process's code (code without frame pointers): their outer frames are missing. Absent
+    /// from files written before it was counted.
+    #[serde(default)]
+    pub stacks_cut: u64,
+    /// Moves of the probes to another task of the traced process (`retarget`). Absent from
+    /// files written before it was counted.
+    #[serde(default)]
+    pub retargets: u64,
+    /// Microseconds the moves left the process without probes.
+    #[serde(default)]
+    pub retarget_gap_us: u64,
 }
 
 impl Losses {
@@ -196,6 +208,23 @@ impl Losses {
                 self.stale_block,
                 "addresses handed out again before their blocks' frees were seen, after an \
                  exec or a free no probe saw: those blocks stay counted live",
+            ),
+            (
+                "stacks cut",
+                self.stacks_cut,
+                "sites whose outer frames were dropped: the frame-pointer walk met a value \
+                 that is not a return address (code built without frame pointers)",
+            ),
+            (
+                "probes moved to another thread",
+                self.retargets,
+                "the thread they were attached to ended (the main thread's pthread_exit, \
+                 another thread's exec): allocations until the move were not seen",
+            ),
+            (
+                "microseconds without probes",
+                self.retarget_gap_us,
+                "the time those moves took: allocations in it were not seen",
             ),
         ]
         .into_iter()

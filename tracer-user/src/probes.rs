@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use alloctrace_common as abi;
-use aya::programs::uprobe::{UProbeLink, UProbeLinkId, UProbeScope};
-use aya::programs::{ProgramError, UProbe};
+use aya::programs::{
+    uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
+    ProgramError, UProbe,
+};
 use aya::Ebpf;
 use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
 
@@ -306,9 +308,9 @@ pub enum Scope {
 /// before free's or realloc's probe was in would stay in the in-flight table after its real
 /// release, a phantom live block, and glibc hands the same address back again and again (a
 /// target allocating while alloctrace attached piled them up); this way such a release is seen
-/// as one of a block allocated before tracing (an unknown free). Returns how many were
-/// attached; dropping `ebpf` detaches them all (slowly: each removal waits a kernel grace
-/// period, ~0.1 s here, serialized in the kernel).
+/// as one of a block allocated before tracing (an unknown free). Returns the probes attached
+/// (`retarget` moves them to another task); dropping `ebpf` detaches them all (slowly: each
+/// removal waits a kernel grace period, ~0.1 s here, serialized in the kernel).
 ///
 /// In alloc-only mode each function gets its counting entry program only (see
 /// `count_program`), and functions without one (free, reallocarray) are not probed.
@@ -318,30 +320,32 @@ pub fn attach(
     entries: &[(&'static ProbeSpec, Entry)],
     scope: Scope,
     mode: TraceMode,
-) -> Result<usize, ProbeError> {
+) -> Result<Vec<Attached>, ProbeError> {
     if std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1") {
         set_floor(ebpf)?;
     }
-    let names: Vec<&'static str> = if mode == TraceMode::AllocOnly {
-        entries
+    if mode == TraceMode::AllocOnly {
+        let names = entries
             .iter()
             .filter_map(|(spec, _)| count_program(spec.program))
-            .collect()
+            .collect();
+        load_programs(ebpf, names)?;
     } else {
         let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
         names.push(abi::PROG_ALLOC_RETURN);
-        names
-    };
-    load_programs(ebpf, names)?;
-    Ok(attach_loaded(ebpf, libc, entries, scope, mode)?.len())
+        load_programs(ebpf, names)?;
+    }
+    attach_loaded(ebpf, libc, entries, scope, mode)
 }
 
-/// One attached probe: its program and link (dropping the link taken out of the program
-/// detaches it; see `follow`).
-pub type Attached = (&'static str, UProbeLinkId);
+/// One attached probe: its program and link, to detach it alone (`retarget`).
+#[derive(Debug)]
+pub struct Attached {
+    program: &'static str,
+    link: UProbeLinkId,
+}
 
-/// `attach` with the programs already loaded (by `attach`): one more process's set of probes,
-/// in the same order. Returns the links, so that they can be detached on their own.
+/// Attaches the programs `attach` loaded, in its order, again (to another task).
 pub fn attach_loaded(
     ebpf: &mut Ebpf,
     libc: &Path,
@@ -380,17 +384,20 @@ pub fn attach_loaded(
                 path: path.clone(),
                 source: Box::new(source),
             })?;
-        attached.push((name, link));
+        attached.push(Attached {
+            program: name,
+            link,
+        });
     }
     Ok(attached)
 }
 
-/// Takes the links out of their programs: dropping them detaches those probes (each waits a
-/// kernel grace period); links already gone are skipped.
-pub fn take_links(ebpf: &mut Ebpf, links: Vec<Attached>) -> Vec<UProbeLink> {
-    links
+/// Takes `probes` out of their programs, as links that detach when dropped: the caller
+/// decides where that slow part (a kernel grace period per probe) is waited for.
+pub fn take_links(ebpf: &mut Ebpf, probes: Vec<Attached>) -> Vec<UProbeLink> {
+    probes
         .into_iter()
-        .filter_map(|(name, id)| program(ebpf, name).ok()?.take_link(id).ok())
+        .filter_map(|a| program(ebpf, a.program).ok()?.take_link(a.link).ok())
         .collect()
 }
 
@@ -440,7 +447,10 @@ fn attach_counting(
                 path: libc.display().to_string(),
                 source: Box::new(source),
             })?;
-        attached.push((*name, link));
+        attached.push(Attached {
+            program: name,
+            link,
+        });
     }
     Ok(attached)
 }

@@ -29,6 +29,8 @@ const REFRESH_EVERY: Duration = Duration::from_millis(5);
 #[allow(dead_code)]
 enum Request {
     Note(u32),
+    /// As `Note`, then a reply once the snapshot is taken.
+    NoteNow(u32, Sender<()>),
     AddMappings(u32, Vec<Mapping>),
     Forget(u32),
     Symbolize {
@@ -76,6 +78,15 @@ impl Symbolizer {
     /// Never blocks; cheap to call for every new stack.
     pub fn note_process(&self, pid: u32) {
         self.send(Request::Note(pid));
+    }
+
+    /// Snapshots `pid`'s mappings and returns once it is taken: a --pid target's program
+    /// may exec (and its earlier mappings vanish) as soon as it is told it is traced, before
+    /// the thread would get to an asynchronous note.
+    pub fn note_process_now(&self, pid: u32) {
+        let (reply, rx) = mpsc::channel();
+        self.send(Request::NoteNow(pid, reply));
+        let _ = rx.recv();
     }
 
     /// Adds mappings `pid` was seen to create (mmap records, in the order made), so its
@@ -172,7 +183,10 @@ struct Worker {
 impl Worker {
     fn new() -> Worker {
         let bz = blazesym::symbolize::Symbolizer::builder()
-            .enable_demangling(true)
+            // blazesym hands every name of a binary without language information to the
+            // demanglers, which read C's `a` as `signed char`: `display_name` demangles only
+            // names that are mangled.
+            .enable_demangling(false)
             .enable_code_info(true)
             // With inlined functions on, `code_info` is the line in the function `name` names
             // (the call site of what was inlined), not a line of some inlined callee.
@@ -210,6 +224,10 @@ impl Worker {
     fn handle(&mut self, req: Request) {
         match req {
             Request::Note(pid) => self.note(pid),
+            Request::NoteNow(pid, reply) => {
+                self.note(pid);
+                let _ = reply.send(());
+            }
             Request::AddMappings(pid, mappings) => self.maps.add_mappings(pid, mappings),
             Request::Forget(pid) => self.forget(pid),
             Request::Symbolize { pid, addrs, reply } => {
@@ -371,13 +389,36 @@ impl Worker {
     }
 }
 
-/// glibc's debug symbols name many functions by their internal hidden alias `__GI_<name>`
-/// (`__GI___libc_malloc`); users know them as `<name>`.
+/// The name users know a symbol by: demangled if it is mangled (Rust's v0 `_R…` and legacy
+/// `_ZN…17h<hash>E`, C++'s Itanium `_Z…`), else as it is. glibc's debug symbols name many
+/// functions by their internal hidden alias `__GI_<name>` (`__GI___libc_malloc`); users know
+/// them as `<name>`.
 fn display_name(name: &str) -> String {
+    if let Some(d) = demangle(name) {
+        return d;
+    }
     name.strip_prefix("__GI_")
         .filter(|n| !n.is_empty())
         .unwrap_or(name)
         .to_owned()
+}
+
+/// `name` demangled, if it is a mangled name (by its prefix: a C name never starts with `_R`
+/// or `_Z` followed by more, as those are reserved to the implementation).
+fn demangle(name: &str) -> Option<String> {
+    if !(name.starts_with("_Z") || name.starts_with("_R")) {
+        return None;
+    }
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        // `{:#}`: without the legacy scheme's hash.
+        return Some(format!("{d:#}"));
+    }
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    cpp_demangle::Symbol::new(name)
+        .ok()
+        .and_then(|s| s.demangle().ok())
 }
 
 #[cfg(test)]
@@ -408,6 +449,32 @@ mod tests {
             display_name("std::vec::Vec<T>::push"),
             "std::vec::Vec<T>::push"
         );
+    }
+
+    #[test]
+    fn only_mangled_names_are_demangled() {
+        // C names that are Itanium type codes, and other plain names.
+        for plain in [
+            "a",
+            "h",
+            "v",
+            "i",
+            "St",
+            "main",
+            "R",
+            "_R",
+            "_Z",
+            "__libc_malloc",
+        ] {
+            assert_eq!(display_name(plain), plain);
+        }
+        assert_eq!(display_name("_Znwm"), "operator new(unsigned long)");
+        assert_eq!(display_name("_ZN3foo3barEv"), "foo::bar()");
+        assert_eq!(
+            display_name("_ZN3std2rt10lang_start17h0123456789abcdefE"),
+            "std::rt::lang_start"
+        );
+        assert_eq!(display_name("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alloctrace_common::Event;
+use alloctrace_common::{self as abi, Event};
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -21,12 +21,14 @@ use crate::follow;
 use crate::loader::{self, Sizes};
 use crate::mmap_watch::MmapWatch;
 use crate::model::{
-    Counters, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
+    Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
 };
 use crate::output;
 use crate::probes::{self, Scope};
 use crate::report;
+use crate::retarget::Retarget;
 use crate::sampling;
+use crate::site_merge;
 use crate::spawn;
 use crate::symbolize::Symbolizer;
 use crate::target;
@@ -158,14 +160,22 @@ pub fn run(cfg: Config) -> Result<i32> {
             target_pid.unwrap_or(0)
         },
     })?;
-    let attached = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
-        Ok(n) => n,
+    let probes_in = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
+        Ok(p) => p,
         Err(e) => match cfg.target {
             TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
                 return Err(target::TargetError::ExitedWhileStarting(pid).into())
             }
             _ => return Err(e.into()),
         },
+    };
+    let attached = probes_in.len();
+    // Following forks, the event thread owns the programs (it attaches children's probes):
+    // the probes are not moved when the task they are on ends (not done yet).
+    let retarget = if cfg.follow_forks {
+        None
+    } else {
+        retarget_for(scope, &libc, &entries, cfg.mode, probes_in)
     };
     let mut drainer = Drainer::take(
         &mut ebpf,
@@ -175,7 +185,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     )?;
     let symbolizer = Arc::new(Symbolizer::new());
     if let Some(pid) = target_pid.filter(|_| held.is_none()) {
-        symbolizer.note_process(pid);
+        symbolizer.note_process_now(pid);
     }
     if let (Some(pid), Some(tid)) = (target_pid, via.filter(|&t| Some(t) != target_pid)) {
         // Once the main thread has exited, the process's maps read as empty through its pid:
@@ -188,7 +198,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     let ring = drain::take_events(&mut ebpf)?;
     // Following, the probe sets of new processes are attached from the event thread, which
     // reads their fork records: it owns the eBPF object until the run ends.
-    let (kept_ebpf, follower, mut children) = if cfg.follow_forks {
+    let (mut kept_ebpf, follower, mut children) = if cfg.follow_forks {
         let start_ns = target::monotonic_ns();
         let (f, shared) =
             follow::Follower::new(ebpf, libc.clone(), entries.clone(), cfg.mode, start_ns);
@@ -240,6 +250,10 @@ pub fn run(cfg: Config) -> Result<i32> {
         &mut samples,
         &mut exe,
         &mut children,
+        Tasks {
+            ebpf: kept_ebpf.as_mut(),
+            retarget,
+        },
     ))?;
 
     let duration = start.elapsed();
@@ -318,7 +332,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     raw.retain(|s| !revoked.contains(&s.key.tgid));
     let drained = t0.elapsed();
     let t1 = Instant::now();
-    let (sites, seen) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
+    let (sites, seen, stacks_cut) = symbolize_sites(&symbolizer, raw, cfg.sample_bytes);
     let modules = modules_of(&symbolizer, seen);
     log::info!(
         "final drain: {} sites in {:.1} ms; symbolized in {:.1} ms",
@@ -335,6 +349,10 @@ pub fn run(cfg: Config) -> Result<i32> {
         sites,
         modules,
         tracer: own_cost(),
+        losses: Losses {
+            stacks_cut,
+            ..profile.losses
+        },
         ..profile
     };
     // The probes come off while the outputs are written, not after: detaching takes ~1.5 s
@@ -429,6 +447,73 @@ fn print_interval(
     }
 }
 
+/// One traced process's probes and what keeps them on a live task of it (`retarget`).
+struct Tasks<'a> {
+    /// None while following forks (the event thread has the programs).
+    ebpf: Option<&'a mut aya::Ebpf>,
+    retarget: Option<Retarget>,
+}
+
+/// With one process traced, the watch that moves its probes when the task they are on ends;
+/// without it (the kernel refused the watch), a warning: that end would lose everything after.
+fn retarget_for(
+    scope: Scope,
+    libc: &std::path::Path,
+    entries: &[(&'static probes::ProbeSpec, probes::Entry)],
+    mode: TraceMode,
+    attached: Vec<probes::Attached>,
+) -> Option<Retarget> {
+    let Scope::Pid(pid) = scope else {
+        return None;
+    };
+    match Retarget::new(pid.get(), libc, entries.to_vec(), mode, attached) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log::warn!(
+                "cannot watch the traced thread ({e}): if the main thread ends before the \
+                 process (pthread_exit, another thread's exec), nothing after is seen"
+            );
+            None
+        }
+    }
+}
+
+/// The task the probes are on ended: moves them (see `retarget`) and counts the move and its
+/// gap as losses; with no live task left (the process is exiting) stops watching.
+fn task_ended(tasks: &mut Tasks<'_>, drainer: &mut Drainer) -> Result<()> {
+    let (Some(r), Some(ebpf)) = (tasks.retarget.as_mut(), tasks.ebpf.as_deref_mut()) else {
+        return Ok(());
+    };
+    match r.move_probes(ebpf)? {
+        Some(m) => {
+            drainer.add_loss(alloctrace_common::loss::RETARGETS, 1)?;
+            let us = u64::try_from(m.gap.as_micros()).unwrap_or(u64::MAX).max(1);
+            drainer.add_loss(alloctrace_common::loss::RETARGET_GAP_US, us)?;
+            match m.to {
+                Some(to) => eprintln!(
+                    "alloctrace: probes moved from thread {} (ended) to thread {to} in {:.2} \
+                     ms: allocations in between were not seen",
+                    m.from,
+                    m.gap.as_secs_f64() * 1e3
+                ),
+                None => {
+                    eprintln!(
+                        "alloctrace: thread {} (the probes' target) ended, and every other \
+                         thread ended before the probes were on it ({:.2} ms): their \
+                         allocations after its end were not seen",
+                        m.from,
+                        m.gap.as_secs_f64() * 1e3
+                    );
+                    tasks.retarget = None;
+                }
+            }
+        }
+        None => tasks.retarget = None,
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn watch(
     cfg: &Config,
     drainer: &mut Drainer,
@@ -437,6 +522,7 @@ async fn watch(
     samples: &mut VecDeque<Sample>,
     exe: &mut Option<target::ExeWatch>,
     children: &mut Option<follow::Children>,
+    mut tasks: Tasks<'_>,
 ) -> Result<End> {
     let first = tokio::time::Instant::from_std(start) + cfg.interval;
     let mut tick = tokio::time::interval_at(first, cfg.interval);
@@ -468,7 +554,17 @@ async fn watch(
     let system_wide = matches!(cfg.target, TargetSpec::System);
     let mut ticks = 0u64;
     loop {
+        let ended = tasks.retarget.as_mut().map(Retarget::ended);
+        let task_end = async {
+            match ended {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // First: the gap it ends is lost data, and grows while the others run.
+            biased;
+            _ = task_end => task_ended(&mut tasks, drainer)?,
             _ = tick.tick() => {
                 let t = start.elapsed();
                 let (mut s, procs) = drainer.sample(t);
@@ -597,20 +693,26 @@ fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
 /// A binary some frame of a process falls in, and one address inside it (for its build id).
 type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
 
-/// Symbolized sites, and the binaries their frames fall in; with sampling (`sample_bytes`),
-/// their counters, size histograms and series are scaled to estimates (`sampling::estimate`).
-/// Each distinct address of a process is symbolized once; its frame is shared by every stack
-/// it appears in (the names are `Arc<str>`s).
+/// Symbolized sites, the binaries their frames fall in, and how many sites' stacks were cut;
+/// with sampling (`sample_bytes`), their counters, size histograms and series are scaled to
+/// estimates (`sampling::estimate`). Each distinct address of a process is symbolized once;
+/// its frame is shared by every stack it appears in (the names are `Arc<str>`s).
+///
+/// The kernel keeps only frames inside executable mappings; as a second guard, a stack is
+/// cut here too at its first frame outside every executable mapping the symbolizer knows of
+/// the process, so no other value reaches a report. Sites left with the same frames are
+/// merged (`site_merge`).
 fn symbolize_sites(
     sym: &Symbolizer,
     raw: Vec<RawSite>,
     sample_bytes: Option<u64>,
-) -> (Vec<Site>, ModulesSeen) {
+) -> (Vec<Site>, ModulesSeen, u64) {
     let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
     for s in raw {
         by_pid.entry(s.key.tgid).or_default().push(s);
     }
     let mut sites = Vec::new();
+    let mut cut = Vec::new();
     let mut modules = ModulesSeen::new();
     for (pid, raws) in by_pid {
         let mut addrs: Vec<u64> = raws.iter().flat_map(|s| s.ips.iter().copied()).collect();
@@ -621,17 +723,24 @@ fn symbolize_sites(
             .copied()
             .zip(sym.symbolize(pid, &addrs))
             .collect();
-        for f in frames.values() {
-            if let Some(m) = &f.module {
-                modules.entry((pid, m.clone())).or_insert(f.addr);
-            }
-        }
         for r in raws {
+            let in_code = r
+                .ips
+                .iter()
+                .take_while(|a| frames[*a].module.is_some())
+                .count();
+            let kept: Vec<_> = r.ips[..in_code].iter().map(|a| frames[a].clone()).collect();
+            for f in &kept {
+                if let Some(m) = &f.module {
+                    modules.entry((pid, m.clone())).or_insert(f.addr);
+                }
+            }
+            cut.push(r.cut != abi::stack_cut::NONE || in_code < r.ips.len());
             let st = &r.stats;
-            let site = Site {
+            sites.push(Site {
                 pid,
                 stack_id: r.key.hash,
-                frames: r.ips.iter().map(|a| frames[a].clone()).collect(),
+                frames: kept,
                 counters: Counters {
                     allocs: st.allocs(),
                     bytes: st.bytes,
@@ -642,14 +751,18 @@ fn symbolize_sites(
                 life_hist: st.life_hist.to_vec(),
                 series: r.series,
                 sampled: None,
-            };
-            sites.push(match sample_bytes {
-                Some(mean) => sampling::estimate(site, mean),
-                None => site,
             });
         }
     }
-    (sites, modules)
+    let (sites, n_cut) = site_merge::merge(sites, &cut);
+    let sites = match sample_bytes {
+        Some(mean) => sites
+            .into_iter()
+            .map(|s| sampling::estimate(s, mean))
+            .collect(),
+        None => sites,
+    };
+    (sites, modules, n_cut)
 }
 
 /// One `Module` per process and binary the sites' frames fall in, with its build id (asked of

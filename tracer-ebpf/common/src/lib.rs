@@ -44,6 +44,11 @@ pub const GLOBAL_SAMPLE_BYTES: &str = "SAMPLE_BYTES";
 pub const GLOBAL_LIVE_MASK: &str = "LIVE_MASK";
 /// Homes of the site table (`sites::homes`).
 pub const GLOBAL_SITE_HOMES: &str = "SITE_HOMES";
+/// Offset of `vm_flags` in the running kernel's `struct vm_area_struct` (read from its BTF):
+/// the stack check asks whether a frame lies in a mapping with `VM_EXEC`.
+pub const GLOBAL_VMA_FLAGS_OFFSET: &str = "VMA_FLAGS_OFFSET";
+/// `VM_EXEC` in `vm_area_struct::vm_flags` (include/linux/mm.h; unchanged since 2.6).
+pub const VM_EXEC: u64 = 0x4;
 
 // Program names (the eBPF function names).
 pub const PROG_MALLOC_ENTER: &str = "malloc_enter";
@@ -97,12 +102,17 @@ pub struct StackKey {
 const _: () = assert!(size_of::<StackKey>() == 16);
 
 /// A user stack, innermost frame first. `ips[0]` is the allocator's immediate caller, read
-/// from the return address on top of the stack at the probe.
+/// from the return address on top of the stack at the probe. Every frame is an address inside
+/// an executable mapping of the process (checked by the kernel side when the stack is
+/// stored); the walk stops at the first value that is not, and `cut` says why it stopped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct StackTrace {
     pub len: u32,
-    pub _pad: u32,
+    /// One of `stack_cut::*`: `NONE` when the walk ended on its own (a zero frame pointer or
+    /// return address, a frame pointer not above the last, an unreadable frame, or
+    /// `MAX_FRAMES`).
+    pub cut: u32,
     pub ips: [u64; MAX_FRAMES],
 }
 const _: () = assert!(size_of::<StackTrace>() == 8 + 8 * MAX_FRAMES);
@@ -569,7 +579,27 @@ pub mod loss {
     /// table: its free was never seen (it died in an exec, or was freed where no probe
     /// looks). It stays counted live at its site; the new block takes its slot.
     pub const STALE_BLOCK: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// User space's, never the programs': times the probes were moved to another task of the
+    /// traced process because the one they watched ended (the main thread's pthread_exit,
+    /// another thread's exec). Allocations until each move were not seen.
+    pub const RETARGETS: u32 = 10;
+    /// User space's: microseconds those moves took, from the end of the old task as
+    /// alloctrace learned it to the new probes' attach.
+    pub const RETARGET_GAP_US: u32 = 11;
+    pub const COUNT: u32 = 12;
+}
+
+/// Why a stored stack ends where it does (`StackTrace::cut`).
+pub mod stack_cut {
+    /// The walk ended on its own.
+    pub const NONE: u32 = 0;
+    /// A value the walk took for a return address is not inside an executable mapping of the
+    /// process (code without frame pointers keeps other data in `rbp`): it and everything
+    /// beyond it were dropped.
+    pub const NOT_CODE: u32 = 1;
+    /// The kernel could not look the address up (`bpf_find_vma`: the process's mapping lock
+    /// was contended): the frames from it on were dropped unchecked.
+    pub const UNCHECKED: u32 = 2;
 }
 
 /// Why the kernel side woke user space. Rare by construction (once per new process or stack),

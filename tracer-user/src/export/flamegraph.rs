@@ -45,7 +45,14 @@ fn subtitle(p: &Profile) -> String {
             fmt_bytes(n)
         ));
     }
-    let lost: u64 = p.losses.nonzero().iter().map(|(_, n, _)| n).sum();
+    // Cut stacks are sites whose outer frames are missing, not lost events.
+    let lost: u64 = p
+        .losses
+        .nonzero()
+        .iter()
+        .filter(|(name, _, _)| *name != "stacks cut")
+        .map(|(_, n, _)| n)
+        .sum();
     if lost > 0 {
         s.push_str(&format!(
             " — {} events lost (see the report)",
