@@ -224,6 +224,7 @@ impl Drainer {
             stale_block: get(abi::loss::STALE_BLOCK),
             retargets: get(abi::loss::RETARGETS),
             retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
+            reentry_too_deep: get(abi::loss::REENTRY_TOO_DEEP),
         }
     }
 
