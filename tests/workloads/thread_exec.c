@@ -95,6 +95,10 @@ int main(int argc, char **argv)
     before_exec();
     static const struct tally *const all[] = { &t_before };
     gt_write(all, GT_COUNT(all), 0);
+    /* Lets alloctrace read this image's mappings before the exec replaces them (for its
+     * frames' names; not what the test is about). */
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = 300 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
     pthread_t t;
     int r = pthread_create(&t, NULL, exec_thread, NULL);
     if (r != 0) {

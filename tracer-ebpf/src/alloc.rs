@@ -3,12 +3,14 @@
 //!
 //! Only the outermost allocator call on a thread counts: glibc's own functions call each other
 //! (realloc(NULL, n) calls malloc, aligned_alloc calls malloc for small alignments, realloc(p, 0)
-//! calls free), and one allocation by the program must be counted once.
+//! calls free), and one allocation by the program must be counted once. A signal handler's
+//! call that interrupted one in progress is the program's own and counts: it runs far below
+//! the interrupted call on the stack (`NEST_MAX`), and has a call state of its own.
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use alloctrace_common::{
-    event, log2_bucket_searched, loss, AllocInfo, CallKind, Event, ProcStats, SiteStats,
-    Unattributed, HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
+    event, log2_bucket_searched, loss, AllocInfo, CallKind, CallState, CallStates, Event,
+    ProcStats, SiteStats, Unattributed, HIST_BUCKETS, MALLOC_ALIGNMENT, PTRDIFF_MAX,
 };
 use aya_ebpf::{
     helpers::{
@@ -23,6 +25,21 @@ use crate::maps::{CALLS, CONTROL, EVENTS, LOSSES, OWNED, PENDING, PROCS};
 use crate::{global, live, sample, sites, stack, SELF_TGID, TARGET_TGID};
 
 const BPF_NOEXIST: u64 = 1;
+
+/// How far below an allocator call's stack pointer another allocator call on the same thread
+/// may start and still be glibc's own nesting inside it; deeper, it is a signal handler's
+/// call that interrupted it. Measured with bpftrace on glibc 2.36 (workloads sites.c and
+/// signals.c): glibc's nesting (realloc(NULL, n) -> malloc, the aligned family -> malloc,
+/// realloc(p, 0) -> free) runs 0-128 bytes below the outer call (a call or a tail jump from
+/// a small frame); a handler's call ~3.1 KiB below (the kernel's signal frame with the XSAVE
+/// area). A signal frame on x86-64 is never under ~1.2 KiB (the legacy 512-byte FXSAVE area,
+/// ucontext, siginfo and the 128-byte red zone), so 1 KiB keeps both sides far from it. A
+/// handler on an alternate stack (sigaltstack) lies anywhere relative to the interrupted
+/// call, usually far: also taken as a handler (one above it as a stale call, see `slot`).
+const NEST_MAX: u64 = 1024;
+
+/// `CallState::active` while `enter` fills the level it chose (within one program run).
+const ENTERING: u32 = 2;
 
 #[inline(always)]
 fn add(counter: &mut u64, v: u64) {
@@ -72,6 +89,66 @@ fn current() -> Option<u32> {
     Some(tgid)
 }
 
+/// Whether a call at `sp` runs inside the call whose state is `outer` (glibc's nesting):
+/// at most NEST_MAX below it.
+#[inline(always)]
+fn nested_in(outer: &CallState, sp: u64) -> bool {
+    sp <= outer.sp && outer.sp - sp <= NEST_MAX
+}
+
+/// The state an allocator call entered at `sp` is to record itself in, or None when it is
+/// nested in a call in progress (which counts it; its return is matched by `depth`).
+#[inline(always)]
+fn slot<'a, C: EbpfContext>(
+    ctx: &C,
+    calls: &'a mut CallStates,
+    sp: u64,
+) -> Option<&'a mut CallState> {
+    let CallStates { outer, inner } = calls;
+    if outer.active == 0 {
+        inner.active = 0;
+        return Some(outer);
+    }
+    if sp > outer.sp {
+        // Above the call in progress on the same stack: its return was never seen.
+        bump_loss(ctx, loss::STALE_CALL);
+        inner.active = 0;
+        return Some(outer);
+    }
+    if inner.active == 0 {
+        if nested_in(outer, sp) {
+            outer.depth += 1;
+            return None;
+        }
+        // A signal handler's call (far below, or on an alternate stack).
+        return Some(inner);
+    }
+    if nested_in(inner, sp) {
+        inner.depth += 1;
+        return None;
+    }
+    if sp > inner.sp && sp <= outer.sp {
+        // Between the two: the handler's call ended without its return seen.
+        bump_loss(ctx, loss::STALE_CALL);
+        return Some(inner);
+    }
+    // Three deep: a handler interrupted a handler's call. Not counted (a loss); its return
+    // is matched as a nested one's.
+    bump_loss(ctx, loss::REENTRY_TOO_DEEP);
+    inner.depth += 1;
+    None
+}
+
+/// `inner` when it is active, else `outer`.
+#[inline(always)]
+fn inner_or<'a>(outer: &'a CallState, inner: &'a CallState) -> &'a CallState {
+    if inner.active != 0 {
+        inner
+    } else {
+        outer
+    }
+}
+
 #[inline(always)]
 pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32 {
     let Some(tgid) = current() else {
@@ -79,18 +156,13 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     };
     // SAFETY: regs points at the probed task's saved registers for the program's duration.
     let (sp, fp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
-    let Some(state) = CALLS.current_or_zeroed() else {
+    let Some(calls) = CALLS.current_or_zeroed() else {
         bump_loss(ctx, loss::CALL_MAP_FULL);
         return 0;
     };
-    if state.active != 0 {
-        // Nested calls run deeper on the same stack, or at the same depth when the outer
-        // function tail-calls the inner one (glibc's aligned_alloc jumps to malloc).
-        if sp <= state.sp {
-            state.depth += 1;
-            return 0;
-        }
-        bump_loss(ctx, loss::STALE_CALL);
+    match slot(ctx, &mut *calls, sp) {
+        Some(level) => level.active = ENTERING,
+        None => return 0,
     }
     // Sampling (--sample-bytes): an unsampled call walks no stack and its block belongs to no
     // site (stack hash 0), but it is still tracked, so process totals, frees and live bytes
@@ -107,6 +179,14 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     if size <= PTRDIFF_MAX {
         count_alloc(ctx, tgid, site, size);
     }
+    // The level chosen is found again from what `slot` marked in it, not held across the
+    // stack capture: two paths holding different pointers there would each be walked through
+    // it by the verifier (twice the work).
+    let state = if calls.inner.active == ENTERING {
+        &mut calls.inner
+    } else {
+        &mut calls.outer
+    };
     // Field by field: a struct literal with `..default()` becomes a memset call.
     state.size = size;
     state.ptr_arg = ptr_arg;
@@ -130,8 +210,15 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
     let Some(tgid) = current() else {
         return 0;
     };
-    let Some(state) = CALLS.current() else {
+    let Some(calls) = CALLS.current() else {
         return 0;
+    };
+    // Calls return in the reverse order of their entries: a handler's before the one it
+    // interrupted.
+    let state = if calls.inner.active != 0 {
+        &mut calls.inner
+    } else {
+        &mut calls.outer
     };
     if state.active == 0 {
         return 0;
@@ -187,8 +274,9 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
     };
     // SAFETY: as in `enter`.
     let sp = unsafe { (*ctx.regs).rsp };
-    if let Some(state) = CALLS.current() {
-        if state.active != 0 && sp <= state.sp {
+    if let Some(calls) = CALLS.current() {
+        let state = inner_or(&calls.outer, &calls.inner);
+        if state.active != 0 && nested_in(state, sp) {
             // Inside an allocator call (realloc(p, 0)): the outer call accounts for it.
             return 0;
         }
@@ -217,12 +305,21 @@ pub fn count_entry(ctx: &ProbeContext, size: u64, delegates: bool) -> u32 {
     };
     count_at_entry(ctx, tgid, size);
     if delegates {
-        let Some(state) = CALLS.current_or_zeroed() else {
+        let Some(calls) = CALLS.current_or_zeroed() else {
             bump_loss(ctx, loss::CALL_MAP_FULL);
             return 0;
         };
         // SAFETY: as in `enter`.
-        state.sp = unsafe { (*ctx.regs).rsp };
+        let sp = unsafe { (*ctx.regs).rsp };
+        // A signal handler's call while another delegating call has not reached malloc yet
+        // (far below it) keeps a state of its own.
+        let outer_pending = calls.outer.active != 0 && sp <= calls.outer.sp;
+        let state = if outer_pending && !nested_in(&calls.outer, sp) {
+            &mut calls.inner
+        } else {
+            &mut calls.outer
+        };
+        state.sp = sp;
         // Counted before the state is set (malloc may run on another CPU after a migration,
         // and must see it), and once per state: one left behind (a stale call) keeps its
         // count.
@@ -254,16 +351,27 @@ pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
 /// already; takes the outer call's state back either way.
 #[inline(always)]
 fn counted_by_outer(ctx: &ProbeContext) -> bool {
-    let Some(outer) = CALLS.current() else {
+    let Some(calls) = CALLS.current() else {
         return false;
+    };
+    // SAFETY: as in `enter`.
+    let sp = unsafe { (*ctx.regs).rsp };
+    // The innermost pending call first: a handler's.
+    let outer = if calls.inner.active != 0 {
+        &mut calls.inner
+    } else {
+        &mut calls.outer
     };
     if outer.active == 0 {
         return false;
     }
+    if sp <= outer.sp && !nested_in(outer, sp) {
+        // Far below: a signal handler's malloc while the call waits for its own. Counted
+        // here; the pending call's malloc will come.
+        return false;
+    }
     outer.active = 0;
     delegation_pending(u64::MAX);
-    // SAFETY: as in `enter`.
-    let sp = unsafe { (*ctx.regs).rsp };
     // Called from inside the outer call (deeper), or tail-called by it (same depth).
     if sp <= outer.sp {
         return true;

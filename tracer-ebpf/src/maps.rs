@@ -2,7 +2,7 @@
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
 use crate::task_storage::TaskStorage;
 use alloctrace_common::{
-    loss, CallState, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
+    loss, CallStates, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
 };
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -31,9 +31,10 @@ pub static SITE_CLAIMS: Array<u64> =
 #[map]
 pub static LIVE: Array<LiveSlot> = Array::with_max_entries(1 << 20, BPF_F_MMAPABLE);
 
-/// Per thread: the state of the allocator call it is inside.
+/// Per thread: the state of the allocator call it is inside, and of one a signal handler
+/// made meanwhile.
 #[btf_map]
-pub static CALLS: TaskStorage<CallState> = TaskStorage::new();
+pub static CALLS: TaskStorage<CallStates> = TaskStorage::new();
 
 /// tgid -> what the process allocated and freed that no site holds (see alloc's
 /// `count_alloc`), and its name. Per CPU: threads on different CPUs never share its cache

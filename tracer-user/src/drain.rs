@@ -228,6 +228,7 @@ impl Drainer {
             stacks_cut: 0,
             retargets: get(abi::loss::RETARGETS),
             retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
+            reentry_too_deep: get(abi::loss::REENTRY_TOO_DEEP),
         }
     }
 

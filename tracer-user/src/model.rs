@@ -164,6 +164,10 @@ pub struct Losses {
     /// Microseconds the moves left the process without probes.
     #[serde(default)]
     pub retarget_gap_us: u64,
+    /// Allocator calls of a signal handler that interrupted another handler's, itself
+    /// inside an interrupted call: not counted.
+    #[serde(default)]
+    pub reentry_too_deep: u64,
 }
 
 impl Losses {
@@ -225,6 +229,12 @@ impl Losses {
                 "microseconds without probes",
                 self.retarget_gap_us,
                 "the time those moves took: allocations in it were not seen",
+            ),
+            (
+                "signal handlers three deep",
+                self.reentry_too_deep,
+                "allocator calls of a handler interrupting another handler's allocator call, \
+                 inside an interrupted one: not counted",
             ),
         ]
         .into_iter()

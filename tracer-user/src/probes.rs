@@ -353,15 +353,29 @@ pub fn attach_loaded(
     scope: Scope,
     mode: TraceMode,
 ) -> Result<Vec<Attached>, ProbeError> {
+    let mut attached = Vec::new();
+    attach_into(ebpf, libc, entries, scope, mode, &mut attached)?;
+    Ok(attached)
+}
+
+/// As `attach_loaded`, into `attached`: on an error, what was attached before it is there
+/// (for the caller to take out: probes left on a task that lives would count twice).
+pub fn attach_into(
+    ebpf: &mut Ebpf,
+    libc: &Path,
+    entries: &[(&'static ProbeSpec, Entry)],
+    scope: Scope,
+    mode: TraceMode,
+    attached: &mut Vec<Attached>,
+) -> Result<(), ProbeError> {
     let path = libc.display().to_string();
     let scope = match scope {
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
     };
     if mode == TraceMode::AllocOnly {
-        return attach_counting(ebpf, libc, entries, scope);
+        return attach_counting(ebpf, libc, entries, scope, attached);
     }
-    let mut attached = Vec::new();
     let mut entry_order: Vec<_> = entries.iter().collect();
     entry_order.sort_by_key(|(p, _)| entry_rank(p));
     let order = entries
@@ -389,7 +403,7 @@ pub fn attach_loaded(
             link,
         });
     }
-    Ok(attached)
+    Ok(())
 }
 
 /// Takes `probes` out of their programs, as links that detach when dropped: the caller
@@ -431,12 +445,12 @@ fn attach_counting(
     libc: &Path,
     entries: &[(&'static ProbeSpec, Entry)],
     scope: UProbeScope,
-) -> Result<Vec<Attached>, ProbeError> {
+    attached: &mut Vec<Attached>,
+) -> Result<(), ProbeError> {
     let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = entries
         .iter()
         .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
         .collect();
-    let mut attached = Vec::new();
     for (spec, entry, name) in &counted {
         let prog: &mut UProbe = program(ebpf, name)?;
         let link = prog
@@ -452,7 +466,7 @@ fn attach_counting(
             link,
         });
     }
-    Ok(attached)
+    Ok(())
 }
 
 /// `cargo xtask bench` only: with `ALLOCTRACE_BENCH_FLOOR=1` the probes are attached where they

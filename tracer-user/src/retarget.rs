@@ -174,29 +174,44 @@ impl Retarget {
                 break;
             };
             tried = true;
+            // Which task `tid` names: during an exec the main thread's pid passes from the
+            // old main thread to the exec'ing thread, and a probe or watch opened across that
+            // could be on the other one.
+            let Some(started) = start_time(self.tgid, tid) else {
+                continue;
+            };
             // Watched before the attach: an end right after it is not missed.
             let Ok(watch) = TaskWatch::open(tid) else {
                 continue;
             };
-            let new = match probes::attach_loaded(
+            let pid = tid.try_into().map_err(|_| bad_tid(tid))?;
+            let mut new = Vec::new();
+            if let Err(e) = probes::attach_into(
                 ebpf,
                 &self.libc,
                 &self.entries,
-                Scope::Pid(tid.try_into().map_err(|_| bad_tid(tid))?),
+                Scope::Pid(pid),
                 self.mode,
+                &mut new,
             ) {
-                Ok(new) => new,
-                Err(_) if !task_lives(self.tgid, tid) => continue,
-                Err(e) => return Err(e),
-            };
+                // What went in goes out: the pid may name a live task by now (an exec
+                // hands the exec'ing thread the main thread's pid), where those probes and
+                // the next attempt's would both count every call.
+                let partial = probes::take_links(ebpf, new);
+                drop_later(partial);
+                if task_lives(self.tgid, tid) {
+                    return Err(e);
+                }
+                continue;
+            }
+            if start_time(self.tgid, tid) != Some(started) || !task_lives(self.tgid, tid) {
+                drop_later(probes::take_links(ebpf, new));
+                continue;
+            }
             let gap = since.elapsed();
             let old = std::mem::replace(&mut self.probes, new);
-            let links = probes::take_links(ebpf, old);
-            // Each removal waits a kernel grace period (~0.1 s here): not on this thread,
-            // which drains. The old probes match no task any more meanwhile.
-            let _ = std::thread::Builder::new()
-                .name("alloctrace-detach".into())
-                .spawn(move || drop(links));
+            // The old probes match no task any more meanwhile.
+            drop_later(probes::take_links(ebpf, old));
             self.task = tid;
             self.unregistered = Some(watch);
             self.watch = None;
@@ -233,8 +248,27 @@ fn hung_up(w: &TaskWatch) -> bool {
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
+/// Detaches `links` on a thread of their own: each removal waits a kernel grace period
+/// (~0.1 s here), which the draining thread must not.
+fn drop_later(links: Vec<aya::programs::uprobe::UProbeLink>) {
+    if links.is_empty() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("alloctrace-detach".into())
+        .spawn(move || drop(links));
+}
+
 fn bad_tid(tid: u32) -> ProbeError {
     ProbeError::Mode(format!("thread id {tid} out of range"))
+}
+
+/// The task's start time (field 22 of stat): tells two tasks that held one id apart.
+fn start_time(tgid: u32, tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields after the name start at the third (state).
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// A live task of process `tgid` to attach to: the pid itself when it lives (after another

@@ -509,6 +509,18 @@ pub struct CallState {
 }
 const _: () = assert!(size_of::<CallState>() == 72);
 
+/// Per thread (task storage): the allocator call in progress (`outer`), and one a signal
+/// handler made while `outer` was in progress (`inner`): told apart from glibc's own nesting
+/// by how far below the outer call's stack pointer it runs (see the kernel side's
+/// `NEST_MAX`). Kernel-only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallStates {
+    pub outer: CallState,
+    pub inner: CallState,
+}
+const _: () = assert!(size_of::<CallStates>() == 144);
+
 /// Cumulative counts of what a process allocated and freed that no site holds (unsampled, or
 /// its stack could not be stored): user space adds its sites' counters for its totals.
 #[repr(C)]
@@ -586,7 +598,11 @@ pub mod loss {
     /// User space's: microseconds those moves took, from the end of the old task as
     /// alloctrace learned it to the new probes' attach.
     pub const RETARGET_GAP_US: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// An allocator call made by a signal handler that interrupted another handler's
+    /// allocator call, itself inside an interrupted allocator call (three deep on one
+    /// thread): not counted.
+    pub const REENTRY_TOO_DEEP: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 /// Why a stored stack ends where it does (`StackTrace::cut`).
