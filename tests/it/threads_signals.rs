@@ -26,7 +26,9 @@ fn await_stderr(tracer: &Running, needle: &str) {
 }
 
 /// The report counts between `moves.start()` and `moves.end()` moves of the probes, with
-/// their gap (microseconds > 0), and no other loss.
+/// their gap (microseconds > 0), and no other loss but `stacks_cut`: pthread_exit loads
+/// libgcc_s to unwind, and the dynamic loader's own allocations (ld.so has no frame pointers)
+/// have their stacks cut at the first value that is not a return address.
 fn assert_moves_reported(report: &Report, moves: std::ops::RangeInclusive<u64>, context: &str) {
     let losses = report.losses();
     let n = losses.get("retargets").copied().unwrap_or(0);
@@ -40,7 +42,7 @@ fn assert_moves_reported(report: &Report, moves: std::ops::RangeInclusive<u64>, 
     );
     let others: Vec<_> = losses
         .iter()
-        .filter(|(k, n)| **n > 0 && !k.starts_with("retarget"))
+        .filter(|(k, n)| **n > 0 && !k.starts_with("retarget") && k.as_str() != "stacks_cut")
         .collect();
     assert!(others.is_empty(), "other losses: {others:?}\n{context}");
 }

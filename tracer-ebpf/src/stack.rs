@@ -117,7 +117,14 @@ pub fn record(
     // The same walk again, checking and writing the frames out (the thread is stopped in the
     // probe: its stack has not changed); its hash is the one stored.
     let hash = walk_and_keep(st, sp, fp, first.is_some() as u64, first.unwrap_or(0));
-    let found = store(ctx, tgid, hash, st);
+    // A frame the kernel could not check (its mapping lock was busy) would cut this site's
+    // stack for the whole run: store nothing, and let the next call from it try again.
+    let found = if st.cut == stack_cut::UNCHECKED {
+        bump_loss(ctx, loss::STACK_UNCHECKED);
+        (0, None)
+    } else {
+        store(ctx, tgid, hash, st)
+    };
     // SAFETY: as above. Volatile, as are the stores into the scratch (`put`): the compiler
     // keeps them in order (BPF has no release store here, and LLVM may move plain stores past
     // a volatile one).

@@ -229,6 +229,7 @@ impl Drainer {
             retargets: get(abi::loss::RETARGETS),
             retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
             reentry_too_deep: get(abi::loss::REENTRY_TOO_DEEP),
+            stack_unchecked: get(abi::loss::STACK_UNCHECKED),
         }
     }
 

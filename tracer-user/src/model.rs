@@ -168,6 +168,11 @@ pub struct Losses {
     /// inside an interrupted call: not counted.
     #[serde(default)]
     pub reentry_too_deep: u64,
+    /// New stacks not stored because the kernel could not check their frames (the
+    /// process's mapping lock was busy): those allocations have no site. Absent from files
+    /// written before it was counted.
+    #[serde(default)]
+    pub stack_unchecked: u64,
 }
 
 impl Losses {
@@ -235,6 +240,12 @@ impl Losses {
                 self.reentry_too_deep,
                 "allocator calls of a handler interrupting another handler's allocator call, \
                  inside an interrupted one: not counted",
+            ),
+            (
+                "stacks not checked",
+                self.stack_unchecked,
+                "new stacks whose frames the kernel could not check (the process was changing \
+                 its mappings): those allocations have no site, the next from each stack retries",
             ),
         ]
         .into_iter()

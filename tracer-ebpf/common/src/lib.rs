@@ -602,7 +602,11 @@ pub mod loss {
     /// allocator call, itself inside an interrupted allocator call (three deep on one
     /// thread): not counted.
     pub const REENTRY_TOO_DEEP: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// A new stack was not stored: the kernel could not check its frames (`bpf_find_vma`
+    /// found the process's mapping lock held by a writer). The allocation has no site; the
+    /// next call from that stack tries again.
+    pub const STACK_UNCHECKED: u32 = 13;
+    pub const COUNT: u32 = 14;
 }
 
 /// Why a stored stack ends where it does (`StackTrace::cut`).
@@ -614,7 +618,8 @@ pub mod stack_cut {
     /// beyond it were dropped.
     pub const NOT_CODE: u32 = 1;
     /// The kernel could not look the address up (`bpf_find_vma`: the process's mapping lock
-    /// was contended): the frames from it on were dropped unchecked.
+    /// was contended). Such a stack is never stored (`loss::STACK_UNCHECKED`): stored, it
+    /// would keep the cut for the rest of the run.
     pub const UNCHECKED: u32 = 2;
 }
 
