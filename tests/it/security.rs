@@ -173,6 +173,18 @@ impl Unprivileged {
     }
 
     /// Starts the capability-holding copy as nobody with `args`.
+    /// `/bin/sh -c SCRIPT` run as nobody (started by the test, not by alloctrace).
+    fn nobody_sh(&self, script: &str) -> Workload {
+        let mut args: Vec<String> = self
+            .as_nobody()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.extend(["/bin/sh".into(), "-c".into(), script.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Workload::start_path(&setpriv(), &args, &[])
+    }
+
     fn spawn(&self, args: &[OsString]) -> Tracer {
         let mut argv = self.as_nobody();
         argv.push(self.bin.clone().into());
@@ -215,6 +227,16 @@ struct Tracer {
 }
 
 impl Tracer {
+    /// Waits for the line saying every probe is attached; panics with stderr otherwise.
+    fn wait_until_tracing(&self) {
+        if let Err(why) = self.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
+            panic!(
+                "nobody's alloctrace never said it was tracing: {why}\n{}",
+                self.stderr.text()
+            );
+        }
+    }
+
     fn wait(mut self, timeout: Duration) -> Finished {
         let timed_out = wait_timeout(&mut self.child, timeout).is_none();
         if timed_out {
@@ -280,12 +302,7 @@ fn cap_sys_ptrace_lets_nobody_trace_a_root_process() {
     let mut w = Workload::start("wait", &["0", "hold"], &[]);
     let report = u.out.join("report.json");
     let tracer = u.spawn(&pid_args(w.pid(), &report, &[]));
-    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
-        panic!(
-            "alloctrace never said it was tracing: {why}\n{}",
-            tracer.stderr.text()
-        );
-    }
+    tracer.wait_until_tracing();
     w.release();
     w.wait_for_line("done");
     w.close_stdin();
@@ -370,12 +387,7 @@ fn nobody_traces_its_own_process_exactly() {
         &[("GROUND_TRUTH", truth_path.as_os_str())],
     );
     let tracer = u.spawn(&pid_args(w.pid(), &report_path, &[]));
-    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
-        panic!(
-            "nobody's alloctrace never said it was tracing: {why}\n{}",
-            tracer.stderr.text()
-        );
-    }
+    tracer.wait_until_tracing();
     w.release();
     w.wait_code(0);
     let finished = tracer.wait(RUN_TIMEOUT);
@@ -398,23 +410,10 @@ fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
     let u = Unprivileged::new();
     let euid = u.copy_workload("euid", 0o4755);
     let report_path = u.out.join("report.json");
-    let mut args: Vec<String> = u
-        .as_nobody()
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let script = format!("echo ready; read x; exec {}", euid.display());
-    args.extend(["/bin/sh".into(), "-c".into(), script]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut w = Workload::start_path(&setpriv(), &args, &[]);
+    let mut w = u.nobody_sh(&format!("echo ready; read x; exec {}", euid.display()));
     let pid = w.pid();
     let tracer = u.spawn(&pid_args(pid, &report_path, &[]));
-    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
-        panic!(
-            "nobody's alloctrace never said it was tracing: {why}\n{}",
-            tracer.stderr.text()
-        );
-    }
+    tracer.wait_until_tracing();
     w.close_stdin();
     w.wait_code(0);
     let finished = tracer.wait(RUN_TIMEOUT);
@@ -453,23 +452,10 @@ fn a_followed_child_that_execs_a_setuid_program_is_dropped() {
     let u = Unprivileged::new();
     let euid = u.copy_workload("euid", 0o4755);
     let report_path = u.out.join("report.json");
-    let mut args: Vec<String> = u
-        .as_nobody()
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let script = format!("echo ready; read x; {}; true", euid.display());
-    args.extend(["/bin/sh".into(), "-c".into(), script]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut w = Workload::start_path(&setpriv(), &args, &[]);
+    let mut w = u.nobody_sh(&format!("echo ready; read x; {}; true", euid.display()));
     let pid = w.pid();
     let tracer = u.spawn(&pid_args(pid, &report_path, &[OsStr::new("-f")]));
-    if let Err(why) = tracer.stderr.wait_for(TRACING_PREFIX, STARTUP_TIMEOUT) {
-        panic!(
-            "nobody's alloctrace never said it was tracing: {why}\n{}",
-            tracer.stderr.text()
-        );
-    }
+    tracer.wait_until_tracing();
     w.close_stdin();
     w.wait_code(0);
     let finished = tracer.wait(RUN_TIMEOUT);

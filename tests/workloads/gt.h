@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Never inlined, cloned (foo.constprop.0) or otherwise changed in a way that renames or merges
@@ -179,11 +180,10 @@ GT_API void gt_write(const struct tally *const *sites, size_t n, long unknown_fr
 
 #define GT_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Says `ready` on standard output, then blocks until the test sends one byte on standard
- * input (it attached its tracer). Exits 97 if standard input ends first. */
-GT_API void gt_ready_and_wait(void)
+/* Blocks until the test sends one byte on standard input. Exits 97 if standard input ends
+ * first. */
+GT_API void gt_wait_byte(void)
 {
-    gt_write_all(1, "ready\n", 6);
     char c;
     for (;;) {
         ssize_t r = read(0, &c, 1);
@@ -194,6 +194,29 @@ GT_API void gt_ready_and_wait(void)
         if (errno != EINTR)
             gt_die("reading standard input");
     }
+}
+
+/* Says `ready` on standard output, then blocks until the test sends one byte on standard
+ * input (it attached its tracer). Exits 97 if standard input ends first. */
+GT_API void gt_ready_and_wait(void)
+{
+    gt_write_all(1, "ready\n", 6);
+    gt_wait_byte();
+}
+
+/* The go of a workload a test may also have alloctrace launch (its standard input is then
+ * not the test's): the file named by $GO_FILE appearing, looked for every millisecond; without
+ * GO_FILE, one byte on standard input. */
+GT_API void gt_wait_for_go(void)
+{
+    const char *file = getenv("GO_FILE");
+    if (file == NULL) {
+        gt_wait_byte();
+        return;
+    }
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = 1000 * 1000 };
+    while (access(file, F_OK) != 0)
+        nanosleep(&ts, NULL);
 }
 
 /* The environment for a program this one execs to write its own ground truth: this one's,

@@ -1,7 +1,7 @@
 /*
  * The main thread ends first (tests/it/threads_signals.rs): main starts THREADS threads and
  * calls pthread_exit; once it is gone (a zombie: /proc/self/task/PID/stat says Z), the
- * threads wait for the test's go (see go() below), then each makes PER_THREAD mallocs from
+ * threads wait for the test's go (see gt_wait_for_go), then each makes PER_THREAD mallocs from
  * thread_alloc and frees half of them; none ends before all have. The last thread to finish
  * writes the ground truth (gt.h) and says `done`; the process exits when it returns.
  *
@@ -52,26 +52,6 @@ static int main_gone(void)
     return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
-static void go(void)
-{
-    const char *file = getenv("GO_FILE");
-    if (file != NULL) {
-        while (access(file, F_OK) != 0)
-            nap();
-        return;
-    }
-    char c;
-    for (;;) {
-        ssize_t r = read(0, &c, 1);
-        if (r == 1)
-            return;
-        if (r == 0)
-            _exit(97);
-        if (errno != EINTR)
-            gt_die("reading standard input");
-    }
-}
-
 NOINLINE static void thread_alloc(struct tally *t, size_t size)
 {
     for (int i = 0; i < PER_THREAD; i++) {
@@ -91,7 +71,7 @@ static void *thread_main(void *arg)
         while (!main_gone())
             nap();
         gt_write_all(1, "main gone\n", 10);
-        go();
+        gt_wait_for_go();
     }
     int r = pthread_barrier_wait(&go_barrier);
     if (r != 0 && r != PTHREAD_BARRIER_SERIAL_THREAD)

@@ -48,27 +48,6 @@ NOINLINE static void after_exec(void)
     }
 }
 
-static void go(void)
-{
-    const char *file = getenv("GO_FILE");
-    if (file != NULL) {
-        struct timespec ts = { .tv_sec = 0, .tv_nsec = 1000 * 1000 };
-        while (access(file, F_OK) != 0)
-            nanosleep(&ts, NULL);
-        return;
-    }
-    char c;
-    for (;;) {
-        ssize_t r = read(0, &c, 1);
-        if (r == 1)
-            return;
-        if (r == 0)
-            _exit(97);
-        if (errno != EINTR)
-            gt_die("reading standard input");
-    }
-}
-
 static void *exec_thread(void *arg)
 {
     (void)arg;
@@ -82,7 +61,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "after") == 0) {
         gt_write_all(1, "exec done\n", 10);
-        go();
+        gt_wait_for_go();
         after_exec();
         static const struct tally *const all[] = { &t_after };
         /* Start-up allocations before the probes' move are not seen: frees unknown. */

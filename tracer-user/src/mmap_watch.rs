@@ -86,6 +86,31 @@ pub(crate) struct PerfEventAttr {
     pub(crate) sample_max_stack: u16,
     pub(crate) _reserved_2: u16,
 }
+
+/// `perf_event_open(attr, pid, cpu)`, close-on-exec, as an owned descriptor.
+pub(crate) fn perf_event_open(
+    attr: &PerfEventAttr,
+    pid: libc::c_int,
+    cpu: libc::c_int,
+) -> io::Result<OwnedFd> {
+    // SAFETY: perf_event_open reads a perf_event_attr of `attr.size` bytes from the pointer;
+    // the other arguments are plain integers.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr as *const PerfEventAttr,
+            pid,
+            cpu,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
 const _: () = assert!(size_of::<PerfEventAttr>() == PERF_ATTR_SIZE_VER5 as usize);
 #[cfg(not(target_endian = "little"))]
 compile_error!("PerfEventAttr flag bits are laid out for little-endian targets");
@@ -357,23 +382,7 @@ impl Ring {
             wakeup_events: 1,
             ..PerfEventAttr::default()
         };
-        // SAFETY: perf_event_open reads a perf_event_attr of `attr.size` bytes from the
-        // pointer; the other arguments are plain integers.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &raw const attr,
-                pid,
-                cpu,
-                -1 as libc::c_int,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let fd = perf_event_open(&attr, pid, cpu)?;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = page * (1 + DATA_PAGES);

@@ -20,7 +20,7 @@
 //! perf event is a consumer of its own on the uprobe, and the kernel runs the programs once per
 //! consumer whose filter matches — two live targets would count every call twice.
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -29,8 +29,7 @@ use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 
 use crate::mmap_watch::{
-    PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_FLAG_FD_CLOEXEC,
-    PERF_TYPE_SOFTWARE,
+    perf_event_open, PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_TYPE_SOFTWARE,
 };
 use crate::model::TraceMode;
 use crate::probes::{self, Attached, Entry, ProbeError, ProbeSpec, Scope};
@@ -59,23 +58,7 @@ impl TaskWatch {
             config: PERF_COUNT_SW_DUMMY,
             ..PerfEventAttr::default()
         };
-        // SAFETY: perf_event_open reads a perf_event_attr of `attr.size` bytes from the
-        // pointer; the other arguments are plain integers.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &raw const attr,
-                tid,
-                -1 as libc::c_int,
-                -1 as libc::c_int,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        let fd = perf_event_open(&attr, tid, -1)?;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let ring = SharedMapping::map(fd.as_fd(), page)?;
