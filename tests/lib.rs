@@ -1496,6 +1496,19 @@ impl Running {
     }
 }
 
+/// Waits (20 s at most) for `tracer`'s stderr to contain `needle`.
+pub fn await_stderr(tracer: &Running, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !tracer.stderr_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "alloctrace did not say {needle:?} within 20 s\n{}",
+            tracer.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The names in directory `dir`, sorted.
 pub fn dir_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -1336,19 +1336,6 @@ fn leak_in_turn(tracer: &Running, runs: usize, launcher: &[&str]) -> Vec<u32> {
     pids
 }
 
-/// Waits (20 s at most) for `tracer`'s stderr to contain `needle`.
-fn await_stderr(tracer: &Running, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !tracer.stderr_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "alloctrace did not say {needle:?} within 20 s\n{}",
-            tracer.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// System-wide tracing while a shell loop starts and ends 1,000 short-lived processes: no
 /// crash, every one of them has its totals (each made exactly tick_alloc's 8 allocations of
 /// 64 bytes, all freed), and alloctrace's peak RSS stays under

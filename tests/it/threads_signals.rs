@@ -5,25 +5,11 @@
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::{OsStr, OsString};
-use std::time::{Duration, Instant};
 
 use alloctrace_tests::*;
 
 /// What alloctrace says on stderr when it moved its probes to another thread.
 const MOVED: &str = "alloctrace: probes moved from thread ";
-
-/// Waits (20 s at most) for `tracer`'s stderr to contain `needle`.
-fn await_stderr(tracer: &Running, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !tracer.stderr_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "alloctrace did not say {needle:?} within 20 s\n{}",
-            tracer.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The report counts between `moves.start()` and `moves.end()` moves of the probes, with
 /// their gap (microseconds > 0), and no other loss but `stacks_cut`: pthread_exit loads
