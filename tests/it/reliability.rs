@@ -1126,7 +1126,16 @@ fn attaching_mid_churn_leaves_no_phantom_live_blocks() {
         "the process holds 5 blocks allocated after attach: {process}\n{}",
         report.describe_sites(w.pid())
     );
-    assert_no_losses(&report);
+    // No loss but `stack_unchecked`: each probe going in writes its breakpoint into the
+    // target's memory under its mapping lock, held for writing, and a new stack met meanwhile
+    // cannot have its frames checked (bpf_find_vma): it is counted and not stored, and the
+    // next call from it stores it.
+    let lost: Vec<_> = report
+        .losses()
+        .into_iter()
+        .filter(|(k, n)| *n > 0 && k.as_str() != "stack_unchecked")
+        .collect();
+    assert!(lost.is_empty(), "alloctrace lost data: {lost:?}\n{context}");
 }
 
 // =============================================================================================
