@@ -8,7 +8,7 @@ use crate::cli::{Cli, ReportFormat};
 use crate::export::folded::FoldedWeight;
 use crate::export::plot::PlotFormat;
 use crate::model::TraceMode;
-use crate::output;
+use crate::export::output;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetSpec {

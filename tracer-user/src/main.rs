@@ -1,31 +1,18 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
 mod analyze;
-mod btf;
 mod cli;
-mod compare;
 mod config;
 mod drain;
+mod engine;
 mod export;
-mod follow;
-mod live_table;
-mod loader;
-mod map_batch;
-mod mmap_watch;
+mod frontend;
+mod kmaps;
 mod model;
-mod output;
-mod owned_totals;
-mod probes;
-mod procmaps;
-mod report;
-mod retarget;
-mod sampling;
-mod shared_array;
-mod site_merge;
-mod site_table;
-mod spawn;
+mod probe;
+mod process;
+mod render;
 mod symbolize;
 mod target;
-mod trace;
 
 use std::process::ExitCode;
 
@@ -48,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(cli::Sub::Compare { before, after }) = &cli.subcommand {
-        return match compare::run(before, after) {
+        return match frontend::compare::run(before, after) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -77,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match trace::run(cfg) {
+    match engine::run(cfg) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("alloctrace: error: {}", one_line(&e));

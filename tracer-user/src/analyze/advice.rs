@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::patterns::{ns_range_text, Lifetimes, PatternClass, SiteLifetimes, SitePattern};
 use super::Options;
-use crate::report::{fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
+use crate::render::{fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
 
 /// pool: sizes span at most this many doubling buckets ("one size class")...
 pub const POOL_MAX_SIZE_BUCKETS: usize = 2;

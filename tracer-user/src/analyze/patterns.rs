@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::hotspots::site_name;
 use super::Options;
 use crate::model::{Counters, Frame, Profile, Site};
-use crate::report::{fmt_bytes, fmt_count_f, fmt_ns};
+use crate::render::{fmt_bytes, fmt_count_f, fmt_ns};
 
 /// burst: an interval is quiet when its rate is at most the peak interval rate divided by
 /// this; a lone spike must also be this many times the median interval rate...

@@ -25,7 +25,7 @@ use crate::export::flamegraph::{self, xml_escape as esc};
 use crate::export::folded::FoldedWeight;
 use crate::export::plot;
 use crate::model::{Frame, Profile};
-use crate::report::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns, percent};
+use crate::render::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns, percent};
 
 /// Frames of a site's stack listed under it.
 const MAX_FRAMES: usize = 24;
@@ -522,7 +522,7 @@ fn patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
         if multi {
             let _ = write!(out, "<td class=\"num\">{}</td>", x.pid);
         }
-        let sizes = crate::report::pattern_detail(x);
+        let sizes = crate::render::pattern_detail(x);
         let life = a
             .lifetimes
             .iter()

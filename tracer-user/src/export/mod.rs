@@ -4,5 +4,6 @@ pub mod flamegraph;
 pub mod folded;
 pub mod html;
 pub mod json;
+pub mod output;
 pub mod plot;
 pub mod pprof;

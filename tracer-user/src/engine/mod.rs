@@ -17,19 +17,19 @@ use crate::cli::ReportFormat;
 use crate::config::{Config, TargetSpec};
 use crate::drain::{self, Drainer, ProcTotals, RawSite};
 use crate::export;
-use crate::follow;
-use crate::loader::{self, Sizes};
-use crate::mmap_watch::MmapWatch;
+use crate::probe::follow;
+use crate::kmaps::loader::{self, Sizes};
+use crate::process::mmap_watch::MmapWatch;
 use crate::model::{
     Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
 };
-use crate::output;
-use crate::probes::{self, Scope};
-use crate::report;
-use crate::retarget::Retarget;
-use crate::sampling;
-use crate::site_merge;
-use crate::spawn;
+use crate::export::output;
+use crate::probe::{self, Scope};
+use crate::render;
+use crate::probe::retarget::Retarget;
+use crate::drain::sampling;
+use crate::symbolize::site_merge;
+use crate::target::launch;
 use crate::symbolize::Symbolizer;
 use crate::target;
 
@@ -85,7 +85,7 @@ pub fn run(cfg: Config) -> Result<i32> {
             let exe = target::resolve_command(&argv[0])?;
             let libc = target::own_libc()?;
             // Forked before any thread of ours exists; it waits for the probes.
-            let held = spawn::hold(&exe, argv)?;
+            let held = launch::hold(&exe, argv)?;
             let nz = NonZeroU32::new(held.pid).context("fork returned pid 0")?;
             // Before the exec: the command's every executable mapping, from the exec's own
             // on, is recorded as it is made, so a command that exits before its maps can be
@@ -146,7 +146,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         }
     }
 
-    let entries = probes::resolve(&libc)?;
+    let entries = probe::resolve(&libc)?;
     let mut ebpf = loader::load(&Sizes {
         max_stacks: cfg.max_stacks,
         max_live: cfg.max_live,
@@ -160,7 +160,7 @@ pub fn run(cfg: Config) -> Result<i32> {
             target_pid.unwrap_or(0)
         },
     })?;
-    let probes_in = match probes::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
+    let probes_in = match probe::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
         Ok(p) => p,
         Err(e) => match cfg.target {
             TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
@@ -190,7 +190,7 @@ pub fn run(cfg: Config) -> Result<i32> {
     if let (Some(pid), Some(tid)) = (target_pid, via.filter(|&t| Some(t) != target_pid)) {
         // Once the main thread has exited, the process's maps read as empty through its pid:
         // a live thread's are the process's.
-        if let Ok(maps) = crate::procmaps::ProcessMaps::read(tid) {
+        if let Ok(maps) = crate::process::procmaps::ProcessMaps::read(tid) {
             symbolizer.add_mappings(pid, maps.mappings().to_vec());
         }
     }
@@ -439,10 +439,10 @@ fn print_interval(
     mode: TraceMode,
 ) {
     let comm = |pid: u32| procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default();
-    for line in report::interval_lines(prev, cur, &comm, mode) {
+    for line in render::interval_lines(prev, cur, &comm, mode) {
         eprintln!("{line}");
     }
-    if let Some(line) = report::losses_line(&drainer.losses()) {
+    if let Some(line) = render::losses_line(&drainer.losses()) {
         eprintln!("{line}");
     }
 }
@@ -459,9 +459,9 @@ struct Tasks<'a> {
 fn retarget_for(
     scope: Scope,
     libc: &std::path::Path,
-    entries: &[(&'static probes::ProbeSpec, probes::Entry)],
+    entries: &[(&'static probe::ProbeSpec, probe::Entry)],
     mode: TraceMode,
-    attached: Vec<probes::Attached>,
+    attached: Vec<probe::Attached>,
 ) -> Option<Retarget> {
     let Scope::Pid(pid) = scope else {
         return None;
@@ -847,7 +847,7 @@ fn write_outputs(cfg: &Config, profile: &Profile) -> bool {
         write(path, "HTML report", html.map(String::into_bytes), true);
     }
     let text = match cfg.report {
-        ReportFormat::Text => report::render_report(profile, &analysis, cfg.top),
+        ReportFormat::Text => render::render_report(profile, &analysis, cfg.top),
         ReportFormat::Json => export::json::to_json_with(profile, &analysis),
     };
     match &cfg.output {

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 
-use crate::mmap_watch::{
+use crate::process::mmap_watch::{
     perf_event_open, PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_TYPE_SOFTWARE,
 };
 use crate::model::TraceMode;
-use crate::probes::{self, Attached, Entry, ProbeError, ProbeSpec, Scope};
-use crate::shared_array::SharedMapping;
+use crate::probe::{self, Attached, Entry, ProbeError, ProbeSpec, Scope};
+use crate::kmaps::shared_array::SharedMapping;
 
 /// A dummy perf event on one task. With a ring mapped (its control page alone), `poll` says
 /// `POLLHUP` once the task has exited, and the kernel wakes pollers then; without one it
@@ -169,7 +169,7 @@ impl Retarget {
             };
             let pid = tid.try_into().map_err(|_| bad_tid(tid))?;
             let mut new = Vec::new();
-            if let Err(e) = probes::attach_into(
+            if let Err(e) = probe::attach_into(
                 ebpf,
                 &self.libc,
                 &self.entries,
@@ -180,7 +180,7 @@ impl Retarget {
                 // What went in goes out: the pid may name a live task by now (an exec
                 // hands the exec'ing thread the main thread's pid), where those probes and
                 // the next attempt's would both count every call.
-                let partial = probes::take_links(ebpf, new);
+                let partial = probe::take_links(ebpf, new);
                 drop_later(partial);
                 if task_lives(self.tgid, tid) {
                     return Err(e);
@@ -188,13 +188,13 @@ impl Retarget {
                 continue;
             }
             if start_time(self.tgid, tid) != Some(started) || !task_lives(self.tgid, tid) {
-                drop_later(probes::take_links(ebpf, new));
+                drop_later(probe::take_links(ebpf, new));
                 continue;
             }
             let gap = since.elapsed();
             let old = std::mem::replace(&mut self.probes, new);
             // The old probes match no task any more meanwhile.
-            drop_later(probes::take_links(ebpf, old));
+            drop_later(probe::take_links(ebpf, old));
             self.task = tid;
             self.unregistered = Some(watch);
             self.watch = None;

@@ -1,12 +1,14 @@
 //! What to probe: the privileges and kernel support tracing needs, the libc a target really
 //! maps, and the executable a launch command names.
+pub mod launch;
+
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::mmap_watch::{ExecLog, ExecSeen};
+use crate::process::mmap_watch::{ExecLog, ExecSeen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {

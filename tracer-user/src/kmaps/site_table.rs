@@ -15,7 +15,7 @@ use alloctrace_common::{sites, SiteSlot, SiteStats, StackKey, HIST_BUCKETS};
 use aya::maps::Map;
 
 use crate::model::Counters;
-use crate::shared_array::SharedArray;
+use crate::kmaps::shared_array::SharedArray;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {

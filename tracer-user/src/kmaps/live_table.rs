@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use alloctrace_common::{live, LiveSlot};
 use aya::maps::{Map, MapData};
 
-use crate::shared_array::SharedArray;
+use crate::kmaps::shared_array::SharedArray;
 
 pub struct LiveTable {
     map: MapData,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use alloctrace_common::{OwnedTotals, Unattributed};
 use aya::maps::Map;
 
-use crate::shared_array::SharedArray;
+use crate::kmaps::shared_array::SharedArray;
 
 pub struct OwnedSlots {
     slots: SharedArray<OwnedTotals>,

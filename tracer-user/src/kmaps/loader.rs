@@ -13,13 +13,13 @@ pub enum LoadError {
     #[error("cannot load the eBPF programs: {0}{hint}", hint = size_hint(.0))]
     Load(#[source] aya::EbpfError),
     #[error(transparent)]
-    Owned(crate::owned_totals::OwnedError),
+    Owned(crate::kmaps::owned_totals::OwnedError),
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
     #[error("map SITE_CLAIMS: {0}")]
     Map(#[source] aya::maps::MapError),
     #[error("{0} (alloctrace checks every stack frame against the process's mappings)")]
-    Btf(#[source] crate::btf::BtfError),
+    Btf(#[source] crate::kmaps::btf::BtfError),
 }
 
 /// The running kernel's type information.
@@ -57,9 +57,9 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let live_mask = live_slots as u64 - 1;
     let site_slots = abi::sites::slots(sizes.max_stacks);
     let site_homes = abi::sites::homes(sizes.max_stacks) as u64;
-    let owned_slots = crate::owned_totals::slots().map_err(LoadError::Owned)?;
+    let owned_slots = crate::kmaps::owned_totals::slots().map_err(LoadError::Owned)?;
     // Where the kernel keeps a mapping's flags moves between versions and configurations.
-    let vma_flags_offset = crate::btf::member_offset_in_file(
+    let vma_flags_offset = crate::kmaps::btf::member_offset_in_file(
         std::path::Path::new(KERNEL_BTF),
         "vm_area_struct",
         "vm_flags",

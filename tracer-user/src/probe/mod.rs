@@ -1,7 +1,8 @@
 //! The table of allocator entry points and how each is probed, and attaching it to a libc.
 //! Where on each function the probes go is `placement`'s decision.
-#[path = "placement.rs"]
+pub mod follow;
 pub mod placement;
+pub mod retarget;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;

@@ -7,6 +7,8 @@
 //! file per binary, so stacks of processes that have exited (or whose binaries were deleted,
 //! or that live in another mount namespace) still symbolize. Each binary is symbolized by file
 //! offset through `/proc/self/fd/N`, once per distinct offset.
+pub mod site_merge;
+
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -18,7 +20,7 @@ use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{evict, Input, Symbolized};
 
 use crate::model::Frame;
-use crate::procmaps::{BinaryId, Mapping, MapsCache};
+use crate::process::procmaps::{BinaryId, Mapping, MapsCache};
 
 /// A process's maps are re-read at most this often; a request inside the window is served
 /// at its end, so a library mapped just before a new stack is still seen.
@@ -504,13 +506,13 @@ mod tests {
         assert!(
             fr.file
                 .as_deref()
-                .is_some_and(|f| f.ends_with("symbolize.rs")),
+                .is_some_and(|f| f.ends_with("symbolize/mod.rs")),
             "{fr:?}"
         );
         assert!(fr.line.is_some(), "{fr:?}");
         assert_eq!(frames[1], frames[0]);
         // The file offset matches what the maps say.
-        let (_, off) = crate::procmaps::ProcessMaps::read(pid)
+        let (_, off) = crate::process::procmaps::ProcessMaps::read(pid)
             .unwrap()
             .lookup(f + 1)
             .unwrap();
@@ -548,12 +550,12 @@ mod tests {
         // `add_mappings` says, as for a command that exited before its maps were read.
         let pid = u32::MAX - 2;
         let f = alloctrace_symbolize_test_target as *const () as u64;
-        let own = crate::procmaps::ProcessMaps::read(std::process::id()).unwrap();
+        let own = crate::process::procmaps::ProcessMaps::read(std::process::id()).unwrap();
         let (m, off) = own.lookup(f + 1).unwrap();
         let sym = Symbolizer::new();
         assert!(sym.symbolize(pid, &[f + 1])[0].module.is_none());
         // An earlier mapping at the same place, superseded by the later one.
-        let stale = crate::procmaps::Mapping {
+        let stale = crate::process::procmaps::Mapping {
             path: "/nonexistent/old.so".into(),
             inode: 1,
             ..m.clone()
@@ -630,7 +632,7 @@ mod tests {
         // mapped the new executable: wait for it.
         let started = Instant::now();
         let m = loop {
-            let maps = crate::procmaps::ProcessMaps::read(pid).unwrap();
+            let maps = crate::process::procmaps::ProcessMaps::read(pid).unwrap();
             if let Some(m) = maps.mappings().iter().find(|m| m.path == exe_s) {
                 break m.clone();
             }

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use aya::programs::uprobe::UProbeLink;
 use aya::Ebpf;
 
-use crate::mmap_watch::{ExecLog, Forked};
+use crate::process::mmap_watch::{ExecLog, Forked};
 use crate::model::{TraceMode, Unseen};
-use crate::probes::{self, Attached, Entry, ProbeSpec, Scope};
+use crate::probe::{self, Attached, Entry, ProbeSpec, Scope};
 use crate::symbolize::Symbolizer;
 
 /// What the event thread's follower tells the main loop.
@@ -150,7 +150,7 @@ impl Follower {
             // left out of the report all the same.
             self.sharing.remove(&pid);
             if let Some(child) = self.children.remove(&pid) {
-                let links = probes::take_links(&mut self.ebpf, child.links);
+                let links = probe::take_links(&mut self.ebpf, child.links);
                 if let Some((tx, _)) = &self.detach {
                     let _ = tx.send(links);
                 }
@@ -200,7 +200,7 @@ impl Follower {
         let Some(nz) = std::num::NonZeroU32::new(pid) else {
             return;
         };
-        match probes::attach_loaded(
+        match probe::attach_loaded(
             &mut self.ebpf,
             &self.libc,
             &self.entries,
@@ -248,7 +248,7 @@ impl Follower {
             let Some(child) = self.children.remove(&pid) else {
                 continue;
             };
-            let links = probes::take_links(&mut self.ebpf, child.links);
+            let links = probe::take_links(&mut self.ebpf, child.links);
             if let Some((tx, _)) = &self.detach {
                 let _ = tx.send(links);
             }

@@ -1,6 +1,8 @@
 //! Reads the kernel's cumulative maps into plain values. The kernel never resets a counter,
 //! so a drain is a read, and a delta is the difference of two reads: nothing is lost or
 //! counted twice between drains however they interleave with the probes.
+pub mod sampling;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque};
 use std::path::Path;
 
@@ -8,11 +10,11 @@ use alloctrace_common::{self as abi, ProcStats, SiteStats, StackKey, StackTrace}
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 
-use crate::live_table::LiveTable;
-use crate::map_batch;
+use crate::kmaps::live_table::LiveTable;
+use crate::kmaps::map_batch;
 use crate::model::{Counters, Losses, Sample, SitePoint};
-use crate::owned_totals::OwnedSlots;
-use crate::site_table::{SiteCounters, SiteTable};
+use crate::kmaps::owned_totals::OwnedSlots;
+use crate::kmaps::site_table::{SiteCounters, SiteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -24,11 +26,11 @@ pub enum DrainError {
         source: aya::maps::MapError,
     },
     #[error(transparent)]
-    Live(#[from] crate::live_table::LiveError),
+    Live(#[from] crate::kmaps::live_table::LiveError),
     #[error(transparent)]
-    Owned(#[from] crate::owned_totals::OwnedError),
+    Owned(#[from] crate::kmaps::owned_totals::OwnedError),
     #[error(transparent)]
-    Sites(#[from] crate::site_table::SiteError),
+    Sites(#[from] crate::kmaps::site_table::SiteError),
 }
 
 /// One process's totals as the kernel counted them.

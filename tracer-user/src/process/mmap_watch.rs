@@ -17,8 +17,8 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::procmaps::Mapping;
-use crate::shared_array::SharedMapping;
+use crate::process::procmaps::Mapping;
+use crate::kmaps::shared_array::SharedMapping;
 
 /// Data pages per CPU ring (a power of two). Side-band records are ~100 bytes and are drained
 /// at least every 100 ms: 64 KiB holds hundreds of them.
@@ -896,7 +896,7 @@ mod tests {
     /// CAP_PERFMON), as alloctrace itself does.
     #[test]
     fn records_mappings_of_a_held_child_across_its_exec() {
-        let mut h = crate::spawn::hold(Path::new("/bin/true"), &["true".into()]).unwrap();
+        let mut h = crate::target::launch::hold(Path::new("/bin/true"), &["true".into()]).unwrap();
         let mut w = MmapWatch::open(Some(h.pid)).unwrap_or_else(|e| {
             panic!("perf_event_open on a child failed (alloctrace needs root): {e}")
         });

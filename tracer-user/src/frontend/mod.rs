@@ -1,0 +1,2 @@
+//! What is done with a trace's results: each front end consumes the engine's snapshots.
+pub mod compare;
