@@ -1,64 +1,28 @@
 //! alloctrace's eBPF programs. Each entry point is a one-line wrapper: the shared logic lives
-//! in `alloc` (allocation entry/return, free) and `stack` (stack capture).
+//! in `alloc` (allocation entry/return, free, alloc-only counting), which uses `call_state`
+//! (nesting), `sample` (sampling), `unwind` (stack capture), `account` (the counters) and
+//! `tables` (the maps); `arch` reads the registers, `config` the loader's globals.
 #![no_std]
 #![no_main]
 // atomic_xadd: the BPF target's core has no AtomicU64::fetch_add.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod account;
 mod alloc;
-mod live;
-mod maps;
+mod arch;
+mod call_state;
+mod config;
 mod sample;
-mod sites;
-mod stack;
-mod task_storage;
+mod tables;
+mod unwind;
 
-use alloctrace_common::CallKind;
+use alloctrace_common::{array_bytes, CallKind};
+use arch::arg;
 use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-
-// Globals the loader sets before loading (read-only data). Plain statics read through
-// `global`, not aya_ebpf::Global: its MaybeUninit is a BTF union whose name the kernel
-// rejects, and the object's BTF must load for the task-storage map.
-
-/// tgid of alloctrace itself, set by the loader; never traced.
-#[unsafe(no_mangle)]
-static SELF_TGID: u32 = 0;
-
-/// tgid of the one process traced, set by the loader; 0 when every process is.
-#[unsafe(no_mangle)]
-static TARGET_TGID: u32 = 0;
-
-/// Mean bytes between sampled allocations; 0 samples every one. Set by the loader.
-#[unsafe(no_mangle)]
-static SAMPLE_BYTES: u64 = 0;
-
-/// Slots of the in-flight table minus one (a power of two minus one). Set by the loader.
-#[unsafe(no_mangle)]
-static LIVE_MASK: u64 = 0;
-
-/// Homes of the site table (`alloctrace_common::sites::homes`). Set by the loader.
-#[unsafe(no_mangle)]
-static SITE_HOMES: u64 = 0;
-
-/// Offset of `vm_flags` in the kernel's `struct vm_area_struct`, from its BTF. Set by the
-/// loader.
-#[unsafe(no_mangle)]
-static VMA_FLAGS_OFFSET: u64 = 0;
-
-/// Reads a loader-set global: volatile, so the compiler cannot fold the 0 it was built with.
-#[inline(always)]
-fn global<T: Copy>(v: &T) -> T {
-    // SAFETY: a reference to a static is valid to read.
-    unsafe { core::ptr::read_volatile(v) }
-}
-
-fn arg(ctx: &ProbeContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n).unwrap_or(0)
-}
 
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
@@ -70,7 +34,7 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
     alloc::enter(
         &ctx,
         CallKind::Plain,
-        alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)),
+        array_bytes(arg(&ctx, 0), arg(&ctx, 1)),
         0,
     )
 }
@@ -82,7 +46,7 @@ pub fn realloc_enter(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
-    let bytes = alloc::array_bytes(arg(&ctx, 1), arg(&ctx, 2));
+    let bytes = array_bytes(arg(&ctx, 1), arg(&ctx, 2));
     alloc::enter(&ctx, CallKind::Realloc, bytes, arg(&ctx, 0))
 }
 
@@ -126,7 +90,7 @@ pub fn malloc_count(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn calloc_count(ctx: ProbeContext) -> u32 {
-    alloc::count_entry(&ctx, alloc::array_bytes(arg(&ctx, 0), arg(&ctx, 1)), false)
+    alloc::count_entry(&ctx, array_bytes(arg(&ctx, 0), arg(&ctx, 1)), false)
 }
 
 /// realloc(NULL, n) calls malloc; realloc(p, 0) frees and allocates nothing.

@@ -5,8 +5,8 @@ use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 
-use crate::maps::SAMPLER;
-use crate::{global, SAMPLE_BYTES};
+use crate::config::{global, SAMPLE_BYTES};
+use crate::tables::maps::SAMPLER;
 
 /// Whether an allocation of `size` bytes is sampled. Every allocation is when sampling is off.
 /// The countdown is per CPU: a program runs to completion on one CPU, and the draws are

@@ -8,8 +8,8 @@ use core::ptr::{read_volatile, write_volatile};
 use alloctrace_common::{sites, SiteSlot};
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
 
-use crate::maps::{SITES, SITE_CLAIMS};
-use crate::{global, SITE_HOMES};
+use crate::config::{global, SITE_HOMES};
+use crate::tables::maps::{SITES, SITE_CLAIMS};
 
 #[inline(always)]
 fn slot(i: u64) -> Option<&'static mut SiteSlot> {

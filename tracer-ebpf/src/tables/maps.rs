@@ -1,6 +1,6 @@
 //! Every map of the tracer. Sizes here are defaults: the loader sets the real ones from
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
-use crate::task_storage::TaskStorage;
+use crate::tables::task_storage::TaskStorage;
 use alloctrace_common::{
     loss, CallStates, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
 };
@@ -36,9 +36,9 @@ pub static LIVE: Array<LiveSlot> = Array::with_max_entries(1 << 20, BPF_F_MMAPAB
 #[btf_map]
 pub static CALLS: TaskStorage<CallStates> = TaskStorage::new();
 
-/// tgid -> what the process allocated and freed that no site holds (see alloc's
-/// `count_alloc`), and its name. Per CPU: threads on different CPUs never share its cache
-/// line; user space sums the CPUs.
+/// tgid -> what the process allocated and freed that no site holds (see
+/// `account::count_alloc`), and its name. Per CPU: threads on different CPUs never share its
+/// cache line; user space sums the CPUs.
 #[map]
 pub static PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_entries(8192, 0);
 
@@ -57,7 +57,7 @@ pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT,
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Per-CPU room to build a new stack in before it is stored, and the flag that says it is in
-/// use (see `stack::record`).
+/// use (see `unwind::record`).
 #[repr(C)]
 pub struct StackScratch {
     pub held: u64,
@@ -72,7 +72,7 @@ pub static STACK_SCRATCH: PerCpuArray<StackScratch> = PerCpuArray::with_max_entr
 pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Alloc-only mode: how many threads are inside an allocator call that hands its request to
-/// malloc (see `alloc::count_entry`). Not per CPU: the thread may move to another CPU
+/// malloc (see `alloc::count::count_entry`). Not per CPU: the thread may move to another CPU
 /// before its malloc runs.
 #[map]
 pub static PENDING: Array<u64> = Array::with_max_entries(1, 0);

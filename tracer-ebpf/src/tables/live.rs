@@ -6,8 +6,8 @@ use core::ptr::{read_volatile, write_volatile};
 
 use alloctrace_common::{live, AllocInfo, LiveSlot};
 
-use crate::maps::LIVE;
-use crate::{global, LIVE_MASK};
+use crate::config::{global, LIVE_MASK};
+use crate::tables::maps::LIVE;
 
 /// Where the search for (tgid, addr) starts, and the table's index mask: computed once per
 /// search, not per slot.
