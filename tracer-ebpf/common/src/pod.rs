@@ -1,0 +1,13 @@
+//! aya's `Pod` for the types user space reads out of the maps (the `user` feature).
+use crate::*;
+
+// SAFETY: all these are #[repr(C)] plain-old-data with explicit padding and no pointers.
+unsafe impl aya::Pod for StackKey {}
+unsafe impl aya::Pod for StackTrace {}
+unsafe impl aya::Pod for SiteStats {}
+unsafe impl aya::Pod for LiveSlot {}
+unsafe impl aya::Pod for AllocInfo {}
+unsafe impl aya::Pod for CallState {}
+unsafe impl aya::Pod for ProcStats {}
+unsafe impl aya::Pod for OwnedTotals {}
+unsafe impl aya::Pod for Event {}
