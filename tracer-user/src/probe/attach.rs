@@ -86,7 +86,6 @@ pub fn attach_into(
     mode: TraceMode,
     attached: &mut Vec<Attached>,
 ) -> Result<(), ProbeError> {
-    let path = libc.display().to_string();
     let scope = match scope {
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
@@ -107,21 +106,35 @@ pub fn attach_into(
         } else {
             (spec.program, "uprobe")
         };
-        let prog: &mut UProbe = program(ebpf, name)?;
-        let link = prog
-            .attach(entry.file_offset, libc, scope)
-            .map_err(|source| ProbeError::Attach {
-                kind,
-                symbol: spec.symbol,
-                path: path.clone(),
-                source: Box::new(source),
-            })?;
-        attached.push(Attached {
-            program: name,
-            link,
-        });
+        attached.push(attach_one(ebpf, name, kind, spec, entry, libc, scope)?);
     }
     Ok(())
+}
+
+/// Attaches program `name` (loaded) as a `kind` probe at `entry` of `libc`, for `spec`'s
+/// function.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    kind: &'static str,
+    spec: &ProbeSpec,
+    entry: &Entry,
+    libc: &Path,
+    scope: UProbeScope,
+) -> Result<Attached, ProbeError> {
+    let prog: &mut UProbe = program(ebpf, name)?;
+    let link = prog
+        .attach(entry.file_offset, libc, scope)
+        .map_err(|source| ProbeError::Attach {
+            kind,
+            symbol: spec.symbol,
+            path: libc.display().to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(Attached {
+        program: name,
+        link,
+    })
 }
 
 /// Takes `probes` out of their programs, as links that detach when dropped: the caller
@@ -169,20 +182,8 @@ fn attach_counting(
         .iter()
         .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
         .collect();
-    for (spec, entry, name) in &counted {
-        let prog: &mut UProbe = program(ebpf, name)?;
-        let link = prog
-            .attach(entry.file_offset, libc, scope)
-            .map_err(|source| ProbeError::Attach {
-                kind: "uprobe",
-                symbol: spec.symbol,
-                path: libc.display().to_string(),
-                source: Box::new(source),
-            })?;
-        attached.push(Attached {
-            program: name,
-            link,
-        });
+    for (spec, entry, name) in counted {
+        attached.push(attach_one(ebpf, name, "uprobe", spec, entry, libc, scope)?);
     }
     Ok(())
 }
