@@ -44,6 +44,13 @@ pub trait Allocator: Sync {
     /// Its entry points and how each is probed.
     fn probes(&self) -> &'static [ProbeSpec];
 
+    /// What its exported symbols' names start with before the table's names (memleak's
+    /// `--symbols-prefix`: a jemalloc built with `--with-jemalloc-prefix=je_` exports
+    /// `je_malloc`); none for a libc.
+    fn symbol_prefix(&self) -> &'static str {
+        ""
+    }
+
     /// Whether a function, by its (demangled) name, belongs to this allocator: its entry points
     /// and internals.
     fn owns_function(&self, name: &str) -> bool;

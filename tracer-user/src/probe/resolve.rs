@@ -10,7 +10,7 @@ use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
 
 use super::placement::{self, Mode};
 use super::{Entry, ProbeError, ProbeSpec};
-use crate::allocator;
+use crate::allocator::{self, Allocator};
 
 /// Identifies a binary across attaches within a run: its build id, or else path and inode.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -61,7 +61,7 @@ pub fn resolve(libc: &Path, mode: Mode) -> Result<Resolved, ProbeError> {
         log::info!("probe placement: {path}: decided already in this run");
         return Ok(hit.clone());
     }
-    let out = resolve_elf(&path, &data, &elf, allocator::DEFAULT.probes(), mode)?;
+    let out = resolve_elf(&path, &data, &elf, allocator::DEFAULT, mode)?;
     cache.insert((key, mode), out.clone());
     Ok(out)
 }
@@ -90,12 +90,17 @@ fn resolve_elf(
     path: &str,
     data: &[u8],
     elf: &object::File<'_>,
-    probes: &'static [ProbeSpec],
+    allocator: &dyn Allocator,
     mode: Mode,
 ) -> Result<Resolved, ProbeError> {
+    let probes = allocator.probes();
     let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
         let Ok(name) = sym.name() else { continue };
+        // The table's names are unprefixed (a jemalloc built with a prefix exports je_malloc).
+        let Some(name) = name.strip_prefix(allocator.symbol_prefix()) else {
+            continue;
+        };
         if sym.is_undefined() || sym.address() == 0 {
             continue;
         }
