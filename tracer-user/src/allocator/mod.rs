@@ -56,7 +56,7 @@ pub trait Allocator: Sync {
     fn owns_function(&self, name: &str) -> bool;
 }
 
-/// Every allocator alloctrace can probe, in the order a process's mappings are matched.
+/// Every allocator alloctrace can probe; of two that hold the same file, the first is taken.
 pub const REGISTRY: &[&dyn Allocator] = &[&glibc::Glibc];
 
 /// The allocator probed when no detection chose one: the C library's (the file `target` finds
