@@ -6,9 +6,11 @@ use std::time::Duration;
 use crate::analyze::SortBy;
 use crate::cli::{Cli, ReportFormat};
 use crate::export::folded::FoldedWeight;
+use crate::export::output;
 use crate::export::plot::PlotFormat;
 use crate::model::TraceMode;
-use crate::export::output;
+use crate::probe::attach::FLOOR_ENV;
+use crate::probe::placement::{Mode, MODE_ENV};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetSpec {
@@ -42,6 +44,12 @@ pub struct Config {
     pub max_live: u32,
     pub max_samples: usize,
     pub analyze: crate::analyze::Options,
+    /// Where on each allocator function the probes go: `ALLOCTRACE_PROBE_AT` (`entry`, or
+    /// `auto` by default), the bench's knob.
+    pub probe_at: Mode,
+    /// `cargo xtask bench` only, `ALLOCTRACE_BENCH_FLOOR=1`: the probes attached, counting
+    /// nothing (the cost of the probe points alone).
+    pub bench_floor: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,6 +78,9 @@ pub enum ConfigError {
     SampleBytes(u64),
     #[error("--plot {0}: the file name must end in .svg or .png")]
     PlotFormat(String),
+    /// A bad value of an environment knob, named with its value.
+    #[error("{0}")]
+    Env(String),
 }
 
 pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
@@ -151,6 +162,9 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     {
         output::check_writable(path).map_err(ConfigError::Output)?;
     }
+    // The environment's knobs are read here, once, and travel in the `Config`.
+    let probe_at = probe_at(std::env::var(MODE_ENV))?;
+    let bench_floor = std::env::var_os(FLOOR_ENV).is_some_and(|v| v == "1");
     Ok(Config {
         target,
         follow_forks: cli.follow_forks,
@@ -181,7 +195,19 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
             large_max_rate: cli.large_max_rate,
             short_lived: cli.short_lived,
         },
+        probe_at,
+        bench_floor,
     })
+}
+
+/// The placement mode `ALLOCTRACE_PROBE_AT` asks for (as `std::env::var` read it); `auto` when
+/// unset.
+fn probe_at(var: Result<String, std::env::VarError>) -> Result<Mode, ConfigError> {
+    match var {
+        Err(std::env::VarError::NotPresent) => Ok(Mode::Auto),
+        Ok(v) => Mode::parse(&v).map_err(ConfigError::Env),
+        Err(e) => Err(ConfigError::Env(format!("{MODE_ENV}: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -303,8 +329,19 @@ mod tests {
             parse(&["--mode", "alloc-only"]).unwrap().mode,
             TraceMode::AllocOnly
         );
+        assert_eq!(c.probe_at, Mode::Auto);
         let c = parse(&["--folded-weight", "live", "--plot", "/tmp/x.PNG"]).unwrap();
         assert_eq!(c.weight, FoldedWeight::Live);
         assert_eq!(c.plot.unwrap().1, PlotFormat::Png);
+    }
+
+    #[test]
+    fn probe_at_knob() {
+        use std::env::VarError;
+        assert_eq!(probe_at(Err(VarError::NotPresent)), Ok(Mode::Auto));
+        assert_eq!(probe_at(Ok("entry".into())), Ok(Mode::Entry));
+        assert_eq!(probe_at(Ok(" auto ".into())), Ok(Mode::Auto));
+        let e = probe_at(Ok("middle".into())).unwrap_err().to_string();
+        assert!(e.starts_with("ALLOCTRACE_PROBE_AT=middle"), "{e}");
     }
 }

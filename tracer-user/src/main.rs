@@ -1,4 +1,5 @@
 //! alloctrace: where a program allocates, how fast, in which patterns, and what never dies.
+mod allocator;
 mod analyze;
 mod cli;
 mod config;
@@ -13,6 +14,7 @@ mod process;
 mod render;
 mod symbolize;
 mod target;
+mod unwind;
 
 use std::process::ExitCode;
 

@@ -6,60 +6,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{GroupBy, Options, SortBy};
+use crate::allocator;
 use crate::model::{Counters, Frame, Profile, Site};
 
-/// Allocator entry points and internals: never the "function" of a hot spot.
-const ALLOCATOR_FUNCTIONS: &[&str] = &[
-    "malloc",
-    "calloc",
-    "realloc",
-    "reallocarray",
-    "free",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-    "valloc",
-    "pvalloc",
-    "operator new",
-    "operator new[]",
-    "_Znwm",
-    "_Znam",
-];
-/// Name prefixes of allocator internals (glibc, Rust's global allocator shims and growth).
-const ALLOCATOR_PREFIXES: &[&str] = &[
-    "__libc_",
-    "__rust_alloc",
-    "__rust_realloc",
-    "__rdl_",
-    "__rg_",
-    "alloc::alloc::",
-    "alloc::raw_vec::",
-    "operator new(",
-    "operator new[](",
-];
-
-/// A frame inside libc: its module's basename starts with `libc.so` or `libc-`.
-pub fn is_libc(f: &Frame) -> bool {
-    f.module.as_deref().is_some_and(|m| {
-        let base = m.rsplit('/').next().unwrap_or(m);
-        base.starts_with("libc.so") || base.starts_with("libc-")
-    })
-}
-
-/// A frame in the allocator itself (by function name).
-pub fn is_allocator(f: &Frame) -> bool {
-    f.function.as_deref().is_some_and(|name| {
-        ALLOCATOR_FUNCTIONS.contains(&name)
-            || ALLOCATOR_PREFIXES.iter().any(|p| name.starts_with(p))
-    })
-}
-
 /// The frame a site is attributed to under `--group-by function`: the first frame outside libc
-/// and the allocator; when every frame is inside them, the first frame.
+/// and the allocator (`allocator::is_allocator_frame`, the one rule); when every frame is inside
+/// them, the first frame.
 pub fn caller_frame(s: &Site) -> Option<&Frame> {
     s.frames
         .iter()
-        .find(|f| !is_libc(f) && !is_allocator(f))
+        .find(|f| !allocator::is_allocator_frame(f))
         .or_else(|| s.frames.first())
 }
 
@@ -277,7 +233,10 @@ pub(crate) mod tests {
         assert_eq!(caller_frame(&s).unwrap().name(), "libc-2.31.so+0x10");
         assert_eq!(caller_frame(&site(1, 1, vec![], c(1, 1, 0, 0))), None);
         // A library whose name merely starts with "libc" is not libc.
-        assert!(!is_libc(&frame(None, "/usr/lib/libcrypto.so.3")));
+        assert!(!allocator::is_allocator_frame(&frame(
+            None,
+            "/usr/lib/libcrypto.so.3"
+        )));
     }
 
     #[test]

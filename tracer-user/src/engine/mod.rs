@@ -28,7 +28,7 @@ use crate::probe::{self, Scope};
 use crate::render;
 use crate::probe::retarget::Retarget;
 use crate::drain::sampling;
-use crate::symbolize::site_merge;
+use crate::unwind::site_merge;
 use crate::target::launch;
 use crate::symbolize::Symbolizer;
 use crate::target;
@@ -146,7 +146,7 @@ pub fn run(cfg: Config) -> Result<i32> {
         }
     }
 
-    let entries = probe::resolve(&libc)?;
+    let entries = probe::resolve(&libc, cfg.probe_at)?;
     let mut ebpf = loader::load(&Sizes {
         max_stacks: cfg.max_stacks,
         max_live: cfg.max_live,
@@ -160,7 +160,7 @@ pub fn run(cfg: Config) -> Result<i32> {
             target_pid.unwrap_or(0)
         },
     })?;
-    let probes_in = match probe::attach(&mut ebpf, &libc, &entries, scope, cfg.mode) {
+    let probes_in = match probe::attach(&mut ebpf, &libc, &entries, scope, cfg.mode, cfg.bench_floor) {
         Ok(p) => p,
         Err(e) => match cfg.target {
             TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {

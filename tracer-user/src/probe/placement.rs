@@ -59,15 +59,7 @@ pub enum Mode {
 pub const MODE_ENV: &str = "ALLOCTRACE_PROBE_AT";
 
 impl Mode {
-    /// The mode `ALLOCTRACE_PROBE_AT` asks for; `auto` when unset.
-    pub fn from_env() -> Result<Mode, String> {
-        match std::env::var(MODE_ENV) {
-            Err(std::env::VarError::NotPresent) => Ok(Mode::Auto),
-            Ok(v) => Mode::parse(&v),
-            Err(e) => Err(format!("{MODE_ENV}: {e}")),
-        }
-    }
-
+    /// A value of `ALLOCTRACE_PROBE_AT` (read once, into the `Config`); empty is `auto`.
     pub fn parse(s: &str) -> Result<Mode, String> {
         match s.trim() {
             "" | "auto" => Ok(Mode::Auto),

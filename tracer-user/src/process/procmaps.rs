@@ -133,45 +133,92 @@ fn read_maps(pid: u32) -> io::Result<String> {
     })
 }
 
-/// `start-end perms offset MM:mm inode   path`; `path` may hold spaces and end in ` (deleted)`.
+/// One line of `/proc/PID/maps` that names something (a file, `[vdso]`, `[heap]`, ...): the one
+/// parser of that format, on bytes (a path is any bytes but NUL and newline), used for the
+/// symbolizer's mappings here and for finding the allocator's file and the executable a target
+/// maps (`target`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapsLine<'a> {
+    /// `start-end` as printed: also the mapping's name in `/proc/PID/map_files`.
+    pub range: &'a str,
+    pub start: u64,
+    pub end: u64,
+    pub perms: &'a str,
+    /// Offset in the file of the byte mapped at `start`.
+    pub file_offset: u64,
+    /// `libc::makedev(major, minor)` of the `MM:mm` field.
+    pub dev: u64,
+    pub inode: u64,
+    /// The path, bytes that may hold spaces, without ` (deleted)`.
+    pub path: &'a [u8],
+    /// The path ended in ` (deleted)`: the file was deleted (or replaced) on disk since.
+    pub deleted: bool,
+}
+
+impl<'a> MapsLine<'a> {
+    /// `start-end perms offset MM:mm inode   path`; None for anonymous mappings (no path) and
+    /// lines that do not parse.
+    pub fn parse(line: &'a [u8]) -> Option<MapsLine<'a>> {
+        let mut rest = line;
+        let mut field = || -> Option<&'a str> {
+            let start = rest.iter().position(|&b| b != b' ')?;
+            let s = &rest[start..];
+            let end = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+            rest = &s[end..];
+            std::str::from_utf8(&s[..end]).ok()
+        };
+        let range = field()?;
+        let perms = field()?;
+        let offset = field()?;
+        let dev = field()?;
+        let inode = field()?;
+        let path = rest.trim_ascii_start();
+        if path.is_empty() {
+            return None;
+        }
+        let (start, end) = range.split_once('-')?;
+        let (major, minor) = dev.split_once(':')?;
+        let (path, deleted) = match path.strip_suffix(b" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        Some(MapsLine {
+            range,
+            start: u64::from_str_radix(start, 16).ok()?,
+            end: u64::from_str_radix(end, 16).ok()?,
+            perms,
+            file_offset: u64::from_str_radix(offset, 16).ok()?,
+            dev: libc::makedev(
+                u32::from_str_radix(major, 16).ok()?,
+                u32::from_str_radix(minor, 16).ok()?,
+            ),
+            inode: inode.parse().ok()?,
+            path,
+            deleted,
+        })
+    }
+
+    /// Every line of a maps file that names something, in the file's order.
+    pub fn all(maps: &'a [u8]) -> impl Iterator<Item = MapsLine<'a>> {
+        maps.split(|&b| b == b'\n').filter_map(MapsLine::parse)
+    }
+}
+
+/// An executable mapping of a file or the vDSO, from a maps line; `path` may hold spaces and end
+/// in ` (deleted)`.
 fn parse_line(line: &str) -> Option<Mapping> {
-    let mut rest = line;
-    let mut field = || {
-        let s = rest.trim_start_matches(' ');
-        let end = s.find(' ').unwrap_or(s.len());
-        let (f, r) = s.split_at(end);
-        rest = r;
-        (!f.is_empty()).then_some(f)
-    };
-    let range = field()?;
-    let perms = field()?;
-    let offset = field()?;
-    let dev = field()?;
-    let inode = field()?;
-    if !perms.contains('x') {
+    let l = MapsLine::parse(line.as_bytes())?;
+    if !l.perms.contains('x') || !(l.path.starts_with(b"/") || l.path == b"[vdso]") {
         return None;
     }
-    let path = rest.trim_start_matches(' ');
-    if !(path.starts_with('/') || path == "[vdso]") {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    let (major, minor) = dev.split_once(':')?;
-    let (path, deleted) = match path.strip_suffix(" (deleted)") {
-        Some(p) => (p, true),
-        None => (path, false),
-    };
     Some(Mapping {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
-        file_offset: u64::from_str_radix(offset, 16).ok()?,
-        dev: libc::makedev(
-            u32::from_str_radix(major, 16).ok()?,
-            u32::from_str_radix(minor, 16).ok()?,
-        ),
-        inode: inode.parse().ok()?,
-        path: path.to_owned(),
-        deleted,
+        start: l.start,
+        end: l.end,
+        file_offset: l.file_offset,
+        dev: l.dev,
+        inode: l.inode,
+        path: String::from_utf8_lossy(l.path).into_owned(),
+        deleted: l.deleted,
     })
 }
 
@@ -423,6 +470,18 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(pm.lookup(0x55d7c0a00010).is_none(), "anonymous");
         assert!(pm.lookup(0).is_none());
         assert!(pm.lookup(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn maps_lines_keep_path_bytes() {
+        let line = b"7f00-7f10 r-xp 00001000 fe:01 42    /tmp/x\xff y/libc.so.6 (deleted)";
+        let l = MapsLine::parse(line).unwrap();
+        assert_eq!(
+            (l.range, l.dev, l.inode),
+            ("7f00-7f10", libc::makedev(0xfe, 1), 42)
+        );
+        assert_eq!((l.path, l.deleted), (&b"/tmp/x\xff y/libc.so.6"[..], true));
+        assert_eq!(MapsLine::parse(b"7f00-7f10 rw-p 00000000 00:00 0 "), None);
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Where each of an allocator's functions is probed in its file: symbols to file offsets, the
+//! offset on each function `placement` decides, decided once per binary and mode in a run.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
+
+use super::placement::{self, Mode};
+use super::{Entry, ProbeError, ProbeSpec};
+use crate::allocator::{self, Allocator};
+
+/// Identifies a binary across attaches within a run: its build id, or else path and inode.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum BinaryKey {
+    BuildId(Vec<u8>),
+    File { path: PathBuf, dev: u64, ino: u64 },
+}
+
+type Resolved = Vec<(&'static ProbeSpec, Entry)>;
+
+/// Decisions already made in this run, per binary and mode (system-wide attaches decode once).
+fn cache() -> &'static Mutex<HashMap<(BinaryKey, Mode), Resolved>> {
+    static CACHE: OnceLock<Mutex<HashMap<(BinaryKey, Mode), Resolved>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Resolves every probed symbol of `libc` (the allocator's table, `allocator::DEFAULT`) to the
+/// file offsets its probes go to, placed as `mode` says (`ALLOCTRACE_PROBE_AT`, read into the
+/// `Config`; see `placement`). glibc exports several names for one function (memalign and
+/// aligned_alloc are one address in 2.36): each address is probed once, under the first name
+/// of the table, or it would count every call twice.
+pub fn resolve(libc: &Path, mode: Mode) -> Result<Resolved, ProbeError> {
+    let path = libc.display().to_string();
+    let data = fs::read(libc).map_err(|source| ProbeError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let elf = object::File::parse(&*data).map_err(|e| ProbeError::Elf {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let key = match elf.build_id() {
+        Ok(Some(id)) => BinaryKey::BuildId(id.to_vec()),
+        _ => {
+            let meta = fs::metadata(libc).map_err(|source| ProbeError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            BinaryKey::File {
+                path: libc.to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        }
+    };
+    let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = cache.get(&(key.clone(), mode)) {
+        log::info!("probe placement: {path}: decided already in this run");
+        return Ok(hit.clone());
+    }
+    let out = resolve_elf(&path, &data, &elf, allocator::DEFAULT, mode)?;
+    cache.insert((key, mode), out.clone());
+    Ok(out)
+}
+
+/// A function's bytes in the file, from its entry to its end (its symbol's size).
+fn function_bytes(data: &[u8], file_offset: u64, size: u64) -> &[u8] {
+    let start = (file_offset as usize).min(data.len());
+    let end = (file_offset.saturating_add(size.max(1)) as usize).min(data.len());
+    &data[start..end]
+}
+
+/// Executable segments as `(vaddr, bytes in the file)`.
+fn exec_segments<'d>(data: &'d [u8], elf: &object::File<'d>) -> Vec<(u64, &'d [u8])> {
+    const PF_X: u32 = 1;
+    elf.segments()
+        .filter(|s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0))
+        .filter_map(|s| {
+            let (off, len) = s.file_range();
+            let bytes = data.get(off as usize..off.checked_add(len)? as usize)?;
+            Some((s.address(), bytes))
+        })
+        .collect()
+}
+
+fn resolve_elf(
+    path: &str,
+    data: &[u8],
+    elf: &object::File<'_>,
+    allocator: &dyn Allocator,
+    mode: Mode,
+) -> Result<Resolved, ProbeError> {
+    let probes = allocator.probes();
+    let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+        let Ok(name) = sym.name() else { continue };
+        // The table's names are unprefixed (a jemalloc built with a prefix exports je_malloc).
+        let Some(name) = name.strip_prefix(allocator.symbol_prefix()) else {
+            continue;
+        };
+        if sym.is_undefined() || sym.address() == 0 {
+            continue;
+        }
+        if probes.iter().any(|p| p.symbol == name) {
+            by_name.entry(name).or_insert((sym.address(), sym.size()));
+        }
+    }
+    let path = path.to_string();
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for p in probes {
+        let Some(&(vaddr, size)) = by_name.get(p.symbol) else {
+            if p.required {
+                return Err(ProbeError::MissingSymbol {
+                    path,
+                    symbol: p.symbol,
+                });
+            }
+            log::info!("{path} has no {}: not probed", p.symbol);
+            continue;
+        };
+        let file_offset = elf
+            .segments()
+            .find_map(|s| {
+                let (start, size) = (s.address(), s.size());
+                (vaddr >= start && vaddr < start + size).then(|| vaddr - start + s.file_range().0)
+            })
+            .ok_or_else(|| ProbeError::Elf {
+                path: path.clone(),
+                reason: format!("{} at {vaddr:#x} is in no segment", p.symbol),
+            })?;
+        if seen.contains(&file_offset) {
+            log::info!("{} is an alias of an already probed function", p.symbol);
+            continue;
+        }
+        seen.push(file_offset);
+        let code = function_bytes(data, file_offset, size);
+        let placement = placement::place(code, vaddr, mode, &BTreeSet::new());
+        out.push((
+            p,
+            vaddr,
+            Entry {
+                file_offset: file_offset + placement.offset,
+                function_offset: file_offset,
+                placement,
+            },
+        ));
+    }
+    // A probe moved past the entry must not be the target of a branch from anywhere else in
+    // the binary either (a cold part of the function jumping back, another function's tail
+    // jump): one linear sweep of the code checks every moved probe at once.
+    let windows: Vec<(u64, u64)> = out
+        .iter()
+        .filter(|(_, _, e)| e.placement.offset > 0)
+        .map(|(_, vaddr, e)| (*vaddr, vaddr + e.placement.offset))
+        .collect();
+    if !windows.is_empty() {
+        let mut outside = BTreeSet::new();
+        for (vaddr, bytes) in exec_segments(data, elf) {
+            outside.extend(placement::branch_targets_in(bytes, vaddr, &windows));
+        }
+        if !outside.is_empty() {
+            for (p, vaddr, e) in out.iter_mut().filter(|(_, _, e)| e.placement.offset > 0) {
+                let size = by_name.get(p.symbol).map_or(0, |s| s.1);
+                let code = function_bytes(data, e.function_offset, size);
+                e.placement = placement::place(code, *vaddr, mode, &outside);
+                e.file_offset = e.function_offset + e.placement.offset;
+            }
+        }
+    }
+    for (p, _, e) in &out {
+        log::info!("probe placement: {} {}", p.symbol, e.placement);
+    }
+    Ok(out.into_iter().map(|(p, _, e)| (p, e)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_libc_resolves_every_required_symbol_once() {
+        let libc = crate::target::own_libc().unwrap();
+        let entries = resolve(&libc, Mode::Auto).unwrap();
+        for p in allocator::DEFAULT.probes().iter().filter(|p| p.required) {
+            assert!(
+                entries.iter().any(|(e, _)| e.symbol == p.symbol),
+                "{} missing",
+                p.symbol
+            );
+        }
+        let mut offsets: Vec<u64> = entries.iter().map(|(_, e)| e.file_offset).collect();
+        let n = offsets.len();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets.len(), n, "an address is probed twice");
+    }
+
+    /// On the system libc every probe moved past its entry lands on an instruction the kernel
+    /// emulates, and `entry` mode keeps every probe at its function's entry.
+    #[test]
+    fn placement_of_the_system_libc() {
+        let libc = crate::target::own_libc().unwrap();
+        let auto = resolve(&libc, Mode::Auto).unwrap();
+        for (p, e) in &auto {
+            eprintln!("{} {}", p.symbol, e.placement);
+            assert_eq!(e.file_offset, e.function_offset + e.placement.offset);
+            if e.placement.offset > 0 {
+                assert!(e.placement.emulated, "{} {}", p.symbol, e.placement);
+            }
+        }
+        let entry = resolve(&libc, Mode::Entry).unwrap();
+        assert!(entry
+            .iter()
+            .all(|(_, e)| e.file_offset == e.function_offset));
+        // Cached: the same decisions again.
+        let again = resolve(&libc, Mode::Auto).unwrap();
+        assert!(again.iter().map(|(_, e)| e).eq(auto.iter().map(|(_, e)| e)));
+    }
+}
