@@ -8,6 +8,7 @@
 //! or that live in another mount namespace) still symbolize. Each binary is symbolized by file
 //! offset through `/proc/self/fd/N`, once per distinct offset.
 pub mod site_merge;
+pub mod sites;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
