@@ -4,11 +4,12 @@
 //! (`frontend/`): the engine prints only what it decides (the tracing line, exec decisions,
 //! probes moved, the detach), never the intervals or the report.
 //!
-//! The front end drives the engine (`advance`), and every front end reads the snapshots
-//! through the same `subscribe()` channel. Driving rather than a loop in its own task keeps
-//! the order of stderr lines: a snapshot is read before the engine goes on to the next
-//! interval, so an interval's line is printed after its exec checks and before the next
-//! interval's; and none is missed (a `watch` channel keeps only the newest).
+//! A front end drives the engine (`advance`, one interval per call) and reads the snapshots
+//! through `subscribe()`, a `watch` channel. The batch run reads each one right after the
+//! `advance` that published it, before the engine goes on: so every interval's line is printed
+//! (a `watch` channel keeps only the newest), after that interval's exec checks and before the
+//! next interval's lines. A front end that wants only the newest (a daemon's endpoint, a live
+//! view) drives the engine from one task and reads the channel from others.
 mod events;
 mod finish;
 mod setup;
@@ -73,7 +74,7 @@ impl Snapshot {
 
 /// The trace has ended: handed to `Engine::finish`.
 pub struct Ended {
-    pub end: End,
+    end: End,
     duration: Duration,
     processes: Vec<Process>,
 }
