@@ -222,3 +222,48 @@ fn own_cost() -> Option<TracerCost> {
         peak_rss_bytes: ru.ru_maxrss.max(0) as u64 * 1024,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::with_unseen;
+    use crate::model::{Counters, Process, Unseen};
+
+    fn process(pid: u32, comm: &str) -> Process {
+        Process {
+            pid,
+            comm: comm.to_string(),
+            counters: Counters::default(),
+            unknown_frees: 0,
+            unseen: None,
+        }
+    }
+
+    fn unseen(program: &str) -> Unseen {
+        Unseen {
+            since: Duration::from_millis(5),
+            program: program.to_string(),
+            reason: "static".to_string(),
+        }
+    }
+
+    #[test]
+    fn an_unseen_process_already_counted_is_marked() {
+        let procs = vec![process(10, "a"), process(20, "b")];
+        let out = with_unseen(procs, Some((unseen("/bin/x"), 20)));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].unseen, Some(unseen("/bin/x")));
+        assert_eq!(out[1].comm, "b");
+    }
+
+    #[test]
+    fn an_unseen_process_never_counted_is_listed_in_pid_order_with_the_kernels_comm() {
+        let procs = vec![process(10, "a"), process(30, "c")];
+        let out = with_unseen(procs, Some((unseen("/opt/a-very-long-program-name"), 20)));
+        let pids: Vec<u32> = out.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [10, 20, 30]);
+        assert_eq!(out[1].comm, "a-very-long-pro");
+        assert_eq!(out[1].counters, Counters::default());
+    }
+}

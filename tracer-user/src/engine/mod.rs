@@ -319,3 +319,47 @@ async fn wait_exit(pid: u32) -> Result<()> {
         .context("waiting for the target's exit")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+    use std::time::Duration;
+
+    use super::{processes_of, push_sample, Snapshot};
+    use crate::drain::ProcTotals;
+    use crate::model::Sample;
+
+    #[test]
+    fn a_snapshot_names_its_processes_and_not_others() {
+        let mut procs = BTreeMap::new();
+        for (pid, comm) in [(30, "c"), (10, "a")] {
+            let p = ProcTotals {
+                comm: comm.to_string(),
+                ..ProcTotals::default()
+            };
+            procs.insert(pid, p);
+        }
+        let s = Snapshot {
+            processes: processes_of(procs),
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            (s.comm(10), s.comm(30), s.comm(20)),
+            ("a".into(), "c".into(), "".into())
+        );
+    }
+
+    #[test]
+    fn samples_keep_the_newest_within_their_bound() {
+        let mut samples = VecDeque::new();
+        for t in 1..=5 {
+            let s = Sample {
+                t: Duration::from_secs(t),
+                ..Sample::default()
+            };
+            push_sample(&mut samples, s, 3);
+        }
+        let ts: Vec<u64> = samples.iter().map(|s| s.t.as_secs()).collect();
+        assert_eq!(ts, [3, 4, 5]);
+    }
+}
