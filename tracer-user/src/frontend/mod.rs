@@ -1,2 +1,3 @@
 //! What is done with a trace's results: each front end consumes the engine's snapshots.
+pub mod batch;
 pub mod compare;

@@ -7,6 +7,7 @@
 //! file per binary, so stacks of processes that have exited (or whose binaries were deleted,
 //! or that live in another mount namespace) still symbolize. Each binary is symbolized by file
 //! offset through `/proc/self/fd/N`, once per distinct offset.
+pub mod sites;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,0 +1,80 @@
+//! The event thread of a trace: the kernel's rare notifications (a new process, a new stack)
+//! and the mappings, execs and forks the mmap watch records, passed on to the symbolizer and
+//! (following forks) to the follower as they happen.
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use alloctrace_common::Event;
+use aya::maps::{MapData, RingBuf};
+
+use crate::probe::follow;
+use crate::process::mmap_watch::MmapWatch;
+use crate::symbolize::Symbolizer;
+
+/// Reads the kernel's rare notifications (new process, new stack) and has the symbolizer
+/// snapshot that process's mappings while it still lives; passes on the mappings the watch
+/// records. Returns the watch, for a last look once the run is over.
+pub(super) fn watch_events(
+    mut ring: RingBuf<MapData>,
+    mut mmaps: Option<MmapWatch>,
+    mut follower: Option<follow::Follower>,
+    sym: &Symbolizer,
+    stop: &AtomicBool,
+) -> (Option<MmapWatch>, Option<follow::Follower>) {
+    let mut said_unfollowed = false;
+    let mut pfds = vec![libc::pollfd {
+        fd: ring.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    pfds.extend(mmaps.iter().flat_map(|w| w.fds()).map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: a valid array of pfds.len() pollfds.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
+        // A perf event whose task has exited stays readable-hung-up forever: stop polling it
+        // (a negative fd is ignored) rather than spin; it is still read below.
+        for p in &mut pfds[1..] {
+            if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                p.fd = -1;
+            }
+        }
+        // Mappings first: a new stack's note may find the process gone already.
+        if let Some(w) = mmaps.as_mut() {
+            feed_mappings(w, sym);
+            let forks = w.take_forks();
+            match follower.as_mut() {
+                Some(f) => f.look(forks, &w.take_execs(), sym),
+                None => {
+                    if let Some(fk) = forks.first().filter(|_| !said_unfollowed) {
+                        said_unfollowed = true;
+                        eprintln!(
+                            "alloctrace: pid {} ({}) started pid {}, which is not traced \
+                             (--follow-forks traces children)",
+                            fk.ppid,
+                            follow::comm_of(fk.ppid),
+                            fk.pid
+                        );
+                    }
+                }
+            }
+        }
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel wrote an `Event` (repr(C), plain data) into this record.
+                let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                sym.note_process(ev.tgid);
+            }
+        }
+    }
+    (mmaps, follower)
+}
+
+pub(super) fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
+    for (pid, mappings) in w.drain() {
+        sym.add_mappings(pid, mappings);
+    }
+}

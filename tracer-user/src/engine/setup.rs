@@ -1,0 +1,255 @@
+//! A trace's set-up: privilege and kernel checks, the target resolved (launched and held,
+//! checked, or every process), the mmap watch, the probes resolved, loaded and attached, the
+//! drainer, the symbolizer and the event thread; then the tracing line and the held command
+//! released.
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use super::events::watch_events;
+use super::tasks::{retarget_for, Tasks};
+use super::{Engine, Settings};
+use crate::config::{Config, TargetSpec};
+use crate::drain::{self, Drainer};
+use crate::kmaps::loader::{self, Sizes};
+use crate::model::Target;
+use crate::probe::{self, follow, Scope};
+use crate::process::mmap_watch::MmapWatch;
+use crate::symbolize::Symbolizer;
+use crate::target::{self, launch};
+
+impl Engine {
+    /// Sets the trace up and starts it: from here on the target runs traced. To be driven
+    /// (`advance`) in a tokio runtime made after this returns: the command is forked before
+    /// any thread of ours exists.
+    pub fn start(cfg: &Config) -> Result<Engine> {
+        target::check_privileges()?;
+        if matches!(cfg.target, TargetSpec::System) {
+            target::check_system_wide()?;
+        }
+        target::check_kernel()?;
+
+        let mut mmap_watch;
+        // The thread a --pid target is read and attached through (see check_process).
+        let mut via = None;
+        let (libc, scope, mut held, model_target) = match &cfg.target {
+            TargetSpec::Pid(pid) => {
+                let tid = target::check_process(*pid)?;
+                target::check_may_trace(*pid)?;
+                via = Some(tid);
+                let via = tid;
+                let libc = target::libc_of_pid(via)?;
+                let nz = NonZeroU32::new(via).context("pid 0")?;
+                // Its execs (and the mappings of the programs it runs) are recorded as they
+                // happen: one that execs and exits between two looks is not missed.
+                mmap_watch = match MmapWatch::open(Some(via)) {
+                    Ok(mut w) => {
+                        // Followed children's mappings are needed as well.
+                        if !cfg.follow_forks {
+                            w.only(*pid);
+                        }
+                        Some(w)
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "cannot record the process's execs and mappings as they are made \
+                         ({e}); an exec is noticed at the next interval only"
+                        );
+                        None
+                    }
+                };
+                (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
+            }
+            TargetSpec::Command(argv) => {
+                let exe = target::resolve_command(&argv[0])?;
+                let libc = target::own_libc()?;
+                // Forked before any thread of ours exists; it waits for the probes.
+                let held = launch::hold(&exe, argv)?;
+                let nz = NonZeroU32::new(held.pid).context("fork returned pid 0")?;
+                // Before the exec: the command's every executable mapping, from the exec's own
+                // on, is recorded as it is made, so a command that exits before its maps can be
+                // read still symbolizes.
+                mmap_watch = match MmapWatch::open(Some(held.pid)) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        log::warn!(
+                            "cannot record the command's mappings as they are made ({e}); \
+                         a short-lived command's frames may print as bare addresses"
+                        );
+                        None
+                    }
+                };
+                // The report shows the arguments as text: bytes that are not UTF-8 print as U+FFFD.
+                let t = Target::Command {
+                    argv: argv
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                    pid: held.pid,
+                };
+                (libc, Scope::Pid(nz), Some(held), t)
+            }
+            TargetSpec::System => {
+                // As for a command: processes that exit before their maps are read still
+                // symbolize.
+                mmap_watch = match MmapWatch::open(None) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        log::warn!(
+                            "cannot record mappings as they are made ({e}); short-lived \
+                         processes' frames may print as bare addresses"
+                        );
+                        None
+                    }
+                };
+                (target::own_libc()?, Scope::All, None, Target::System)
+            }
+        };
+        let target_pid = match &model_target {
+            Target::Pid { pid } | Target::Command { pid, .. } => Some(*pid),
+            Target::System => None,
+        };
+
+        // Which program each exec of the target brings, and whether it maps the probed libc.
+        let exec_log = match (mmap_watch.as_mut(), target_pid) {
+            (Some(w), Some(pid)) => Some(w.track_execs(pid, target::file_id(&libc))),
+            _ => None,
+        };
+        if cfg.follow_forks {
+            match mmap_watch.as_mut() {
+                Some(w) => w.follow_forks(),
+                None => anyhow::bail!(
+                    "--follow-forks needs the kernel's fork records (a perf event on the target), \
+                 which could not be opened (see the warning above)"
+                ),
+            }
+        }
+
+        let entries = probe::resolve(&libc, cfg.probe_at)?;
+        let mut ebpf = loader::load(&Sizes {
+            max_stacks: cfg.max_stacks,
+            max_live: cfg.max_live,
+            sample_bytes: cfg.sample_bytes.unwrap_or(0),
+            // Must match the probes' scope (the process, not the thread attached through): the
+            // programs take the tgid as given. Following forks, the probes fire in several
+            // processes: 0 has the programs ask the kernel, as in system-wide mode.
+            target_tgid: if cfg.follow_forks {
+                0
+            } else {
+                target_pid.unwrap_or(0)
+            },
+        })?;
+        let probes_in =
+            match probe::attach(&mut ebpf, &libc, &entries, scope, cfg.mode, cfg.bench_floor) {
+                Ok(p) => p,
+                Err(e) => match cfg.target {
+                    TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
+                        return Err(target::TargetError::ExitedWhileStarting(pid).into())
+                    }
+                    _ => return Err(e.into()),
+                },
+            };
+        let attached = probes_in.len();
+        // Following forks, the event thread owns the programs (it attaches children's probes):
+        // the probes are not moved when the task they are on ends (not done yet).
+        let retarget = if cfg.follow_forks {
+            None
+        } else {
+            retarget_for(scope, &libc, &entries, cfg.mode, probes_in)
+        };
+        let drainer = Drainer::take(
+            &mut ebpf,
+            cfg.max_samples,
+            alloctrace_common::live::slots(cfg.max_live),
+            alloctrace_common::sites::slots(cfg.max_stacks),
+        )?;
+        let symbolizer = Arc::new(Symbolizer::new());
+        if let Some(pid) = target_pid.filter(|_| held.is_none()) {
+            symbolizer.note_process_now(pid);
+        }
+        if let (Some(pid), Some(tid)) = (target_pid, via.filter(|&t| Some(t) != target_pid)) {
+            // Once the main thread has exited, the process's maps read as empty through its pid:
+            // a live thread's are the process's.
+            if let Ok(maps) = crate::process::procmaps::ProcessMaps::read(tid) {
+                symbolizer.add_mappings(pid, maps.mappings().to_vec());
+            }
+        }
+        let stop_events = Arc::new(AtomicBool::new(false));
+        let ring = drain::take_events(&mut ebpf)?;
+        // Following, the probe sets of new processes are attached from the event thread, which
+        // reads their fork records: it owns the eBPF object until the run ends.
+        let (kept_ebpf, follower, children) = if cfg.follow_forks {
+            let start_ns = target::monotonic_ns();
+            let (f, shared) =
+                follow::Follower::new(ebpf, libc.clone(), entries.clone(), cfg.mode, start_ns);
+            let c = follow::Children::new(shared, libc.clone(), start_ns);
+            (None, Some(f), Some(c))
+        } else {
+            (Some(ebpf), None, None)
+        };
+        let events_thread = {
+            let (sym, stop) = (symbolizer.clone(), stop_events.clone());
+            std::thread::Builder::new()
+                .name("alloctrace-events".into())
+                .spawn(move || watch_events(ring, mmap_watch, follower, &sym, &stop))
+                .context("cannot start the event thread")?
+        };
+
+        // Before the target can go on (and exec) once it is told we are tracing.
+        let exe = target_pid
+            .map(|pid| target::ExeWatch::new(pid, &libc, exec_log, target::monotonic_ns()));
+        eprintln!(
+            "alloctrace: tracing {model_target}: {} probes on {}{}",
+            attached,
+            libc.display(),
+            if cfg.duration.is_some() || target_pid.is_none() {
+                ""
+            } else {
+                " (Ctrl-C to stop)"
+            }
+        );
+        if let Some(h) = held.as_mut() {
+            h.release()?;
+        }
+        let start = Instant::now();
+        let start_unix_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Engine {
+            settings: Settings {
+                mode: cfg.mode,
+                sample_bytes: cfg.sample_bytes,
+                interval: cfg.interval,
+                duration: cfg.duration,
+                max_samples: cfg.max_samples,
+                system_wide: matches!(cfg.target, TargetSpec::System),
+            },
+            target: model_target,
+            target_pid,
+            held,
+            drainer,
+            symbolizer,
+            stop_events,
+            events: events_thread,
+            tasks: Tasks {
+                ebpf: kept_ebpf,
+                retarget,
+            },
+            exe,
+            children,
+            start,
+            start_unix_secs,
+            samples: VecDeque::new(),
+            published: watch::Sender::new(Arc::default()),
+            waits: None,
+            ticks: 0,
+            sweep_due: false,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! The end of a trace's symbolization: the drained sites' stacks turned into named frames, cut
+//! at the first value outside the process's code, merged and (with sampling) scaled; and the
+//! binaries those frames fall in.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use alloctrace_common as abi;
+
+use crate::drain::sampling;
+use crate::drain::RawSite;
+use crate::model::{Counters, Module, Site};
+use crate::symbolize::Symbolizer;
+use crate::unwind::site_merge;
+
+/// A binary some frame of a process falls in, and one address inside it (for its build id).
+pub type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
+
+/// Symbolized sites, the binaries their frames fall in, and how many sites' stacks were cut;
+/// with sampling (`sample_bytes`), their counters, size histograms and series are scaled to
+/// estimates (`sampling::estimate`). Each distinct address of a process is symbolized once;
+/// its frame is shared by every stack it appears in (the names are `Arc<str>`s).
+///
+/// The kernel keeps only frames inside executable mappings; as a second guard, a stack is
+/// cut here too at its first frame outside every executable mapping the symbolizer knows of
+/// the process, so no other value reaches a report. Sites left with the same frames are
+/// merged (`site_merge`).
+pub fn symbolize_sites(
+    sym: &Symbolizer,
+    raw: Vec<RawSite>,
+    sample_bytes: Option<u64>,
+) -> (Vec<Site>, ModulesSeen, u64) {
+    let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
+    for s in raw {
+        by_pid.entry(s.key.tgid).or_default().push(s);
+    }
+    let mut sites = Vec::new();
+    let mut cut = Vec::new();
+    let mut modules = ModulesSeen::new();
+    for (pid, raws) in by_pid {
+        let mut addrs: Vec<u64> = raws.iter().flat_map(|s| s.ips.iter().copied()).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let frames: std::collections::HashMap<u64, _> = addrs
+            .iter()
+            .copied()
+            .zip(sym.symbolize(pid, &addrs))
+            .collect();
+        for r in raws {
+            let in_code = r
+                .ips
+                .iter()
+                .take_while(|a| frames[*a].module.is_some())
+                .count();
+            let kept: Vec<_> = r.ips[..in_code].iter().map(|a| frames[a].clone()).collect();
+            for f in &kept {
+                if let Some(m) = &f.module {
+                    modules.entry((pid, m.clone())).or_insert(f.addr);
+                }
+            }
+            cut.push(r.cut != abi::stack_cut::NONE || in_code < r.ips.len());
+            let st = &r.stats;
+            sites.push(Site {
+                pid,
+                stack_id: r.key.hash,
+                frames: kept,
+                counters: Counters {
+                    allocs: st.allocs(),
+                    bytes: st.bytes,
+                    frees: st.frees(),
+                    freed_bytes: st.freed_bytes,
+                },
+                size_hist: st.size_hist.to_vec(),
+                life_hist: st.life_hist.to_vec(),
+                series: r.series,
+                sampled: None,
+            });
+        }
+    }
+    let (sites, n_cut) = site_merge::merge(sites, &cut);
+    let sites = match sample_bytes {
+        Some(mean) => sites
+            .into_iter()
+            .map(|s| sampling::estimate(s, mean))
+            .collect(),
+        None => sites,
+    };
+    (sites, modules, n_cut)
+}
+
+/// One `Module` per process and binary the sites' frames fall in, with its build id (asked of
+/// the symbolizer through any address inside it).
+pub fn modules_of(sym: &Symbolizer, seen: ModulesSeen) -> Vec<Module> {
+    seen.into_iter()
+        .map(|((pid, path), addr)| Module {
+            pid,
+            path: path.to_string(),
+            build_id: sym
+                .build_id(pid, addr)
+                .map(|id| id.iter().map(|b| format!("{b:02x}")).collect()),
+        })
+        .collect()
+}
