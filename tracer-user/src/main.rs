@@ -8,6 +8,7 @@ mod export;
 mod frontend;
 mod kmaps;
 mod model;
+mod numfmt;
 mod probe;
 mod process;
 mod render;

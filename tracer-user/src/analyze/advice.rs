@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::patterns::{ns_range_text, Lifetimes, PatternClass, SiteLifetimes, SitePattern};
 use super::Options;
-use crate::render::{fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
+use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
 
 /// pool: sizes span at most this many doubling buckets ("one size class")...
 pub const POOL_MAX_SIZE_BUCKETS: usize = 2;
@@ -90,13 +90,9 @@ pub fn for_site(s: &SitePattern, lifetimes: Option<&Lifetimes>, o: &Options) -> 
             suggestion: suggestion.to_string(),
         })
     };
-    let sizes = s.size_range.map_or_else(String::new, |r| {
-        if r.lo == r.hi {
-            fmt_bytes(r.lo)
-        } else {
-            format!("{}–{}", fmt_bytes(r.lo), fmt_bytes(r.hi))
-        }
-    });
+    let sizes = s
+        .size_range
+        .map_or_else(String::new, |r| fmt_byte_range(r.lo, r.hi));
     let freq = s.frequency.unwrap_or(0.0);
 
     if let Some(l) = lifetimes {

@@ -10,13 +10,15 @@
 //!
 //! Histograms are log2: bucket 0 holds 0, bucket i ≥ 1 holds [2^(i-1), 2^i - 1]. Sizes and
 //! lifetimes derived from them are bucket bounds, not exact values.
+use std::fmt::Write as _;
+
 use alloctrace_common::{bucket_floor, HIST_BUCKETS};
 use serde::{Deserialize, Serialize};
 
 use super::hotspots::site_name;
 use super::Options;
 use crate::model::{Counters, Frame, Profile, Site};
-use crate::render::{fmt_bytes, fmt_count_f, fmt_ns};
+use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count_f, fmt_ns};
 
 /// burst: an interval is quiet when its rate is at most the peak interval rate divided by
 /// this; a lone spike must also be this many times the median interval rate...
@@ -274,14 +276,6 @@ fn median(v: &mut [f64]) -> Option<f64> {
     })
 }
 
-fn range_text(r: Range) -> String {
-    if r.lo == r.hi {
-        fmt_bytes(r.lo)
-    } else {
-        format!("{}–{}", fmt_bytes(r.lo), fmt_bytes(r.hi))
-    }
-}
-
 /// The pattern of one site.
 pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
     let c = s.counters;
@@ -422,7 +416,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
             PatternClass::LargeInfrequent,
             format!(
                 "typical size {} ≥ {}, {}/s < {}/s",
-                range_text(t),
+                fmt_byte_range(t.lo, t.hi),
                 fmt_bytes(o.large_min_size),
                 fmt_count_f(f),
                 fmt_count_f(o.large_max_rate)
@@ -433,7 +427,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
             PatternClass::SmallFrequent,
             format!(
                 "typical size {} < {}, sustained {}/s > {}/s",
-                range_text(t),
+                fmt_byte_range(t.lo, t.hi),
                 fmt_bytes(o.small_max_size),
                 fmt_count_f(r),
                 fmt_count_f(o.small_min_rate)
@@ -501,6 +495,43 @@ pub fn analyze_lifetimes(p: &Profile, o: &Options) -> Vec<SiteLifetimes> {
         .into_iter()
         .filter_map(|s| site_lifetimes(s, o))
         .collect()
+}
+
+/// A site pattern's sizes and frequency in one line: `sizes A–B (typical C), N/s over Ts,
+/// peak P/s at Ts, idle I of J intervals` (the report and the HTML page both show it).
+pub fn pattern_detail(x: &SitePattern) -> String {
+    let mut line = String::new();
+    match (x.size_range, x.typical_size) {
+        (Some(r), Some(t)) if r != t => {
+            let _ = write!(
+                line,
+                "sizes {} (typical {}), ",
+                fmt_byte_range(r.lo, r.hi),
+                fmt_byte_range(t.lo, t.hi)
+            );
+        }
+        (Some(r), _) => {
+            let _ = write!(line, "size {}, ", fmt_byte_range(r.lo, r.hi));
+        }
+        _ => {}
+    }
+    match x.frequency {
+        Some(f) => {
+            let _ = write!(line, "{}/s over {:.1}s", fmt_count_f(f), x.span);
+        }
+        None => line.push_str("frequency n/a (no time passed)"),
+    }
+    if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
+        let _ = write!(line, ", peak {}/s at {at:.1}s", fmt_count_f(pk));
+    }
+    if x.idle_intervals > 0 {
+        let _ = write!(
+            line,
+            ", idle {} of {} intervals",
+            x.idle_intervals, x.intervals
+        );
+    }
+    line
 }
 
 /// `1–2 µs` for a lifetime bucket.

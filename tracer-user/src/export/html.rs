@@ -18,14 +18,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Result;
 
 use crate::analyze::hotspots::site_name;
-use crate::analyze::patterns::ns_range_text;
+use crate::analyze::patterns::{ns_range_text, pattern_detail};
 use crate::analyze::rate::Peak;
 use crate::analyze::Analysis;
 use crate::export::flamegraph::{self, xml_escape as esc};
 use crate::export::folded::FoldedWeight;
 use crate::export::plot;
 use crate::model::{Frame, Profile};
-use crate::render::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns, percent};
+use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns, percent};
 
 /// Frames of a site's stack listed under it.
 const MAX_FRAMES: usize = 24;
@@ -522,7 +522,7 @@ fn patterns(out: &mut String, a: &Analysis, top: usize, multi: bool) {
         if multi {
             let _ = write!(out, "<td class=\"num\">{}</td>", x.pid);
         }
-        let sizes = crate::render::pattern_detail(x);
+        let sizes = pattern_detail(x);
         let life = a
             .lifetimes
             .iter()

@@ -15,7 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::analyze::rate::{Peak, RatePoint};
 use crate::analyze::Analysis;
 use crate::model::Profile;
-use crate::render::{fmt_bytes, fmt_bytes_f, fmt_count_f};
+use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count_f};
 
 /// The output format, from the file name's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

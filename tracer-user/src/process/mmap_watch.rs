@@ -17,8 +17,8 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::process::procmaps::Mapping;
 use crate::kmaps::shared_array::SharedMapping;
+use crate::process::procmaps::Mapping;
 
 /// Data pages per CPU ring (a power of two). Side-band records are ~100 bytes and are drained
 /// at least every 100 ms: 64 KiB holds hundreds of them.

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use crate::analyze::advice::Advice;
 use crate::analyze::hotspots::{site_name, Hotspots};
-use crate::analyze::patterns::{ns_range_text, SitePattern};
+use crate::analyze::patterns::{ns_range_text, pattern_detail};
 use crate::analyze::rate::Peak;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
 use crate::analyze::{Analysis, GroupBy, SortBy};
 use crate::model::{Counters, Frame, Losses, Profile, Sample, TraceMode};
+use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_count_f, fmt_ns, percent};
 
 /// Processes shown per interval before the rest are summarized in one line.
 const MAX_INTERVAL_PROCS: usize = 20;
@@ -23,84 +24,11 @@ const LABEL: usize = 20;
 // Human units
 // ---------------------------------------------------------------------------------------------
 
-/// Scales `v` by `step` through `units` (the first unit is the unscaled one), with one decimal
-/// once scaled. Rounding never shows a value equal to `step` (1023.96 KiB is "1.0 MiB").
-fn scaled(v: f64, step: f64, units: &[&str], sep: &str, small: impl Fn(f64) -> String) -> String {
-    if !v.is_finite() || v < step {
-        return format!("{}{sep}{}", small(v.max(0.0)), units[0]);
-    }
-    let mut x = v;
-    let mut i = 0;
-    while i + 1 < units.len() && x >= step {
-        x /= step;
-        i += 1;
-    }
-    // "1023.96" would print as "1024.0": show it in the next unit instead.
-    if (x * 10.0).round() / 10.0 >= step && i + 1 < units.len() {
-        x /= step;
-        i += 1;
-    }
-    format!("{x:.1}{sep}{}", units[i])
-}
-
-const BYTE_UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-const COUNT_UNITS: &[&str] = &["", "k", "M", "G", "T", "P", "E"];
-
-/// `356 B`, `12.3 KiB`, `1.2 GiB`.
-pub fn fmt_bytes(n: u64) -> String {
-    scaled(n as f64, 1024.0, BYTE_UNITS, " ", |v| format!("{v:.0}"))
-}
-
-/// A byte rate or average: like [`fmt_bytes`], rounded to whole bytes below 1 KiB.
-pub fn fmt_bytes_f(v: f64) -> String {
-    scaled(v, 1024.0, BYTE_UNITS, " ", |v| format!("{v:.0}"))
-}
-
-/// `123`, `45.6k`, `3.4M`.
-pub fn fmt_count(n: u64) -> String {
-    scaled(n as f64, 1000.0, COUNT_UNITS, "", |v| format!("{v:.0}"))
-}
-
-/// A count rate: one decimal below 100 (a slow leak of 0.5 objects/s must not read as 0).
-pub fn fmt_count_f(v: f64) -> String {
-    scaled(v, 1000.0, COUNT_UNITS, "", |v| {
-        if v == 0.0 {
-            "0".to_string()
-        } else if v < 100.0 {
-            format!("{v:.1}")
-        } else {
-            format!("{v:.0}")
-        }
-    })
-}
-
-/// A duration in nanoseconds: `512 ns`, `1.0 µs`, `2.5 ms`, `1.5 s`.
-pub fn fmt_ns(n: u64) -> String {
-    let v = n as f64;
-    if v < 1e3 {
-        format!("{n} ns")
-    } else if v < 1e6 {
-        format!("{:.0} µs", v / 1e3)
-    } else if v < 1e9 {
-        format!("{:.1} ms", v / 1e6)
-    } else {
-        format!("{:.1} s", v / 1e9)
-    }
-}
-
 /// `1s`, `0.5s`, `2.25s`.
 fn fmt_interval(d: Duration) -> String {
     let s = format!("{:.3}", d.as_secs_f64());
     let s = s.trim_end_matches('0').trim_end_matches('.');
     format!("{s}s")
-}
-
-pub fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "-".to_string()
-    } else {
-        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
-    }
 }
 
 /// A frees/live cell: the value in full mode, `-` when frees were not traced.
@@ -554,14 +482,6 @@ fn fmt_secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}s"))
 }
 
-fn fmt_range(lo: u64, hi: u64) -> String {
-    if lo == hi {
-        fmt_bytes(lo)
-    } else {
-        format!("{}–{}", fmt_bytes(lo), fmt_bytes(hi))
-    }
-}
-
 fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool, sees_frees: bool) {
     if h.top.is_empty() {
         return;
@@ -614,43 +534,6 @@ fn render_hotspots(out: &mut String, h: &Hotspots, multi: bool, sees_frees: bool
             x.name,
         );
     }
-}
-
-/// A site pattern's sizes and frequency in one line: `sizes A–B (typical C), N/s over Ts,
-/// peak P/s at Ts, idle I of J intervals` (the report and the HTML page both show it).
-pub fn pattern_detail(x: &SitePattern) -> String {
-    let mut line = String::new();
-    match (x.size_range, x.typical_size) {
-        (Some(r), Some(t)) if r != t => {
-            let _ = write!(
-                line,
-                "sizes {} (typical {}), ",
-                fmt_range(r.lo, r.hi),
-                fmt_range(t.lo, t.hi)
-            );
-        }
-        (Some(r), _) => {
-            let _ = write!(line, "size {}, ", fmt_range(r.lo, r.hi));
-        }
-        _ => {}
-    }
-    match x.frequency {
-        Some(f) => {
-            let _ = write!(line, "{}/s over {:.1}s", fmt_count_f(f), x.span);
-        }
-        None => line.push_str("frequency n/a (no time passed)"),
-    }
-    if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
-        let _ = write!(line, ", peak {}/s at {at:.1}s", fmt_count_f(pk));
-    }
-    if x.idle_intervals > 0 {
-        let _ = write!(
-            line,
-            ", idle {} of {} intervals",
-            x.idle_intervals, x.intervals
-        );
-    }
-    line
 }
 
 fn render_patterns(out: &mut String, a: &Analysis, top: usize, multi: bool, sees_frees: bool) {
@@ -794,23 +677,7 @@ mod tests {
     }
 
     #[test]
-    fn units() {
-        assert_eq!(fmt_bytes(0), "0 B");
-        assert_eq!(fmt_bytes(1023), "1023 B");
-        assert_eq!(fmt_bytes(1024), "1.0 KiB");
-        assert_eq!(fmt_bytes(12_900_000), "12.3 MiB");
-        assert_eq!(fmt_bytes(1024 * 1024 - 1), "1.0 MiB");
-        assert_eq!(fmt_bytes(3 << 30), "3.0 GiB");
-        assert_eq!(fmt_bytes(u64::MAX), "16.0 EiB");
-        assert_eq!(fmt_count(999), "999");
-        assert_eq!(fmt_count(45_600), "45.6k");
-        assert_eq!(fmt_count(999_960), "1.0M");
-        assert_eq!(fmt_count(3_400_000), "3.4M");
-        assert_eq!(fmt_count_f(0.0), "0");
-        assert_eq!(fmt_count_f(0.5), "0.5");
-        assert_eq!(fmt_count_f(250.0), "250");
-        assert_eq!(fmt_bytes_f(355.6), "356 B");
-        assert_eq!(fmt_bytes_f(f64::NAN), "0 B");
+    fn interval_text() {
         assert_eq!(fmt_interval(Duration::from_secs(1)), "1s");
         assert_eq!(fmt_interval(Duration::from_millis(250)), "0.25s");
     }
