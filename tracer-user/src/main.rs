@@ -14,6 +14,8 @@ mod process;
 mod render;
 mod symbolize;
 mod target;
+#[cfg(test)]
+mod testkit;
 
 use std::process::ExitCode;
 

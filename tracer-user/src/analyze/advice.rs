@@ -192,9 +192,8 @@ pub fn analyze(patterns: &[SitePattern], lifetimes: &[SiteLifetimes], o: &Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::patterns::tests::{hist, series_site};
     use crate::analyze::patterns::{classify, site_lifetimes};
-    use crate::analyze::rate::tests::profile;
+    use crate::testkit::{hist, profile, series_site};
 
     fn advise(s: &crate::model::Site, dur_ms: u64) -> Vec<Advice> {
         let o = Options::default();

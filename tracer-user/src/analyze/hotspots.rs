@@ -219,41 +219,9 @@ pub fn analyze(p: &Profile, o: &Options) -> Hotspots {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::analyze::rate::tests::{c, profile};
-    use crate::model::SitePoint;
-    use std::time::Duration;
-
-    pub fn frame(function: Option<&str>, module: &str) -> Frame {
-        Frame {
-            addr: 0x1000,
-            function: function.map(Into::into),
-            module: Some(module.into()),
-            module_offset: 0x10,
-            ..Default::default()
-        }
-    }
-
-    pub fn site(pid: u32, stack_id: u64, frames: Vec<Frame>, counters: Counters) -> Site {
-        Site {
-            pid,
-            stack_id,
-            frames,
-            counters,
-            size_hist: vec![],
-            life_hist: vec![],
-            series: vec![],
-            sampled: None,
-        }
-    }
-
-    pub fn pt(t_ms: u64, counters: Counters) -> SitePoint {
-        SitePoint {
-            t: Duration::from_millis(t_ms),
-            counters,
-        }
-    }
+    use crate::testkit::{c, frame, profile, pt, site};
 
     #[test]
     fn caller_skips_libc_and_allocator() {

@@ -96,12 +96,13 @@ pub fn analyze(p: &Profile, o: &Options) -> Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{profile, series_site};
 
     #[test]
     fn analysis_round_trips_through_json() {
         let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
-        let mut p = rate::tests::profile(5000, vec![]);
-        p.sites = vec![patterns::tests::series_site(64, &pts, 100)];
+        let mut p = profile(5000, vec![]);
+        p.sites = vec![series_site(64, &pts, 100)];
         let a = analyze(&p, &Options::default());
         assert_eq!(a.patterns.len(), 1);
         assert_eq!(a.hotspots.top.len(), 1);
@@ -112,7 +113,7 @@ mod tests {
 
     #[test]
     fn empty_profile() {
-        let a = analyze(&rate::tests::profile(0, vec![]), &Options::default());
+        let a = analyze(&profile(0, vec![]), &Options::default());
         assert!(a.patterns.is_empty() && a.advice.is_empty() && a.hotspots.top.is_empty());
         assert!(a.rate.series.is_empty());
     }

@@ -540,32 +540,10 @@ pub fn ns_range_text(r: Range) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::analyze::hotspots::tests::{pt, site};
-    use crate::analyze::rate::tests::{c, profile};
-    use alloctrace_common::log2_bucket;
+    use crate::testkit::{c, hist, profile, pt, series_site, site};
     use std::time::Duration;
-
-    /// A histogram with `n` values of `v`.
-    pub fn hist(entries: &[(u64, u64)]) -> Vec<u64> {
-        let mut h = vec![0; HIST_BUCKETS];
-        for &(v, n) in entries {
-            h[log2_bucket(v)] += n;
-        }
-        h
-    }
-
-    /// A site whose series is `(t_ms, allocs, frees)` at `size` bytes each.
-    pub fn series_site(size: u64, pts: &[(u64, u64, u64)], life_ns: u64) -> Site {
-        let cc = |a: u64, f: u64| c(a, a * size, f, f * size);
-        let &(_, a, f) = pts.last().unwrap();
-        let mut s = site(1, 1, vec![], cc(a, f));
-        s.series = pts.iter().map(|&(t, a, f)| pt(t, cc(a, f))).collect();
-        s.size_hist = hist(&[(size, a)]);
-        s.life_hist = hist(&[(life_ns, f)]);
-        s
-    }
 
     fn run(s: &Site, dur_ms: u64) -> SitePattern {
         classify(&profile(dur_ms, vec![]), s, &Options::default())

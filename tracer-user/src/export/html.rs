@@ -663,10 +663,9 @@ pub fn render(p: &Profile, a: &Analysis, w: FoldedWeight, top: usize) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::patterns::tests::series_site;
-    use crate::analyze::rate::tests::{c, profile};
     use crate::analyze::{analyze, Options};
     use crate::model::{Process, Target};
+    use crate::testkit::{c, profile, series_site};
 
     fn named(mut s: crate::model::Site, name: &str, stack_id: u64) -> crate::model::Site {
         s.stack_id = stack_id;

@@ -387,9 +387,9 @@ pub fn svg_charts(p: &Profile, a: &Analysis) -> Result<SvgCharts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::rate::tests::{c, profile};
     use crate::analyze::{analyze, Options};
     use crate::model::{Process, Target};
+    use crate::testkit::{c, profile};
 
     fn three_samples() -> Profile {
         let end = c(30, 3000, 10, 1000);

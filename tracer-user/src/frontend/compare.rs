@@ -427,8 +427,8 @@ pub fn run(before: &Path, after: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::rate::tests::c;
     use crate::model::{Frame, Losses, Site, Target};
+    use crate::testkit::c;
 
     fn frame(name: &str, addr: u64) -> Frame {
         Frame {

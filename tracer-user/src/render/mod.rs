@@ -617,64 +617,8 @@ fn render_advice(out: &mut String, advice: &[Advice], top: usize, multi: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::hotspots::tests::site;
-    use crate::analyze::rate::tests::c;
-    use crate::model::{Process, Site, Target};
-    use std::collections::BTreeMap;
-
-    fn frame(function: &str, file: Option<&str>, line: Option<u32>) -> Frame {
-        Frame {
-            addr: 0x1000,
-            function: Some(function.into()),
-            function_offset: 4,
-            module: Some("/usr/bin/prog".into()),
-            module_offset: 0x1000,
-            file: file.map(Into::into),
-            line,
-        }
-    }
-
-    fn sample(t_ms: u64, procs: &[(u32, Counters)]) -> Sample {
-        Sample {
-            t: Duration::from_millis(t_ms),
-            processes: procs.iter().copied().collect::<BTreeMap<_, _>>(),
-        }
-    }
-
-    fn profile(
-        processes: Vec<Process>,
-        sites: Vec<Site>,
-        samples: Vec<Sample>,
-        duration_ms: u64,
-    ) -> Profile {
-        Profile {
-            target: Target::Command {
-                argv: vec!["./prog".into(), "-x".into()],
-                pid: 100,
-            },
-            mode: crate::model::TraceMode::Full,
-            start_unix_secs: 1_700_000_000,
-            duration: Duration::from_millis(duration_ms),
-            interval: Duration::from_secs(1),
-            samples,
-            processes,
-            sites,
-            losses: Losses::default(),
-            modules: vec![],
-            sample_bytes: None,
-            tracer: None,
-        }
-    }
-
-    fn proc_(pid: u32, comm: &str, counters: Counters) -> Process {
-        Process {
-            pid,
-            comm: comm.into(),
-            counters,
-            unknown_frees: 0,
-            unseen: None,
-        }
-    }
+    use crate::model::Target;
+    use crate::testkit::{c, command_profile, proc_, sample, series_site, site, src_frame};
 
     #[test]
     fn interval_text() {
@@ -774,14 +718,14 @@ mod tests {
     #[test]
     fn report_one_site() {
         let counters = c(1000, 1_000_000, 900, 900_000);
-        let p = profile(
+        let p = command_profile(
             vec![proc_(100, "prog", counters)],
             vec![site(
                 100,
                 7,
                 vec![
-                    frame("alloc_a", Some("src/main.rs"), Some(12)),
-                    frame("main", Some("src/main.rs"), None),
+                    src_frame("alloc_a", Some("src/main.rs"), Some(12)),
+                    src_frame("main", Some("src/main.rs"), None),
                 ],
                 counters,
             )],
@@ -824,9 +768,14 @@ Advice: none (no site's numbers met a rule)
     #[test]
     fn report_alloc_only_says_what_was_not_traced() {
         let counters = c(1000, 1_000_000, 0, 0);
-        let mut p = profile(
+        let mut p = command_profile(
             vec![proc_(100, "prog", counters)],
-            vec![site(100, 7, vec![frame("alloc_a", None, None)], counters)],
+            vec![site(
+                100,
+                7,
+                vec![src_frame("alloc_a", None, None)],
+                counters,
+            )],
             vec![
                 sample(1000, &[(100, c(400, 400_000, 0, 0))]),
                 sample(2000, &[(100, counters)]),
@@ -862,9 +811,14 @@ Advice: none (no site's numbers met a rule)
     #[test]
     fn report_says_what_the_run_cost_the_tracer() {
         let counters = c(10, 1000, 10, 1000);
-        let mut p = profile(
+        let mut p = command_profile(
             vec![proc_(100, "prog", counters)],
-            vec![site(100, 7, vec![frame("alloc_a", None, None)], counters)],
+            vec![site(
+                100,
+                7,
+                vec![src_frame("alloc_a", None, None)],
+                counters,
+            )],
             vec![sample(1000, &[(100, counters)])],
             1000,
         );
@@ -881,7 +835,7 @@ Advice: none (no site's numbers met a rule)
     #[test]
     fn report_says_when_a_process_went_unseen() {
         let counters = c(10, 1000, 10, 1000);
-        let mut p = profile(
+        let mut p = command_profile(
             vec![proc_(100, "sh", counters)],
             vec![],
             vec![sample(1000, &[(100, counters)])],
@@ -924,7 +878,7 @@ Advice: none (no site's numbers met a rule)
         let z = c(0, 0, 3, 300);
         let big = c(1, 1 << 20, 0, 0);
         let long: Vec<Frame> = (0..15)
-            .map(|i| frame(&format!("f{i}"), None, None))
+            .map(|i| src_frame(&format!("f{i}"), None, None))
             .collect();
         let mut unknown = Frame {
             addr: 0xdead,
@@ -938,12 +892,12 @@ Advice: none (no site's numbers met a rule)
         total.add(&big);
         let mut proc = proc_(100, "prog", total);
         proc.unknown_frees = 3;
-        let mut p = profile(
+        let mut p = command_profile(
             vec![proc],
             vec![
-                site(100, 1, vec![frame("a", None, None)], a),
+                site(100, 1, vec![src_frame("a", None, None)], a),
                 site(100, 2, vec![unknown], b),
-                site(100, 3, vec![frame("zero", None, None)], z),
+                site(100, 3, vec![src_frame("zero", None, None)], z),
                 site(100, 4, long, big),
                 site(100, 5, vec![], c(1, 1, 0, 0)),
             ],
@@ -1018,10 +972,10 @@ Advice: none (no site's numbers met a rule)
     fn report_system_wide() {
         let c1 = c(3000, 3 << 20, 1000, 1 << 20);
         let c2 = c(10, 4096, 10, 4096);
-        let mut p = profile(
+        let mut p = command_profile(
             vec![proc_(42, "worker", c2), proc_(4242, "a-long-name", c1)],
             vec![
-                site(42, 1, vec![frame("w_alloc", None, None)], c2),
+                site(42, 1, vec![src_frame("w_alloc", None, None)], c2),
                 site(4242, 1, vec![], c1),
             ],
             vec![
@@ -1075,7 +1029,7 @@ Advice: none (no site's numbers met a rule)
 
     #[test]
     fn report_empty_profile() {
-        let p = profile(vec![], vec![], vec![], 0);
+        let p = command_profile(vec![], vec![], vec![], 0);
         let expected = "\
 === Allocation Report: ./prog -x ===
 Duration:           0.00s   (no samples)
@@ -1093,18 +1047,20 @@ Allocation sites: none recorded
 
     #[test]
     fn report_analysis_sections() {
-        use crate::analyze::patterns::tests::series_site;
         // A pool candidate (64 B, 1000/s, dying at once) and a leak (256 B, never freed).
         let pts: Vec<_> = (1..=4).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
         let mut pool = series_site(64, &pts, 100);
-        pool.frames = vec![frame("parse_token", None, None), frame("main", None, None)];
+        pool.frames = vec![
+            src_frame("parse_token", None, None),
+            src_frame("main", None, None),
+        ];
         let pts: Vec<_> = (1..=4).map(|i| (i * 1000, i * 50, 0)).collect();
         let mut leak = series_site(256, &pts, 0);
         leak.stack_id = 2;
-        leak.frames = vec![frame("cache_insert", None, None)];
+        leak.frames = vec![src_frame("cache_insert", None, None)];
         let mut total = pool.counters;
         total.add(&leak.counters);
-        let p = profile(
+        let p = command_profile(
             vec![proc_(1, "prog", total)],
             vec![pool, leak],
             vec![],
@@ -1145,7 +1101,7 @@ Advice:
     #[test]
     fn rates_without_samples_and_single_sample() {
         let counters = c(10, 10_240, 0, 0);
-        let mut p = profile(vec![proc_(1, "p", counters)], vec![], vec![], 2000);
+        let mut p = command_profile(vec![proc_(1, "p", counters)], vec![], vec![], 2000);
         let text = render_text(&p, 10);
         assert!(
             text.contains("Alloc rate:         avg 5.0 KiB/s\n"),
