@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::patterns::{ns_range_text, Lifetimes, PatternClass, SiteLifetimes, SitePattern};
+use super::histogram::ns_range_text;
+use super::lifetimes::{Lifetimes, SiteLifetimes};
+use super::patterns::{PatternClass, SitePattern};
 use super::Options;
 use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
 
@@ -192,7 +194,8 @@ pub fn analyze(patterns: &[SitePattern], lifetimes: &[SiteLifetimes], o: &Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::patterns::{classify, site_lifetimes};
+    use crate::analyze::lifetimes::site_lifetimes;
+    use crate::analyze::patterns::classify;
     use crate::testkit::{hist, profile, series_site};
 
     fn advise(s: &crate::model::Site, dur_ms: u64) -> Vec<Advice> {

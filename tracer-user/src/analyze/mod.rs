@@ -1,6 +1,8 @@
 //! Analyzers: pure functions of a drained `Profile`, one module each.
 pub mod advice;
+pub mod histogram;
 pub mod hotspots;
+pub mod lifetimes;
 pub mod patterns;
 pub mod rate;
 
@@ -75,14 +77,14 @@ pub struct Analysis {
     /// Every site with allocations, biggest (bytes) first.
     pub patterns: Vec<patterns::SitePattern>,
     /// Every site with freed blocks, in the same order.
-    pub lifetimes: Vec<patterns::SiteLifetimes>,
+    pub lifetimes: Vec<lifetimes::SiteLifetimes>,
     pub advice: Vec<advice::Advice>,
 }
 
 /// Runs every analyzer over `p`.
 pub fn analyze(p: &Profile, o: &Options) -> Analysis {
     let patterns = patterns::analyze(p, o);
-    let lifetimes = patterns::analyze_lifetimes(p, o);
+    let lifetimes = lifetimes::analyze(p, o);
     Analysis {
         options: o.clone(),
         rate: rate::analyze(p),

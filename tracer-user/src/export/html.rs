@@ -17,8 +17,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 
+use crate::analyze::histogram::ns_range_text;
 use crate::analyze::hotspots::site_name;
-use crate::analyze::patterns::{ns_range_text, pattern_detail};
+use crate::analyze::patterns::pattern_detail;
 use crate::analyze::rate::Peak;
 use crate::analyze::Analysis;
 use crate::export::flamegraph::{self, xml_escape as esc};

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::analyze::advice::Advice;
+use crate::analyze::histogram::ns_range_text;
 use crate::analyze::hotspots::{site_name, Hotspots};
-use crate::analyze::patterns::{ns_range_text, pattern_detail};
+use crate::analyze::patterns::pattern_detail;
 use crate::analyze::rate::Peak;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
