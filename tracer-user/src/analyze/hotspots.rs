@@ -70,6 +70,16 @@ pub fn site_name(s: &Site) -> String {
         .map_or_else(|| "[no stack]".to_string(), Frame::name)
 }
 
+/// How a frame appears in a stack listing (the text report, the HTML page): its name plus
+/// `(file:line)` when known.
+pub fn frame_line(f: &Frame) -> String {
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{} ({file}:{line})", f.name()),
+        (Some(file), None) => format!("{} ({file})", f.name()),
+        _ => f.name(),
+    }
+}
+
 /// When a site first allocated and last allocated, from its series: the first point with
 /// allocations and the last point where the allocation count moved (seconds since the start).
 pub fn seen(s: &Site) -> Option<(f64, f64)> {

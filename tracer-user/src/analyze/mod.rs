@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{duration_secs, Profile};
+use crate::model::{duration_secs, Process, Profile};
 
 /// What an allocation site is, for the hot-spot table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -79,6 +79,19 @@ pub struct Analysis {
     /// Every site with freed blocks, in the same order.
     pub lifetimes: Vec<lifetimes::SiteLifetimes>,
     pub advice: Vec<advice::Advice>,
+}
+
+/// The traced processes, most bytes allocated first (by pid on a tie), as the report's and
+/// the page's process tables list them.
+pub fn processes_by_bytes(p: &Profile) -> Vec<&Process> {
+    let mut procs: Vec<_> = p.processes.iter().collect();
+    procs.sort_by(|a, b| {
+        b.counters
+            .bytes
+            .cmp(&a.counters.bytes)
+            .then(a.pid.cmp(&b.pid))
+    });
+    procs
 }
 
 /// Runs every analyzer over `p`.

@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use crate::analyze::advice::Advice;
 use crate::analyze::histogram::ns_range_text;
-use crate::analyze::hotspots::{site_name, Hotspots};
+use crate::analyze::hotspots::{frame_line, site_name, Hotspots};
 use crate::analyze::patterns::pattern_detail;
-use crate::analyze::{Analysis, GroupBy, SortBy};
-use crate::model::{Frame, Profile};
+use crate::analyze::{processes_by_bytes, Analysis, GroupBy, SortBy};
+use crate::model::Profile;
 use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_ns, percent};
 
 /// Frames of a site's stack shown in the final report.
@@ -22,24 +22,9 @@ pub(super) fn if_traced(sees_frees: bool, v: String) -> String {
     }
 }
 
-/// How a frame appears in a stack listing: its name plus `(file:line)` when known.
-fn frame_line(f: &Frame) -> String {
-    match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{} ({file}:{line})", f.name()),
-        (Some(file), None) => format!("{} ({file})", f.name()),
-        _ => f.name(),
-    }
-}
-
 pub(super) fn render_processes(out: &mut String, p: &Profile, top: usize) {
     let sees_frees = p.mode.sees_frees();
-    let mut procs: Vec<_> = p.processes.iter().collect();
-    procs.sort_by(|a, b| {
-        b.counters
-            .bytes
-            .cmp(&a.counters.bytes)
-            .then(a.pid.cmp(&b.pid))
-    });
+    let procs = processes_by_bytes(p);
     let shown = procs.len().min(top);
     let _ = writeln!(
         out,
