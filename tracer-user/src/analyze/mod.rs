@@ -1,4 +1,6 @@
-//! Analyzers: pure functions of a drained `Profile`, one module each.
+//! Analyzers: pure functions of a drained `Profile`, one module each (rate, hotspots,
+//! patterns, lifetimes, advice); `histogram` reads the kernel's log2 histograms for them.
+//! They format numbers with `crate::numfmt`, never with the text report (which imports them).
 pub mod advice;
 pub mod histogram;
 pub mod hotspots;
