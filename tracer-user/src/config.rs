@@ -6,9 +6,9 @@ use std::time::Duration;
 use crate::analyze::SortBy;
 use crate::cli::{Cli, ReportFormat};
 use crate::export::folded::FoldedWeight;
-use crate::export::output;
 use crate::export::plot::PlotFormat;
 use crate::model::TraceMode;
+use crate::export::output;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetSpec {

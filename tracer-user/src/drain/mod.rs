@@ -12,9 +12,9 @@ use aya::Ebpf;
 
 use crate::kmaps::live_table::LiveTable;
 use crate::kmaps::map_batch;
+use crate::model::{Counters, Losses, Sample, SitePoint};
 use crate::kmaps::owned_totals::OwnedSlots;
 use crate::kmaps::site_table::{SiteCounters, SiteTable};
-use crate::model::{Counters, Losses, Sample, SitePoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {

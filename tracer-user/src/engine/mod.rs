@@ -15,23 +15,23 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::ReportFormat;
 use crate::config::{Config, TargetSpec};
-use crate::drain::sampling;
 use crate::drain::{self, Drainer, ProcTotals, RawSite};
 use crate::export;
-use crate::export::output;
+use crate::probe::follow;
 use crate::kmaps::loader::{self, Sizes};
+use crate::process::mmap_watch::MmapWatch;
 use crate::model::{
     Counters, Losses, Module, Process, Profile, Sample, Site, Target, TraceMode, TracerCost, Unseen,
 };
-use crate::probe::follow;
-use crate::probe::retarget::Retarget;
+use crate::export::output;
 use crate::probe::{self, Scope};
-use crate::process::mmap_watch::MmapWatch;
 use crate::render;
+use crate::probe::retarget::Retarget;
+use crate::drain::sampling;
 use crate::symbolize::site_merge;
+use crate::target::launch;
 use crate::symbolize::Symbolizer;
 use crate::target;
-use crate::target::launch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use alloctrace_common::{sites, SiteSlot, SiteStats, StackKey, HIST_BUCKETS};
 use aya::maps::Map;
 
-use crate::kmaps::shared_array::SharedArray;
 use crate::model::Counters;
+use crate::kmaps::shared_array::SharedArray;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use aya::programs::uprobe::UProbeLink;
 use aya::Ebpf;
 
+use crate::process::mmap_watch::{ExecLog, Forked};
 use crate::model::{TraceMode, Unseen};
 use crate::probe::{self, Attached, Entry, ProbeSpec, Scope};
-use crate::process::mmap_watch::{ExecLog, Forked};
 use crate::symbolize::Symbolizer;
 
 /// What the event thread's follower tells the main loop.

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 
-use crate::kmaps::shared_array::SharedMapping;
-use crate::model::TraceMode;
-use crate::probe::{self, Attached, Entry, ProbeError, ProbeSpec, Scope};
 use crate::process::mmap_watch::{
     perf_event_open, PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_TYPE_SOFTWARE,
 };
+use crate::model::TraceMode;
+use crate::probe::{self, Attached, Entry, ProbeError, ProbeSpec, Scope};
+use crate::kmaps::shared_array::SharedMapping;
 
 /// A dummy perf event on one task. With a ring mapped (its control page alone), `poll` says
 /// `POLLHUP` once the task has exited, and the kernel wakes pollers then; without one it
