@@ -9,11 +9,14 @@ mod export;
 mod frontend;
 mod kmaps;
 mod model;
+mod numfmt;
 mod probe;
 mod process;
 mod render;
 mod symbolize;
 mod target;
+#[cfg(test)]
+mod testkit;
 mod unwind;
 
 use std::process::ExitCode;

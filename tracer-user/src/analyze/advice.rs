@@ -4,9 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::patterns::{ns_range_text, Lifetimes, PatternClass, SiteLifetimes, SitePattern};
+use super::histogram::ns_range_text;
+use super::lifetimes::{Lifetimes, SiteLifetimes};
+use super::patterns::{PatternClass, SitePattern};
 use super::Options;
-use crate::render::{fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
+use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count, fmt_count_f, fmt_ns};
 
 /// pool: sizes span at most this many doubling buckets ("one size class")...
 pub const POOL_MAX_SIZE_BUCKETS: usize = 2;
@@ -90,13 +92,9 @@ pub fn for_site(s: &SitePattern, lifetimes: Option<&Lifetimes>, o: &Options) -> 
             suggestion: suggestion.to_string(),
         })
     };
-    let sizes = s.size_range.map_or_else(String::new, |r| {
-        if r.lo == r.hi {
-            fmt_bytes(r.lo)
-        } else {
-            format!("{}–{}", fmt_bytes(r.lo), fmt_bytes(r.hi))
-        }
-    });
+    let sizes = s
+        .size_range
+        .map_or_else(String::new, |r| fmt_byte_range(r.lo, r.hi));
     let freq = s.frequency.unwrap_or(0.0);
 
     if let Some(l) = lifetimes {
@@ -196,9 +194,9 @@ pub fn analyze(patterns: &[SitePattern], lifetimes: &[SiteLifetimes], o: &Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::patterns::tests::{hist, series_site};
-    use crate::analyze::patterns::{classify, site_lifetimes};
-    use crate::analyze::rate::tests::profile;
+    use crate::analyze::lifetimes::site_lifetimes;
+    use crate::analyze::patterns::classify;
+    use crate::testkit::{hist, profile, series_site};
 
     fn advise(s: &crate::model::Site, dur_ms: u64) -> Vec<Advice> {
         let o = Options::default();

@@ -26,6 +26,16 @@ pub fn site_name(s: &Site) -> String {
         .map_or_else(|| "[no stack]".to_string(), Frame::name)
 }
 
+/// How a frame appears in a stack listing (the text report, the HTML page): its name plus
+/// `(file:line)` when known.
+pub fn frame_line(f: &Frame) -> String {
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{} ({file}:{line})", f.name()),
+        (Some(file), None) => format!("{} ({file})", f.name()),
+        _ => f.name(),
+    }
+}
+
 /// When a site first allocated and last allocated, from its series: the first point with
 /// allocations and the last point where the allocation count moved (seconds since the start).
 pub fn seen(s: &Site) -> Option<(f64, f64)> {
@@ -175,41 +185,9 @@ pub fn analyze(p: &Profile, o: &Options) -> Hotspots {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::analyze::rate::tests::{c, profile};
-    use crate::model::SitePoint;
-    use std::time::Duration;
-
-    pub fn frame(function: Option<&str>, module: &str) -> Frame {
-        Frame {
-            addr: 0x1000,
-            function: function.map(Into::into),
-            module: Some(module.into()),
-            module_offset: 0x10,
-            ..Default::default()
-        }
-    }
-
-    pub fn site(pid: u32, stack_id: u64, frames: Vec<Frame>, counters: Counters) -> Site {
-        Site {
-            pid,
-            stack_id,
-            frames,
-            counters,
-            size_hist: vec![],
-            life_hist: vec![],
-            series: vec![],
-            sampled: None,
-        }
-    }
-
-    pub fn pt(t_ms: u64, counters: Counters) -> SitePoint {
-        SitePoint {
-            t: Duration::from_millis(t_ms),
-            counters,
-        }
-    }
+    use crate::testkit::{c, frame, profile, pt, site};
 
     #[test]
     fn caller_skips_libc_and_allocator() {

@@ -1,6 +1,10 @@
-//! Analyzers: pure functions of a drained `Profile`, one module each.
+//! Analyzers: pure functions of a drained `Profile`, one module each (rate, hotspots,
+//! patterns, lifetimes, advice); `histogram` reads the kernel's log2 histograms for them.
+//! They format numbers with `crate::numfmt`, never with the text report (which imports them).
 pub mod advice;
+pub mod histogram;
 pub mod hotspots;
+pub mod lifetimes;
 pub mod patterns;
 pub mod rate;
 
@@ -9,7 +13,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{duration_secs, Profile};
+use crate::model::{duration_secs, Process, Profile};
 
 /// What an allocation site is, for the hot-spot table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -75,14 +79,27 @@ pub struct Analysis {
     /// Every site with allocations, biggest (bytes) first.
     pub patterns: Vec<patterns::SitePattern>,
     /// Every site with freed blocks, in the same order.
-    pub lifetimes: Vec<patterns::SiteLifetimes>,
+    pub lifetimes: Vec<lifetimes::SiteLifetimes>,
     pub advice: Vec<advice::Advice>,
+}
+
+/// The traced processes, most bytes allocated first (by pid on a tie), as the report's and
+/// the page's process tables list them.
+pub fn processes_by_bytes(p: &Profile) -> Vec<&Process> {
+    let mut procs: Vec<_> = p.processes.iter().collect();
+    procs.sort_by(|a, b| {
+        b.counters
+            .bytes
+            .cmp(&a.counters.bytes)
+            .then(a.pid.cmp(&b.pid))
+    });
+    procs
 }
 
 /// Runs every analyzer over `p`.
 pub fn analyze(p: &Profile, o: &Options) -> Analysis {
     let patterns = patterns::analyze(p, o);
-    let lifetimes = patterns::analyze_lifetimes(p, o);
+    let lifetimes = lifetimes::analyze(p, o);
     Analysis {
         options: o.clone(),
         rate: rate::analyze(p),
@@ -96,12 +113,13 @@ pub fn analyze(p: &Profile, o: &Options) -> Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{profile, series_site};
 
     #[test]
     fn analysis_round_trips_through_json() {
         let pts: Vec<_> = (1..=5).map(|i| (i * 1000, i * 1000, i * 1000)).collect();
-        let mut p = rate::tests::profile(5000, vec![]);
-        p.sites = vec![patterns::tests::series_site(64, &pts, 100)];
+        let mut p = profile(5000, vec![]);
+        p.sites = vec![series_site(64, &pts, 100)];
         let a = analyze(&p, &Options::default());
         assert_eq!(a.patterns.len(), 1);
         assert_eq!(a.hotspots.top.len(), 1);
@@ -112,7 +130,7 @@ mod tests {
 
     #[test]
     fn empty_profile() {
-        let a = analyze(&rate::tests::profile(0, vec![]), &Options::default());
+        let a = analyze(&profile(0, vec![]), &Options::default());
         assert!(a.patterns.is_empty() && a.advice.is_empty() && a.hotspots.top.is_empty());
         assert!(a.rate.series.is_empty());
     }

@@ -1,6 +1,6 @@
 //! The pattern analyzer (the guide's `AllocationPatternAnalyzer`), per allocation site (one
-//! process and one stack): a class from the site's per-interval series and size histogram,
-//! and its lifetimes from the kernel's lifetime histogram.
+//! process and one stack): a class from the site's per-interval series and size histogram.
+//! Lifetimes, from the kernel's lifetime histogram, are [`super::lifetimes`].
 //!
 //! Intervals: the series has a point at each drain where the site's counters moved, so the
 //! delta between consecutive points happened in the drain period ending at the later point
@@ -8,15 +8,17 @@
 //! partial drain). Whole intervals between two points without a point were idle (rate 0).
 //! The first point counts from zero over at most one interval.
 //!
-//! Histograms are log2: bucket 0 holds 0, bucket i ≥ 1 holds [2^(i-1), 2^i - 1]. Sizes and
-//! lifetimes derived from them are bucket bounds, not exact values.
-use alloctrace_common::{bucket_floor, HIST_BUCKETS};
+//! Sizes derived from the size histogram are bucket bounds, not exact values (see
+//! [`super::histogram`]).
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 
+use super::histogram::{bucket_range, bucket_span, quantile_bucket, Range};
 use super::hotspots::site_name;
 use super::Options;
 use crate::model::{Counters, Frame, Profile, Site};
-use crate::render::{fmt_bytes, fmt_count_f, fmt_ns};
+use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count_f};
 
 /// burst: an interval is quiet when its rate is at most the peak interval rate divided by
 /// this; a lone spike must also be this many times the median interval rate...
@@ -57,87 +59,6 @@ impl std::fmt::Display for PatternClass {
             PatternClass::Steady => "steady",
         })
     }
-}
-
-/// Inclusive bounds from a log2 histogram (bucket bounds, not exact values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Range {
-    pub lo: u64,
-    pub hi: u64,
-}
-
-/// The inclusive bounds of log2 bucket `i`.
-pub fn bucket_range(i: usize) -> Range {
-    let hi = if i + 1 >= HIST_BUCKETS {
-        u64::MAX
-    } else {
-        bucket_floor(i + 1).saturating_sub(1)
-    };
-    Range {
-        lo: bucket_floor(i),
-        hi,
-    }
-}
-
-/// The bucket holding quantile `q` (0 < q ≤ 1) of a histogram; `None` when it is empty.
-pub fn quantile_bucket(hist: &[u64], q: f64) -> Option<usize> {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let target = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut cum = 0;
-    hist.iter().position(|&n| {
-        cum += n;
-        cum >= target
-    })
-}
-
-/// Lowest and highest non-empty buckets.
-pub fn bucket_span(hist: &[u64]) -> Option<(usize, usize)> {
-    let lo = hist.iter().position(|&n| n > 0)?;
-    let hi = hist.iter().rposition(|&n| n > 0)?;
-    Some((lo, hi))
-}
-
-/// Lifetimes of a site's freed blocks, from its lifetime histogram (ns).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Lifetimes {
-    /// Blocks in the histogram (freed with a known allocation).
-    pub freed: u64,
-    /// Bucket bounds of the median lifetime, ns.
-    pub median_ns: Range,
-    /// Bucket bounds of the 90th-percentile lifetime, ns.
-    pub p90_ns: Range,
-    /// Share (0..=1) of the freed blocks that lived less than `short_lived_below_ns`.
-    pub short_lived_share: f64,
-    /// The threshold actually applied: only buckets entirely below the configured threshold
-    /// count, so this is the threshold rounded down to a power of two (an underestimate of the
-    /// share under the configured threshold).
-    pub short_lived_below_ns: u64,
-}
-
-/// Lifetimes from a histogram; `None` when no block was freed.
-pub fn lifetimes(hist: &[u64], short_lived_ns: u64) -> Option<Lifetimes> {
-    let freed: u64 = hist.iter().sum();
-    let median = quantile_bucket(hist, 0.5)?;
-    let p90 = quantile_bucket(hist, 0.9)?;
-    // Buckets whose upper bound is below the threshold.
-    let below = (0..hist.len())
-        .take_while(|&i| bucket_range(i).hi < short_lived_ns)
-        .count();
-    let short: u64 = hist[..below].iter().sum();
-    Some(Lifetimes {
-        freed,
-        median_ns: bucket_range(median),
-        p90_ns: bucket_range(p90),
-        short_lived_share: short as f64 / freed as f64,
-        short_lived_below_ns: if below == 0 {
-            0
-        } else {
-            bucket_range(below - 1).hi.saturating_add(1)
-        },
-    })
 }
 
 /// A least-squares line through (t, live bytes).
@@ -272,14 +193,6 @@ fn median(v: &mut [f64]) -> Option<f64> {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     })
-}
-
-fn range_text(r: Range) -> String {
-    if r.lo == r.hi {
-        fmt_bytes(r.lo)
-    } else {
-        format!("{}–{}", fmt_bytes(r.lo), fmt_bytes(r.hi))
-    }
 }
 
 /// The pattern of one site.
@@ -422,7 +335,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
             PatternClass::LargeInfrequent,
             format!(
                 "typical size {} ≥ {}, {}/s < {}/s",
-                range_text(t),
+                fmt_byte_range(t.lo, t.hi),
                 fmt_bytes(o.large_min_size),
                 fmt_count_f(f),
                 fmt_count_f(o.large_max_rate)
@@ -433,7 +346,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
             PatternClass::SmallFrequent,
             format!(
                 "typical size {} < {}, sustained {}/s > {}/s",
-                range_text(t),
+                fmt_byte_range(t.lo, t.hi),
                 fmt_bytes(o.small_max_size),
                 fmt_count_f(r),
                 fmt_count_f(o.small_min_rate)
@@ -465,28 +378,6 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
     }
 }
 
-/// One site's lifetimes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SiteLifetimes {
-    pub pid: u32,
-    pub stack_id: u64,
-    /// The site's first frame (`[no stack]` without frames).
-    pub site: String,
-    #[serde(flatten)]
-    pub lifetimes: Lifetimes,
-}
-
-/// The lifetimes of one site; `None` when none of its blocks was freed.
-pub fn site_lifetimes(s: &Site, o: &Options) -> Option<SiteLifetimes> {
-    let short = u64::try_from(o.short_lived.as_nanos()).unwrap_or(u64::MAX);
-    Some(SiteLifetimes {
-        pid: s.pid,
-        stack_id: s.stack_id,
-        site: site_name(s),
-        lifetimes: lifetimes(&s.life_hist, short)?,
-    })
-}
-
 /// The pattern of every site with allocations, biggest (bytes) first.
 pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
     p.sites_by_bytes()
@@ -495,83 +386,52 @@ pub fn analyze(p: &Profile, o: &Options) -> Vec<SitePattern> {
         .collect()
 }
 
-/// The lifetimes of every site with allocations and freed blocks, biggest (bytes) first.
-pub fn analyze_lifetimes(p: &Profile, o: &Options) -> Vec<SiteLifetimes> {
-    p.sites_by_bytes()
-        .into_iter()
-        .filter_map(|s| site_lifetimes(s, o))
-        .collect()
-}
-
-/// `1–2 µs` for a lifetime bucket.
-pub fn ns_range_text(r: Range) -> String {
-    format!("{}–{}", fmt_ns(r.lo), fmt_ns(r.hi.saturating_add(1)))
+/// A site pattern's sizes and frequency in one line: `sizes A–B (typical C), N/s over Ts,
+/// peak P/s at Ts, idle I of J intervals` (the report and the HTML page both show it).
+pub fn pattern_detail(x: &SitePattern) -> String {
+    let mut line = String::new();
+    match (x.size_range, x.typical_size) {
+        (Some(r), Some(t)) if r != t => {
+            let _ = write!(
+                line,
+                "sizes {} (typical {}), ",
+                fmt_byte_range(r.lo, r.hi),
+                fmt_byte_range(t.lo, t.hi)
+            );
+        }
+        (Some(r), _) => {
+            let _ = write!(line, "size {}, ", fmt_byte_range(r.lo, r.hi));
+        }
+        _ => {}
+    }
+    match x.frequency {
+        Some(f) => {
+            let _ = write!(line, "{}/s over {:.1}s", fmt_count_f(f), x.span);
+        }
+        None => line.push_str("frequency n/a (no time passed)"),
+    }
+    if let (Some(pk), Some(at)) = (x.peak_rate, x.peak_at) {
+        let _ = write!(line, ", peak {}/s at {at:.1}s", fmt_count_f(pk));
+    }
+    if x.idle_intervals > 0 {
+        let _ = write!(
+            line,
+            ", idle {} of {} intervals",
+            x.idle_intervals, x.intervals
+        );
+    }
+    line
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::analyze::hotspots::tests::{pt, site};
-    use crate::analyze::rate::tests::{c, profile};
-    use alloctrace_common::log2_bucket;
+    use crate::analyze::lifetimes::site_lifetimes;
+    use crate::testkit::{c, profile, pt, series_site, site};
     use std::time::Duration;
-
-    /// A histogram with `n` values of `v`.
-    pub fn hist(entries: &[(u64, u64)]) -> Vec<u64> {
-        let mut h = vec![0; HIST_BUCKETS];
-        for &(v, n) in entries {
-            h[log2_bucket(v)] += n;
-        }
-        h
-    }
-
-    /// A site whose series is `(t_ms, allocs, frees)` at `size` bytes each.
-    pub fn series_site(size: u64, pts: &[(u64, u64, u64)], life_ns: u64) -> Site {
-        let cc = |a: u64, f: u64| c(a, a * size, f, f * size);
-        let &(_, a, f) = pts.last().unwrap();
-        let mut s = site(1, 1, vec![], cc(a, f));
-        s.series = pts.iter().map(|&(t, a, f)| pt(t, cc(a, f))).collect();
-        s.size_hist = hist(&[(size, a)]);
-        s.life_hist = hist(&[(life_ns, f)]);
-        s
-    }
 
     fn run(s: &Site, dur_ms: u64) -> SitePattern {
         classify(&profile(dur_ms, vec![]), s, &Options::default())
-    }
-
-    #[test]
-    fn buckets_and_quantiles() {
-        assert_eq!(bucket_range(0), Range { lo: 0, hi: 0 });
-        assert_eq!(bucket_range(7), Range { lo: 64, hi: 127 });
-        assert_eq!(bucket_range(63).hi, u64::MAX);
-        assert_eq!(quantile_bucket(&[], 0.5), None);
-        assert_eq!(quantile_bucket(&[0, 0, 0], 0.5), None);
-        assert_eq!(quantile_bucket(&[0, 5, 5], 0.5), Some(1));
-        assert_eq!(quantile_bucket(&[0, 5, 5], 0.9), Some(2));
-        assert_eq!(quantile_bucket(&[1], 0.9), Some(0));
-        assert_eq!(bucket_span(&[0, 1, 0, 2, 0]), Some((1, 3)));
-    }
-
-    #[test]
-    fn lifetimes_from_histogram() {
-        // 80 blocks at ~100 ns, 20 at ~10 ms; threshold 1 ms.
-        let h = hist(&[(100, 80), (10_000_000, 20)]);
-        let l = lifetimes(&h, 1_000_000).unwrap();
-        assert_eq!(l.freed, 100);
-        assert_eq!(l.median_ns, Range { lo: 64, hi: 127 });
-        assert_eq!(l.p90_ns.lo, 1 << 23);
-        assert_eq!(l.short_lived_share, 0.8);
-        // Buckets entirely below 1 ms: up to [262144, 524287].
-        assert_eq!(l.short_lived_below_ns, 524_288);
-        // A block of 600 µs is in the straddling bucket: not counted (the documented underestimate).
-        let l = lifetimes(&hist(&[(600_000, 1)]), 1_000_000).unwrap();
-        assert_eq!(l.short_lived_share, 0.0);
-        assert_eq!(lifetimes(&[0; 4], 1_000_000), None);
-        assert_eq!(
-            lifetimes(&hist(&[(5, 1)]), 0).unwrap().short_lived_below_ns,
-            0
-        );
     }
 
     #[test]

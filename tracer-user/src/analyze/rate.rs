@@ -256,42 +256,10 @@ pub fn analyze(p: &Profile) -> RateReport {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::model::{Losses, Process, Target};
-    use std::collections::BTreeMap;
-
-    pub fn c(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
-        Counters {
-            allocs,
-            bytes,
-            frees,
-            freed_bytes,
-        }
-    }
-
-    pub fn profile(duration_ms: u64, samples: Vec<(u64, Vec<(u32, Counters)>)>) -> Profile {
-        Profile {
-            target: Target::System,
-            mode: crate::model::TraceMode::Full,
-            start_unix_secs: 0,
-            duration: Duration::from_millis(duration_ms),
-            interval: Duration::from_secs(1),
-            samples: samples
-                .into_iter()
-                .map(|(t, ps)| Sample {
-                    t: Duration::from_millis(t),
-                    processes: ps.into_iter().collect::<BTreeMap<_, _>>(),
-                })
-                .collect(),
-            processes: vec![],
-            sites: vec![],
-            losses: Losses::default(),
-            modules: vec![],
-            sample_bytes: None,
-            tracer: None,
-        }
-    }
+    use crate::model::Process;
+    use crate::testkit::{c, profile};
 
     fn proc_(pid: u32, counters: Counters) -> Process {
         Process {

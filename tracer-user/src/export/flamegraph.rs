@@ -5,7 +5,7 @@ use inferno::flamegraph::{self, color::BasicPalette, color::Palette, Options};
 
 use crate::export::folded::{folded, FoldedWeight};
 use crate::model::Profile;
-use crate::render::{fmt_bytes, fmt_count};
+use crate::numfmt::{fmt_bytes, fmt_count};
 
 /// What one unit of a frame's width is, in inferno's hover titles ("main (1,024 bytes, 40%)").
 fn count_name(weight: FoldedWeight) -> &'static str {

@@ -15,7 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::analyze::rate::{Peak, RatePoint};
 use crate::analyze::Analysis;
 use crate::model::Profile;
-use crate::render::{fmt_bytes, fmt_bytes_f, fmt_count_f};
+use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count_f};
 
 /// The output format, from the file name's extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -387,9 +387,9 @@ pub fn svg_charts(p: &Profile, a: &Analysis) -> Result<SvgCharts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::rate::tests::{c, profile};
     use crate::analyze::{analyze, Options};
     use crate::model::{Process, Target};
+    use crate::testkit::{c, profile};
 
     fn three_samples() -> Profile {
         let end = c(30, 3000, 10, 1000);

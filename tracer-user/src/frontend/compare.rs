@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::model::{Counters, Profile, TraceMode};
-use crate::render::{fmt_bytes, fmt_bytes_f};
+use crate::numfmt::{fmt_bytes, fmt_bytes_f};
 
 /// The most `compare` reads of one report: 2 GiB, well above any report alloctrace writes
 /// (131k distinct stacks make 181 MB; version 1 made 1.2 GB of them).
@@ -427,8 +427,8 @@ pub fn run(before: &Path, after: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::rate::tests::c;
     use crate::model::{Frame, Losses, Site, Target};
+    use crate::testkit::c;
 
     fn frame(name: &str, addr: u64) -> Frame {
         Frame {

@@ -2,4 +2,5 @@
 //! mappings (read from /proc, and recorded by the kernel as they are made) and its execs and
 //! forks.
 pub mod mmap_watch;
+pub mod perf;
 pub mod procmaps;
