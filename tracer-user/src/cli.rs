@@ -57,13 +57,8 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
-    /// Write flamegraph folded stacks (`root;...;leaf VALUE` per line) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub folded: Option<PathBuf>,
-
-    /// Write an interactive flame graph (SVG, rendered by inferno) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub flamegraph: Option<PathBuf>,
+    #[command(flatten)]
+    pub files: crate::export::Files,
 
     /// What the folded stacks and the flame graph weigh: bytes allocated, allocation count, or
     /// live bytes at the end.
@@ -75,20 +70,6 @@ pub struct Cli {
         default_value = "bytes"
     )]
     pub weight: FoldedWeight,
-
-    /// Write a gzipped pprof profile (Go heap-profile sample types) to FILE (e.g. x.pb.gz), for
-    /// `go tool pprof`, Pyroscope or Grafana.
-    #[arg(long, value_name = "FILE")]
-    pub pprof: Option<PathBuf>,
-
-    /// Write one self-contained HTML page (summary, plots, top sites, patterns, advice, flame
-    /// graph) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-
-    /// Plot the allocation rate and the live heap over time to FILE (.svg or .png).
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
 
     /// Format of the final report.
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]

@@ -7,7 +7,7 @@ use crate::analyze::SortBy;
 use crate::cli::{Cli, ReportFormat};
 use crate::export::folded::FoldedWeight;
 use crate::export::output;
-use crate::export::plot::PlotFormat;
+use crate::export::Files;
 use crate::model::TraceMode;
 use crate::probe::attach::FLOOR_ENV;
 use crate::probe::placement::{Mode, MODE_ENV};
@@ -31,13 +31,10 @@ pub struct Config {
     pub interval: Duration,
     pub duration: Option<Duration>,
     pub top: usize,
-    pub folded: Option<PathBuf>,
-    pub flamegraph: Option<PathBuf>,
+    /// The output files asked for, each with its format.
+    pub files: Files,
     /// The weight of the folded stacks and the flame graph.
     pub weight: FoldedWeight,
-    pub pprof: Option<PathBuf>,
-    pub html: Option<PathBuf>,
-    pub plot: Option<(PathBuf, PlotFormat)>,
     pub report: ReportFormat,
     pub output: Option<PathBuf>,
     pub max_stacks: u32,
@@ -76,8 +73,9 @@ pub enum ConfigError {
     NeedsFrees(&'static str),
     #[error("--sample-bytes must be between 1 and {max} (got {0})", max = alloctrace_common::sampling::MAX_MEAN)]
     SampleBytes(u64),
-    #[error("--plot {0}: the file name must end in .svg or .png")]
-    PlotFormat(String),
+    /// A file name its format cannot be written to, said by the format.
+    #[error("{0}")]
+    FileFormat(String),
     /// A bad value of an environment knob, named with its value.
     #[error("{0}")]
     Env(String),
@@ -121,7 +119,7 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         }
     }
     if !cli.mode.sees_frees() {
-        if cli.weight == FoldedWeight::Live && (cli.folded.is_some() || cli.flamegraph.is_some()) {
+        if cli.weight == FoldedWeight::Live && cli.files.0.iter().any(|(f, _)| f.weighted()) {
             return Err(ConfigError::NeedsFrees("--weight live"));
         }
         if cli.sort == SortBy::Live {
@@ -133,33 +131,10 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
             return Err(ConfigError::SampleBytes(n));
         }
     }
-    let plot = match cli.plot {
-        None => None,
-        Some(path) => {
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            let format = match ext.as_deref() {
-                Some("svg") => PlotFormat::Svg,
-                Some("png") => PlotFormat::Png,
-                _ => return Err(ConfigError::PlotFormat(path.display().to_string())),
-            };
-            Some((path, format))
-        }
-    };
-    let outputs = [
-        &cli.folded,
-        &cli.flamegraph,
-        &cli.pprof,
-        &cli.html,
-        &cli.output,
-    ];
-    for path in outputs
-        .into_iter()
-        .flatten()
-        .chain(plot.as_ref().map(|(p, _)| p))
-    {
+    for (format, path) in &cli.files.0 {
+        format.check_path(path).map_err(ConfigError::FileFormat)?;
+    }
+    for path in cli.files.0.iter().map(|(_, p)| p).chain(&cli.output) {
         output::check_writable(path).map_err(ConfigError::Output)?;
     }
     // The environment's knobs are read here, once, and travel in the `Config`.
@@ -174,12 +149,8 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         interval: cli.interval,
         duration: cli.duration,
         top: cli.top,
-        folded: cli.folded,
-        flamegraph: cli.flamegraph,
+        files: cli.files,
         weight: cli.weight,
-        pprof: cli.pprof,
-        html: cli.html,
-        plot,
         report: cli.report,
         output: cli.output,
         max_stacks: cli.max_stacks,
@@ -332,7 +303,13 @@ mod tests {
         assert_eq!(c.probe_at, Mode::Auto);
         let c = parse(&["--folded-weight", "live", "--plot", "/tmp/x.PNG"]).unwrap();
         assert_eq!(c.weight, FoldedWeight::Live);
-        assert_eq!(c.plot.unwrap().1, PlotFormat::Png);
+        let files: Vec<_> = c
+            .files
+            .0
+            .iter()
+            .map(|(f, p)| (f.option(), p.clone()))
+            .collect();
+        assert_eq!(files, [("plot", PathBuf::from("/tmp/x.PNG"))]);
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Interactive flame graph SVG (search, zoom, hover titles), rendered by the `inferno` crate
 //! from the folded stacks, so the picture and `--folded` always agree.
+use std::path::Path;
+
 use anyhow::{anyhow, Result};
 use inferno::flamegraph::{self, color::BasicPalette, color::Palette, Options};
 
+use crate::analyze::Analysis;
 use crate::export::folded::{folded, FoldedWeight};
+use crate::export::Exporter;
 use crate::model::Profile;
 use crate::numfmt::{fmt_bytes, fmt_count};
 
@@ -60,6 +64,33 @@ fn subtitle(p: &Profile) -> String {
         ));
     }
     s
+}
+
+/// `--flamegraph FILE`.
+pub struct Flamegraph;
+
+impl Exporter for Flamegraph {
+    fn option(&self) -> &'static str {
+        "flamegraph"
+    }
+    fn help(&self) -> &'static str {
+        "Write an interactive flame graph (SVG, rendered by inferno) to FILE"
+    }
+    fn weighted(&self) -> bool {
+        true
+    }
+    fn what(&self, _: &Profile) -> String {
+        "flame graph".to_string()
+    }
+    fn render(
+        &self,
+        p: &Profile,
+        _: &Analysis,
+        o: &crate::export::Options,
+        _: &Path,
+    ) -> Result<Vec<u8>> {
+        svg(p, o.weight).map(String::into_bytes)
+    }
 }
 
 /// The flame graph of `p` weighed by `weight`, as SVG text. A profile with nothing to draw

@@ -1,7 +1,12 @@
 //! Folded stacks (`root;...;leaf VALUE`, one line per stack), the input of flamegraph.pl,
 //! inferno and speedscope.
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use anyhow::Result;
+
+use crate::analyze::Analysis;
+use crate::export::{Exporter, Options};
 use crate::model::{Frame, Profile, Site};
 
 /// What the value of each folded stack measures.
@@ -56,6 +61,31 @@ fn sanitize(name: &str) -> String {
 
 fn frame_name(f: &Frame) -> String {
     sanitize(&f.name())
+}
+
+/// `--folded FILE`.
+pub struct Folded;
+
+impl Exporter for Folded {
+    fn option(&self) -> &'static str {
+        "folded"
+    }
+    fn help(&self) -> &'static str {
+        "Write flamegraph folded stacks (`root;...;leaf VALUE` per line) to FILE"
+    }
+    fn weighted(&self) -> bool {
+        true
+    }
+    fn what(&self, p: &Profile) -> String {
+        // The folded format has no room to say the values are estimates: said here instead.
+        match p.sample_bytes {
+            Some(n) => format!("folded stacks (values are estimates: --sample-bytes {n})"),
+            None => "folded stacks".to_string(),
+        }
+    }
+    fn render(&self, p: &Profile, _: &Analysis, o: &Options, _: &Path) -> Result<Vec<u8>> {
+        Ok(folded(p, o.weight).into_bytes())
+    }
 }
 
 /// One line per distinct stack, root (outermost frame) first, valued by `weight`; sites of

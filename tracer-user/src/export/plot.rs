@@ -5,6 +5,7 @@
 //!
 //! Text is laid out (SVG) and rasterized (PNG) with a bundled DejaVu Sans, so neither needs
 //! fontconfig or any system font.
+use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
@@ -14,6 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::analyze::rate::{Peak, RatePoint};
 use crate::analyze::Analysis;
+use crate::export::{Exporter, Options};
 use crate::model::Profile;
 use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count_f};
 
@@ -22,6 +24,18 @@ use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count_f};
 pub enum PlotFormat {
     Svg,
     Png,
+}
+
+impl PlotFormat {
+    /// The format a file name asks for (its extension, in any case), if it asks for one.
+    pub fn of(path: &Path) -> Option<PlotFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "svg" => Some(PlotFormat::Svg),
+            "png" => Some(PlotFormat::Png),
+            _ => None,
+        }
+    }
 }
 
 /// Size of the `--plot` picture: a title and three panels.
@@ -309,6 +323,35 @@ fn draw_all<DB: DrawingBackend>(
         draw_panel(area, panel, xm)?;
     }
     root.present().map_err(drawing)
+}
+
+/// `--plot FILE.svg|png`.
+pub struct Plot;
+
+impl Exporter for Plot {
+    fn option(&self) -> &'static str {
+        "plot"
+    }
+    fn help(&self) -> &'static str {
+        "Plot the allocation rate and the live heap over time to FILE (.svg or .png)"
+    }
+    fn check_path(&self, path: &Path) -> Result<(), String> {
+        match PlotFormat::of(path) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "--plot {}: the file name must end in .svg or .png",
+                path.display()
+            )),
+        }
+    }
+    fn what(&self, _: &Profile) -> String {
+        "plot".to_string()
+    }
+    fn render(&self, p: &Profile, a: &Analysis, _: &Options, path: &Path) -> Result<Vec<u8>> {
+        let f =
+            PlotFormat::of(path).ok_or_else(|| anyhow!("{}: not .svg or .png", path.display()))?;
+        render(p, a, f)
+    }
 }
 
 /// The `--plot` file's bytes: SVG text or a PNG image of [`WIDTH`] x [`HEIGHT`] pixels. A

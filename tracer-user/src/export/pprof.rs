@@ -8,10 +8,13 @@
 //! `tests/it/pprof.rs` decodes the output with the official `profile.proto`.
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use flate2::{write::GzEncoder, Compression};
 
+use crate::analyze::Analysis;
+use crate::export::{Exporter, Options};
 use crate::model::{Profile, Site};
 
 /// The sample types, in the order of every sample's values. In alloc-only mode (frees not
@@ -29,6 +32,25 @@ pub const DEFAULT_SAMPLE_TYPE: &str = "alloc_space";
 
 /// The name of the one location of sites whose stack could not be read.
 pub const NO_STACK: &str = "[no stack]";
+
+/// `--pprof FILE`.
+pub struct Pprof;
+
+impl Exporter for Pprof {
+    fn option(&self) -> &'static str {
+        "pprof"
+    }
+    fn help(&self) -> &'static str {
+        "Write a gzipped pprof profile (Go heap-profile sample types) to FILE (e.g. x.pb.gz), \
+         for `go tool pprof`, Pyroscope or Grafana"
+    }
+    fn what(&self, _: &Profile) -> String {
+        "pprof profile".to_string()
+    }
+    fn render(&self, p: &Profile, _: &Analysis, _: &Options, _: &Path) -> Result<Vec<u8>> {
+        encode(p)
+    }
+}
 
 /// `p` as a gzipped `perftools.profiles.Profile`.
 pub fn encode(p: &Profile) -> Result<Vec<u8>> {

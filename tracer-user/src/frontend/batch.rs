@@ -54,18 +54,6 @@ fn print_interval(s: &Snapshot, mode: TraceMode) {
     }
 }
 
-/// The path given to a format's option (`export::Exporter::option`), None when not given.
-fn path_of<'c>(cfg: &'c Config, option: &str) -> Option<&'c Path> {
-    match option {
-        "folded" => cfg.folded.as_deref(),
-        "flamegraph" => cfg.flamegraph.as_deref(),
-        "pprof" => cfg.pprof.as_deref(),
-        "plot" => cfg.plot.as_ref().map(|(path, _)| path.as_path()),
-        "html" => cfg.html.as_deref(),
-        _ => None,
-    }
-}
-
 /// Writes every requested output that can be written: one that fails (a full disk, a FIFO
 /// nobody reads) gets its one-line error and does not keep the others from being written.
 /// Returns whether all of them were. From here on SIGINT and SIGTERM end alloctrace at once
@@ -92,16 +80,10 @@ fn write_outputs(cfg: &Config, profile: &Profile) -> bool {
     let options = export::Options {
         weight: cfg.weight,
         top: cfg.top,
-        plot: cfg
-            .plot
-            .as_ref()
-            .map_or(export::plot::PlotFormat::Svg, |(_, f)| *f),
     };
-    for format in export::FORMATS {
-        if let Some(path) = path_of(cfg, format.option()) {
-            let bytes = format.render(profile, &analysis, &options);
-            write(path, &format.what(profile), bytes, true);
-        }
+    for (format, path) in &cfg.files.0 {
+        let bytes = format.render(profile, &analysis, &options, path);
+        write(path, &format.what(profile), bytes, true);
     }
     let text = match cfg.report {
         ReportFormat::Text => render::render_report(profile, &analysis, cfg.top),
@@ -136,38 +118,5 @@ fn write_stdout(text: &str) -> Result<()> {
         // A closed pipe (`alloctrace ... | head`) is the reader's choice, not a failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("cannot write the report"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::path_of;
-    use crate::export::FORMATS;
-
-    #[test]
-    fn every_format_has_its_options_path() {
-        let dir = std::env::temp_dir();
-        let path = |name: &str| dir.join(name).display().to_string();
-        let args = [
-            ("--folded", path("a.folded")),
-            ("--flamegraph", path("a.svg")),
-            ("--pprof", path("a.pb.gz")),
-            ("--plot", path("b.svg")),
-            ("--html", path("a.html")),
-        ];
-        let argv = std::iter::once("alloctrace".to_string())
-            .chain(args.iter().flat_map(|(o, p)| [o.to_string(), p.clone()]));
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let cfg = crate::config::validate(cli).unwrap();
-        for format in FORMATS {
-            let given = args.iter().find(|(o, _)| o[2..] == *format.option());
-            let (_, want) = given.unwrap_or_else(|| panic!("--{} not tested", format.option()));
-            assert_eq!(
-                path_of(&cfg, format.option()).map(|p| p.display().to_string()),
-                Some(want.clone())
-            );
-        }
     }
 }

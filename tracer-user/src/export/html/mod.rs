@@ -20,6 +20,7 @@ mod summary;
 mod tables;
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -27,6 +28,7 @@ use crate::analyze::Analysis;
 use crate::export::flamegraph::{self, xml_escape as esc};
 use crate::export::folded::FoldedWeight;
 use crate::export::plot;
+use crate::export::{Exporter, Options};
 use crate::model::Profile;
 use summary::{processes, summary};
 use tables::{advice, hotspots, patterns, top_sites};
@@ -137,6 +139,25 @@ fn flame(out: &mut String, p: &Profile, w: FoldedWeight) -> Result<()> {
         esc(&flame_document(&svg))
     );
     Ok(())
+}
+
+/// `--html FILE.html`.
+pub struct Html;
+
+impl Exporter for Html {
+    fn option(&self) -> &'static str {
+        "html"
+    }
+    fn help(&self) -> &'static str {
+        "Write one self-contained HTML page (summary, plots, top sites, patterns, advice, flame \
+         graph) to FILE"
+    }
+    fn what(&self, _: &Profile) -> String {
+        "HTML report".to_string()
+    }
+    fn render(&self, p: &Profile, a: &Analysis, o: &Options, _: &Path) -> Result<Vec<u8>> {
+        render(p, a, o.weight, o.top).map(String::into_bytes)
+    }
 }
 
 /// The page: see the module's documentation.
