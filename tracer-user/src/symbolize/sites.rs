@@ -4,13 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use alloctrace_common as abi;
-
 use crate::drain::sampling;
 use crate::drain::RawSite;
 use crate::model::{Counters, Module, Site};
 use crate::symbolize::Symbolizer;
-use crate::unwind::site_merge;
+use crate::unwind::{self, site_merge};
 
 /// A binary some frame of a process falls in, and one address inside it (for its build id).
 pub type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
@@ -20,10 +18,8 @@ pub type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
 /// estimates (`sampling::estimate`). Each distinct address of a process is symbolized once;
 /// its frame is shared by every stack it appears in (the names are `Arc<str>`s).
 ///
-/// The kernel keeps only frames inside executable mappings; as a second guard, a stack is
-/// cut here too at its first frame outside every executable mapping the symbolizer knows of
-/// the process, so no other value reaches a report. Sites left with the same frames are
-/// merged (`site_merge`).
+/// A stack keeps its frames up to the first outside the process's code (`unwind::kept_frames`);
+/// sites left with the same frames are merged (`site_merge`).
 pub fn symbolize_sites(
     sym: &Symbolizer,
     raw: Vec<RawSite>,
@@ -46,18 +42,15 @@ pub fn symbolize_sites(
             .zip(sym.symbolize(pid, &addrs))
             .collect();
         for r in raws {
-            let in_code = r
-                .ips
-                .iter()
-                .take_while(|a| frames[*a].module.is_some())
-                .count();
+            let (in_code, was_cut) =
+                unwind::kept_frames(&r.ips, r.cut, |a| frames[&a].module.is_some());
             let kept: Vec<_> = r.ips[..in_code].iter().map(|a| frames[a].clone()).collect();
             for f in &kept {
                 if let Some(m) = &f.module {
                     modules.entry((pid, m.clone())).or_insert(f.addr);
                 }
             }
-            cut.push(r.cut != abi::stack_cut::NONE || in_code < r.ips.len());
+            cut.push(was_cut);
             let st = &r.stats;
             sites.push(Site {
                 pid,

@@ -4,3 +4,36 @@
 //! cut are one site again here (`site_merge`). Unwinders that need user-side work (DWARF CFI
 //! turned into tables for the kernel) come here.
 pub mod site_merge;
+
+use alloctrace_common as abi;
+
+/// How many of a stack's frames are kept, and whether the stack was cut. The kernel keeps
+/// only frames inside executable mappings (`kernel_cut` says where it stopped and why); as a
+/// second guard a stack ends here too at its first frame outside every executable mapping
+/// user space knows of the process (`in_code`), so no other value reaches a report.
+pub fn kept_frames(ips: &[u64], kernel_cut: u32, in_code: impl Fn(u64) -> bool) -> (usize, bool) {
+    let kept = ips.iter().take_while(|&&a| in_code(a)).count();
+    (kept, kernel_cut != abi::stack_cut::NONE || kept < ips.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_ends_at_its_first_frame_outside_code() {
+        let code = |a: u64| a < 100;
+        assert_eq!(
+            kept_frames(&[1, 2, 3], abi::stack_cut::NONE, code),
+            (3, false)
+        );
+        assert_eq!(
+            kept_frames(&[1, 200, 3], abi::stack_cut::NONE, code),
+            (1, true)
+        );
+        assert_eq!(kept_frames(&[], abi::stack_cut::NONE, code), (0, false));
+        // Cut by the kernel's walk, every frame it kept in code.
+        assert_ne!(abi::stack_cut::NONE, 1);
+        assert_eq!(kept_frames(&[1, 2], 1, code), (2, true));
+    }
+}
