@@ -1,10 +1,11 @@
 //! Kernel sites that are one site once their stacks are cut.
 //!
 //! The kernel side keys a site by the hash of its raw frame-pointer walk, but stores only the
-//! frames that lie in executable mappings (tracer-ebpf's `stack::walk_and_keep`): code
-//! without frame pointers leaves stack data in `rbp`, which the walk reads as more frames,
-//! different from call to call. So one call site can be many kernel sites with the same kept
-//! frames; here they become one, and its id is derived from the kept frames alone.
+//! frames that lie in executable mappings (tracer-ebpf's
+//! `unwind::frame_pointer::walk_and_keep`): code without frame pointers leaves stack data in
+//! `rbp`, which the walk reads as more frames, different from call to call. So one call site
+//! can be many kernel sites with the same kept frames; here they become one, and its id is
+//! derived from the kept frames alone.
 use std::collections::HashMap;
 
 use alloctrace_common::{stack_hash_step, FNV_OFFSET};
