@@ -7,7 +7,6 @@ mod engine;
 mod export;
 mod frontend;
 mod kmaps;
-mod model;
 mod probe;
 mod process;
 mod render;
@@ -16,6 +15,7 @@ mod target;
 
 use std::process::ExitCode;
 
+use alloctrace_model as model;
 use clap::Parser;
 
 fn main() -> ExitCode {
