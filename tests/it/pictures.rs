@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 const PHASE_INTERVAL: &str = "200ms";
 /// Every allocating function of phases.c.
@@ -583,7 +583,8 @@ fn html_page_holds_the_ground_truth_and_renders_in_chromium() {
             by_function.get(f).copied(),
             Some(truth),
             "{f}: the page's rows disagree with the ground truth {truth}:\n{}",
-            excerpt(section(&html, "top-sites"), 4000)
+            excerpt(section(&html, "top-sites"), 4000),
+            truth = truth.text()
         );
     }
 

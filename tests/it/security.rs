@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloctrace_tests::*;
+use crate::support::*;
 use serde_json::json;
 
 // =============================================================================================

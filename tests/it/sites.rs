@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 /// Functions of sites.c that call malloc directly.
 const PLAIN: &[&str] = &[
@@ -221,7 +221,7 @@ fn frees_are_attributed_to_the_allocating_site() {
             if !g.counters.is_zero() {
                 problems.push(format!(
                     "{f} allocates nothing, but the report charges it {}",
-                    g.counters
+                    g.counters.text()
                 ));
             }
         }
@@ -260,8 +260,9 @@ fn live_bytes_of_the_leaking_site() {
             (g.live_objects, g.live_bytes),
             (want.live_objects(), want.live_bytes()),
             "{f}: (live_objects, live_bytes) of its site(s); expected {want}, the site says {}\n{}",
-            g.counters,
-            run.report.describe_sites(run.truth.pid)
+            g.counters.text(),
+            run.report.describe_sites(run.truth.pid),
+            want = want.text()
         );
     }
     let total = run.truth.total();
@@ -273,7 +274,8 @@ fn live_bytes_of_the_leaking_site() {
         ),
         (Some(total.live_objects()), Some(total.live_bytes())),
         "report totals' live data; expected {total}, totals are {totals}\n{}",
-        run.report.describe_sites(run.truth.pid)
+        run.report.describe_sites(run.truth.pid),
+        total = total.text()
     );
 }
 
@@ -332,7 +334,8 @@ fn process_totals_are_exact_without_double_counting() {
     assert_eq!(
         Counters::from_json(totals, "totals"),
         want,
-        "report totals; expected {want}, got {totals}"
+        "report totals; expected {want}, got {totals}",
+        want = want.text()
     );
 }
 
@@ -729,7 +732,9 @@ fn samples_are_cumulative_and_end_at_the_totals() {
                     && c.bytes >= prev.bytes
                     && c.frees >= prev.frees
                     && c.freed_bytes >= prev.freed_bytes,
-                "samples[{i}] for pid {pid} went backwards: {prev} then {c}"
+                "samples[{i}] for pid {pid} went backwards: {prev} then {c}",
+                prev = prev.text(),
+                c = c.text()
             );
             prev = c;
             last = Some(c);
