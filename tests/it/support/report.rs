@@ -28,13 +28,10 @@ impl CountersExt for Counters {
     fn is_zero(&self) -> bool {
         *self == Counters::default()
     }
+    /// As the model deserializes it (as alloctrace reads a report back).
     fn from_json(v: &Value, what: &str) -> Counters {
-        Counters {
-            allocs: json_u64(&v["allocs"], &format!("{what}.allocs")),
-            bytes: json_u64(&v["bytes"], &format!("{what}.bytes")),
-            frees: json_u64(&v["frees"], &format!("{what}.frees")),
-            freed_bytes: json_u64(&v["freed_bytes"], &format!("{what}.freed_bytes")),
-        }
+        serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("report field {what} is {v}, not counters: {e}"))
     }
     fn text(&self) -> String {
         format!(
