@@ -26,7 +26,7 @@
 //! - `heaptrack`: if installed, heaptrack launching the workload (LD_PRELOAD);
 //! - `BCC memleak`: if installed (Debian's bpfcc-tools), `memleak-bpfcc -p PID 1` on the
 //!   workload, which waits for it (BENCH_WAIT). On a kernel without headers, Debian's amd64
-//!   headers are linked where BCC looks for them (`bench_bcc`). After each run memleak's
+//!   headers are linked where BCC looks for them (`bcc`). After each run memleak's
 //!   stack map is read with bpftool: a run in which memleak recorded no stack from the
 //!   workload's executable is left out of the medians (it would be the cost of a tracer that
 //!   saw nothing), as is one in which memleak could not attach all its uprobes;
