@@ -1,5 +1,8 @@
 //! The drained data as every analyzer and exporter sees it: plain values, no BPF handles, so
 //! everything downstream of the drain is a pure function testable without root.
+//!
+//! A crate of its own (serde only; clap behind a feature for `TraceMode`) so that the integration
+//! tests read a report into the very types alloctrace wrote it from.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Cumulative allocation counters (of a site, a process, or everything).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub allocs: u64,
     pub bytes: u64,
