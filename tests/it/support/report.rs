@@ -1,5 +1,5 @@
-//! The `--report json` document, parsed: its sites with their frames resolved, and sums by
-//! process and by innermost function.
+//! The `--report json` document, parsed: its sites with their frames resolved, their counters
+//! read as the model's, and sums by process and by innermost function.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
