@@ -3,6 +3,11 @@
 use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
+use alloctrace_common::{
+    PROG_ALLOC_RETURN, PROG_CALLOC_ENTER, PROG_FREE_ENTER, PROG_MALLOC_COUNT, PROG_MALLOC_ENTER,
+    PROG_REALLOC_COUNT,
+};
+
 use crate::support::*;
 
 use super::load::status_kib;
@@ -90,19 +95,24 @@ fn every_program_verifies_far_below_the_verifier_limit() {
     let modes: [(&[&str], &[&str]); 4] = [
         (
             &[],
-            &["malloc_enter", "alloc_return", "free_enter", "calloc_enter"],
+            &[
+                PROG_MALLOC_ENTER,
+                PROG_ALLOC_RETURN,
+                PROG_FREE_ENTER,
+                PROG_CALLOC_ENTER,
+            ],
         ),
         (
             &["--sample-bytes", "524288"],
-            &["malloc_enter", "calloc_enter"],
+            &[PROG_MALLOC_ENTER, PROG_CALLOC_ENTER],
         ),
         (
             &["--mode", "alloc-only"],
-            &["malloc_count", "realloc_count"],
+            &[PROG_MALLOC_COUNT, PROG_REALLOC_COUNT],
         ),
         (
             &["--mode", "alloc-only", "--sample-bytes", "524288"],
-            &["malloc_count", "realloc_count"],
+            &[PROG_MALLOC_COUNT, PROG_REALLOC_COUNT],
         ),
     ];
     let mut over = Vec::new();
