@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 // =============================================================================================
 // The `analysis` part of the JSON report: every field name the tests rely on is read here, and

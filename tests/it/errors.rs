@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 /// `--duration` bounds a run that wrongly starts tracing, so the test fails on its status
 /// instead of waiting.

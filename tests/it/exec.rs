@@ -6,7 +6,7 @@
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::{OsStr, OsString};
 
-use alloctrace_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 /// The process `pid` of `report`, which must carry an `unseen` mark naming `program`.

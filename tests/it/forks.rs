@@ -5,7 +5,7 @@
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::OsStr;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 const CHILDREN: usize = 3;
 /// How long each child waits before allocating: its probes must be in by then (the window

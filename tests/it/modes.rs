@@ -8,7 +8,7 @@
 use std::ffi::{OsStr, OsString};
 use std::time::{Duration, Instant};
 
-use alloctrace_tests::*;
+use crate::support::*;
 use serde_json::json;
 
 /// `wait` runs, allocates 25 blocks, and waits; alloctrace attaches with --pid; released, the

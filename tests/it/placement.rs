@@ -8,7 +8,7 @@
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::{OsStr, OsString};
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 /// What `-v` prints for each probed function.
 const PLACEMENT_PREFIX: &str = "probe placement: ";

@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use alloctrace_tests::*;
+use crate::support::*;
 use serde_json::Value;
 
 const INSTALL_HINT: &str = "install them with `cargo xtask setup` or \

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 const MEAN: u64 = 16 * 1024;
 

@@ -9,7 +9,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::Path;
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 const SECRET: &[u8; 24] = b"S3CRET!!PASSWD=hunter2!!";
 const NOFP_FUNCTIONS: &[&str] = &["nofp_site_one", "nofp_site_two", "nofp_site_three"];

@@ -6,7 +6,7 @@
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::{OsStr, OsString};
 
-use alloctrace_tests::*;
+use crate::support::*;
 
 /// What alloctrace says on stderr when it moved its probes to another thread.
 const MOVED: &str = "alloctrace: probes moved from thread ";

@@ -1,6 +1,6 @@
 /*
  * A target that is already allocating as fast as it can while the tracer attaches
- * (tests/it/reliability.rs): a thread makes malloc(SIZE), realloc to twice that, free, from
+ * (tests/it/reliability/instances.rs): a thread makes malloc(SIZE), realloc to twice that, free, from
  * churn_pairs, from before `ready` until the test releases the workload (one byte on stdin).
  * glibc hands the same blocks back every time, so a free or realloc the tracer missed while
  * its probes went in one by one would leave that address behind as a phantom live block,

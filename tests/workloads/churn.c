@@ -1,5 +1,5 @@
 /*
- * Many allocations from many threads (tests/it/reliability.rs): THREADS threads (argv[1]) start
+ * Many allocations from many threads (tests/it/reliability/load.rs): THREADS threads (argv[1]) start
  * together and each makes N (argv[2]) malloc(40)+free pairs from churn_alloc. Ground truth:
  * gt.h; thread creation and exit allocate internally, outside the named function.
  */

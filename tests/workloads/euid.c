@@ -1,5 +1,5 @@
 /*
- * Prints the user ids it runs with, `euid <n> ruid <n>`, and exits 0. tests/it/security.rs
+ * Prints the user ids it runs with, `euid <n> ruid <n>`, and exits 0. tests/it/security/privileges.rs
  * installs a copy setuid root: run by nobody on its own it says `euid 0`; launched by an
  * unprivileged alloctrace it must say nobody's id (no elevation under the tracer).
  */

@@ -1,6 +1,6 @@
 /*
  * A target that execs itself without address randomization, so the new image's heap hands
- * out the very addresses of blocks the old image never freed (tests/it/reliability.rs).
+ * out the very addresses of blocks the old image never freed (tests/it/reliability/exec_target.rs).
  * Usage: exec_again
  * It first turns randomization off for itself and execs itself again (before any tracing),
  * then says `ready` and waits for one byte on standard input (for --pid tests). It allocates

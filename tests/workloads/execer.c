@@ -1,5 +1,5 @@
 /*
- * A target that execs another program (tests/it/reliability.rs). Usage:
+ * A target that execs another program (tests/it/reliability/exec_target.rs). Usage:
  *   execer PROGRAM ARGS...
  * It says `ready` and waits for one byte on standard input (for --pid tests), then allocates
  * from before_exec (N blocks of 72 bytes, frees half of them), writes its ground truth (gt.h)

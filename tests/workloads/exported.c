@@ -1,5 +1,5 @@
 /*
- * For the stripped-binary test (tests/it/reliability.rs): exported_alloc is a global function
+ * For the stripped-binary test (tests/it/reliability/binaries.rs): exported_alloc is a global function
  * (in the dynamic symbol table when linked with -rdynamic), hidden_alloc a static one (in no
  * symbol table once stripped). Each makes N malloc(24) and frees them. Ground truth: gt.h.
  */

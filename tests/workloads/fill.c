@@ -1,5 +1,5 @@
 /*
- * Fills alloctrace's kernel maps on purpose (tests/it/reliability.rs):
+ * Fills alloctrace's kernel maps on purpose (tests/it/reliability/):
  *
  *   fill stacks D K   for each depth d = 0..D-1, in order: K times malloc(32) from
  *                     recurse_alloc at recursion depth d (then free it), so D distinct stacks

@@ -12,7 +12,7 @@
  *
  * It writes the result to the file named by the environment variable GROUND_TRUTH (to standard
  * error when it is unset: the terminal is shared with alloctrace, so tests always set it).
- * Format, one record per line, fields separated by single spaces (parsed by tests/lib.rs):
+ * Format, one record per line, fields separated by single spaces (parsed by tests/it/support/truth.rs):
  *
  *     pid <pid>
  *     unknown_frees <n>            frees of blocks allocated before tracing could see them

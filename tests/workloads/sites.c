@@ -69,7 +69,7 @@ static void *zeroed[ZERO_REALLOC_N];
 /* Sizes no allocator can satisfy, hidden from the compiler's -Walloc-size-larger-than: above
  * PTRDIFF_MAX (glibc refuses at once), and 120 TiB, which glibc tries and the kernel cannot
  * give (ENOMEM): no hole in a 128 TiB address space with a program in it is that large,
- * whatever the overcommit policy. tests/it/sites.rs knows both. */
+ * whatever the overcommit policy. tests/it/sites/ knows both. */
 static volatile size_t huge = SIZE_MAX / 2 + 1;
 static volatile size_t big = (size_t)120 << 40;
 

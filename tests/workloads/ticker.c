@@ -1,5 +1,5 @@
 /*
- * A long-running target for the reliability tests (tests/it/reliability.rs): ROUNDS rounds, each
+ * A long-running target for the reliability tests (tests/it/reliability/): ROUNDS rounds, each
  * allocating BLOCKS blocks from tick_alloc, filling every one with a round-dependent pattern,
  * checking the pattern and freeing them, then printing `tick <i>` and sleeping SLEEP_MS.
  * A tracer that harmed the process (a probe left behind, a corrupted block) makes it fail: it

@@ -2,7 +2,7 @@
  * tree DEPTH: one malloc(16)+free from each of 2^(DEPTH+1) distinct stacks that share a few
  * frames (a binary tree of calls through two functions with two call sites each, as
  * bench/special/stacks.c makes them), for the size of the JSON report: every frame written
- * once, each site a bounded number of bytes (tests/it/sites.rs).
+ * once, each site a bounded number of bytes (tests/it/sites/outputs.rs).
  *
  * Ground truth: gt.h. Nothing else allocates.
  */

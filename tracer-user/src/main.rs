@@ -8,7 +8,6 @@ mod engine;
 mod export;
 mod frontend;
 mod kmaps;
-mod model;
 mod numfmt;
 mod probe;
 mod process;
@@ -21,6 +20,7 @@ mod unwind;
 
 use std::process::ExitCode;
 
+use alloctrace_model as model;
 use clap::Parser;
 
 fn main() -> ExitCode {

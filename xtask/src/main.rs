@@ -1,8 +1,6 @@
 //! `cargo xtask`: builds the eBPF object (nightly) and the `alloctrace` binary (stable) that
 //! embeds it, and runs the tests, the demo and the benchmarks with them.
 mod bench;
-mod bench_bcc;
-mod bench_special;
 mod build;
 mod cmd;
 mod demo;

@@ -125,10 +125,10 @@ fn python_protobuf() -> Result<()> {
     Ok(())
 }
 
-/// Where tests/it/pictures.rs expects Chromium (Debian's package `chromium`).
+/// Where tests/it/pictures/html.rs expects Chromium (Debian's package `chromium`).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// tests/it/pictures.rs renders the `--html` page in headless Chromium. Installed with apt when
+/// tests/it/pictures/html.rs renders the `--html` page in headless Chromium. Installed with apt when
 /// missing and we are root; otherwise a note (the pictures test then fails saying the same).
 fn chromium() -> Result<()> {
     if std::path::Path::new(CHROMIUM).is_file() {
@@ -157,7 +157,7 @@ fn chromium() -> Result<()> {
     Ok(())
 }
 
-/// tests/it/security.rs gives a copy of alloctrace capabilities with setcap (Debian's package
+/// tests/it/security/privileges.rs gives a copy of alloctrace capabilities with setcap (Debian's package
 /// libcap2-bin) and runs it as nobody with setpriv (util-linux, always installed). Installed
 /// with apt when missing and we are root; otherwise a note (the test then fails saying so).
 fn setcap() -> Result<()> {

@@ -1,6 +1,8 @@
 //! `cargo xtask test`: unit tests of the whole workspace, then the privileged integration tests
-//! (package alloctrace-tests, `#[ignore]`d for plain `cargo test`) as root, one at a time since
-//! they share kernel state.
+//! (package alloctrace-tests, one binary `it`, `#[ignore]`d for plain `cargo test`) as root, one
+//! at a time since they share kernel state. A FILTER after `--` goes to both harnesses; an
+//! integration test's name starts with its module (`modes::...`), so `-- modes` selects a
+//! subject.
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -55,6 +57,8 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
                 "--no-fail-fast",
                 "-p",
                 "alloctrace-tests",
+                "--test",
+                "it",
                 "--target-dir",
             ])
             .arg(&target_dir)

@@ -33,6 +33,9 @@ mod tests {
         );
         assert_eq!(kept_frames(&[], abi::stack_cut::NONE, code), (0, false));
         // Cut by the kernel's walk, every frame it kept in code.
-        assert_eq!(kept_frames(&[1, 2], abi::stack_cut::NOT_CODE, code), (2, true));
+        assert_eq!(
+            kept_frames(&[1, 2], abi::stack_cut::NOT_CODE, code),
+            (2, true)
+        );
     }
 }

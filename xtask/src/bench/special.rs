@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd;
 
+use super::outcome::totals_allocs;
+use super::render::median;
+
 /// The target's allocation rate for the own-cost measurement (the figure).
 const PACED_RATE: u64 = 200_000;
 /// How long alloctrace's CPU time is measured over.
@@ -139,7 +142,7 @@ pub fn own_cost(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<OwnCos
     let _ = target.kill();
     let _ = target.wait();
     let report = std::fs::read_to_string(scratch.join("own-cost.json")).unwrap_or_default();
-    let traced = crate::bench::totals_allocs(&report).unwrap_or(0);
+    let traced = totals_allocs(&report).unwrap_or(0);
     let window = OWN_COST_WINDOW.as_secs_f64();
     Ok(OwnCost {
         cpu_percent: 100.0 * share,
@@ -220,7 +223,7 @@ pub fn stacks(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<Stacks> 
 
 pub fn render(own: &[OwnCost], stacks: &[Stacks]) -> String {
     let mut s = String::new();
-    let med = |mut v: Vec<f64>| crate::bench::median(&mut v);
+    let med = |mut v: Vec<f64>| median(&mut v);
     if !own.is_empty() {
         let cpu = med(own.iter().map(|o| o.cpu_percent).collect());
         let rss = med(own.iter().map(|o| o.peak_rss_kib as f64).collect());

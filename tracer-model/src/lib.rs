@@ -1,5 +1,8 @@
 //! The drained data as every analyzer and exporter sees it: plain values, no BPF handles, so
 //! everything downstream of the drain is a pure function testable without root.
+//!
+//! A crate of its own (serde only; clap behind a feature for `TraceMode`) so that the integration
+//! tests read a report into the very types alloctrace wrote it from.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -292,7 +295,8 @@ impl std::fmt::Display for Target {
 }
 
 /// What the probes measure.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum TraceMode {
     /// Entry, return and free probes: allocations, frees, live bytes and lifetimes per site.

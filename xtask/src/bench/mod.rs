@@ -1,0 +1,176 @@
+//! `cargo xtask bench`: the tracing overhead, side by side in one run.
+//!
+//! Each workload of `bench/workloads/*.c` (compiled here with gcc), and `python.py` run by
+//! Debian's unmodified /usr/bin/python3 with PYTHONMALLOC=malloc, times its own allocator loop
+//! with CLOCK_MONOTONIC and writes `elapsed_ns`/`events` to a file, so what is measured is the
+//! loop under tracing, not alloctrace's start-up or its ~1.5 s detach. Launch mode
+//! (`alloctrace -- WORKLOAD`) and `bpftrace -c` both hold the command until their probes are
+//! attached. Every configuration runs once per round, rounds rotate the order (drift and other
+//! load spread over all of them), and the table shows medians with the min–max spread.
+//!
+//! Configurations, per workload:
+//! - `untraced`: the workload alone;
+//! - `floor (placed)` / `floor (entry)`: alloctrace's probe points with programs that return at
+//!   once (`ALLOCTRACE_BENCH_FLOOR=1`: the eBPF CONTROL_STOPPED switch set before attaching),
+//!   placed as by default / every probe at offset 0;
+//! - `alloctrace (placed)`: the default, probes placed on emulated instructions;
+//! - `alloctrace (entry)`: `ALLOCTRACE_PROBE_AT=entry`, every probe at its function's entry;
+//! - `floor alloc-only`, `alloctrace alloc-only`: `--mode alloc-only` (entry probes only);
+//! - `full --sample-bytes 512K`, `alloc-only --sample-bytes 512K`: sampling one allocation's
+//!   stack per 512 KiB;
+//! - `bpftrace memleak-like`: if bpftrace is installed, a script doing what BCC memleak does
+//!   on the hot path (size at entry, address -> size at return, per-stack count and bytes with
+//!   `ustack`, delete at free and at realloc's entry), at the entries of the allocator
+//!   functions memleak probes: malloc, calloc, realloc, posix_memalign, aligned_alloc,
+//!   memalign, valloc, pvalloc and free (not mmap/munmap: see `bpftrace_script`);
+//! - `heaptrack`: if installed, heaptrack launching the workload (LD_PRELOAD);
+//! - `BCC memleak`: if installed (Debian's bpfcc-tools), `memleak-bpfcc -p PID 1` on the
+//!   workload, which waits for it (BENCH_WAIT). On a kernel without headers, Debian's amd64
+//!   headers are linked where BCC looks for them (`bcc`). After each run memleak's
+//!   stack map is read with bpftool: a run in which memleak recorded no stack from the
+//!   workload's executable is left out of the medians (it would be the cost of a tracer that
+//!   saw nothing), as is one in which memleak could not attach all its uprobes;
+//! - `BCC memleak (free moved)`: the same, from a copy of the script made at bench time whose
+//!   free uprobe is at alloctrace's placement for free (free+3 on Debian 12's glibc, past the
+//!   single-stepped `test rdi,rdi`), checked with `bpftool perf`.
+//!
+//! The command (`bench`) here; the configurations, the runs, the tables, BCC memleak and the
+//! two special measurements each in their own module.
+use std::{fs, path::Path};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::{
+    build,
+    cmd::{self, which},
+};
+
+mod bcc;
+mod configs;
+mod outcome;
+mod render;
+mod runs;
+mod special;
+mod workloads;
+
+pub use configs::BenchOpts;
+use configs::{Config, Tracer, CONFIGS};
+use outcome::Run;
+use render::render;
+use runs::{placements, run_one, Env};
+use workloads::{argv, compile_workloads, libc_of};
+
+pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the bench loads eBPF programs and needs root: run \
+             `sudo -E env PATH=\"$PATH\" cargo xtask bench`"
+        );
+    }
+    ensure!(opts.repeat >= 1, "--repeat must be at least 1");
+    ensure!(opts.iterations >= 1, "--iterations must be at least 1");
+    let alloctrace = build::build(&build::BuildOpts::default())?.bin;
+    let root = cmd::root();
+    let scratch = cmd::target_dir()?.join("bench");
+    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+
+    let workloads = compile_workloads(&root.join("bench/workloads"), &scratch, &opts.workloads)?;
+    let libc = libc_of(Path::new(&argv(&workloads[0].1)[0]))?;
+    let bpftrace = if opts.no_bpftrace {
+        None
+    } else {
+        let found = which("bpftrace");
+        if found.is_none() {
+            eprintln!(
+                "xtask: bench: bpftrace is not installed (apt-get install -y bpftrace): its column is left out"
+            );
+        }
+        found
+    };
+    let env = Env {
+        alloctrace,
+        bpftrace,
+        heaptrack: if opts.no_bpftrace {
+            None
+        } else {
+            which("heaptrack")
+        },
+        bcc: None,
+        notes: Vec::new(),
+        libc,
+        scratch,
+        iterations: opts.iterations,
+    };
+    let mut env = env;
+    let placements = placements(&env, &workloads[0].1)?;
+    if !opts.no_bpftrace {
+        env.bcc = bcc::bcc(&env.scratch, &placements, &mut env.notes);
+    }
+    let configs: Vec<Config> = CONFIGS
+        .iter()
+        .copied()
+        .filter(|c| c.tracer != Tracer::Bpftrace || env.bpftrace.is_some())
+        .filter(|c| c.tracer != Tracer::Heaptrack || env.heaptrack.is_some())
+        .filter(|c| match c.tracer {
+            Tracer::Memleak { moved } => env.bcc.as_ref().is_some_and(|b| !moved || b.has_moved()),
+            _ => true,
+        })
+        .collect();
+
+    // results[w][c] = runs
+    let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); configs.len()]; workloads.len()];
+    for round in 0..opts.repeat {
+        for (w, (name, exe)) in workloads.iter().enumerate() {
+            for k in 0..configs.len() {
+                let c = (k + round) % configs.len();
+                let cfg = configs[c];
+                eprintln!(
+                    "xtask: bench: round {}/{} {name}: {}",
+                    round + 1,
+                    opts.repeat,
+                    cfg.name
+                );
+                match run_one(&env, exe, cfg)? {
+                    Ok(run) => results[w][c].push(run),
+                    Err(why) => {
+                        let why = format!(
+                            "{} on {name}, round {}: left out of the medians: {why}",
+                            cfg.name,
+                            round + 1
+                        );
+                        eprintln!("xtask: bench: {why}");
+                        env.notes.push(why);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut text = render(opts, &env, &workloads, &configs, &results, &placements);
+    let mut own = Vec::new();
+    let mut stacks = Vec::new();
+    for round in 0..opts.repeat {
+        eprintln!(
+            "xtask: bench: round {}/{}: own cost",
+            round + 1,
+            opts.repeat
+        );
+        own.push(special::own_cost(&env.alloctrace, &env.scratch, &root)?);
+        eprintln!(
+            "xtask: bench: round {}/{}: many stacks",
+            round + 1,
+            opts.repeat
+        );
+        stacks.push(special::stacks(&env.alloctrace, &env.scratch, &root)?);
+    }
+    text.push_str(&special::render(&own, &stacks));
+    print!("{text}");
+    let out = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| root.join("bench/RESULTS.md"));
+    fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("xtask: bench: results written to {}", out.display());
+    Ok(std::process::ExitCode::SUCCESS)
+}
