@@ -29,6 +29,10 @@ pub const PROBES: &[ProbeSpec] = &[
 const INTERNAL_PREFIXES: &[&str] = &["__libc_"];
 
 impl Allocator for Glibc {
+    fn name(&self) -> &'static str {
+        "glibc"
+    }
+
     /// Whether a mapped file is the C library (glibc's `libc.so.6`, older `libc-2.x.so`, musl's
     /// `libc.so`/`ld-musl-*.so.1`).
     fn holds(&self, path: &[u8]) -> bool {

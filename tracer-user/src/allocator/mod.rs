@@ -35,8 +35,17 @@ pub(crate) const fn spec(
     }
 }
 
+impl std::fmt::Debug for dyn Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What alloctrace needs to know of one allocator.
 pub trait Allocator: Sync {
+    /// Its name, as messages and logs say it.
+    fn name(&self) -> &'static str;
+
     /// Whether the mapped file at `path` (bytes, as `/proc/PID/maps` names it, without
     /// ` (deleted)`) holds this allocator: the file its probes go on.
     fn holds(&self, path: &[u8]) -> bool;
@@ -58,10 +67,6 @@ pub trait Allocator: Sync {
 
 /// Every allocator alloctrace can probe; of two that hold the same file, the first is taken.
 pub const REGISTRY: &[&dyn Allocator] = &[&glibc::Glibc];
-
-/// The allocator probed when no detection chose one: the C library's (the file `target` finds
-/// with `in_maps` is a libc today).
-pub const DEFAULT: &dyn Allocator = &glibc::Glibc;
 
 /// The first mapping in a maps file (its bytes) of a file some allocator holds, and that
 /// allocator.

@@ -37,13 +37,13 @@ impl Engine {
         let mut mmap_watch;
         // The thread a --pid target is read and attached through (see check_process).
         let mut via = None;
-        let (libc, scope, mut held, model_target) = match &cfg.target {
+        let (libc, alloc, scope, mut held, model_target) = match &cfg.target {
             TargetSpec::Pid(pid) => {
                 let tid = target::check_process(*pid)?;
                 target::check_may_trace(*pid)?;
                 via = Some(tid);
                 let via = tid;
-                let libc = target::libc_of_pid(via)?;
+                let (libc, alloc) = target::libc_of_pid(via)?;
                 let nz = NonZeroU32::new(via).context("pid 0")?;
                 // Its execs (and the mappings of the programs it runs) are recorded as they
                 // happen: one that execs and exits between two looks is not missed.
@@ -63,11 +63,11 @@ impl Engine {
                         None
                     }
                 };
-                (libc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
+                (libc, alloc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
             }
             TargetSpec::Command(argv) => {
                 let exe = target::resolve_command(&argv[0])?;
-                let libc = target::own_libc()?;
+                let (libc, alloc) = target::own_libc()?;
                 // Forked before any thread of ours exists; it waits for the probes.
                 let held = launch::hold(&exe, argv)?;
                 let nz = NonZeroU32::new(held.pid).context("fork returned pid 0")?;
@@ -92,7 +92,7 @@ impl Engine {
                         .collect(),
                     pid: held.pid,
                 };
-                (libc, Scope::Pid(nz), Some(held), t)
+                (libc, alloc, Scope::Pid(nz), Some(held), t)
             }
             TargetSpec::System => {
                 // As for a command: processes that exit before their maps are read still
@@ -107,7 +107,10 @@ impl Engine {
                         None
                     }
                 };
-                (target::own_libc()?, Scope::All, None, Target::System)
+                {
+                    let (libc, alloc) = target::own_libc()?;
+                    (libc, alloc, Scope::All, None, Target::System)
+                }
             }
         };
         let target_pid = match &model_target {
@@ -130,7 +133,7 @@ impl Engine {
             }
         }
 
-        let entries = probe::resolve(&libc, cfg.probe_at)?;
+        let entries = probe::resolve(&libc, alloc, cfg.probe_at)?;
         let mut ebpf = loader::load(&Sizes {
             max_stacks: cfg.max_stacks,
             max_live: cfg.max_live,

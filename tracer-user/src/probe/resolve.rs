@@ -10,7 +10,7 @@ use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
 
 use super::placement::{self, Mode};
 use super::{Entry, ProbeError, ProbeSpec};
-use crate::allocator::{self, Allocator};
+use crate::allocator::Allocator;
 
 /// Identifies a binary across attaches within a run: its build id, or else path and inode.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -27,12 +27,16 @@ fn cache() -> &'static Mutex<HashMap<(BinaryKey, Mode), Resolved>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// Resolves every probed symbol of `libc` (the allocator's table, `allocator::DEFAULT`) to the
+/// Resolves every probed symbol of `libc` (the table of `alloc`, the allocator it holds) to the
 /// file offsets its probes go to, placed as `mode` says (`ALLOCTRACE_PROBE_AT`, read into the
 /// `Config`; see `placement`). glibc exports several names for one function (memalign and
 /// aligned_alloc are one address in 2.36): each address is probed once, under the first name
 /// of the table, or it would count every call twice.
-pub fn resolve(libc: &Path, mode: Mode) -> Result<Resolved, ProbeError> {
+pub fn resolve(
+    libc: &Path,
+    alloc: &'static dyn Allocator,
+    mode: Mode,
+) -> Result<Resolved, ProbeError> {
     let path = libc.display().to_string();
     let data = fs::read(libc).map_err(|source| ProbeError::Read {
         path: path.clone(),
@@ -61,7 +65,7 @@ pub fn resolve(libc: &Path, mode: Mode) -> Result<Resolved, ProbeError> {
         log::info!("probe placement: {path}: decided already in this run");
         return Ok(hit.clone());
     }
-    let out = resolve_elf(&path, &data, &elf, allocator::DEFAULT, mode)?;
+    let out = resolve_elf(&path, &data, &elf, alloc, mode)?;
     cache.insert((key, mode), out.clone());
     Ok(out)
 }
@@ -183,9 +187,9 @@ mod tests {
 
     #[test]
     fn system_libc_resolves_every_required_symbol_once() {
-        let libc = crate::target::own_libc().unwrap();
-        let entries = resolve(&libc, Mode::Auto).unwrap();
-        for p in allocator::DEFAULT.probes().iter().filter(|p| p.required) {
+        let (libc, alloc) = crate::target::own_libc().unwrap();
+        let entries = resolve(&libc, alloc, Mode::Auto).unwrap();
+        for p in alloc.probes().iter().filter(|p| p.required) {
             assert!(
                 entries.iter().any(|(e, _)| e.symbol == p.symbol),
                 "{} missing",
@@ -203,8 +207,8 @@ mod tests {
     /// emulates, and `entry` mode keeps every probe at its function's entry.
     #[test]
     fn placement_of_the_system_libc() {
-        let libc = crate::target::own_libc().unwrap();
-        let auto = resolve(&libc, Mode::Auto).unwrap();
+        let (libc, alloc) = crate::target::own_libc().unwrap();
+        let auto = resolve(&libc, alloc, Mode::Auto).unwrap();
         for (p, e) in &auto {
             eprintln!("{} {}", p.symbol, e.placement);
             assert_eq!(e.file_offset, e.function_offset + e.placement.offset);
@@ -212,12 +216,12 @@ mod tests {
                 assert!(e.placement.emulated, "{} {}", p.symbol, e.placement);
             }
         }
-        let entry = resolve(&libc, Mode::Entry).unwrap();
+        let entry = resolve(&libc, alloc, Mode::Entry).unwrap();
         assert!(entry
             .iter()
             .all(|(_, e)| e.file_offset == e.function_offset));
         // Cached: the same decisions again.
-        let again = resolve(&libc, Mode::Auto).unwrap();
+        let again = resolve(&libc, alloc, Mode::Auto).unwrap();
         assert!(again.iter().map(|(_, e)| e).eq(auto.iter().map(|(_, e)| e)));
     }
 }

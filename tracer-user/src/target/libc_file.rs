@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::TargetError;
-use crate::allocator;
+use crate::allocator::{self, Allocator};
 use crate::process::procmaps::MapsLine;
 
 /// The libc `pid` really maps, as a path alloctrace can open that leads to that very file
@@ -14,7 +14,7 @@ use crate::process::procmaps::MapsLine;
 /// namespace gets its own copy probed), as printed (a chrooted process: the kernel prints the
 /// path from our root), or through `/proc/PID/map_files` (deleted or replaced on disk since it
 /// was mapped, or reachable no other way).
-pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
+pub fn libc_of_pid(pid: u32) -> Result<(PathBuf, &'static dyn Allocator), TargetError> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     if pid == 0 || !proc_dir.exists() {
         return Err(TargetError::NoSuchPid(pid));
@@ -33,11 +33,11 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
             return Err(TargetError::KernelThread(pid));
         }
     }
-    if let Some((_, line)) = allocator::in_maps(&maps) {
+    if let Some((alloc, line)) = allocator::in_maps(&maps) {
         let path = Path::new(OsStr::from_bytes(line.path));
         let map_file = proc_dir.join("map_files").join(line.range);
         if line.deleted {
-            return Ok(map_file);
+            return Ok((map_file, alloc));
         }
         // The kernel prints the path as seen from *our* root when it can (a chrooted process's
         // libc shows as /srv/jail/lib/...), and from the process's namespace root otherwise: the
@@ -48,10 +48,10 @@ pub fn libc_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
             .join(path.strip_prefix("/").unwrap_or(path));
         for candidate in [in_root, path.to_path_buf()] {
             if is_file_at(&candidate, line.dev, line.inode) {
-                return Ok(candidate);
+                return Ok((candidate, alloc));
             }
         }
-        return Ok(map_file);
+        return Ok((map_file, alloc));
     }
     let exe = fs::read_link(proc_dir.join("exe"))
         .map(|p| p.display().to_string())
@@ -67,11 +67,12 @@ fn is_file_at(path: &Path, dev: u64, inode: u64) -> bool {
 
 /// The libc alloctrace itself maps: the system's, which a launched command or system-wide
 /// mode probes.
-pub fn own_libc() -> Result<PathBuf, TargetError> {
+pub fn own_libc() -> Result<(PathBuf, &'static dyn Allocator), TargetError> {
     let maps = fs::read("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
-    let found = MapsLine::all(&maps)
-        .find(|l| !l.deleted && allocator::holder(l.path).is_some())
-        .map(|l| PathBuf::from(OsStr::from_bytes(l.path)));
+    let found = MapsLine::all(&maps).filter(|l| !l.deleted).find_map(|l| {
+        let alloc = allocator::holder(l.path)?;
+        Some((PathBuf::from(OsStr::from_bytes(l.path)), alloc))
+    });
     found.ok_or(TargetError::NoOwnLibc)
 }
 
@@ -81,13 +82,16 @@ mod tests {
 
     #[test]
     fn own_process_has_a_libc() {
-        let libc = libc_of_pid(std::process::id()).expect("the test binary maps libc");
+        let (libc, alloc) = libc_of_pid(std::process::id()).expect("the test binary maps libc");
+        assert_eq!(alloc.name(), "glibc");
         assert!(
             libc.starts_with(format!("/proc/{}/root", std::process::id())),
             "{libc:?}"
         );
         assert!(libc.exists());
-        assert!(own_libc().unwrap().exists());
+        let (own, alloc) = own_libc().unwrap();
+        assert!(own.exists());
+        assert_eq!(alloc.name(), "glibc");
     }
 
     #[test]
