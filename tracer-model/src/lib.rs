@@ -176,6 +176,13 @@ pub struct Losses {
     /// written before it was counted.
     #[serde(default)]
     pub stack_unchecked: u64,
+    /// Followed processes (`--follow-forks`) whose probes went in after their fork. Absent
+    /// from files written before it was counted.
+    #[serde(default)]
+    pub follow_late: u64,
+    /// Microseconds from those forks to their probes, added up.
+    #[serde(default)]
+    pub follow_gap_us: u64,
 }
 
 impl Losses {
@@ -249,6 +256,17 @@ impl Losses {
                 self.stack_unchecked,
                 "new stacks whose frames the kernel could not check (the process was changing \
                  its mappings): those allocations have no site, the next from each stack retries",
+            ),
+            (
+                "followed processes probed late",
+                self.follow_late,
+                "processes started by the target got their probes after their fork (no way to \
+                 hold them): their allocations before were not seen",
+            ),
+            (
+                "microseconds before followed processes' probes",
+                self.follow_gap_us,
+                "the time from those forks to their probes, added up",
             ),
         ]
         .into_iter()

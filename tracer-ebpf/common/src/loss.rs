@@ -39,4 +39,9 @@ pub const REENTRY_TOO_DEEP: u32 = 12;
 /// found the process's mapping lock held by a writer). The allocation has no site; the
 /// next call from that stack tries again.
 pub const STACK_UNCHECKED: u32 = 13;
-pub const COUNT: u32 = 14;
+/// User space's: processes followed (`--follow-forks`) whose probes went in after their
+/// fork, not at it: their allocations in between were not seen.
+pub const FOLLOW_LATE: u32 = 14;
+/// User space's: microseconds from those forks to their probes going in, added up.
+pub const FOLLOW_GAP_US: u32 = 15;
+pub const COUNT: u32 = 16;

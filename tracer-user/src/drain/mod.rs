@@ -232,6 +232,8 @@ impl Drainer {
             retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
             reentry_too_deep: get(abi::loss::REENTRY_TOO_DEEP),
             stack_unchecked: get(abi::loss::STACK_UNCHECKED),
+            follow_late: get(abi::loss::FOLLOW_LATE),
+            follow_gap_us: get(abi::loss::FOLLOW_GAP_US),
         }
     }
 

@@ -51,6 +51,8 @@ impl Engine {
             feed_mappings(&mut w, &symbolizer);
         }
         let followed = follower.map(|f| f.finish());
+        // Processes followed after the final drain count too.
+        super::count_late(&mut drainer, children.as_ref())?;
         if let Some(line) = followed.as_ref().and_then(|f| f.window_line()) {
             eprintln!("{line}");
         }

@@ -218,6 +218,7 @@ impl Engine {
 
     /// One interval: drains, decides the execs seen since, publishes.
     fn interval(&mut self) -> Result<Option<Ended>> {
+        count_late(&mut self.drainer, self.children.as_ref())?;
         let t = self.start.elapsed();
         let (mut s, procs) = self.drainer.sample(t);
         // Before the interval's line: a target that may no longer be traced shows nothing
@@ -251,6 +252,7 @@ impl Engine {
         // Stop counting before the final drain, so the final numbers are a consistent end
         // state; the (slow) detach waits until the report is out.
         self.drainer.stop_probes()?;
+        count_late(&mut self.drainer, self.children.as_ref())?;
         let (last, procs) = self.drainer.sample(duration);
         let processes = processes_of(procs);
         if end == End::Revoked {
@@ -275,6 +277,21 @@ impl Engine {
         self.published.send_replace(Arc::new(snapshot));
         push_sample(&mut self.samples, sample, self.settings.max_samples);
     }
+}
+
+/// Counts the followed processes whose probes went in after their fork since the last call
+/// (their allocations in between were not seen) as losses, with the time it took.
+fn count_late(drainer: &mut Drainer, children: Option<&follow::Children>) -> Result<()> {
+    let late = children.map(|c| c.take_late()).unwrap_or_default();
+    if late.is_empty() {
+        return Ok(());
+    }
+    let us: u64 = late
+        .iter()
+        .map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX).max(1))
+        .fold(0, u64::saturating_add);
+    drainer.add_loss(alloctrace_common::loss::FOLLOW_LATE, late.len() as u64)?;
+    drainer.add_loss(alloctrace_common::loss::FOLLOW_GAP_US, us)
 }
 
 /// The kernel's per-process totals as the model's processes, by pid.

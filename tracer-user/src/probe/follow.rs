@@ -39,6 +39,9 @@ pub struct Shared {
     pub unseen: Vec<(u32, Unseen)>,
     /// Processes that ran a program their user may not trace: their probes come off.
     pub revoke: Vec<u32>,
+    /// From fork to probes, for each process followed since the main loop last asked: counted
+    /// as losses there (the loss table is the main loop's).
+    pub late: Vec<Duration>,
 }
 
 /// A process followed: its pid, its exec log, and its parent's program (its own until it execs).
@@ -212,6 +215,7 @@ impl Follower {
                     let w = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(t));
                     log::info!("pid {pid}: probes attached {w:?} after its fork");
                     self.windows.push(w);
+                    self.lock().late.push(w);
                 }
                 sym.note_process(pid);
                 self.children.insert(pid, Child { pidfd, links });
@@ -369,6 +373,11 @@ impl Children {
 
     pub fn shared(&self) -> &Arc<Mutex<Shared>> {
         &self.shared
+    }
+
+    /// How late the probes of the processes followed since the last call went in.
+    pub fn take_late(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.shared.lock().unwrap_or_else(|e| e.into_inner()).late)
     }
 
     /// Lines to print for the execs of followed processes since the last call.
