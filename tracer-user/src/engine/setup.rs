@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -158,13 +158,7 @@ impl Engine {
                 },
             };
         let attached = probes_in.len();
-        // Following forks, the event thread owns the programs (it attaches children's probes):
-        // the probes are not moved when the task they are on ends (not done yet).
-        let retarget = if cfg.follow_forks {
-            None
-        } else {
-            retarget_for(scope, &libc, &entries, cfg.mode, probes_in)
-        };
+        let retarget = retarget_for(scope, &libc, &entries, cfg.mode, probes_in);
         let drainer = Drainer::take(
             &mut ebpf,
             cfg.max_samples,
@@ -185,15 +179,21 @@ impl Engine {
         let stop_events = Arc::new(AtomicBool::new(false));
         let ring = drain::take_events(&mut ebpf)?;
         // Following, the probe sets of new processes are attached from the event thread, which
-        // reads their fork records: it owns the eBPF object until the run ends.
-        let (kept_ebpf, follower, children) = if cfg.follow_forks {
+        // reads their fork records; the main loop moves the target's own (`retarget`).
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let (follower, children) = if cfg.follow_forks {
             let start_ns = target::monotonic_ns();
-            let (f, shared) =
-                follow::Follower::new(ebpf, libc.clone(), entries.clone(), cfg.mode, start_ns);
+            let (f, shared) = follow::Follower::new(
+                ebpf.clone(),
+                libc.clone(),
+                entries.clone(),
+                cfg.mode,
+                start_ns,
+            );
             let c = follow::Children::new(shared, libc.clone(), start_ns);
-            (None, Some(f), Some(c))
+            (Some(f), Some(c))
         } else {
-            (Some(ebpf), None, None)
+            (None, None)
         };
         let events_thread = {
             let (sym, stop) = (symbolizer.clone(), stop_events.clone());
@@ -240,10 +240,7 @@ impl Engine {
             symbolizer,
             stop_events,
             events: events_thread,
-            tasks: Tasks {
-                ebpf: kept_ebpf,
-                retarget,
-            },
+            tasks: Tasks { ebpf, retarget },
             exe,
             children,
             start,

@@ -1,5 +1,7 @@
 //! Keeping one traced process's probes on a live task of it: the watch that moves them when
 //! the task they are on ends (`probe::retarget`), and the losses and lines a move makes.
+use std::sync::{Arc, Mutex};
+
 use anyhow::Result;
 
 use crate::drain::Drainer;
@@ -9,8 +11,9 @@ use crate::probe::{self, Scope};
 
 /// One traced process's probes and what keeps them on a live task of it (`retarget`).
 pub(super) struct Tasks {
-    /// None while following forks (the event thread has the programs).
-    pub(super) ebpf: Option<aya::Ebpf>,
+    /// The programs, shared with the event thread when it follows forks (it attaches the
+    /// children's probes).
+    pub(super) ebpf: Arc<Mutex<aya::Ebpf>>,
     pub(super) retarget: Option<Retarget>,
 }
 
@@ -41,10 +44,11 @@ pub(super) fn retarget_for(
 /// The task the probes are on ended: moves them (see `retarget`) and counts the move and its
 /// gap as losses; with no live task left (the process is exiting) stops watching.
 pub(super) fn task_ended(tasks: &mut Tasks, drainer: &mut Drainer) -> Result<()> {
-    let (Some(r), Some(ebpf)) = (tasks.retarget.as_mut(), tasks.ebpf.as_mut()) else {
+    let Some(r) = tasks.retarget.as_mut() else {
         return Ok(());
     };
-    match r.move_probes(ebpf)? {
+    let moved = r.move_probes(&mut tasks.ebpf.lock().unwrap_or_else(|e| e.into_inner()))?;
+    match moved {
         Some(m) => {
             drainer.add_loss(alloctrace_common::loss::RETARGETS, 1)?;
             let us = u64::try_from(m.gap.as_micros()).unwrap_or(u64::MAX).max(1);

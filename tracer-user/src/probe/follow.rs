@@ -58,7 +58,9 @@ struct Child {
 }
 
 pub struct Follower {
-    ebpf: Ebpf,
+    /// Shared with the main loop, which moves the target's own probes when the task they are
+    /// on ends (`retarget`).
+    ebpf: Arc<Mutex<Ebpf>>,
     libc: PathBuf,
     entries: Vec<(&'static ProbeSpec, Entry)>,
     mode: TraceMode,
@@ -76,7 +78,7 @@ pub struct Follower {
 
 /// What `finish` hands back: the eBPF object (whose drop detaches the rest) and figures.
 pub struct Finished {
-    ebpf: Ebpf,
+    ebpf: Arc<Mutex<Ebpf>>,
     followed: usize,
     max_window: Option<Duration>,
     detach: Option<Detacher>,
@@ -86,7 +88,7 @@ type Detacher = (mpsc::Sender<Vec<UProbeLink>>, JoinHandle<(usize, Duration)>);
 
 impl Follower {
     pub fn new(
-        ebpf: Ebpf,
+        ebpf: Arc<Mutex<Ebpf>>,
         libc: PathBuf,
         entries: Vec<(&'static ProbeSpec, Entry)>,
         mode: TraceMode,
@@ -122,6 +124,10 @@ impl Follower {
         (f, shared)
     }
 
+    fn programs(&self) -> std::sync::MutexGuard<'_, Ebpf> {
+        self.ebpf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -153,7 +159,7 @@ impl Follower {
             // left out of the report all the same.
             self.sharing.remove(&pid);
             if let Some(child) = self.children.remove(&pid) {
-                let links = probe::take_links(&mut self.ebpf, child.links);
+                let links = probe::take_links(&mut self.programs(), child.links);
                 if let Some((tx, _)) = &self.detach {
                     let _ = tx.send(links);
                 }
@@ -203,13 +209,14 @@ impl Follower {
         let Some(nz) = std::num::NonZeroU32::new(pid) else {
             return;
         };
-        match probe::attach_loaded(
-            &mut self.ebpf,
+        let attached = probe::attach_loaded(
+            &mut self.programs(),
             &self.libc,
             &self.entries,
             Scope::Pid(nz),
             self.mode,
-        ) {
+        );
+        match attached {
             Ok(links) => {
                 if let Some(t) = forked_at {
                     let w = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(t));
@@ -252,7 +259,7 @@ impl Follower {
             let Some(child) = self.children.remove(&pid) else {
                 continue;
             };
-            let links = probe::take_links(&mut self.ebpf, child.links);
+            let links = probe::take_links(&mut self.programs(), child.links);
             if let Some((tx, _)) = &self.detach {
                 let _ = tx.send(links);
             }
@@ -286,7 +293,7 @@ impl Finished {
     }
 
     /// Detaches every probe (the exited processes' on their own thread, during the run; the
-    /// rest with the eBPF object now) and says how long the exited processes' took: each
+    /// rest with the eBPF object now, the main loop's share of it dropped first) and says how long the exited processes' took: each
     /// probe waits a kernel grace period.
     pub fn detach_all(mut self) -> Option<String> {
         drop(self.ebpf);
