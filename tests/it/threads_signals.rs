@@ -134,7 +134,11 @@ fn main_thread_exit_moves_the_probes_and_counts_the_threads_exactly() {
     for how in [How::Launch, How::Pid] {
         // Following forks too: the event thread shares the programs with the main loop, which
         // moves the target's probes all the same.
-        let modes = [&[][..], &["--mode", "alloc-only"][..], &["--follow-forks"][..]];
+        let modes = [
+            &[][..],
+            &["--mode", "alloc-only"][..],
+            &["--follow-forks"][..],
+        ];
         for mode in modes {
             let (_, report, truths, context) =
                 run_until_moved("main_exit", how, mode, &["truth.txt"]);

@@ -57,6 +57,9 @@ pub(super) struct Config {
 const ALLOC_ONLY: &[&str] = &["--mode", "alloc-only"];
 const SAMPLED: &[&str] = &["--mode", "alloc-only", "--sample-bytes", "524288"];
 const FULL_SAMPLED: &[&str] = &["--sample-bytes", "524288"];
+/// Following forks, the programs ask the kernel for each call's tgid (the probes may fire in
+/// several processes) instead of taking the target's from the loader.
+const FOLLOW: &[&str] = &["--follow-forks"];
 
 pub(super) const CONFIGS: &[Config] = &[
     Config {
@@ -99,6 +102,15 @@ pub(super) const CONFIGS: &[Config] = &[
             args: &[],
         },
         floor: Some("floor (entry)"),
+    },
+    Config {
+        name: "alloctrace --follow-forks",
+        tracer: Tracer::Alloctrace {
+            entry: false,
+            floor: false,
+            args: FOLLOW,
+        },
+        floor: Some("floor (placed)"),
     },
     Config {
         name: "full --sample-bytes 512K",
