@@ -68,6 +68,42 @@ pub trait Allocator: Sync {
 /// Every allocator alloctrace can probe; of two that hold the same file, the first is taken.
 pub const REGISTRY: &[&dyn Allocator] = &[&glibc::Glibc];
 
+/// One allocator found in one file: what `probe::resolve` probes there.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub allocator: &'static dyn Allocator,
+    /// What the file's names of its entry points start with before the table's names
+    /// (`je_malloc`, `_rjem_malloc`); "" for the standard names.
+    pub prefix: &'static str,
+}
+
+impl PartialEq for Found {
+    fn eq(&self, other: &Found) -> bool {
+        self.allocator.name() == other.allocator.name() && self.prefix == other.prefix
+    }
+}
+impl Eq for Found {}
+impl std::hash::Hash for Found {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.allocator.name(), self.prefix).hash(h);
+    }
+}
+
+/// The allocators the ELF file at `path` holds, each with the prefix of its names: by the
+/// file's name (a libc), or by the symbols it defines (an allocator linked into an executable,
+/// a prefixed build). Empty when it holds none.
+#[allow(dead_code)] // used by the engine once every process's allocators are detected (issue 20)
+pub fn detect(path: &std::path::Path) -> std::io::Result<Vec<Found>> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(holder(path.as_os_str().as_bytes())
+        .map(|allocator| Found {
+            allocator,
+            prefix: allocator.symbol_prefix(),
+        })
+        .into_iter()
+        .collect())
+}
+
 /// The first mapping in a maps file (its bytes) of a file some allocator holds, and that
 /// allocator.
 pub fn in_maps(maps: &[u8]) -> Option<(&'static dyn Allocator, MapsLine<'_>)> {

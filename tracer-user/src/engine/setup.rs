@@ -133,7 +133,11 @@ impl Engine {
             }
         }
 
-        let entries = probe::resolve(&libc, alloc, cfg.probe_at)?;
+        let found = crate::allocator::Found {
+            allocator: alloc,
+            prefix: alloc.symbol_prefix(),
+        };
+        let entries = probe::resolve(&libc, found, cfg.probe_at)?;
         let mut ebpf = loader::load(&Sizes {
             max_stacks: cfg.max_stacks,
             max_live: cfg.max_live,

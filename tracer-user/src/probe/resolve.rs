@@ -10,7 +10,7 @@ use object::{Object, ObjectSegment, ObjectSymbol, SegmentFlags};
 
 use super::placement::{self, Mode};
 use super::{Entry, ProbeError, ProbeSpec};
-use crate::allocator::Allocator;
+use crate::allocator::Found;
 
 /// Identifies a binary across attaches within a run: its build id, or else path and inode.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,21 +22,17 @@ enum BinaryKey {
 type Resolved = Vec<(&'static ProbeSpec, Entry)>;
 
 /// Decisions already made in this run, per binary and mode (system-wide attaches decode once).
-fn cache() -> &'static Mutex<HashMap<(BinaryKey, Mode), Resolved>> {
-    static CACHE: OnceLock<Mutex<HashMap<(BinaryKey, Mode), Resolved>>> = OnceLock::new();
+fn cache() -> &'static Mutex<HashMap<(BinaryKey, Found, Mode), Resolved>> {
+    static CACHE: OnceLock<Mutex<HashMap<(BinaryKey, Found, Mode), Resolved>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-/// Resolves every probed symbol of `libc` (the table of `alloc`, the allocator it holds) to the
+/// Resolves every probed symbol of `libc` (the table of `found`, an allocator it holds) to the
 /// file offsets its probes go to, placed as `mode` says (`ALLOCTRACE_PROBE_AT`, read into the
 /// `Config`; see `placement`). glibc exports several names for one function (memalign and
 /// aligned_alloc are one address in 2.36): each address is probed once, under the first name
 /// of the table, or it would count every call twice.
-pub fn resolve(
-    libc: &Path,
-    alloc: &'static dyn Allocator,
-    mode: Mode,
-) -> Result<Resolved, ProbeError> {
+pub fn resolve(libc: &Path, found: Found, mode: Mode) -> Result<Resolved, ProbeError> {
     let path = libc.display().to_string();
     let data = fs::read(libc).map_err(|source| ProbeError::Read {
         path: path.clone(),
@@ -61,12 +57,12 @@ pub fn resolve(
         }
     };
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(hit) = cache.get(&(key.clone(), mode)) {
+    if let Some(hit) = cache.get(&(key.clone(), found, mode)) {
         log::info!("probe placement: {path}: decided already in this run");
         return Ok(hit.clone());
     }
-    let out = resolve_elf(&path, &data, &elf, alloc, mode)?;
-    cache.insert((key, mode), out.clone());
+    let out = resolve_elf(&path, &data, &elf, found, mode)?;
+    cache.insert((key, found, mode), out.clone());
     Ok(out)
 }
 
@@ -94,15 +90,15 @@ fn resolve_elf(
     path: &str,
     data: &[u8],
     elf: &object::File<'_>,
-    allocator: &dyn Allocator,
+    found: Found,
     mode: Mode,
 ) -> Result<Resolved, ProbeError> {
-    let probes = allocator.probes();
+    let probes = found.allocator.probes();
     let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
         let Ok(name) = sym.name() else { continue };
         // The table's names are unprefixed (a jemalloc built with a prefix exports je_malloc).
-        let Some(name) = name.strip_prefix(allocator.symbol_prefix()) else {
+        let Some(name) = name.strip_prefix(found.prefix) else {
             continue;
         };
         if sym.is_undefined() || sym.address() == 0 {
@@ -185,11 +181,19 @@ fn resolve_elf(
 mod tests {
     use super::*;
 
+    fn found(allocator: &'static dyn crate::allocator::Allocator) -> Found {
+        Found {
+            allocator,
+            prefix: "",
+        }
+    }
+
     #[test]
     fn system_libc_resolves_every_required_symbol_once() {
         let (libc, alloc) = crate::target::own_libc().unwrap();
+        let alloc = found(alloc);
         let entries = resolve(&libc, alloc, Mode::Auto).unwrap();
-        for p in alloc.probes().iter().filter(|p| p.required) {
+        for p in alloc.allocator.probes().iter().filter(|p| p.required) {
             assert!(
                 entries.iter().any(|(e, _)| e.symbol == p.symbol),
                 "{} missing",
@@ -208,6 +212,7 @@ mod tests {
     #[test]
     fn placement_of_the_system_libc() {
         let (libc, alloc) = crate::target::own_libc().unwrap();
+        let alloc = found(alloc);
         let auto = resolve(&libc, alloc, Mode::Auto).unwrap();
         for (p, e) in &auto {
             eprintln!("{} {}", p.symbol, e.placement);
