@@ -20,10 +20,11 @@ enum BinaryKey {
 }
 
 type Resolved = Vec<(&'static ProbeSpec, Entry)>;
+type Decisions = HashMap<(BinaryKey, Found, Mode), Resolved>;
 
 /// Decisions already made in this run, per binary and mode (system-wide attaches decode once).
-fn cache() -> &'static Mutex<HashMap<(BinaryKey, Found, Mode), Resolved>> {
-    static CACHE: OnceLock<Mutex<HashMap<(BinaryKey, Found, Mode), Resolved>>> = OnceLock::new();
+fn cache() -> &'static Mutex<Decisions> {
+    static CACHE: OnceLock<Mutex<Decisions>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
