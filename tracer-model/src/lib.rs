@@ -125,6 +125,21 @@ pub struct Process {
     /// its counters stop there. Absent otherwise (and in files from before it was told).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen: Option<Unseen>,
+    /// The allocators its allocations were counted through (empty in files from before it was
+    /// told, and for a process none of whose allocators could be probed: see `unseen`).
+    #[serde(default)]
+    pub allocators: Vec<AllocatorUse>,
+}
+
+/// One allocator a process used, as probed: its name (`glibc`, `musl`, `jemalloc`,
+/// `tcmalloc`, `mimalloc`), the file holding it (a shared library, or the executable when it
+/// is linked in) and its version where the file tells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatorUse {
+    pub name: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// From when, and why, a process's allocations went unseen.

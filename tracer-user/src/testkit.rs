@@ -81,6 +81,7 @@ pub fn proc_(pid: u32, comm: &str, counters: Counters) -> Process {
         counters,
         unknown_frees: 0,
         unseen: None,
+        allocators: Vec::new(),
     }
 }
 

@@ -268,6 +268,7 @@ mod tests {
             counters,
             unknown_frees: 0,
             unseen: None,
+            allocators: Vec::new(),
         }
     }
 

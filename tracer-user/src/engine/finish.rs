@@ -198,6 +198,7 @@ fn with_unseen(mut procs: Vec<Process>, unseen: Option<(Unseen, u32)>) -> Vec<Pr
                     counters: Counters::default(),
                     unknown_frees: 0,
                     unseen: Some(unseen),
+                    allocators: Vec::new(),
                 },
             );
         }
@@ -239,6 +240,7 @@ mod tests {
             counters: Counters::default(),
             unknown_frees: 0,
             unseen: None,
+            allocators: Vec::new(),
         }
     }
 

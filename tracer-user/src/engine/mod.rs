@@ -304,6 +304,7 @@ fn processes_of(procs: BTreeMap<u32, ProcTotals>) -> Vec<Process> {
             counters: p.counters,
             unknown_frees: p.unknown_frees,
             unseen: None,
+            allocators: Vec::new(),
         })
         .collect()
 }

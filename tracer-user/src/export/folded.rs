@@ -188,6 +188,7 @@ mod tests {
                     counters: Counters::default(),
                     unknown_frees: 0,
                     unseen: None,
+                    allocators: Vec::new(),
                 })
                 .collect(),
             sites,

@@ -9,6 +9,7 @@
 //!  `sampled`, the number of allocations sampled), start_unix_secs, duration, interval,
 //!  totals{allocs,bytes,frees,freed_bytes,live_objects,live_bytes},
 //!  processes[]{pid,comm,counters{allocs,bytes,frees,freed_bytes},unknown_frees,
+//!   allocators[]{name,path,version?} (the allocators it was counted through),
 //!   unseen{since,program,reason} (only for a process that executed a program whose
 //!   allocations alloctrace cannot see: its counters stop at `since`),live_objects,live_bytes},
 //!  frames[]{addr,function,function_offset,module,module_offset,file,line},
@@ -560,6 +561,7 @@ mod tests {
                     counters: c1,
                     unknown_frees: 2,
                     unseen: None,
+                    allocators: Vec::new(),
                 },
                 Process {
                     pid: 8,
@@ -567,6 +569,7 @@ mod tests {
                     counters: c2,
                     unknown_frees: 0,
                     unseen: None,
+                    allocators: Vec::new(),
                 },
             ],
             sites: vec![

@@ -450,6 +450,7 @@ mod tests {
             counters: end,
             unknown_frees: 0,
             unseen: None,
+            allocators: Vec::new(),
         }];
         p.target = Target::Command {
             argv: vec!["./prog".into(), "<&>".into()],

@@ -477,6 +477,7 @@ mod tests {
                 counters: total,
                 unknown_frees: 0,
                 unseen: None,
+                allocators: Vec::new(),
             }],
             sites,
             losses: Losses::default(),

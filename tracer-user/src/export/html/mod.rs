@@ -234,6 +234,7 @@ mod tests {
             counters: total,
             unknown_frees: 0,
             unseen: None,
+            allocators: Vec::new(),
         }];
         p.target = Target::Command {
             argv: vec!["./prog".into(), "--x=<&>".into()],
