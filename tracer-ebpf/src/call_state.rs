@@ -16,7 +16,7 @@ use crate::account::loss::bump_loss;
 /// ucontext, siginfo and the 128-byte red zone), so 1 KiB keeps both sides far from it. A
 /// handler on an alternate stack (sigaltstack) lies anywhere relative to the interrupted
 /// call, usually far: also taken as a handler (one above it as a stale call, see `slot`).
-const NEST_MAX: u64 = 1024;
+pub const NEST_MAX: u64 = 1024;
 
 /// `CallState::active` while `enter` fills the level it chose (within one program run).
 pub const ENTERING: u32 = 2;
@@ -36,7 +36,7 @@ pub fn slot<'a, C: EbpfContext>(
     calls: &'a mut CallStates,
     sp: u64,
 ) -> Option<&'a mut CallState> {
-    let CallStates { outer, inner } = calls;
+    let CallStates { outer, inner, .. } = calls;
     if outer.active == 0 {
         inner.active = 0;
         return Some(outer);

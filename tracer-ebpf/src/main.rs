@@ -17,7 +17,7 @@ mod sample;
 mod tables;
 mod unwind;
 
-use alloctrace_common::{array_bytes, CallKind};
+use alloctrace_common::{array_bytes, CallKind, PTRDIFF_MAX};
 use arch::arg;
 use aya_ebpf::{
     macros::{uprobe, uretprobe},
@@ -119,6 +119,51 @@ pub fn aligned_alloc_count(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn valloc_count(ctx: ProbeContext) -> u32 {
     alloc::count_entry(&ctx, arg(&ctx, 0), false)
+}
+
+// Alloc-only programs for allocators whose calls do not reach the exported malloc as glibc's
+// do (see the common crate's names): nothing is left pending for a malloc that never comes.
+
+/// realloc(p, n), rallocx(p, n, flags): realloc(p, 0) frees and allocates nothing.
+#[uprobe]
+pub fn realloc_count_direct(ctx: ProbeContext) -> u32 {
+    let (ptr, size) = (arg(&ctx, 0), arg(&ctx, 1));
+    if ptr != 0 && size == 0 {
+        return 0;
+    }
+    alloc::count_entry(&ctx, size, false)
+}
+
+/// realloc(p, n) where realloc(p, 0) returns a new block (musl, mimalloc).
+#[uprobe]
+pub fn realloc0_count_direct(ctx: ProbeContext) -> u32 {
+    alloc::count_entry(&ctx, arg(&ctx, 1), false)
+}
+
+/// mi_reallocn(p, n, size), mi_recalloc(p, n, size).
+#[uprobe]
+pub fn reallocarray_count_direct(ctx: ProbeContext) -> u32 {
+    alloc::count_entry(&ctx, array_bytes(arg(&ctx, 1), arg(&ctx, 2)), false)
+}
+
+/// posix_memalign(void **memptr, size_t alignment, size_t size): the alignment must be a
+/// power of two and a multiple of sizeof(void *).
+#[uprobe]
+pub fn posix_memalign_count_direct(ctx: ProbeContext) -> u32 {
+    alloc::count_aligned_direct(&ctx, arg(&ctx, 1), arg(&ctx, 2), 8)
+}
+
+/// aligned_alloc(alignment, size) and memalign(alignment, size).
+#[uprobe]
+pub fn aligned_alloc_count_direct(ctx: ProbeContext) -> u32 {
+    alloc::count_aligned_direct(&ctx, arg(&ctx, 0), arg(&ctx, 1), 1)
+}
+
+/// musl's calloc(n, size): always calls malloc(n * size) unless the product overflows.
+#[uprobe]
+pub fn calloc_count_to_malloc(ctx: ProbeContext) -> u32 {
+    let bytes = array_bytes(arg(&ctx, 0), arg(&ctx, 1));
+    alloc::count_entry(&ctx, bytes, bytes <= PTRDIFF_MAX)
 }
 
 #[cfg(not(test))]

@@ -60,8 +60,14 @@ const _: () = assert!(size_of::<CallState>() == 72);
 pub struct CallStates {
     pub outer: CallState,
     pub inner: CallState,
+    /// The block the thread's last counted free released, and the stack pointer at that free's
+    /// entry: an allocator's free-like function that tail-calls another probed one (tcmalloc's
+    /// sized delete jumping to tc_free, mimalloc's mi_free_size to mi_free) fires a second
+    /// free probe on the same block, nested; that one must not count an unknown free.
+    pub freed: u64,
+    pub freed_sp: u64,
 }
-const _: () = assert!(size_of::<CallStates>() == 144);
+const _: () = assert!(size_of::<CallStates>() == 160);
 
 /// nmemb × size for calloc/reallocarray; on overflow the call fails and records nothing, so
 /// the value then only has to be above PTRDIFF_MAX (it is never counted).

@@ -34,3 +34,22 @@ pub const PROG_REALLOC_COUNT: &str = "realloc_count";
 pub const PROG_POSIX_MEMALIGN_COUNT: &str = "posix_memalign_count";
 pub const PROG_ALIGNED_ALLOC_COUNT: &str = "aligned_alloc_count";
 pub const PROG_VALLOC_COUNT: &str = "valloc_count";
+
+// Alloc-only programs for allocators whose functions do not hand requests to the exported
+// malloc as glibc's do (jemalloc, tcmalloc, mimalloc, musl's aligned family): no delegation
+// state is left for a malloc that never comes. Functions taking the size first (malloc,
+// mallocx, operator new, mi_malloc_aligned) count with PROG_VALLOC_COUNT, which delegates
+// nothing either.
+/// realloc(p, n) / rallocx(p, n, flags); realloc(p, 0) frees and allocates nothing.
+pub const PROG_REALLOC_COUNT_DIRECT: &str = "realloc_count_direct";
+/// realloc(p, n) where realloc(p, 0) returns a new (0-byte) block: musl's, mimalloc's.
+pub const PROG_REALLOC0_COUNT_DIRECT: &str = "realloc0_count_direct";
+/// mi_reallocn(p, n, size), mi_recalloc(p, n, size): n * size bytes, 0 included.
+pub const PROG_REALLOCARRAY_COUNT_DIRECT: &str = "reallocarray_count_direct";
+/// posix_memalign(memptr, alignment, size) that allocates itself.
+pub const PROG_POSIX_MEMALIGN_COUNT_DIRECT: &str = "posix_memalign_count_direct";
+/// aligned_alloc(alignment, size) / memalign that allocates itself.
+pub const PROG_ALIGNED_ALLOC_COUNT_DIRECT: &str = "aligned_alloc_count_direct";
+/// calloc(n, size) that always hands its request to the exported malloc (musl's): counted
+/// here, malloc told to skip it, as glibc's realloc(NULL, n).
+pub const PROG_CALLOC_COUNT_TO_MALLOC: &str = "calloc_count_to_malloc";

@@ -131,6 +131,17 @@ pub fn count_aligned(ctx: &ProbeContext, alignment: u64, size: u64) -> u32 {
     count_entry(ctx, size, alignment <= MALLOC_ALIGNMENT)
 }
 
+/// Alloc-only mode, an aligned function that allocates itself (jemalloc's, tcmalloc's,
+/// musl's): an alignment that is not a power of two, or below `min`, is refused (EINVAL,
+/// nothing allocated); no request is handed to malloc.
+#[inline(always)]
+pub fn count_aligned_direct(ctx: &ProbeContext, alignment: u64, size: u64, min: u64) -> u32 {
+    if alignment < min || alignment & (alignment - 1) != 0 {
+        return 0;
+    }
+    count_entry(ctx, size, false)
+}
+
 #[inline(always)]
 fn count_at_entry(ctx: &ProbeContext, tgid: u32, size: u64) {
     if size > PTRDIFF_MAX {

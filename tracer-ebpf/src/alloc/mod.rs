@@ -13,7 +13,7 @@ mod exit;
 mod free;
 mod traced;
 
-pub use count::{count_aligned, count_entry, count_malloc};
+pub use count::{count_aligned, count_aligned_direct, count_entry, count_malloc};
 pub use enter::enter;
 pub use exit::exit;
 pub use free::free;

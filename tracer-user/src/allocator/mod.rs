@@ -1,11 +1,26 @@
-//! The allocators alloctrace knows, as a registry: which mapping of a process holds one, the
-//! entry points its probes go to, and which stack frames are its own (never a hot spot's caller).
+//! The allocators alloctrace knows, as a registry: which files hold one (by name, or by the
+//! symbols they define: `detect`), the entry points its probes go to, and which stack frames
+//! are its own (never a hot spot's caller).
 //!
 //! Each allocator is one file here implementing [`Allocator`], listed once in [`REGISTRY`]
 //! (after OpenTelemetry's eBPF profiler, whose `interpreter/` has one loader per runtime and a
-//! list of them). glibc's is the only one today; one for jemalloc, tcmalloc, mimalloc, musl or
-//! Go is a file beside it and a line in the registry.
+//! list of them).
+pub mod cxx;
+// Called by the engine's per-process detection (issue 20, another change); the tests use it.
+#[allow(dead_code)]
+mod detect;
 pub mod glibc;
+pub mod jemalloc;
+pub mod mimalloc;
+pub mod musl;
+#[cfg(test)]
+pub(crate) mod real_files;
+pub mod symbols;
+pub mod tcmalloc;
+
+#[allow(unused_imports)]
+pub use detect::{detect, version};
+pub use symbols::Symbols;
 
 use crate::model::Frame;
 use crate::process::procmaps::MapsLine;
@@ -17,21 +32,50 @@ pub struct ProbeSpec {
     pub program: &'static str,
     /// Whether the function returns a block, so it needs the return probe.
     pub returns_block: bool,
-    /// Optional symbols may be absent from a libc (musl has no pvalloc).
+    /// Optional symbols may be absent from a build (musl has no pvalloc).
     pub required: bool,
+    /// The alloc-only mode's program (an entry probe that counts the request); None when the
+    /// function is not probed in that mode: it frees, or every request it serves goes through
+    /// another probed function that counts it (glibc's reallocarray calls realloc; mimalloc's
+    /// posix_memalign calls mi_malloc_aligned). Counting both would count one request twice:
+    /// alloc-only mode has no return probe to tell nesting by.
+    pub count: Option<&'static str>,
 }
 
-pub(crate) const fn spec(
+/// A function that returns a block, probed by `program` (full mode) and `count` (alloc-only).
+pub(crate) const fn alloc(
     symbol: &'static str,
     program: &'static str,
-    returns_block: bool,
-    required: bool,
+    count: Option<&'static str>,
 ) -> ProbeSpec {
     ProbeSpec {
         symbol,
         program,
-        returns_block,
-        required,
+        returns_block: true,
+        required: false,
+        count,
+    }
+}
+
+/// A function that gives a block back (`ptr` in its first argument): free, sdallocx,
+/// operator delete.
+pub(crate) const fn release(symbol: &'static str) -> ProbeSpec {
+    ProbeSpec {
+        symbol,
+        program: alloctrace_common::PROG_FREE_ENTER,
+        returns_block: false,
+        required: false,
+        count: None,
+    }
+}
+
+impl ProbeSpec {
+    /// The same entry point, one every build of its allocator has.
+    pub(crate) const fn required(self) -> ProbeSpec {
+        ProbeSpec {
+            required: true,
+            ..self
+        }
     }
 }
 
@@ -42,22 +86,35 @@ impl std::fmt::Debug for dyn Allocator {
 }
 
 /// What alloctrace needs to know of one allocator.
+#[allow(dead_code)] // `markers`, `defined_in`, `version`: `detect`'s
 pub trait Allocator: Sync {
-    /// Its name, as messages and logs say it.
+    /// Its name, as messages, logs and the JSON report say it ("glibc", "jemalloc", ...).
     fn name(&self) -> &'static str;
 
     /// Whether the mapped file at `path` (bytes, as `/proc/PID/maps` names it, without
-    /// ` (deleted)`) holds this allocator: the file its probes go on.
+    /// ` (deleted)`) is, by its name, this allocator's library (unprefixed).
     fn holds(&self, path: &[u8]) -> bool;
 
-    /// Its entry points and how each is probed.
+    /// Its entry points and how each is probed, by their names without the prefix.
     fn probes(&self) -> &'static [ProbeSpec];
 
-    /// What its exported symbols' names start with before the table's names (memleak's
-    /// `--symbols-prefix`: a jemalloc built with `--with-jemalloc-prefix=je_` exports
-    /// `je_malloc`); none for a libc.
+    /// The names `defined_in` looks up (`Symbols` keeps only those of a file's symbols).
+    fn markers(&self) -> &'static [&'static str];
+
+    /// Whether this allocator's code is in a file that defines `symbols` (an executable it is
+    /// linked into, a library of another name, a prefixed build): the prefix of its names
+    /// there ("" for the standard ones, `je_`, `_rjem_`).
+    fn defined_in(&self, symbols: &Symbols) -> Option<&'static str>;
+
+    /// Prefix for a file `holds` names: none, the library exports the standard names.
     fn symbol_prefix(&self) -> &'static str {
         ""
+    }
+
+    /// Its version, where the file (`data`, its bytes) says it cheaply (a string in
+    /// `.rodata`).
+    fn version(&self, _data: &[u8]) -> Option<String> {
+        None
     }
 
     /// Whether a function, by its (demangled) name, belongs to this allocator: its entry points
@@ -66,7 +123,13 @@ pub trait Allocator: Sync {
 }
 
 /// Every allocator alloctrace can probe; of two that hold the same file, the first is taken.
-pub const REGISTRY: &[&dyn Allocator] = &[&glibc::Glibc];
+pub const REGISTRY: &[&dyn Allocator] = &[
+    &glibc::Glibc,
+    &musl::Musl,
+    &jemalloc::Jemalloc,
+    &tcmalloc::Tcmalloc,
+    &mimalloc::Mimalloc,
+];
 
 /// One allocator found in one file: what `probe::resolve` probes there.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +138,14 @@ pub struct Found {
     /// What the file's names of its entry points start with before the table's names
     /// (`je_malloc`, `_rjem_malloc`); "" for the standard names.
     pub prefix: &'static str,
+}
+
+#[allow(dead_code)] // the engine reports it (issue 20)
+impl Found {
+    /// The allocator's version in `path` (the file it was found in), where the file says it.
+    pub fn version(&self, path: &std::path::Path) -> Option<String> {
+        version(path, self.allocator)
+    }
 }
 
 impl PartialEq for Found {
@@ -87,21 +158,6 @@ impl std::hash::Hash for Found {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         (self.allocator.name(), self.prefix).hash(h);
     }
-}
-
-/// The allocators the ELF file at `path` holds, each with the prefix of its names: by the
-/// file's name (a libc), or by the symbols it defines (an allocator linked into an executable,
-/// a prefixed build). Empty when it holds none.
-#[allow(dead_code)] // used by the engine once every process's allocators are detected (issue 20)
-pub fn detect(path: &std::path::Path) -> std::io::Result<Vec<Found>> {
-    use std::os::unix::ffi::OsStrExt;
-    Ok(holder(path.as_os_str().as_bytes())
-        .map(|allocator| Found {
-            allocator,
-            prefix: allocator.symbol_prefix(),
-        })
-        .into_iter()
-        .collect())
 }
 
 /// The first mapping in a maps file (its bytes) of a file some allocator holds, and that
@@ -119,8 +175,9 @@ pub fn holder(path: &[u8]) -> Option<&'static dyn Allocator> {
 }
 
 /// Functions that only pass a request on to the allocator, in a language's runtime rather than
-/// in any allocator: C++'s operator new, Rust's global allocator shims and growth paths.
-const WRAPPER_FUNCTIONS: &[&str] = &["operator new", "operator new[]", "_Znwm", "_Znam"];
+/// in any allocator: C++'s operator new and delete (`cxx`), Rust's global allocator shims and
+/// growth paths.
+const WRAPPER_FUNCTIONS: &[&str] = &["operator new", "operator new[]"];
 /// Name prefixes of those wrappers.
 const WRAPPER_PREFIXES: &[&str] = &[
     "__rust_alloc",
@@ -145,6 +202,7 @@ pub fn is_allocator_frame(f: &Frame) -> bool {
         || f.function.as_deref().is_some_and(|name| {
             REGISTRY.iter().any(|a| a.owns_function(name))
                 || WRAPPER_FUNCTIONS.contains(&name)
+                || cxx::is_operator_new_or_delete(name)
                 || WRAPPER_PREFIXES.iter().any(|p| name.starts_with(p))
         })
 }

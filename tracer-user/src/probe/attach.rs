@@ -45,7 +45,7 @@ pub fn attach(
     if mode == TraceMode::AllocOnly {
         let names = entries
             .iter()
-            .filter_map(|(spec, _)| count_program(spec.program))
+            .filter_map(|(spec, _)| count_program(spec))
             .collect();
         load_programs(ebpf, names)?;
     } else {
@@ -156,18 +156,12 @@ fn entry_rank(spec: &ProbeSpec) -> u8 {
     }
 }
 
-/// The alloc-only mode's program for a full-mode entry program, if the function is probed
-/// at all in that mode: reallocarray calls realloc, which counts it, and free counts nothing.
-pub fn count_program(entry_program: &str) -> Option<&'static str> {
-    Some(match entry_program {
-        abi::PROG_MALLOC_ENTER => abi::PROG_MALLOC_COUNT,
-        abi::PROG_CALLOC_ENTER => abi::PROG_CALLOC_COUNT,
-        abi::PROG_REALLOC_ENTER => abi::PROG_REALLOC_COUNT,
-        abi::PROG_POSIX_MEMALIGN_ENTER => abi::PROG_POSIX_MEMALIGN_COUNT,
-        abi::PROG_ALIGNED_ALLOC_ENTER => abi::PROG_ALIGNED_ALLOC_COUNT,
-        abi::PROG_VALLOC_ENTER => abi::PROG_VALLOC_COUNT,
-        _ => return None,
-    })
+/// The alloc-only mode's program for a function, if it is probed at all in that mode: its
+/// allocator's table says (`ProbeSpec::count`): free counts nothing, and a function whose
+/// requests all go through another probed one (glibc's reallocarray calls realloc) is left to
+/// that one.
+pub fn count_program(spec: &ProbeSpec) -> Option<&'static str> {
+    spec.count
 }
 
 /// Alloc-only mode: one counting entry probe per function, at the placed offset.
@@ -180,7 +174,7 @@ fn attach_counting(
 ) -> Result<(), ProbeError> {
     let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = entries
         .iter()
-        .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
+        .filter_map(|(spec, e)| count_program(spec).map(|prog| (*spec, e, prog)))
         .collect();
     for (spec, entry, name) in counted {
         attached.push(attach_one(ebpf, name, "uprobe", spec, entry, libc, scope)?);

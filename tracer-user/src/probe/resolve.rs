@@ -230,4 +230,64 @@ mod tests {
         let again = resolve(&libc, alloc, Mode::Auto).unwrap();
         assert!(again.iter().map(|(_, e)| e).eq(auto.iter().map(|(_, e)| e)));
     }
+
+    /// Every required symbol resolves, no address is probed twice, and the placement figures
+    /// (probes moved past the entry onto an emulated instruction vs left at it).
+    #[test]
+    fn every_allocator_resolves_in_its_files() {
+        let dir = crate::allocator::real_files::built();
+        let files: Vec<PathBuf> = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-musl/libc.so",
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+            "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+            "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .chain(["glibc_static", "musl_static", "je_static", "rjem_static"].map(|e| dir.join(e)))
+        .collect();
+        for file in files {
+            for found in crate::allocator::detect(&file).unwrap() {
+                let entries = resolve(&file, found, Mode::Auto).unwrap();
+                for p in found.allocator.probes().iter().filter(|p| p.required) {
+                    assert!(
+                        entries.iter().any(|(e, _)| e.symbol == p.symbol),
+                        "{}: {} missing",
+                        file.display(),
+                        p.symbol
+                    );
+                }
+                let mut offsets: Vec<u64> = entries.iter().map(|(_, e)| e.file_offset).collect();
+                let n = offsets.len();
+                offsets.sort_unstable();
+                offsets.dedup();
+                assert_eq!(
+                    offsets.len(),
+                    n,
+                    "{}: an address probed twice",
+                    file.display()
+                );
+                let moved = entries
+                    .iter()
+                    .filter(|(_, e)| e.placement.offset > 0)
+                    .count();
+                let emulated = entries.iter().filter(|(_, e)| e.placement.emulated).count();
+                for (p, e) in &entries {
+                    if e.placement.offset > 0 {
+                        assert!(e.placement.emulated, "{} {}", p.symbol, e.placement);
+                    }
+                }
+                eprintln!(
+                    "{} {}{}: {n} probes, {moved} moved past the entry, {emulated} emulated, {} \
+                     single-stepped",
+                    file.display(),
+                    found.prefix,
+                    found.allocator.name(),
+                    n - emulated
+                );
+            }
+        }
+    }
 }

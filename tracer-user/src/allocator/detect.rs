@@ -1,0 +1,138 @@
+//! Which allocators an ELF file holds: by its name (a known library: cheap), else by the
+//! symbols it defines (an executable with an allocator linked in, a library of another name,
+//! a prefixed build), read from a memory map of the file so a large one costs only the pages
+//! of its symbol tables. Decided once per file (device and inode) in a run.
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use object::{Object, ObjectSection};
+
+use super::{Allocator, Found, Symbols, REGISTRY};
+
+type Cache = HashMap<(u64, u64), Vec<Found>>;
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The allocators the ELF file at `path` holds, each with the prefix of its names, in
+/// `REGISTRY` order: by the file's name (a known library: that allocator, unprefixed), else by
+/// the symbols it defines (`.dynsym` and `.symtab`). Several when several are linked in (a
+/// static executable with jemalloc and glibc's malloc both). Empty when it holds none, or is
+/// not an ELF file.
+pub fn detect(path: &Path) -> io::Result<Vec<Found>> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    let key = (meta.dev(), meta.ino());
+    if let Some(hit) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(hit.clone());
+    }
+    let found = detect_uncached(path, &file, meta.len())?;
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, found.clone());
+    Ok(found)
+}
+
+fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Vec<Found>> {
+    let by_name: Vec<Found> = REGISTRY
+        .iter()
+        .filter(|a| a.holds(path.as_os_str().as_bytes()))
+        .map(|&allocator| Found {
+            allocator,
+            prefix: allocator.symbol_prefix(),
+        })
+        .collect();
+    if !by_name.is_empty() {
+        return Ok(by_name);
+    }
+    let map = Mapped::new(file, len)?;
+    let Ok(elf) = object::File::parse(&*map) else {
+        return Ok(Vec::new());
+    };
+    let wanted: HashSet<&'static str> = REGISTRY
+        .iter()
+        .flat_map(|a| a.markers().iter().copied())
+        .collect();
+    let symbols = Symbols::of_elf(&elf, &wanted);
+    Ok(REGISTRY
+        .iter()
+        .filter_map(|&allocator| {
+            let prefix = allocator.defined_in(&symbols)?;
+            Some(Found { allocator, prefix })
+        })
+        .collect())
+}
+
+/// The version of `allocator` in the file at `path`, where its read-only data says it
+/// (`Allocator::version`); None when it does not, or the file cannot be read.
+pub fn version(path: &Path, allocator: &dyn Allocator) -> Option<String> {
+    let file = File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let map = Mapped::new(&file, len).ok()?;
+    let elf = object::File::parse(&*map).ok()?;
+    let rodata = elf.section_by_name(".rodata")?.data().ok()?;
+    allocator.version(rodata)
+}
+
+/// A file mapped read-only, unmapped when dropped.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(file: &File, len: u64) -> io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(len).map_err(|_| io::Error::other("file too large"))?;
+        if len == 0 {
+            return Ok(Mapped {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh private read-only mapping of an open file; nothing else aliases it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the mapping is `len` readable bytes and lives as long as `self`. A file
+        // truncated while mapped would fault on access: alloctrace reads installed binaries.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: unmaps the mapping `new` made, once.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
