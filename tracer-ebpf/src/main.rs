@@ -24,6 +24,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
+// No program reads beyond the third argument (`rdx`): user space's probe placement moves a
+// probe past instructions that write `rcx`, `r8` or `r9` (mimalloc's free starts with one).
+
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
     alloc::enter(&ctx, CallKind::Plain, arg(&ctx, 0), 0)

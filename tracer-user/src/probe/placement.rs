@@ -27,7 +27,7 @@ use std::fmt;
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FastFormatter, FlowControl, Instruction, InstructionInfoFactory,
-    Mnemonic, OpAccess, OpKind,
+    Mnemonic, OpAccess, OpKind, Register,
 };
 
 /// Instructions decoded from the entry while looking for an emulated one.
@@ -85,7 +85,8 @@ pub struct Placement {
 pub enum Why {
     /// The first instruction is emulated already.
     FirstEmulated,
-    /// Moved past these instructions (test/cmp/endbr64/nop), which change nothing the probes
+    /// Moved past these instructions (test/cmp/endbr64/nop, a load into a register no probe
+    /// reads), which change nothing the probes
     /// read.
     Past(Vec<String>),
     /// `--probe-at entry` (ALLOCTRACE_PROBE_AT=entry).
@@ -172,13 +173,24 @@ pub fn kernel_emulates(i: &Instruction, bytes: &[u8]) -> bool {
 }
 
 /// Whether `i` may run before the probe without changing anything the probes read: it is
-/// `test`, `cmp`, `endbr64` or a nop, and (checked by the decoder's own instruction info, not
-/// just its name) it writes no register and no memory, does not move `rsp` and does not
-/// branch. The flags it writes are read by no probe.
+/// `test`, `cmp`, `endbr64` or a nop, or a `mov`/`movzx`/`movsx`/`movsxd`/`lea` into a register
+/// no probe reads; and (checked by the decoder's own instruction info, not just its name) it
+/// writes no memory and none of [`PROBE_READS`], does not move `rsp` and does not branch.
+/// The flags it writes are read by no probe. (tcmalloc's malloc and free start with
+/// `mov rax,[rip+..]; test rax,rax; jne`: loading a global into `rax` changes nothing the
+/// probes see.)
 fn harmless(i: &Instruction, info: &mut InstructionInfoFactory) -> bool {
     if !matches!(
         i.mnemonic(),
-        Mnemonic::Test | Mnemonic::Cmp | Mnemonic::Endbr64 | Mnemonic::Nop
+        Mnemonic::Test
+            | Mnemonic::Cmp
+            | Mnemonic::Endbr64
+            | Mnemonic::Nop
+            | Mnemonic::Mov
+            | Mnemonic::Movzx
+            | Mnemonic::Movsx
+            | Mnemonic::Movsxd
+            | Mnemonic::Lea
     ) {
         return false;
     }
@@ -188,9 +200,25 @@ fn harmless(i: &Instruction, info: &mut InstructionInfoFactory) -> bool {
     let info = info.info(i);
     let writes =
         |a: OpAccess| !matches!(a, OpAccess::None | OpAccess::Read | OpAccess::NoMemAccess);
-    !info.used_registers().iter().any(|r| writes(r.access()))
-        && !info.used_memory().iter().any(|m| writes(m.access()))
+    let only_flags = matches!(
+        i.mnemonic(),
+        Mnemonic::Test | Mnemonic::Cmp | Mnemonic::Endbr64 | Mnemonic::Nop
+    );
+    !info.used_registers().iter().any(|r| {
+        writes(r.access()) && (only_flags || PROBE_READS.contains(&r.register().full_register()))
+    }) && !info.used_memory().iter().any(|m| writes(m.access()))
 }
+
+/// The registers the probes read at the probed instruction: the arguments (no entry program
+/// reads beyond the third, `rdx`: tracer-ebpf's main.rs), the stack pointer (and through it
+/// the return address) and the frame pointer the unwinder starts from.
+const PROBE_READS: [Register; 5] = [
+    Register::RDI,
+    Register::RSI,
+    Register::RDX,
+    Register::RSP,
+    Register::RBP,
+];
 
 /// The direct (near) branch targets of every instruction in `code` (first byte at `ip`), or
 /// `None` if some bytes do not decode (then nothing can be proven).
@@ -263,7 +291,7 @@ pub fn candidate(func: &[u8], ip: u64) -> Result<(u64, Vec<String>, String), Str
                 format!("its first instruction `{}` is not emulated", text(&i))
             } else {
                 format!(
-                    "`{}` at +{off} comes before any emulated instruction and is not test/cmp/endbr64",
+                    "`{}` at +{off} comes before any emulated instruction and may change what the probes read",
                     text(&i)
                 )
             });
@@ -452,9 +480,34 @@ mod tests {
         let p = place(&f, IP, Mode::Auto, &none());
         assert_eq!((p.offset, p.emulated), (0, false), "{p}");
         assert!(
-            matches!(&p.why, Why::Kept(r) if r.contains("mov rax,rsi")),
+            matches!(&p.why, Why::Kept(r) if r.contains("mul rdx")),
             "{p}"
         );
+        // A load into an argument register keeps the entry too (mimalloc's mi_malloc:
+        // mov rax,[rip+..]; mov rsi,rdi; ...).
+        let f = [
+            0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x48, 0x89, 0xfe, 0x75, 0x05, 0xc3,
+        ];
+        let p = place(&f, IP, Mode::Auto, &none());
+        assert!(
+            matches!(&p.why, Why::Kept(r) if r.contains("mov rsi,rdi")),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn placement_tcmalloc_malloc_goes_past_its_global_load() {
+        // tcmalloc 2.10's tc_malloc: mov rax,[rip+..]; test rax,rax; jne +0x81; ...
+        let mut f = vec![
+            0x48, 0x8b, 0x05, 0x59, 0xab, 0, 0, // mov rax,[rip+0xab59]
+            0x48, 0x85, 0xc0, // test rax,rax
+            0x75, 0x75, // jne +0x81
+        ];
+        f.resize(0x81, 0x90);
+        f.push(0xc3);
+        let p = place(&f, IP, Mode::Auto, &none());
+        assert_eq!((p.offset, p.emulated), (10, true), "{p}");
+        assert!(p.probed.starts_with("jne"), "{p}");
     }
 
     #[test]

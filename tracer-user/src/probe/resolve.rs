@@ -74,6 +74,21 @@ fn function_bytes(data: &[u8], file_offset: u64, size: u64) -> &[u8] {
     &data[start..end]
 }
 
+/// Where a function that is one unconditional direct jump (after an `endbr64`) goes.
+fn jump_target(code: &[u8], vaddr: u64) -> Option<u64> {
+    const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+    let skip = if code.starts_with(&ENDBR64) { 4 } else { 0 };
+    let at = vaddr + skip as u64;
+    match code.get(skip..)? {
+        [0xe9, a, b, c, d, ..] => Some(
+            at.wrapping_add(5)
+                .wrapping_add(i32::from_le_bytes([*a, *b, *c, *d]) as u64),
+        ),
+        [0xeb, r, ..] => Some(at.wrapping_add(2).wrapping_add(*r as i8 as u64)),
+        _ => None,
+    }
+}
+
 /// Executable segments as `(vaddr, bytes in the file)`.
 fn exec_segments<'d>(data: &'d [u8], elf: &object::File<'d>) -> Vec<(u64, &'d [u8])> {
     const PF_X: u32 = 1;
@@ -110,6 +125,7 @@ fn resolve_elf(
         }
     }
     let path = path.to_string();
+    let probed: BTreeSet<u64> = by_name.values().map(|&(vaddr, _)| vaddr).collect();
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for p in probes {
@@ -133,12 +149,22 @@ fn resolve_elf(
                 path: path.clone(),
                 reason: format!("{} at {vaddr:#x} is in no segment", p.symbol),
             })?;
+        // A stub that only jumps to another probed function (jemalloc's operator new[] to
+        // operator new) is seen there, with the caller's return address still on the stack:
+        // probing both would count its calls twice in alloc-only mode.
+        let code = function_bytes(data, file_offset, size);
+        if jump_target(code, vaddr).is_some_and(|t| t != vaddr && probed.contains(&t)) {
+            log::info!(
+                "{} only jumps to another probed function: probed there",
+                p.symbol
+            );
+            continue;
+        }
         if seen.contains(&file_offset) {
             log::info!("{} is an alias of an already probed function", p.symbol);
             continue;
         }
         seen.push(file_offset);
-        let code = function_bytes(data, file_offset, size);
         let placement = placement::place(code, vaddr, mode, &BTreeSet::new());
         out.push((
             p,
@@ -187,6 +213,15 @@ mod tests {
             allocator,
             prefix: "",
         }
+    }
+
+    #[test]
+    fn a_jump_stub_is_followed() {
+        // jmp rel32 (+0x10 from the next instruction), after an endbr64; jmp rel8 backwards.
+        let stub = [0xf3, 0x0f, 0x1e, 0xfa, 0xe9, 0x10, 0, 0, 0];
+        assert_eq!(jump_target(&stub, 0x1000), Some(0x1000 + 9 + 0x10));
+        assert_eq!(jump_target(&[0xeb, 0xfe], 0x2000), Some(0x2000));
+        assert_eq!(jump_target(&[0x55, 0xe9, 0, 0, 0, 0], 0x2000), None);
     }
 
     #[test]
@@ -277,6 +312,9 @@ mod tests {
                 for (p, e) in &entries {
                     if e.placement.offset > 0 {
                         assert!(e.placement.emulated, "{} {}", p.symbol, e.placement);
+                    }
+                    if !e.placement.emulated {
+                        eprintln!("  {} {}", p.symbol, e.placement);
                     }
                 }
                 eprintln!(
