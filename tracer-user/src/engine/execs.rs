@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::tasks::Tasks;
 use crate::drain::Drainer;
-use crate::probe::{follow, reprobe, ProbeSet};
+use crate::probe::{children, reprobe, ProbeSet};
 use crate::process::mmap_watch::{ExecProbed, ExecSeen};
 use crate::target::exec_watch::{permitted_after_exec, NOT_PERMITTED};
 use crate::target::{monotonic_ns, ExeWatch};
@@ -18,7 +18,7 @@ pub(super) fn reprobe_target(
     exe: &mut ExeWatch,
     tasks: &mut Tasks,
     drainer: &mut Drainer,
-    children: Option<&follow::Children>,
+    children: Option<&children::Children>,
 ) -> Result<()> {
     let pid = exe.pid();
     let log = exe.log();

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::drain::{Drainer, ProcTotals};
 use crate::model::{Losses, Process, Sample, Target, TraceMode};
-use crate::probe::{follow, ProbeSet};
+use crate::probe::{children, follow, ProbeSet};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, launch};
@@ -108,7 +108,7 @@ pub struct Engine {
     exec_wake: Arc<tokio::sync::Notify>,
     /// System-wide mode's sets, growing as new allocator files are mapped.
     system: Option<system::SystemSets>,
-    children: Option<follow::Children>,
+    children: Option<children::Children>,
     start: Instant,
     start_unix_secs: u64,
     samples: VecDeque<Sample>,
@@ -150,7 +150,7 @@ impl Waits {
                     wait_exit(pid).await?;
                     // As `strace -f`: the run ends when the followed processes have ended too.
                     if let Some(shared) = &followed {
-                        follow::all_exited(shared).await;
+                        children::all_exited(shared).await;
                     }
                     Ok::<(), anyhow::Error>(())
                 }
@@ -238,7 +238,12 @@ impl Engine {
     /// traced.
     fn execs(&mut self, last: bool) -> Result<bool> {
         if let Some(w) = self.exe.as_mut() {
-            execs::reprobe_target(w, &mut self.tasks, &mut self.drainer, self.children.as_ref())?;
+            execs::reprobe_target(
+                w,
+                &mut self.tasks,
+                &mut self.drainer,
+                self.children.as_ref(),
+            )?;
             for line in w.check(last) {
                 eprintln!("{line}");
             }
@@ -332,7 +337,11 @@ impl Engine {
         let mut out = processes_of(procs);
         for p in &mut out {
             p.allocators = if Some(p.pid) == self.target_pid {
-                self.tasks.sets.iter().map(ProbeSet::allocator_use).collect()
+                self.tasks
+                    .sets
+                    .iter()
+                    .map(ProbeSet::allocator_use)
+                    .collect()
             } else if let Some(a) = followed.get(&p.pid) {
                 a.clone()
             } else if let Some(sys) = &self.system {
@@ -347,7 +356,7 @@ impl Engine {
 
 /// Counts the followed processes whose probes went in after their fork since the last call
 /// (their allocations in between were not seen) as losses, with the time it took.
-fn count_late(drainer: &mut Drainer, children: Option<&follow::Children>) -> Result<()> {
+fn count_late(drainer: &mut Drainer, children: Option<&children::Children>) -> Result<()> {
     let late = children.map(|c| c.take_late()).unwrap_or_default();
     if late.is_empty() {
         return Ok(());

@@ -20,7 +20,7 @@ use crate::config::{Config, TargetSpec};
 use crate::drain::{self, Drainer};
 use crate::kmaps::loader::{self, Sizes};
 use crate::model::Target;
-use crate::probe::{self, follow, Scope};
+use crate::probe::{self, children, follow, Scope};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, allocators_of, launch};
@@ -50,7 +50,7 @@ impl Engine {
                 let via = tid;
                 let files = allocators_of::mapped_files(via)?;
                 program = Some(PathBuf::from(format!("/proc/{via}/exe")));
-                let found = allocators_of::sets_of(&files, cfg.probe_at);
+                let found = probe::sets::sets_of(&files, cfg.probe_at);
                 let nz = NonZeroU32::new(via).context("pid 0")?;
                 // Its execs (and the mappings of the programs it runs) are recorded as they
                 // happen: one that execs and exits between two looks is not missed.
@@ -75,7 +75,7 @@ impl Engine {
             TargetSpec::Command(argv) => {
                 let exe = target::resolve_command(&argv[0])?;
                 // The command's own allocators, read from its files before it runs.
-                let found = allocators_of::sets_of(&allocators_of::command_files(&exe), cfg.probe_at);
+                let found = probe::sets::sets_of(&allocators_of::command_files(&exe), cfg.probe_at);
                 program = Some(exe.clone());
                 // Forked before any thread of ours exists; it waits for the probes.
                 let held = launch::hold(&exe, argv)?;
@@ -123,7 +123,7 @@ impl Engine {
                 };
                 let (files, uses) = allocators_of::system_files();
                 system_uses = Some(uses);
-                let found = allocators_of::sets_of(&files, cfg.probe_at);
+                let found = probe::sets::sets_of(&files, cfg.probe_at);
                 (found, Scope::All, None, Target::System)
             }
         };
@@ -134,9 +134,9 @@ impl Engine {
         let sets = found.sets;
         // Said once each: a file whose allocator cannot be probed while others can is skipped;
         // with none left, the process is unseen (said below).
-        let unseen_reason = sets.is_empty().then(|| {
-            allocators_of::no_allocator_reason(program.as_deref(), &found.failures)
-        });
+        let unseen_reason = sets
+            .is_empty()
+            .then(|| probe::sets::no_allocator_reason(program.as_deref(), &found.failures));
         if unseen_reason.is_none() {
             for f in &found.failures {
                 eprintln!("alloctrace: warning: {f}; skipped");
@@ -171,16 +171,15 @@ impl Engine {
                 target_pid.unwrap_or(0)
             },
         })?;
-        let probes_in =
-            match probe::attach(&mut ebpf, &sets, scope, cfg.mode, cfg.bench_floor) {
-                Ok(p) => p,
-                Err(e) => match cfg.target {
-                    TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
-                        return Err(target::TargetError::ExitedWhileStarting(pid).into())
-                    }
-                    _ => return Err(e.into()),
-                },
-            };
+        let probes_in = match probe::attach(&mut ebpf, &sets, scope, cfg.mode, cfg.bench_floor) {
+            Ok(p) => p,
+            Err(e) => match cfg.target {
+                TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
+                    return Err(target::TargetError::ExitedWhileStarting(pid).into())
+                }
+                _ => return Err(e.into()),
+            },
+        };
         let attached = probes_in.len();
         let retarget = retarget_for(scope, &sets, cfg.mode, probes_in);
         let drainer = Drainer::take(
@@ -209,14 +208,13 @@ impl Engine {
         let (follower, children) = if cfg.follow_forks {
             let (f, shared) =
                 follow::Follower::new(ebpf.clone(), sets.clone(), cfg.mode, cfg.probe_at, start_ns);
-            let c = follow::Children::new(shared, start_ns);
+            let c = children::Children::new(shared, start_ns);
             (Some(f), Some(c))
         } else {
             (None, None)
         };
-        let system = system_uses.map(|uses| {
-            SystemSets::new(ebpf.clone(), cfg.mode, cfg.probe_at, sets.clone(), uses)
-        });
+        let system = system_uses
+            .map(|uses| SystemSets::new(ebpf.clone(), cfg.mode, cfg.probe_at, sets.clone(), uses));
         let exec_wake = Arc::new(tokio::sync::Notify::new());
         let events_thread = {
             let (sym, stop) = (symbolizer.clone(), stop_events.clone());

@@ -84,7 +84,7 @@ impl SystemSets {
             }
             (inner.mode, inner.probe_at)
         };
-        let found = allocators_of::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
+        let found = probe::sets::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
         for f in &found.failures {
             eprintln!("alloctrace: warning: pid {pid}: {f}; skipped");
         }

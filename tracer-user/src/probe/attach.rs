@@ -50,7 +50,9 @@ pub fn attach(
 fn programs_of(sets: &[ProbeSet], mode: TraceMode) -> Vec<&'static str> {
     let specs = sets.iter().flat_map(|s| s.entries.iter().map(|(p, _)| *p));
     if mode == TraceMode::AllocOnly {
-        specs.filter_map(|spec| count_program(spec.program)).collect()
+        specs
+            .filter_map(|spec| count_program(spec.program))
+            .collect()
     } else {
         let mut names: Vec<&'static str> = specs.map(|p| p.program).collect();
         if !names.is_empty() {
@@ -191,7 +193,9 @@ fn attach_counting(
             .filter_map(|(spec, e)| count_program(spec.program).map(|prog| (*spec, e, prog)))
             .collect();
         for (spec, entry, name) in counted {
-            attached.push(attach_one(ebpf, name, "uprobe", spec, entry, &set.path, scope)?);
+            attached.push(attach_one(
+                ebpf, name, "uprobe", spec, entry, &set.path, scope,
+            )?);
         }
     }
     Ok(())

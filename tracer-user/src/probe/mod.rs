@@ -3,11 +3,13 @@
 //! and `retarget` move them between processes. The table of entry points is the allocator's
 //! (`crate::allocator`).
 pub mod attach;
+pub mod children;
 pub mod follow;
 pub mod placement;
 pub mod reprobe;
 pub mod resolve;
 pub mod retarget;
+pub mod sets;
 
 use std::num::NonZeroU32;
 

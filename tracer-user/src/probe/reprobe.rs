@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use super::placement::Mode;
+use super::sets::{no_allocator_reason, sets_of};
 use super::ProbeSet;
 use crate::process::mmap_watch::ExecSeen;
-use crate::target::allocators_of::{self, no_allocator_reason};
+use crate::target::allocators_of;
 use crate::target::elf_deps::{self, Context};
 
 /// What the program of one exec is probed through.
@@ -49,7 +50,7 @@ pub fn decide(pid: u32, exec: &ExecSeen, current: bool, have: &[ProbeSet], mode:
             "its program could not be read (it ended or executed another at once)".into(),
         );
     }
-    let found = allocators_of::sets_of(&files, mode);
+    let found = sets_of(&files, mode);
     if found.sets.is_empty() {
         return Decision::Unseen(no_allocator_reason(exe.as_deref(), &found.failures));
     }

@@ -199,13 +199,9 @@ impl Retarget {
             };
             let pid = tid.try_into().map_err(|_| bad_tid(tid))?;
             let mut new = Vec::new();
-            if let Err(e) = probe::attach_into(
-                ebpf,
-                &self.sets,
-                Scope::Pid(pid),
-                self.mode,
-                &mut new,
-            ) {
+            if let Err(e) =
+                probe::attach_into(ebpf, &self.sets, Scope::Pid(pid), self.mode, &mut new)
+            {
                 // What went in goes out: the pid may name a live task by now (an exec
                 // hands the exec'ing thread the main thread's pid), where those probes and
                 // the next attempt's would both count every call.

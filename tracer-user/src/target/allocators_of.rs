@@ -1,7 +1,7 @@
-//! The allocators a process uses, as probe sets: which of the files it maps (`--pid`, every
+//! The files that may hold a process's allocators: those it maps executable (`--pid`, every
 //! process in system-wide mode) or will map (a command before its exec, a program just exec'd:
-//! `elf_deps`) hold an allocator (`allocator::detect`), each reached through a path alloctrace
-//! can open that leads to that very file, and resolved (`probe::resolve`).
+//! `elf_deps`), each reached through a path alloctrace can open that leads to that very file.
+//! Which of them hold an allocator, `probe::sets` decides.
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::elf_deps::{self, Context, Mapped};
 use super::TargetError;
-use crate::allocator::{self, Allocator, Found};
-use crate::probe::placement::Mode;
-use crate::probe::ProbeSet;
+use crate::allocator::{self, Allocator};
 use crate::process::procmaps::MapsLine;
 
 /// The files `pid` maps executable (each device and inode once, in the order of the maps),
@@ -118,102 +116,19 @@ pub fn exec_files(pid: u32) -> Vec<Mapped> {
     };
     let env = elf_deps::environ_of(pid);
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let ctx = Context { root: &root, env: &env };
+    let ctx = Context {
+        root: &root,
+        env: &env,
+    };
     elf_deps::program_files(&ctx, &exe, &shown)
 }
 
-/// What `sets_of` found: the sets, and one line per file whose allocator could not be
-/// probed.
-#[derive(Default)]
-pub struct Detected {
-    pub sets: Vec<ProbeSet>,
-    pub failures: Vec<String>,
-}
-
-/// The allocators in `files` (`allocator::detect`), each resolved into a set. A file whose
-/// detection or resolution fails is a line in `failures`, and skipped.
-pub fn sets_of(files: &[Mapped], mode: Mode) -> Detected {
-    let mut out = Detected::default();
-    for f in files {
-        let found = match detect(f) {
-            Ok(found) => found,
-            Err(e) => {
-                out.failures.push(format!("cannot read {}: {e}", f.shown));
-                continue;
-            }
-        };
-        for found in found {
-            match ProbeSet::resolve(&f.path, f.shown.clone(), f.file, found, mode) {
-                Ok(set) => out.sets.push(set),
-                Err(e) => out.failures.push(format!(
-                    "cannot probe {} in {}: {e}",
-                    found.allocator.name(),
-                    f.shown
-                )),
-            }
-        }
-    }
-    out
-}
-
-/// The allocators the file holds: by its content (`allocator::detect`), and, when that finds
-/// none through a path that does not carry the file's name (`/proc/PID/map_files/...`), by
-/// the name the process mapped it under.
-fn detect(f: &Mapped) -> std::io::Result<Vec<Found>> {
-    let found = allocator::detect(&f.path)?;
-    if !found.is_empty() || f.path.file_name() == Path::new(&f.shown).file_name() {
-        return Ok(found);
-    }
-    Ok(allocator::holder(f.shown.as_bytes())
-        .map(|allocator| Found {
-            allocator,
-            prefix: allocator.symbol_prefix(),
-        })
-        .into_iter()
-        .collect())
-}
-
-/// Why a program (its executable at `exe`, openable) uses no allocator alloctrace can probe,
-/// and what would help; `failures` are `sets_of`'s.
-pub fn no_allocator_reason(exe: Option<&Path>, failures: &[String]) -> String {
-    if !failures.is_empty() {
-        return format!(
-            "its allocator could not be probed ({})",
-            failures.join("; ")
-        );
-    }
-    let data = exe.and_then(|p| fs::read(p).ok()).unwrap_or_default();
-    let names: Vec<&str> = allocator::REGISTRY.iter().map(|a| a.name()).collect();
-    if data.starts_with(b"\x7fELF") && super::command::is_static_elf(&data) {
-        if has_symbols(&data) {
-            format!(
-                "statically linked, with no allocator alloctrace knows ({}) in its symbols",
-                names.join(", ")
-            )
-        } else {
-            "statically linked and stripped: no allocator symbols (a build that keeps its \
-             symbol table, or links its allocator as a shared library, can be probed)"
-                .to_string()
-        }
-    } else {
-        format!(
-            "it maps no allocator alloctrace knows ({}); a program on another allocator can be \
-             traced if that allocator is a shared library alloctrace knows, e.g. through \
-             LD_PRELOAD",
-            names.join(", ")
-        )
-    }
-}
-
-/// Whether an ELF has a symbol table (`.symtab`) beyond its dynamic one.
-fn has_symbols(data: &[u8]) -> bool {
-    use object::{Object, ObjectSymbol};
-    object::File::parse(data).is_ok_and(|f| f.symbols().any(|s| !s.is_undefined()))
-}
+/// The files (device, inode) each process maps executable.
+pub type FilesOf = HashMap<u32, Vec<(u64, u64)>>;
 
 /// Every file some process maps executable (system-wide mode's start), once per device and
 /// inode, with the processes mapping each.
-pub fn system_files() -> (Vec<Mapped>, HashMap<u32, Vec<(u64, u64)>>) {
+pub fn system_files() -> (Vec<Mapped>, FilesOf) {
     let mut files: Vec<Mapped> = Vec::new();
     let mut index: HashMap<(u64, u64), usize> = HashMap::new();
     let mut uses: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
@@ -256,20 +171,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_process_is_probed_through_its_libc() {
+    fn own_mapped_files_are_each_once_and_openable() {
         let pid = std::process::id();
         let files = mapped_files(pid).expect("own maps");
-        let found = sets_of(&files, Mode::Auto);
-        assert!(found.failures.is_empty(), "{:?}", found.failures);
-        let glibc: Vec<_> = found
-            .sets
+        let libc = files
             .iter()
-            .filter(|s| s.found.allocator.name() == "glibc")
-            .collect();
-        assert_eq!(glibc.len(), 1, "{:?}", found.sets);
-        assert!(glibc[0].path.starts_with(format!("/proc/{pid}/root")));
-        assert!(glibc[0].path.exists());
-        assert!(glibc[0].describe().starts_with("glibc in /"), "{}", glibc[0].describe());
+            .find(|f| f.shown.ends_with("/libc.so.6"))
+            .expect("the test binary maps libc");
+        assert!(libc.path.starts_with(format!("/proc/{pid}/root")));
+        assert!(libc.path.exists());
         // Each file once.
         let mut ids: Vec<_> = files.iter().map(|m| m.file).collect();
         ids.sort_unstable();
@@ -295,22 +205,5 @@ mod tests {
             Err(TargetError::Maps { .. }) => {}
             other => panic!("pid 2: {other:?}"),
         }
-    }
-
-    #[test]
-    fn a_command_is_probed_through_its_own_allocators() {
-        let sets = sets_of(&command_files(Path::new("/bin/true")), Mode::Auto).sets;
-        assert!(
-            sets.iter().any(|s| s.found.allocator.name() == "glibc"),
-            "{sets:?}"
-        );
-    }
-
-    #[test]
-    fn a_program_without_an_allocator_is_said_why() {
-        let r = no_allocator_reason(Some(Path::new("/nonexistent")), &[]);
-        assert!(r.contains("maps no allocator alloctrace knows (glibc"), "{r}");
-        let r = no_allocator_reason(None, &["cannot probe x in y: z".into()]);
-        assert_eq!(r, "its allocator could not be probed (cannot probe x in y: z)");
     }
 }

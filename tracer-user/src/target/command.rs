@@ -76,7 +76,7 @@ fn executable(path: &Path) -> bool {
 
 /// An ELF with no program interpreter (PT_INTERP) is loaded without ld.so, so it maps no
 /// shared libc. (A static-pie is ET_DYN without PT_INTERP too, and is rightly refused.)
-pub(super) fn is_static_elf(data: &[u8]) -> bool {
+pub(crate) fn is_static_elf(data: &[u8]) -> bool {
     use object::read::elf::{ElfFile64, ProgramHeader};
     let Ok(elf) = ElfFile64::<object::Endianness>::parse(data) else {
         return false;

@@ -386,8 +386,10 @@ mod tests {
     use super::*;
 
     fn files_of(exe: &str, env: &[(&str, &str)]) -> Vec<String> {
-        let env: Vec<(OsString, OsString)> =
-            env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let env: Vec<(OsString, OsString)> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         let ctx = Context {
             root: Path::new("/"),
             env: &env,
@@ -466,8 +468,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("alloctrace-musl-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let src = dir.join("m.c");
-        fs::write(&src, "#include <stdlib.h>\nint main(void){free(malloc(8));return 0;}\n")
-            .unwrap();
+        fs::write(
+            &src,
+            "#include <stdlib.h>\nint main(void){free(malloc(8));return 0;}\n",
+        )
+        .unwrap();
         let build = |out: &str, extra: &[&str]| {
             let st = std::process::Command::new("musl-gcc")
                 .args(extra)

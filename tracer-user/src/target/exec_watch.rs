@@ -156,9 +156,9 @@ impl ExeWatch {
             let probed = match (&exec.probed, last) {
                 (Some(p), _) => p.clone(),
                 (None, false) => break,
-                (None, true) => ExecProbed::Unseen(
-                    "the run ended before its allocators could be probed".into(),
-                ),
+                (None, true) => {
+                    ExecProbed::Unseen("the run ended before its allocators could be probed".into())
+                }
             };
             self.handled += 1;
             let was = match &self.current {
@@ -271,7 +271,8 @@ mod tests {
             let mut l = log.lock().unwrap();
             // The launch: not announced.
             l.execs.push(exec(2_000, "/bin/sh", through(None)));
-            l.execs.push(exec(3_000, "/usr/bin/dynamic", through(Some(1500))));
+            l.execs
+                .push(exec(3_000, "/usr/bin/dynamic", through(Some(1500))));
             l.execs.push(exec(
                 500_001_000,
                 "/tmp/static",

@@ -9,10 +9,10 @@ pub mod launch;
 pub mod privilege;
 pub mod process;
 
+pub use allocators_of::own_libc;
 pub use command::resolve_command;
 pub use exec_watch::{monotonic_ns, ExeWatch};
 pub use kernel::check_kernel;
-pub use allocators_of::own_libc;
 pub use privilege::{check_may_trace, check_privileges, check_system_wide, real_ids};
 pub use process::{check_process, exited_during_start};
 
