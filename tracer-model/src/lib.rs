@@ -198,6 +198,14 @@ pub struct Losses {
     /// Microseconds from those forks to their probes, added up.
     #[serde(default)]
     pub follow_gap_us: u64,
+    /// Execs of traced processes whose new program's allocators were probed after the exec
+    /// (and, system-wide, allocator files probed after a process mapped them). Absent from
+    /// files written before it was counted.
+    #[serde(default)]
+    pub exec_late: u64,
+    /// Microseconds from those execs (or mappings) to their probes, added up.
+    #[serde(default)]
+    pub exec_gap_us: u64,
 }
 
 impl Losses {
@@ -282,6 +290,18 @@ impl Losses {
                 "microseconds before followed processes' probes",
                 self.follow_gap_us,
                 "the time from those forks to their probes, added up",
+            ),
+            (
+                "programs probed late after an exec",
+                self.exec_late,
+                "a traced process executed a program (or, system-wide, mapped an allocator's \
+                 file) whose allocators were probed only after it: its allocations before were \
+                 not seen",
+            ),
+            (
+                "microseconds before exec'd programs' probes",
+                self.exec_gap_us,
+                "the time from those execs (or mappings) to their probes, added up",
             ),
         ]
         .into_iter()

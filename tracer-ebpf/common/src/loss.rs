@@ -44,4 +44,10 @@ pub const STACK_UNCHECKED: u32 = 13;
 pub const FOLLOW_LATE: u32 = 14;
 /// User space's: microseconds from those forks to their probes going in, added up.
 pub const FOLLOW_GAP_US: u32 = 15;
-pub const COUNT: u32 = 16;
+/// User space's: execs of traced processes whose new program needed probe sets not attached
+/// yet (its allocators, resolved again), attached after the exec: its allocations in between
+/// were not seen. Also new allocator files found in system-wide mode after they were mapped.
+pub const EXEC_LATE: u32 = 16;
+/// User space's: microseconds from those execs (or mappings) to their probes, added up.
+pub const EXEC_GAP_US: u32 = 17;
+pub const COUNT: u32 = 18;

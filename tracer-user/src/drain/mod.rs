@@ -234,6 +234,8 @@ impl Drainer {
             stack_unchecked: get(abi::loss::STACK_UNCHECKED),
             follow_late: get(abi::loss::FOLLOW_LATE),
             follow_gap_us: get(abi::loss::FOLLOW_GAP_US),
+            exec_late: get(abi::loss::EXEC_LATE),
+            exec_gap_us: get(abi::loss::EXEC_GAP_US),
         }
     }
 

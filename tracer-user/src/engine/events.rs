@@ -3,13 +3,27 @@
 //! (following forks) to the follower as they happen.
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use alloctrace_common::Event;
 use aya::maps::{MapData, RingBuf};
 
+use super::system::SystemSets;
 use crate::probe::follow;
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
+
+/// What the event thread acts on besides the symbolizer.
+pub(super) struct EventsCtx {
+    /// Following forks: attaches the children's probes (and their new programs').
+    pub follower: Option<follow::Follower>,
+    /// System-wide: probes allocator files as they are first mapped.
+    pub system: Option<SystemSets>,
+    /// The traced process, whose execs wake the main loop (`exec_wake`) to probe its new
+    /// program at once.
+    pub target: Option<u32>,
+    pub exec_wake: Arc<tokio::sync::Notify>,
+}
 
 /// Reads the kernel's rare notifications (new process, new stack) and has the symbolizer
 /// snapshot that process's mappings while it still lives; passes on the mappings the watch
@@ -17,10 +31,16 @@ use crate::symbolize::Symbolizer;
 pub(super) fn watch_events(
     mut ring: RingBuf<MapData>,
     mut mmaps: Option<MmapWatch>,
-    mut follower: Option<follow::Follower>,
+    ctx: EventsCtx,
     sym: &Symbolizer,
     stop: &AtomicBool,
 ) -> (Option<MmapWatch>, Option<follow::Follower>) {
+    let EventsCtx {
+        mut follower,
+        system,
+        target,
+        exec_wake,
+    } = ctx;
     let mut said_unfollowed = false;
     let mut pfds = vec![libc::pollfd {
         fd: ring.as_raw_fd(),
@@ -45,9 +65,18 @@ pub(super) fn watch_events(
         // Mappings first: a new stack's note may find the process gone already.
         if let Some(w) = mmaps.as_mut() {
             feed_mappings(w, sym);
+            if let Some(sys) = &system {
+                for (time, pid, m) in w.take_files() {
+                    sys.mapped(pid, time, &m);
+                }
+            }
             let forks = w.take_forks();
+            let execs = w.take_execs();
+            if target.is_some_and(|t| execs.contains(&t)) {
+                exec_wake.notify_one();
+            }
             match follower.as_mut() {
-                Some(f) => f.look(forks, &w.take_execs(), sym),
+                Some(f) => f.look(forks, &execs, sym),
                 None => {
                     if let Some(fk) = forks.first().filter(|_| !said_unfollowed) {
                         said_unfollowed = true;

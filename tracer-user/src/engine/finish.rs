@@ -36,8 +36,9 @@ impl Engine {
             symbolizer,
             stop_events,
             events,
-            tasks,
+            mut tasks,
             mut exe,
+            system,
             mut children,
             start_unix_secs,
             mut samples,
@@ -53,12 +54,21 @@ impl Engine {
         let followed = follower.map(|f| f.finish());
         // Processes followed after the final drain count too.
         super::count_late(&mut drainer, children.as_ref())?;
+        let mut gaps = children
+            .as_ref()
+            .map(|c| c.take_exec_late())
+            .unwrap_or_default();
+        gaps.extend(system.iter().flat_map(|s| s.take_late()));
+        super::execs::count_exec_late(&mut drainer, &gaps)?;
         if let Some(line) = followed.as_ref().and_then(|f| f.window_line()) {
             eprintln!("{line}");
         }
         // Every exec, up to the last record, is decided and said before the report.
-        for line in exe.as_mut().map(|w| w.check(true)).unwrap_or_default() {
-            eprintln!("{line}");
+        if let Some(w) = exe.as_mut() {
+            super::execs::reprobe_target(w, &mut tasks, &mut drainer, children.as_ref())?;
+            for line in w.check(true) {
+                eprintln!("{line}");
+            }
         }
         for line in children.as_mut().map(|c| c.check(true)).unwrap_or_default() {
             eprintln!("{line}");

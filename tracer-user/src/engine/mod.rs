@@ -11,8 +11,10 @@
 //! next interval's lines. A front end that wants only the newest (a daemon's endpoint, a live
 //! view) drives the engine from one task and reads the channel from others.
 mod events;
+mod execs;
 mod finish;
 mod setup;
+mod system;
 mod tasks;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::drain::{Drainer, ProcTotals};
 use crate::model::{Losses, Process, Sample, Target, TraceMode};
-use crate::probe::follow;
+use crate::probe::{children, follow, ProbeSet};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, launch};
@@ -102,7 +104,11 @@ pub struct Engine {
     events: JoinHandle<(Option<MmapWatch>, Option<follow::Follower>)>,
     tasks: tasks::Tasks,
     exe: Option<target::ExeWatch>,
-    children: Option<follow::Children>,
+    /// Woken by the event thread when the target executes a program.
+    exec_wake: Arc<tokio::sync::Notify>,
+    /// System-wide mode's sets, growing as new allocator files are mapped.
+    system: Option<system::SystemSets>,
+    children: Option<children::Children>,
     start: Instant,
     start_unix_secs: u64,
     samples: VecDeque<Sample>,
@@ -144,7 +150,7 @@ impl Waits {
                     wait_exit(pid).await?;
                     // As `strace -f`: the run ends when the followed processes have ended too.
                     if let Some(shared) = &followed {
-                        follow::all_exited(shared).await;
+                        children::all_exited(shared).await;
                     }
                     Ok::<(), anyhow::Error>(())
                 }
@@ -164,6 +170,7 @@ impl Waits {
 /// What woke an interval.
 enum Wake {
     TaskEnded,
+    Exec,
     Tick,
     End(End),
 }
@@ -186,11 +193,13 @@ impl Engine {
                 self.drainer.sweep_live();
             }
         }
-        let w = match &mut self.waits {
-            Some(w) => w,
-            None => self.waits.insert(Waits::new(self)?),
-        };
+        if self.waits.is_none() {
+            self.waits = Some(Waits::new(self)?);
+        }
         loop {
+            let Some(w) = self.waits.as_mut() else {
+                unreachable!("made above")
+            };
             let ended = self.tasks.retarget.as_mut().map(|r| r.ended());
             let task_end = async {
                 match ended {
@@ -198,10 +207,13 @@ impl Engine {
                     None => std::future::pending().await,
                 }
             };
+            let exec_wake = self.exec_wake.clone();
             let wake = tokio::select! {
                 // First: the gap it ends is lost data, and grows while the others run.
                 biased;
                 _ = task_end => Wake::TaskEnded,
+                // So is the time before an exec'd program's new allocators are probed.
+                _ = exec_wake.notified() => Wake::Exec,
                 _ = w.tick.tick() => Wake::Tick,
                 _ = w.sigint.recv() => Wake::End(End::Signal(libc::SIGINT)),
                 _ = w.sigterm.recv() => Wake::End(End::Signal(libc::SIGTERM)),
@@ -210,38 +222,57 @@ impl Engine {
             };
             match wake {
                 Wake::TaskEnded => tasks::task_ended(&mut self.tasks, &mut self.drainer)?,
+                Wake::Exec => {
+                    if self.execs(false)? {
+                        return self.end(End::Revoked).map(Some);
+                    }
+                }
                 Wake::Tick => return self.interval(),
                 Wake::End(end) => return self.end(end).map(Some),
             }
         }
     }
 
+    /// Decides and says the execs of the target and of the followed processes seen since
+    /// the last call (their new programs probed); true when the target may no longer be
+    /// traced.
+    fn execs(&mut self, last: bool) -> Result<bool> {
+        if let Some(w) = self.exe.as_mut() {
+            execs::reprobe_target(
+                w,
+                &mut self.tasks,
+                &mut self.drainer,
+                self.children.as_ref(),
+            )?;
+            for line in w.check(last) {
+                eprintln!("{line}");
+            }
+            if w.revoked {
+                return Ok(true);
+            }
+        }
+        let children = self.children.as_mut();
+        for line in children.map(|c| c.check(last)).unwrap_or_default() {
+            eprintln!("{line}");
+        }
+        Ok(false)
+    }
+
     /// One interval: drains, decides the execs seen since, publishes.
     fn interval(&mut self) -> Result<Option<Ended>> {
-        count_late(&mut self.drainer, self.children.as_ref())?;
+        self.count_late()?;
         let t = self.start.elapsed();
         let (mut s, procs) = self.drainer.sample(t);
         // Before the interval's line: a target that may no longer be traced shows nothing
         // more.
-        for line in self
-            .exe
-            .as_mut()
-            .map(|w| w.check(false))
-            .unwrap_or_default()
-        {
-            eprintln!("{line}");
-        }
-        if self.exe.as_ref().is_some_and(|w| w.revoked) {
+        if self.execs(false)? {
             return self.end(End::Revoked).map(Some);
-        }
-        let children = self.children.as_mut();
-        for line in children.map(|c| c.check(false)).unwrap_or_default() {
-            eprintln!("{line}");
         }
         for pid in self.children.iter().flat_map(|c| c.revoked()) {
             s.processes.remove(pid);
         }
-        self.publish(s, processes_of(procs));
+        let procs = self.processes_of(procs);
+        self.publish(s, procs);
         self.sweep_due = self.settings.system_wide;
         Ok(None)
     }
@@ -252,9 +283,9 @@ impl Engine {
         // Stop counting before the final drain, so the final numbers are a consistent end
         // state; the (slow) detach waits until the report is out.
         self.drainer.stop_probes()?;
-        count_late(&mut self.drainer, self.children.as_ref())?;
+        self.count_late()?;
         let (last, procs) = self.drainer.sample(duration);
-        let processes = processes_of(procs);
+        let processes = self.processes_of(procs);
         if end == End::Revoked {
             push_sample(&mut self.samples, last, self.settings.max_samples);
         } else {
@@ -279,9 +310,53 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Counts the late probes since the last call: followed processes' after their fork,
+    /// followed processes' new programs' after their exec, system-wide new allocator files'
+    /// after their first mapping (the target's own execs are counted as they are decided).
+    fn count_late(&mut self) -> Result<()> {
+        count_late(&mut self.drainer, self.children.as_ref())?;
+        let mut gaps = self
+            .children
+            .as_ref()
+            .map(|c| c.take_exec_late())
+            .unwrap_or_default();
+        gaps.extend(self.system.iter().flat_map(|s| s.take_late()));
+        execs::count_exec_late(&mut self.drainer, &gaps)?;
+        Ok(())
+    }
+
+    /// The kernel's per-process totals as the model's processes, by pid, each with the
+    /// allocators it was probed through.
+    fn processes_of(&self, procs: BTreeMap<u32, ProcTotals>) -> Vec<Process> {
+        let followed = self
+            .children
+            .as_ref()
+            .map(|c| c.allocators())
+            .unwrap_or_default();
+        let mut out = processes_of(procs);
+        for p in &mut out {
+            p.allocators = if Some(p.pid) == self.target_pid {
+                self.tasks
+                    .sets
+                    .iter()
+                    .map(ProbeSet::allocator_use)
+                    .collect()
+            } else if let Some(a) = followed.get(&p.pid) {
+                a.clone()
+            } else if let Some(sys) = &self.system {
+                sys.allocators_of(p.pid)
+            } else {
+                Vec::new()
+            };
+        }
+        out
+    }
+}
+
 /// Counts the followed processes whose probes went in after their fork since the last call
 /// (their allocations in between were not seen) as losses, with the time it took.
-fn count_late(drainer: &mut Drainer, children: Option<&follow::Children>) -> Result<()> {
+fn count_late(drainer: &mut Drainer, children: Option<&children::Children>) -> Result<()> {
     let late = children.map(|c| c.take_late()).unwrap_or_default();
     if late.is_empty() {
         return Ok(());

@@ -4,6 +4,7 @@
 //! released.
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,17 +12,18 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
-use super::events::watch_events;
+use super::events::{watch_events, EventsCtx};
+use super::system::SystemSets;
 use super::tasks::{retarget_for, Tasks};
 use super::{Engine, Settings};
 use crate::config::{Config, TargetSpec};
 use crate::drain::{self, Drainer};
 use crate::kmaps::loader::{self, Sizes};
 use crate::model::Target;
-use crate::probe::{self, follow, Scope};
+use crate::probe::{self, children, follow, Scope};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
-use crate::target::{self, launch};
+use crate::target::{self, allocators_of, launch};
 
 impl Engine {
     /// Sets the trace up and starts it: from here on the target runs traced. To be driven
@@ -37,13 +39,18 @@ impl Engine {
         let mut mmap_watch;
         // The thread a --pid target is read and attached through (see check_process).
         let mut via = None;
-        let (libc, alloc, scope, mut held, model_target) = match &cfg.target {
+        // The target's program (or the command's), for the line saying why it is unseen.
+        let mut program = None;
+        let mut system_uses = None;
+        let (found, scope, mut held, model_target) = match &cfg.target {
             TargetSpec::Pid(pid) => {
                 let tid = target::check_process(*pid)?;
                 target::check_may_trace(*pid)?;
                 via = Some(tid);
                 let via = tid;
-                let (libc, alloc) = target::libc_of_pid(via)?;
+                let files = allocators_of::mapped_files(via)?;
+                program = Some(PathBuf::from(format!("/proc/{via}/exe")));
+                let found = probe::sets::sets_of(&files, cfg.probe_at);
                 let nz = NonZeroU32::new(via).context("pid 0")?;
                 // Its execs (and the mappings of the programs it runs) are recorded as they
                 // happen: one that execs and exits between two looks is not missed.
@@ -63,11 +70,13 @@ impl Engine {
                         None
                     }
                 };
-                (libc, alloc, Scope::Pid(nz), None, Target::Pid { pid: *pid })
+                (found, Scope::Pid(nz), None, Target::Pid { pid: *pid })
             }
             TargetSpec::Command(argv) => {
                 let exe = target::resolve_command(&argv[0])?;
-                let (libc, alloc) = target::own_libc()?;
+                // The command's own allocators, read from its files before it runs.
+                let found = probe::sets::sets_of(&allocators_of::command_files(&exe), cfg.probe_at);
+                program = Some(exe.clone());
                 // Forked before any thread of ours exists; it waits for the probes.
                 let held = launch::hold(&exe, argv)?;
                 let nz = NonZeroU32::new(held.pid).context("fork returned pid 0")?;
@@ -92,35 +101,51 @@ impl Engine {
                         .collect(),
                     pid: held.pid,
                 };
-                (libc, alloc, Scope::Pid(nz), Some(held), t)
+                (found, Scope::Pid(nz), Some(held), t)
             }
             TargetSpec::System => {
                 // As for a command: processes that exit before their maps are read still
                 // symbolize.
                 mmap_watch = match MmapWatch::open(None) {
-                    Ok(w) => Some(w),
+                    Ok(mut w) => {
+                        // New allocator files are probed as processes map them.
+                        w.collect_files();
+                        Some(w)
+                    }
                     Err(e) => {
                         log::warn!(
                             "cannot record mappings as they are made ({e}); short-lived \
-                         processes' frames may print as bare addresses"
+                         processes' frames may print as bare addresses, and allocator files \
+                         first mapped after the start are not probed"
                         );
                         None
                     }
                 };
-                {
-                    let (libc, alloc) = target::own_libc()?;
-                    (libc, alloc, Scope::All, None, Target::System)
-                }
+                let (files, uses) = allocators_of::system_files();
+                system_uses = Some(uses);
+                let found = probe::sets::sets_of(&files, cfg.probe_at);
+                (found, Scope::All, None, Target::System)
             }
         };
         let target_pid = match &model_target {
             Target::Pid { pid } | Target::Command { pid, .. } => Some(*pid),
             Target::System => None,
         };
+        let sets = found.sets;
+        // Said once each: a file whose allocator cannot be probed while others can is skipped;
+        // with none left, the process is unseen (said below).
+        let unseen_reason = sets
+            .is_empty()
+            .then(|| probe::sets::no_allocator_reason(program.as_deref(), &found.failures));
+        if unseen_reason.is_none() {
+            for f in &found.failures {
+                eprintln!("alloctrace: warning: {f}; skipped");
+            }
+        }
 
-        // Which program each exec of the target brings, and whether it maps the probed libc.
+        // Which program each exec of the target brings.
         let exec_log = match (mmap_watch.as_mut(), target_pid) {
-            (Some(w), Some(pid)) => Some(w.track_execs(pid, target::file_id(&libc))),
+            (Some(w), Some(pid)) => Some(w.track_execs(pid)),
             _ => None,
         };
         if cfg.follow_forks {
@@ -133,11 +158,6 @@ impl Engine {
             }
         }
 
-        let found = crate::allocator::Found {
-            allocator: alloc,
-            prefix: alloc.symbol_prefix(),
-        };
-        let entries = probe::resolve(&libc, found, cfg.probe_at)?;
         let mut ebpf = loader::load(&Sizes {
             max_stacks: cfg.max_stacks,
             max_live: cfg.max_live,
@@ -151,18 +171,17 @@ impl Engine {
                 target_pid.unwrap_or(0)
             },
         })?;
-        let probes_in =
-            match probe::attach(&mut ebpf, &libc, &entries, scope, cfg.mode, cfg.bench_floor) {
-                Ok(p) => p,
-                Err(e) => match cfg.target {
-                    TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
-                        return Err(target::TargetError::ExitedWhileStarting(pid).into())
-                    }
-                    _ => return Err(e.into()),
-                },
-            };
+        let probes_in = match probe::attach(&mut ebpf, &sets, scope, cfg.mode, cfg.bench_floor) {
+            Ok(p) => p,
+            Err(e) => match cfg.target {
+                TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
+                    return Err(target::TargetError::ExitedWhileStarting(pid).into())
+                }
+                _ => return Err(e.into()),
+            },
+        };
         let attached = probes_in.len();
-        let retarget = retarget_for(scope, &libc, &entries, cfg.mode, probes_in);
+        let retarget = retarget_for(scope, &sets, cfg.mode, probes_in);
         let drainer = Drainer::take(
             &mut ebpf,
             cfg.max_samples,
@@ -185,35 +204,63 @@ impl Engine {
         // Following, the probe sets of new processes are attached from the event thread, which
         // reads their fork records; the main loop moves the target's own (`retarget`).
         let ebpf = Arc::new(Mutex::new(ebpf));
+        let start_ns = target::monotonic_ns();
         let (follower, children) = if cfg.follow_forks {
-            let start_ns = target::monotonic_ns();
-            let (f, shared) = follow::Follower::new(
-                ebpf.clone(),
-                libc.clone(),
-                entries.clone(),
-                cfg.mode,
-                start_ns,
-            );
-            let c = follow::Children::new(shared, libc.clone(), start_ns);
+            let (f, shared) =
+                follow::Follower::new(ebpf.clone(), sets.clone(), cfg.mode, cfg.probe_at, start_ns);
+            let c = children::Children::new(shared, start_ns);
             (Some(f), Some(c))
         } else {
             (None, None)
         };
+        let system = system_uses
+            .map(|uses| SystemSets::new(ebpf.clone(), cfg.mode, cfg.probe_at, sets.clone(), uses));
+        let exec_wake = Arc::new(tokio::sync::Notify::new());
         let events_thread = {
             let (sym, stop) = (symbolizer.clone(), stop_events.clone());
+            let ctx = EventsCtx {
+                follower,
+                system: system.clone(),
+                target: target_pid,
+                exec_wake: exec_wake.clone(),
+            };
             std::thread::Builder::new()
                 .name("alloctrace-events".into())
-                .spawn(move || watch_events(ring, mmap_watch, follower, &sym, &stop))
+                .spawn(move || watch_events(ring, mmap_watch, ctx, &sym, &stop))
                 .context("cannot start the event thread")?
         };
 
         // Before the target can go on (and exec) once it is told we are tracing.
-        let exe = target_pid
-            .map(|pid| target::ExeWatch::new(pid, &libc, exec_log, target::monotonic_ns()));
+        let mut exe = target_pid.map(|pid| target::ExeWatch::new(pid, exec_log, start_ns));
+        if let Some(reason) = &unseen_reason {
+            let shown = match (&cfg.target, target_pid) {
+                (TargetSpec::Pid(_), Some(pid)) => {
+                    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "?".into());
+                    format!("pid {pid} ({exe})")
+                }
+                _ => model_target.to_string(),
+            };
+            eprintln!(
+                "alloctrace: {shown}: its allocator cannot be probed: {reason}; its allocations \
+                 are unseen"
+            );
+            if let (Some(w), Some(p)) = (exe.as_mut(), program.as_ref()) {
+                let p = match &cfg.target {
+                    TargetSpec::Pid(_) => std::fs::read_link(p).unwrap_or_else(|_| p.clone()),
+                    _ => p.clone(),
+                };
+                w.unseen_from_start(p.display().to_string(), reason.clone());
+            }
+        }
         eprintln!(
-            "alloctrace: tracing {model_target}: {} probes on {}{}",
-            attached,
-            libc.display(),
+            "alloctrace: tracing {model_target}: {}{}",
+            if sets.is_empty() {
+                "no probes (no allocator alloctrace can probe)".to_string()
+            } else {
+                format!("{attached} probes: {}", probe::describe_sets(&sets))
+            },
             if cfg.duration.is_some() || target_pid.is_none() {
                 ""
             } else {
@@ -244,8 +291,18 @@ impl Engine {
             symbolizer,
             stop_events,
             events: events_thread,
-            tasks: Tasks { ebpf, retarget },
+            tasks: Tasks {
+                ebpf,
+                retarget,
+                sets,
+                scope,
+                mode: cfg.mode,
+                probe_at: cfg.probe_at,
+                loose: Vec::new(),
+            },
             exe,
+            exec_wake,
+            system,
             children,
             start,
             start_unix_secs,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::drain::Drainer;
 use crate::model::TraceMode;
 use crate::probe::retarget::Retarget;
-use crate::probe::{self, Scope};
+use crate::probe::{self, ProbeSet, Scope};
 
 /// One traced process's probes and what keeps them on a live task of it (`retarget`).
 pub(super) struct Tasks {
@@ -15,21 +15,51 @@ pub(super) struct Tasks {
     /// children's probes).
     pub(super) ebpf: Arc<Mutex<aya::Ebpf>>,
     pub(super) retarget: Option<Retarget>,
+    /// The sets attached for the target (its programs' allocators, the first and those its
+    /// execs brought); in system-wide mode every set attached.
+    pub(super) sets: Vec<ProbeSet>,
+    pub(super) scope: Scope,
+    pub(super) mode: TraceMode,
+    pub(super) probe_at: crate::probe::placement::Mode,
+    /// Probes attached after an exec without `retarget` (the kernel refused its watch):
+    /// detached with the programs.
+    pub(super) loose: Vec<probe::Attached>,
+}
+
+impl Tasks {
+    /// Attaches `new` sets for the target (its new program's allocators), on the task its
+    /// other probes are on.
+    pub(super) fn add_sets(&mut self, new: Vec<ProbeSet>) -> Result<(), probe::ProbeError> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        match self.retarget.as_mut() {
+            Some(r) => r.add(&mut ebpf, new.clone())?,
+            None => {
+                let mut attached = Vec::new();
+                let r = probe::attach_into(&mut ebpf, &new, self.scope, self.mode, &mut attached);
+                self.loose.extend(attached);
+                r?;
+            }
+        }
+        self.sets.extend(new);
+        Ok(())
+    }
 }
 
 /// With one process traced, the watch that moves its probes when the task they are on ends;
 /// without it (the kernel refused the watch), a warning: that end would lose everything after.
 pub(super) fn retarget_for(
     scope: Scope,
-    libc: &std::path::Path,
-    entries: &[(&'static probe::ProbeSpec, probe::Entry)],
+    sets: &[ProbeSet],
     mode: TraceMode,
     attached: Vec<probe::Attached>,
 ) -> Option<Retarget> {
     let Scope::Pid(pid) = scope else {
         return None;
     };
-    match Retarget::new(pid.get(), libc, entries.to_vec(), mode, attached) {
+    match Retarget::new(pid.get(), sets.to_vec(), mode, attached) {
         Ok(r) => Some(r),
         Err(e) => {
             log::warn!(

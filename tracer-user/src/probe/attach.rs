@@ -1,4 +1,4 @@
-//! Loading the probe programs and attaching them to an allocator's file, in the order that
+//! Loading the probe programs and attaching them to allocators' files (a process's sets), in the order that
 //! keeps every tracked block's release seen; alloc-only mode's counting probes; the bench floor.
 use std::path::Path;
 use std::sync::Mutex;
@@ -10,21 +10,23 @@ use aya::programs::{
 };
 use aya::Ebpf;
 
-use super::{Entry, ProbeError, ProbeSpec, Scope};
+use super::{Entry, ProbeError, ProbeSet, ProbeSpec, Scope};
 use crate::model::TraceMode;
 
-/// Loads the programs and attaches them at `entries` of `libc`, each function's entry and return
-/// probes at the one offset `placement` chose for it (a return probe only needs the return
-/// address at `[rsp]`, which the instructions placement may skip leave there; two breakpoints,
-/// one of them single-stepped at the entry, would cost more than the one). Return probes go
-/// first: a return seen without its entry is ignored, while an entry whose return probe was not yet
-/// attached would leave a stale call state behind. Then the entries of the functions that give
-/// blocks back (free, the realloc family), then the others (`entry_rank`): a block is tracked
-/// only once every probe that can release it is in. The other way round, a block tracked
-/// before free's or realloc's probe was in would stay in the in-flight table after its real
-/// release, a phantom live block, and glibc hands the same address back again and again (a
-/// target allocating while alloctrace attached piled them up); this way such a release is seen
-/// as one of a block allocated before tracing (an unknown free). Returns the probes attached
+/// Loads the programs and attaches them at the entries of every set, each function's entry and
+/// return probes at the one offset `placement` chose for it (a return probe only needs the
+/// return address at `[rsp]`, which the instructions placement may skip leave there; two
+/// breakpoints, one of them single-stepped at the entry, would cost more than the one). Return
+/// probes go first: a return seen without its entry is ignored, while an entry whose return
+/// probe was not yet attached would leave a stale call state behind. Then the entries of the
+/// functions that give blocks back (free, the realloc family), then the others (`entry_rank`):
+/// a block is tracked only once every probe that can release it is in. The other way round, a
+/// block tracked before free's or realloc's probe was in would stay in the in-flight table
+/// after its real release, a phantom live block, and glibc hands the same address back again
+/// and again (a target allocating while alloctrace attached piled them up); this way such a
+/// release is seen as one of a block allocated before tracing (an unknown free). The order
+/// holds across the sets, not only within each: a block of one allocator may be released
+/// through another's free (a preloaded allocator's and libc's). Returns the probes attached
 /// (`retarget` moves them to another task); dropping `ebpf` detaches them all (slowly: each
 /// removal waits a kernel grace period, ~0.1 s here, serialized in the kernel).
 ///
@@ -33,8 +35,7 @@ use crate::model::TraceMode;
 /// `floor` (`ALLOCTRACE_BENCH_FLOOR=1`, read into the `Config`) they count nothing (`set_floor`).
 pub fn attach(
     ebpf: &mut Ebpf,
-    libc: &Path,
-    entries: &[(&'static ProbeSpec, Entry)],
+    sets: &[ProbeSet],
     scope: Scope,
     mode: TraceMode,
     floor: bool,
@@ -42,18 +43,23 @@ pub fn attach(
     if floor {
         set_floor(ebpf)?;
     }
+    attach_loaded(ebpf, sets, scope, mode)
+}
+
+/// The programs the sets' probes run in `mode`.
+fn programs_of(sets: &[ProbeSet], mode: TraceMode) -> Vec<&'static str> {
+    let specs = sets.iter().flat_map(|s| s.entries.iter().map(|(p, _)| *p));
     if mode == TraceMode::AllocOnly {
-        let names = entries
-            .iter()
-            .filter_map(|(spec, _)| count_program(spec))
-            .collect();
-        load_programs(ebpf, names)?;
+        specs
+            .filter_map(|spec| count_program(spec))
+            .collect()
     } else {
-        let mut names: Vec<&'static str> = entries.iter().map(|(p, _)| p.program).collect();
-        names.push(abi::PROG_ALLOC_RETURN);
-        load_programs(ebpf, names)?;
+        let mut names: Vec<&'static str> = specs.map(|p| p.program).collect();
+        if !names.is_empty() {
+            names.push(abi::PROG_ALLOC_RETURN);
+        }
+        names
     }
-    attach_loaded(ebpf, libc, entries, scope, mode)
 }
 
 /// One attached probe: its program and link, to detach it alone (`retarget`).
@@ -63,16 +69,16 @@ pub struct Attached {
     link: UProbeLinkId,
 }
 
-/// Attaches the programs `attach` loaded, in its order, again (to another task).
+/// Attaches the sets' probes in `attach`'s order, loading the programs not loaded yet (a set
+/// found later, after an exec, may need one the first did not).
 pub fn attach_loaded(
     ebpf: &mut Ebpf,
-    libc: &Path,
-    entries: &[(&'static ProbeSpec, Entry)],
+    sets: &[ProbeSet],
     scope: Scope,
     mode: TraceMode,
 ) -> Result<Vec<Attached>, ProbeError> {
     let mut attached = Vec::new();
-    attach_into(ebpf, libc, entries, scope, mode, &mut attached)?;
+    attach_into(ebpf, sets, scope, mode, &mut attached)?;
     Ok(attached)
 }
 
@@ -80,55 +86,58 @@ pub fn attach_loaded(
 /// (for the caller to take out: probes left on a task that lives would count twice).
 pub fn attach_into(
     ebpf: &mut Ebpf,
-    libc: &Path,
-    entries: &[(&'static ProbeSpec, Entry)],
+    sets: &[ProbeSet],
     scope: Scope,
     mode: TraceMode,
     attached: &mut Vec<Attached>,
 ) -> Result<(), ProbeError> {
+    load_programs(ebpf, programs_of(sets, mode))?;
     let scope = match scope {
         Scope::All => UProbeScope::AllProcesses,
         Scope::Pid(pid) => UProbeScope::OneProcess(pid),
     };
     if mode == TraceMode::AllocOnly {
-        return attach_counting(ebpf, libc, entries, scope, attached);
+        return attach_counting(ebpf, sets, scope, attached);
     }
-    let mut entry_order: Vec<_> = entries.iter().collect();
-    entry_order.sort_by_key(|(p, _)| entry_rank(p));
-    let order = entries
-        .iter()
-        .filter(|(p, _)| p.returns_block)
+    let all = || {
+        sets.iter()
+            .flat_map(|s| s.entries.iter().map(move |e| (s.path.as_path(), e)))
+    };
+    let mut entry_order: Vec<_> = all().collect();
+    entry_order.sort_by_key(|(_, (p, _))| entry_rank(p));
+    let order = all()
+        .filter(|(_, (p, _))| p.returns_block)
         .map(|e| (e, true))
         .chain(entry_order.into_iter().map(|e| (e, false)));
-    for ((spec, entry), is_return) in order {
+    for ((path, (spec, entry)), is_return) in order {
         let (name, kind) = if is_return {
             (abi::PROG_ALLOC_RETURN, "uretprobe")
         } else {
             (spec.program, "uprobe")
         };
-        attached.push(attach_one(ebpf, name, kind, spec, entry, libc, scope)?);
+        attached.push(attach_one(ebpf, name, kind, spec, entry, path, scope)?);
     }
     Ok(())
 }
 
-/// Attaches program `name` (loaded) as a `kind` probe at `entry` of `libc`, for `spec`'s
-/// function.
+/// Attaches program `name` (loaded) as a `kind` probe at `entry` of the file at `path`, for
+/// `spec`'s function.
 fn attach_one(
     ebpf: &mut Ebpf,
     name: &'static str,
     kind: &'static str,
     spec: &ProbeSpec,
     entry: &Entry,
-    libc: &Path,
+    path: &Path,
     scope: UProbeScope,
 ) -> Result<Attached, ProbeError> {
     let prog: &mut UProbe = program(ebpf, name)?;
     let link = prog
-        .attach(entry.file_offset, libc, scope)
+        .attach(entry.file_offset, path, scope)
         .map_err(|source| ProbeError::Attach {
             kind,
             symbol: spec.symbol,
-            path: libc.display().to_string(),
+            path: path.display().to_string(),
             source: Box::new(source),
         })?;
     Ok(Attached {
@@ -167,17 +176,21 @@ pub fn count_program(spec: &ProbeSpec) -> Option<&'static str> {
 /// Alloc-only mode: one counting entry probe per function, at the placed offset.
 fn attach_counting(
     ebpf: &mut Ebpf,
-    libc: &Path,
-    entries: &[(&'static ProbeSpec, Entry)],
+    sets: &[ProbeSet],
     scope: UProbeScope,
     attached: &mut Vec<Attached>,
 ) -> Result<(), ProbeError> {
-    let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = entries
-        .iter()
-        .filter_map(|(spec, e)| count_program(spec).map(|prog| (*spec, e, prog)))
-        .collect();
-    for (spec, entry, name) in counted {
-        attached.push(attach_one(ebpf, name, "uprobe", spec, entry, libc, scope)?);
+    for set in sets {
+        let counted: Vec<(&ProbeSpec, &Entry, &'static str)> = set
+            .entries
+            .iter()
+            .filter_map(|(spec, e)| count_program(spec).map(|prog| (*spec, e, prog)))
+            .collect();
+        for (spec, entry, name) in counted {
+            attached.push(attach_one(
+                ebpf, name, "uprobe", spec, entry, &set.path, scope,
+            )?);
+        }
     }
     Ok(())
 }
@@ -208,21 +221,31 @@ fn load_programs(ebpf: &mut Ebpf, mut names: Vec<&'static str>) -> Result<(), Pr
     names.sort_unstable();
     names.dedup();
     let mut progs: Vec<(&'static str, &mut UProbe)> = Vec::with_capacity(names.len());
+    let mut known = Vec::with_capacity(names.len());
     for (name, prog) in ebpf.programs_mut() {
         if let (Ok(i), Ok(uprobe)) = (names.binary_search(&name), prog.try_into()) {
-            progs.push((names[i], uprobe));
+            known.push(names[i]);
+            // Loaded already (by an earlier attach of this run).
+            let uprobe: &mut UProbe = uprobe;
+            if uprobe.fd().is_err() {
+                progs.push((names[i], uprobe));
+            }
         }
     }
-    if let Some(missing) = names.iter().find(|n| !progs.iter().any(|(p, _)| p == *n)) {
+    if let Some(missing) = names.iter().find(|n| !known.contains(n)) {
         return Err(ProbeError::MissingProgram(missing));
+    }
+    if progs.is_empty() {
+        return Ok(());
     }
     // Name order, so that of two failures the same one is reported from run to run.
     progs.sort_unstable_by_key(|(name, _)| *name);
     let mut results: Vec<Option<Result<(), ProgramError>>> = progs.iter().map(|_| None).collect();
+    let n = progs.len();
     let queue = Mutex::new(progs.iter_mut().zip(results.iter_mut()));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
-        for _ in 0..threads.min(names.len()) {
+        for _ in 0..threads.min(n) {
             s.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                 let Some(((_, prog), result)) = next else {

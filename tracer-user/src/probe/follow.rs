@@ -12,7 +12,6 @@
 //! its own set at its exec, when it leaves that address space.
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,53 +20,34 @@ use aya::programs::uprobe::UProbeLink;
 use aya::Ebpf;
 
 use crate::model::{TraceMode, Unseen};
-use crate::probe::{self, Attached, Entry, ProbeSpec, Scope};
-use crate::process::mmap_watch::{ExecLog, Forked};
+use crate::probe::placement::Mode;
+use crate::probe::{self, reprobe, Attached, ProbeSet, Scope};
+use crate::process::mmap_watch::{ExecLog, ExecProbed, ExecSeen, Forked};
 use crate::symbolize::Symbolizer;
+use crate::target::exec_watch::{permitted_after_exec, NOT_PERMITTED};
 
-/// What the event thread's follower tells the main loop.
-#[derive(Default)]
-pub struct Shared {
-    /// Followed processes not yet exited.
-    pub live: usize,
-    /// Looks at the watch's records so far: the run may end only after a look that began
-    /// once the target had exited (a fork just before is then known).
-    pub looks: u64,
-    /// Processes followed since the main loop last asked, with their exec logs.
-    pub started: Vec<Started>,
-    /// Processes that could not be followed, for the report.
-    pub unseen: Vec<(u32, Unseen)>,
-    /// Processes that ran a program their user may not trace: their probes come off.
-    pub revoke: Vec<u32>,
-    /// From fork to probes, for each process followed since the main loop last asked: counted
-    /// as losses there (the loss table is the main loop's).
-    pub late: Vec<Duration>,
-}
-
-/// A process followed: its pid, its exec log, and its parent's program (its own until it execs).
-pub struct Started {
-    pub pid: u32,
-    pub log: Arc<Mutex<ExecLog>>,
-    pub program: String,
-}
+use super::children::{Shared, Started};
 
 /// A followed process's probes, and the descriptor that says when it exits.
 struct Child {
     pidfd: OwnedFd,
     links: Vec<Attached>,
+    /// The sets those probes are of.
+    sets: Vec<ProbeSet>,
 }
 
 pub struct Follower {
     /// Shared with the main loop, which moves the target's own probes when the task they are
     /// on ends (`retarget`).
     ebpf: Arc<Mutex<Ebpf>>,
-    libc: PathBuf,
-    entries: Vec<(&'static ProbeSpec, Entry)>,
     mode: TraceMode,
+    probe_at: Mode,
     start_ns: u64,
     children: HashMap<u32, Child>,
     /// CLONE_VM children waiting for their exec to get probes of their own.
     sharing: HashSet<u32>,
+    /// The exec logs of the followed processes.
+    logs: HashMap<u32, Arc<Mutex<ExecLog>>>,
     shared: Arc<Mutex<Shared>>,
     /// Probe sets of exited children, detached on their own thread (each probe waits a kernel
     /// grace period: ~0.1 s).
@@ -89,12 +69,15 @@ type Detacher = (mpsc::Sender<Vec<UProbeLink>>, JoinHandle<(usize, Duration)>);
 impl Follower {
     pub fn new(
         ebpf: Arc<Mutex<Ebpf>>,
-        libc: PathBuf,
-        entries: Vec<(&'static ProbeSpec, Entry)>,
+        sets: Vec<ProbeSet>,
         mode: TraceMode,
+        probe_at: Mode,
         start_ns: u64,
     ) -> (Follower, Arc<Mutex<Shared>>) {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            target_sets: sets,
+            ..Shared::default()
+        }));
         let (tx, rx) = mpsc::channel::<Vec<UProbeLink>>();
         let detacher = std::thread::Builder::new()
             .name("alloctrace-detach-children".into())
@@ -111,12 +94,12 @@ impl Follower {
             .ok();
         let f = Follower {
             ebpf,
-            libc,
-            entries,
             mode,
+            probe_at,
             start_ns,
             children: HashMap::new(),
             sharing: HashSet::new(),
+            logs: HashMap::new(),
             shared: shared.clone(),
             detach: detacher.map(|h| (tx, h)),
             windows: Vec::new(),
@@ -137,6 +120,7 @@ impl Follower {
     pub fn look(&mut self, forks: Vec<Forked>, execs: &[u32], sym: &Symbolizer) {
         for f in forks {
             if let Some(log) = f.log.clone() {
+                self.logs.insert(f.pid, log.clone());
                 let program = std::fs::read_link(format!("/proc/{}/exe", f.ppid))
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|_| comm_of(f.ppid));
@@ -149,9 +133,7 @@ impl Follower {
             self.start(f, sym);
         }
         for pid in execs {
-            if self.sharing.remove(pid) {
-                self.attach(*pid, None, sym);
-            }
+            self.exec(*pid, sym);
         }
         let revoke = std::mem::take(&mut self.lock().revoke);
         for pid in revoke {
@@ -178,11 +160,110 @@ impl Follower {
             Some(true) => {
                 self.sharing.insert(f.pid);
             }
-            _ => self.attach(f.pid, Some(f.time), sym),
+            _ => {
+                // A copy of its parent: probed through its parent's sets.
+                let sets = match self.children.get(&f.ppid) {
+                    Some(parent) => parent.sets.clone(),
+                    None => self.lock().target_sets.clone(),
+                };
+                self.attach(f.pid, sets, Some(f.time), sym);
+            }
         }
     }
 
-    fn attach(&mut self, pid: u32, forked_at: Option<u64>, sym: &Symbolizer) {
+    /// A followed process executed a program: its allocators are resolved again, and the
+    /// sets not attached for it yet attached (a CLONE_VM child leaves its parent's probes
+    /// now: all of them); each exec of its log is decided for the main loop to say.
+    fn exec(&mut self, pid: u32, sym: &Symbolizer) {
+        let Some(log) = self.logs.get(&pid).cloned() else {
+            return;
+        };
+        let undecided: Vec<ExecSeen> = {
+            let l = log.lock().unwrap_or_else(|e| e.into_inner());
+            l.execs
+                .iter()
+                .filter(|e| e.probed.is_none())
+                .cloned()
+                .collect()
+        };
+        let n = undecided.len();
+        for (i, e) in undecided.into_iter().enumerate() {
+            let current = i + 1 == n;
+            let probed = if !permitted_after_exec(pid, e.exe.as_deref(), current) {
+                // The main loop's ExeWatch revokes it: no probes go in.
+                ExecProbed::Unseen(NOT_PERMITTED.into())
+            } else {
+                self.exec_sets(pid, &e, current, sym)
+            };
+            let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(x) = l.execs.iter_mut().find(|x| x.time == e.time) {
+                x.probed = Some(probed);
+            }
+        }
+    }
+
+    fn exec_sets(&mut self, pid: u32, e: &ExecSeen, current: bool, sym: &Symbolizer) -> ExecProbed {
+        let sharing = self.sharing.contains(&pid);
+        let have = self
+            .children
+            .get(&pid)
+            .map(|c| c.sets.clone())
+            .unwrap_or_default();
+        let (all, new) = match reprobe::decide(pid, e, current, &have, self.probe_at) {
+            reprobe::Decision::Unseen(reason) => return ExecProbed::Unseen(reason),
+            reprobe::Decision::Sets { all, new } => (all, new),
+        };
+        let describe = all.iter().map(ProbeSet::describe).collect();
+        if new.is_empty() {
+            return ExecProbed::Through {
+                sets: describe,
+                late_us: None,
+            };
+        }
+        if sharing {
+            self.sharing.remove(&pid);
+            if !self.attach(pid, new, None, sym) {
+                return ExecProbed::Unseen("its probes could not be attached".into());
+            }
+        } else {
+            let Some(nz) = std::num::NonZeroU32::new(pid) else {
+                return ExecProbed::Unseen("pid 0".into());
+            };
+            let attached =
+                probe::attach_loaded(&mut self.programs(), &new, Scope::Pid(nz), self.mode);
+            match attached {
+                Ok(links) => {
+                    if let Some(c) = self.children.get_mut(&pid) {
+                        c.links.extend(links);
+                        c.sets.extend(new.iter().cloned());
+                    }
+                    self.lock().allocators.entry(pid).or_default().extend(new);
+                }
+                Err(err) => {
+                    return ExecProbed::Unseen(format!(
+                        "its probes could not be attached ({})",
+                        chain(&err)
+                    ))
+                }
+            }
+        }
+        let late = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(e.time));
+        self.lock().exec_late.push(late);
+        ExecProbed::Through {
+            sets: describe,
+            late_us: Some(u64::try_from(late.as_micros()).unwrap_or(u64::MAX).max(1)),
+        }
+    }
+
+    /// Attaches `sets` for `pid`, from its fork (or, a CLONE_VM child, from its exec, when it
+    /// left its parent's probes); false when it could not (said, and marked unseen).
+    fn attach(
+        &mut self,
+        pid: u32,
+        sets: Vec<ProbeSet>,
+        forked_at: Option<u64>,
+        sym: &Symbolizer,
+    ) -> bool {
         // From its fork, or (a CLONE_VM child) from its exec, when it left its parent's probes.
         let unseen = |reason: String| Unseen {
             since: Duration::from_nanos(
@@ -202,20 +283,14 @@ impl Follower {
                 u.reason
             );
             self.lock().unseen.push((pid, u));
-            return;
+            return false;
         }
         // SAFETY: a fresh descriptor owned by nobody else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let Some(nz) = std::num::NonZeroU32::new(pid) else {
-            return;
+            return false;
         };
-        let attached = probe::attach_loaded(
-            &mut self.programs(),
-            &self.libc,
-            &self.entries,
-            Scope::Pid(nz),
-            self.mode,
-        );
+        let attached = probe::attach_loaded(&mut self.programs(), &sets, Scope::Pid(nz), self.mode);
         match attached {
             Ok(links) => {
                 if let Some(t) = forked_at {
@@ -225,7 +300,13 @@ impl Follower {
                     self.lock().late.push(w);
                 }
                 sym.note_process(pid);
-                self.children.insert(pid, Child { pidfd, links });
+                self.lock()
+                    .allocators
+                    .entry(pid)
+                    .or_default()
+                    .extend(sets.iter().cloned());
+                self.children.insert(pid, Child { pidfd, links, sets });
+                true
             }
             Err(e) => {
                 // It may have exited meanwhile: not a failure of the run.
@@ -235,6 +316,7 @@ impl Follower {
                     u.reason
                 );
                 self.lock().unseen.push((pid, u));
+                false
             }
         }
     }
@@ -256,6 +338,7 @@ impl Follower {
             .map(|(pid, _)| *pid)
             .collect();
         for pid in exited {
+            self.logs.remove(&pid);
             let Some(child) = self.children.remove(&pid) else {
                 continue;
             };
@@ -332,111 +415,6 @@ pub fn comm_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_default()
-}
-
-/// Resolves once the followed processes have all exited, the target being gone already:
-/// after two looks at the watch (a fork just before the target's exit is known by then).
-pub async fn all_exited(shared: &Arc<Mutex<Shared>>) {
-    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
-    let since = lock().looks;
-    loop {
-        {
-            let s = lock();
-            if s.looks >= since + 2 && s.live == 0 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The main loop's side: each followed process's execs decided and said (as the target's
-/// are), and what went unseen, for the report.
-pub struct Children {
-    shared: Arc<Mutex<Shared>>,
-    libc: PathBuf,
-    start_ns: u64,
-    watches: Vec<crate::target::ExeWatch>,
-    /// Followed processes that ran a program their user may not trace.
-    revoked: HashSet<u32>,
-}
-
-impl Children {
-    pub fn new(shared: Arc<Mutex<Shared>>, libc: PathBuf, start_ns: u64) -> Children {
-        Children {
-            shared,
-            libc,
-            start_ns,
-            watches: Vec::new(),
-            revoked: HashSet::new(),
-        }
-    }
-
-    /// The followed processes that ran a program their user may not trace: nothing of them
-    /// may be shown.
-    pub fn revoked(&self) -> &HashSet<u32> {
-        &self.revoked
-    }
-
-    pub fn shared(&self) -> &Arc<Mutex<Shared>> {
-        &self.shared
-    }
-
-    /// How late the probes of the processes followed since the last call went in.
-    pub fn take_late(&self) -> Vec<Duration> {
-        std::mem::take(&mut self.shared.lock().unwrap_or_else(|e| e.into_inner()).late)
-    }
-
-    /// Lines to print for the execs of followed processes since the last call.
-    pub fn check(&mut self, last: bool) -> Vec<String> {
-        let started = std::mem::take(
-            &mut self
-                .shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .started,
-        );
-        for st in started {
-            let mut w =
-                crate::target::ExeWatch::new(st.pid, &self.libc, Some(st.log), self.start_ns);
-            w.started_with(st.program);
-            self.watches.push(w);
-        }
-        let lines = self
-            .watches
-            .iter_mut()
-            .flat_map(|w| w.check(last))
-            .collect();
-        let newly: Vec<u32> = self
-            .watches
-            .iter()
-            .filter(|w| w.revoked && !self.revoked.contains(&w.pid()))
-            .map(|w| w.pid())
-            .collect();
-        if !newly.is_empty() {
-            self.revoked.extend(&newly);
-            self.shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .revoke
-                .extend(newly);
-        }
-        lines
-    }
-
-    /// Every followed process whose allocations went unseen, and from when.
-    pub fn unseen(self) -> Vec<(Unseen, u32)> {
-        let mut out: Vec<(Unseen, u32)> =
-            std::mem::take(&mut self.shared.lock().unwrap_or_else(|e| e.into_inner()).unseen)
-                .into_iter()
-                .map(|(pid, u)| (u, pid))
-                .collect();
-        out.extend(self.watches.into_iter().filter_map(|w| {
-            let pid = w.pid();
-            Some((w.unseen?, pid))
-        }));
-        out
-    }
 }
 
 /// An error and its sources on one line (aya's attach error names the syscall, its source the

@@ -3,10 +3,13 @@
 //! and `retarget` move them between processes. The table of entry points is the allocator's
 //! (`crate::allocator`).
 pub mod attach;
+pub mod children;
 pub mod follow;
 pub mod placement;
+pub mod reprobe;
 pub mod resolve;
 pub mod retarget;
+pub mod sets;
 
 use std::num::NonZeroU32;
 
@@ -17,6 +20,85 @@ use placement::Placement;
 pub use crate::allocator::ProbeSpec;
 pub use attach::{attach, attach_into, attach_loaded, take_links, Attached};
 pub use resolve::resolve;
+
+use std::path::{Path, PathBuf};
+
+use crate::allocator::Found;
+
+/// One allocator in one file, resolved: what a process is probed through. A process is probed
+/// through one set per allocator file it uses (its libc, a jemalloc it links or preloads, its
+/// own executable when an allocator is linked in).
+#[derive(Clone)]
+pub struct ProbeSet {
+    /// A path alloctrace can open that leads to that very file (through `/proc/PID/root`,
+    /// `/proc/PID/map_files`, or a descriptor held open).
+    pub path: PathBuf,
+    /// The file as the process names it, for messages and the report.
+    pub shown: String,
+    /// (device, inode) of the file: one set per file and allocator.
+    pub file: (u64, u64),
+    pub found: Found,
+    pub entries: Vec<(&'static ProbeSpec, Entry)>,
+}
+
+impl std::fmt::Debug for ProbeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} probes)", self.describe(), self.entries.len())
+    }
+}
+
+impl ProbeSet {
+    /// Resolves the probes of `found` in the file at `path` (see `resolve`).
+    pub fn resolve(
+        path: &Path,
+        shown: String,
+        file: (u64, u64),
+        found: Found,
+        mode: placement::Mode,
+    ) -> Result<ProbeSet, ProbeError> {
+        let entries = resolve(path, found, mode)?;
+        Ok(ProbeSet {
+            path: path.to_path_buf(),
+            shown,
+            file,
+            found,
+            entries,
+        })
+    }
+
+    /// The allocator's name, with its prefix when it has one (`jemalloc (je_)`).
+    pub fn name(&self) -> String {
+        match self.found.prefix {
+            "" => self.found.allocator.name().to_string(),
+            p => format!("{} ({p})", self.found.allocator.name()),
+        }
+    }
+
+    /// `glibc in /usr/lib/x86_64-linux-gnu/libc.so.6`, as the start-up and exec lines say it.
+    pub fn describe(&self) -> String {
+        format!("{} in {}", self.name(), self.shown)
+    }
+
+    /// Whether this set probes the same allocator in the same file as `other`.
+    pub fn same(&self, other: &ProbeSet) -> bool {
+        self.file == other.file && self.found == other.found
+    }
+
+    /// The report's record of it.
+    pub fn allocator_use(&self) -> crate::model::AllocatorUse {
+        crate::model::AllocatorUse {
+            name: self.found.allocator.name().to_string(),
+            path: self.shown.clone(),
+            version: None,
+        }
+    }
+}
+
+/// The sets described for a line: `jemalloc in A, glibc in B`.
+pub fn describe_sets(sets: &[ProbeSet]) -> String {
+    let v: Vec<String> = sets.iter().map(ProbeSet::describe).collect();
+    v.join(", ")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

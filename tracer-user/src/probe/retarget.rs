@@ -21,7 +21,7 @@
 //! consumer whose filter matches — two live targets would count every call twice.
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::kmaps::shared_array::SharedMapping;
 use crate::model::TraceMode;
-use crate::probe::{self, Attached, Entry, ProbeError, ProbeSpec, Scope};
+use crate::probe::{self, Attached, ProbeError, ProbeSet, Scope};
 use crate::process::mmap_watch::{
     perf_event_open, PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_TYPE_SOFTWARE,
 };
@@ -83,36 +83,66 @@ pub struct Retarget {
     /// when the probes are first attached).
     unregistered: Option<TaskWatch>,
     watch: Option<Rc<AsyncFd<TaskWatch>>>,
-    libc: PathBuf,
-    _libc_file: std::fs::File,
-    entries: Vec<(&'static ProbeSpec, Entry)>,
+    /// The process's sets, each path a descriptor of `files` (`/proc/self/fd/N`).
+    sets: Vec<ProbeSet>,
+    files: Vec<std::fs::File>,
     mode: TraceMode,
     probes: Vec<Attached>,
 }
 
+/// `sets` with each file opened and its path made the descriptor's: attached again through a
+/// descriptor held from now on, the path may lead through /proc/TGID/root, which a zombie main
+/// thread no longer has.
+fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::File>)> {
+    let mut files = Vec::with_capacity(sets.len());
+    let mut out = Vec::with_capacity(sets.len());
+    for mut set in sets {
+        let file = std::fs::File::open(&set.path)?;
+        set.path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        files.push(file);
+        out.push(set);
+    }
+    Ok((out, files))
+}
+
 impl Retarget {
-    /// Watches `tgid`'s task the `probes` were attached to (the pid itself).
+    /// Watches `tgid`'s task the `probes` of `sets` were attached to (the pid itself).
     pub fn new(
         tgid: u32,
-        libc: &Path,
-        entries: Vec<(&'static ProbeSpec, Entry)>,
+        sets: Vec<ProbeSet>,
         mode: TraceMode,
         probes: Vec<Attached>,
     ) -> io::Result<Retarget> {
-        // Attached again through a descriptor held from now on: the path may lead through
-        // /proc/TGID/root, which a zombie main thread no longer has.
-        let file = std::fs::File::open(libc)?;
+        let (sets, files) = held_open(sets)?;
         Ok(Retarget {
             tgid,
             task: tgid,
-            libc: PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
-            _libc_file: file,
             unregistered: Some(TaskWatch::open(tgid)?),
             watch: None,
-            entries,
+            sets,
+            files,
             mode,
             probes,
         })
+    }
+
+    /// Attaches `sets` (found after an exec) to the task the others are on, moved with them
+    /// from now on.
+    pub fn add(&mut self, ebpf: &mut Ebpf, sets: Vec<ProbeSet>) -> Result<(), ProbeError> {
+        let (sets, files) = held_open(sets).map_err(|source| ProbeError::Read {
+            path: "an allocator's file".into(),
+            source,
+        })?;
+        let pid = self.task.try_into().map_err(|_| bad_tid(self.task))?;
+        let mut new = Vec::new();
+        if let Err(e) = probe::attach_into(ebpf, &sets, Scope::Pid(pid), self.mode, &mut new) {
+            drop_later(probe::take_links(ebpf, new));
+            return Err(e);
+        }
+        self.probes.extend(new);
+        self.sets.extend(sets);
+        self.files.extend(files);
+        Ok(())
     }
 
     /// A future that resolves when the task the probes are on ends (owns what it waits on,
@@ -169,14 +199,9 @@ impl Retarget {
             };
             let pid = tid.try_into().map_err(|_| bad_tid(tid))?;
             let mut new = Vec::new();
-            if let Err(e) = probe::attach_into(
-                ebpf,
-                &self.libc,
-                &self.entries,
-                Scope::Pid(pid),
-                self.mode,
-                &mut new,
-            ) {
+            if let Err(e) =
+                probe::attach_into(ebpf, &self.sets, Scope::Pid(pid), self.mode, &mut new)
+            {
                 // What went in goes out: the pid may name a live task by now (an exec
                 // hands the exec'ing thread the main thread's pid), where those probes and
                 // the next attempt's would both count every call.

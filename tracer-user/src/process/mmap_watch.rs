@@ -60,13 +60,11 @@ pub struct Forked {
     pub log: Option<Arc<Mutex<ExecLog>>>,
 }
 
-/// The execs of one process and the mappings that tell what its programs are, in time order
-/// (CLOCK_MONOTONIC nanoseconds, the clock of `std::time::Instant`).
+/// The execs of one process, in time order (CLOCK_MONOTONIC nanoseconds, the clock of
+/// `std::time::Instant`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExecLog {
     pub execs: Vec<ExecSeen>,
-    /// When the process mapped the file being watched for (the probed libc) executable.
-    pub libc_mapped: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,13 +73,26 @@ pub struct ExecSeen {
     pub comm: String,
     /// The first executable file mapping after the exec: the new program's own text.
     pub exe: Option<String>,
+    /// What its new program is traced through, once decided (`probe::reprobe`).
+    pub probed: Option<ExecProbed>,
 }
 
-/// The process whose execs are logged, the (device, inode) of the library watched for, and
-/// the log the watch's drains fill.
+/// What a program exec'd is traced through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecProbed {
+    /// Its allocators' sets (`ProbeSet::describe`), all attached for the process now;
+    /// `late_us` when some had to be attached after the exec (microseconds from the exec).
+    Through {
+        sets: Vec<String>,
+        late_us: Option<u64>,
+    },
+    /// None of its allocators can be probed, for this reason.
+    Unseen(String),
+}
+
+/// The process whose execs are logged, and the log the watch's drains fill.
 struct ExecTrack {
     pid: u32,
-    libc: (u64, u64),
     log: Arc<Mutex<ExecLog>>,
 }
 
@@ -97,13 +108,11 @@ impl ExecTrack {
                         time,
                         comm: comm.clone(),
                         exe: None,
+                        probed: None,
                     },
                 );
             }
             Record::Mmap { pid, mapping } if *pid == self.pid && mapping.is_file() => {
-                if mapping.binary_id() == self.libc {
-                    log.libc_mapped.push(time);
-                }
                 // Records of one drain come in time order, but a late one from another CPU may
                 // belong before an exec already logged: placed by time, not by arrival.
                 let at = log.execs.partition_point(|e| e.time < time);
@@ -152,8 +161,11 @@ pub struct MmapWatch {
     /// Whether the children of logged processes get their execs logged too (`follow_forks`).
     follow: bool,
     forks: Vec<Forked>,
-    /// Logged processes seen to exec (with `follow`).
+    /// Logged processes seen to exec.
     execs: Vec<u32>,
+    /// Every executable file mapping with its time and process, kept for `take_files` (see
+    /// `collect_files`).
+    files: Option<Vec<(u64, u32, Mapping)>>,
 }
 
 impl MmapWatch {
@@ -178,7 +190,19 @@ impl MmapWatch {
             follow: false,
             forks: Vec::new(),
             execs: Vec::new(),
+            files: None,
         })
+    }
+
+    /// From now on, keeps every file mapping recorded, with its time, for `take_files`
+    /// (system-wide mode probes each new allocator file as it appears).
+    pub fn collect_files(&mut self) {
+        self.files = Some(Vec::new());
+    }
+
+    /// The file mappings recorded since the last call, as (time, pid, mapping).
+    pub fn take_files(&mut self) -> Vec<(u64, u32, Mapping)> {
+        self.files.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Passes on the mappings of `pid` only, not those of the processes it starts (which the
@@ -188,13 +212,12 @@ impl MmapWatch {
         self.only = Some(pid);
     }
 
-    /// From now on, logs the execs of `pid` and when it maps the file `libc` (device, inode)
-    /// executable; returns the log, filled as the watch is drained.
-    pub fn track_execs(&mut self, pid: u32, libc: (u64, u64)) -> Arc<Mutex<ExecLog>> {
+    /// From now on, logs the execs of `pid` (and its new program's first mapping); returns
+    /// the log, filled as the watch is drained.
+    pub fn track_execs(&mut self, pid: u32) -> Arc<Mutex<ExecLog>> {
         let log = Arc::new(Mutex::new(ExecLog::default()));
         self.exec_tracks.push(ExecTrack {
             pid,
-            libc,
             log: log.clone(),
         });
         log
@@ -211,7 +234,7 @@ impl MmapWatch {
         std::mem::take(&mut self.forks)
     }
 
-    /// The logged processes that executed a program since the last call (with `follow_forks`).
+    /// The logged processes that executed a program since the last call.
     pub fn take_execs(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.execs)
     }
@@ -242,11 +265,10 @@ impl MmapWatch {
             }
             match rec {
                 Record::Fork { pid, ppid } => {
-                    let Some(libc) = self.exec_tracks.iter().find(|t| t.pid == ppid) else {
+                    if !self.exec_tracks.iter().any(|t| t.pid == ppid) {
                         continue;
-                    };
-                    let libc = libc.libc;
-                    let log = self.follow.then(|| self.track_execs(pid, libc));
+                    }
+                    let log = self.follow.then(|| self.track_execs(pid));
                     self.forks.push(Forked {
                         pid,
                         ppid,
@@ -255,7 +277,12 @@ impl MmapWatch {
                     });
                 }
                 Record::Mmap { pid, .. } if self.only.is_some_and(|o| o != pid) => {}
-                Record::Mmap { pid, mapping } => by_pid.entry(pid).or_default().push(mapping),
+                Record::Mmap { pid, mapping } => {
+                    if let Some(files) = self.files.as_mut().filter(|_| mapping.is_file()) {
+                        files.push((time, pid, mapping.clone()));
+                    }
+                    by_pid.entry(pid).or_default().push(mapping)
+                }
                 Record::Lost(n) => {
                     log::warn!(
                         "mmap watch: the kernel dropped {n} mapping records; some frames may \
@@ -263,7 +290,7 @@ impl MmapWatch {
                     );
                 }
                 Record::Exec { pid, .. } => {
-                    if self.follow && self.exec_tracks.iter().any(|t| t.pid == pid) {
+                    if self.exec_tracks.iter().any(|t| t.pid == pid) {
                         self.execs.push(pid);
                     }
                 }
@@ -555,10 +582,8 @@ mod tests {
 
     #[test]
     fn exec_log_places_mappings_by_time() {
-        let libc = (libc::makedev(0xfe, 1), 4242);
         let track = ExecTrack {
             pid: 9,
-            libc,
             log: Arc::default(),
         };
         let map = |path: &str| {
@@ -569,7 +594,7 @@ mod tests {
             };
             Record::Mmap { pid: 9, mapping }
         };
-        let libc_map = map("/lib/libc.so.6"); // (fe:01, 4242): the watched file
+        let libc_map = map("/lib/libc.so.6");
         let other = |path: &str| match map(path) {
             Record::Mmap { pid, mut mapping } => {
                 mapping.inode = 1;
@@ -604,7 +629,6 @@ mod tests {
             },
         );
         let log = track.log.lock().unwrap().clone();
-        assert_eq!(log.libc_mapped, [13]);
         let execs: Vec<_> = log
             .execs
             .iter()

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::sections::{
-    if_traced, render_advice, render_hotspots, render_patterns, render_processes, render_sites,
+    allocators_line, if_traced, render_advice, render_hotspots, render_patterns, render_processes,
+    render_sites,
 };
 use crate::analyze::rate::Peak;
 use crate::analyze::Analysis;
@@ -86,6 +87,9 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
             "Mode",
             "alloc-only (entry probes only: frees, live bytes and lifetimes not traced)",
         );
+    }
+    if let Some(line) = allocators_line(p, multi) {
+        label(&mut out, "Probed through", &line);
     }
     let avg = if total.allocs > 0 {
         format!(
@@ -543,6 +547,28 @@ Patterns of the top 2 sites (sizes and lifetimes are log2 bucket bounds):
 Advice: none (no site's numbers met a rule)
 ";
         assert_eq!(render_text(&p, 10), expected);
+
+        // With the allocators each process was counted through: a header line naming each
+        // file once, and a column.
+        let use_of = |name: &str, path: &str| crate::model::AllocatorUse {
+            name: name.into(),
+            path: path.into(),
+            version: None,
+        };
+        let libc = use_of("glibc", "/lib/libc.so.6");
+        p.processes[0].allocators = vec![use_of("jemalloc", "/lib/libjemalloc.so.2"), libc.clone()];
+        p.processes[1].allocators = vec![libc];
+        let text = render_text(&p, 10);
+        assert!(
+            text.contains(
+                "\nProbed through:     jemalloc in /lib/libjemalloc.so.2 (1 process), glibc in \
+                 /lib/libc.so.6 (2 processes)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("LIVE OBJS  ALLOCATORS\n"), "{text}");
+        assert!(text.contains("       0  jemalloc+glibc\n"), "{text}");
+        assert!(text.contains("2.0k  glibc\n"), "{text}");
     }
 
     #[test]

@@ -13,6 +13,49 @@ use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count, fmt_ns, percent};
 /// Frames of a site's stack shown in the final report.
 const MAX_FRAMES: usize = 12;
 
+/// The allocators the processes were counted through, each file once (`glibc in
+/// /usr/lib/x86_64-linux-gnu/libc.so.6`), with how many processes used it when several were
+/// traced; None when no process names one (files from before it was told).
+pub(super) fn allocators_line(p: &Profile, multi: bool) -> Option<String> {
+    let mut uses: Vec<(String, usize)> = Vec::new();
+    for x in &p.processes {
+        for a in &x.allocators {
+            let name = format!("{} in {}", a.name, a.path);
+            match uses.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, n)) => *n += 1,
+                None => uses.push((name, 1)),
+            }
+        }
+    }
+    if uses.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = uses
+        .into_iter()
+        .map(|(name, n)| match (multi, n) {
+            (false, _) => name,
+            (true, 1) => format!("{name} (1 process)"),
+            (true, n) => format!("{name} ({n} processes)"),
+        })
+        .collect();
+    Some(parts.join(", "))
+}
+
+/// A process's allocators' names for the processes table (`jemalloc+glibc`), `-` for none.
+fn allocator_names(x: &crate::model::Process) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for a in &x.allocators {
+        if !names.contains(&a.name.as_str()) {
+            names.push(&a.name);
+        }
+    }
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join("+")
+    }
+}
+
 /// A frees/live cell: the value in full mode, `-` when frees were not traced.
 pub(super) fn if_traced(sees_frees: bool, v: String) -> String {
     if sees_frees {
@@ -43,16 +86,32 @@ pub(super) fn render_processes(out: &mut String, p: &Profile, top: usize) {
         .max()
         .unwrap_or(0)
         .max(4);
+    // Files from before the allocators were told name none: no column then.
+    let told = p.processes.iter().any(|x| !x.allocators.is_empty());
+    let col = |v: String| {
+        if told {
+            format!("  {v}")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         out,
-        "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}",
-        "PID", "COMM", "ALLOCS", "BYTES", "FREES", "LIVE BYTES", "LIVE OBJS"
+        "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}{}",
+        "PID",
+        "COMM",
+        "ALLOCS",
+        "BYTES",
+        "FREES",
+        "LIVE BYTES",
+        "LIVE OBJS",
+        col("ALLOCATORS".into())
     );
     for x in procs.iter().take(shown) {
         let c = &x.counters;
         let _ = writeln!(
             out,
-            "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}",
+            "  {:>7}  {:<comm_w$}  {:>7}  {:>10}  {:>7}  {:>10}  {:>9}{}",
             x.pid,
             name(x),
             fmt_count(c.allocs),
@@ -60,6 +119,7 @@ pub(super) fn render_processes(out: &mut String, p: &Profile, top: usize) {
             if_traced(sees_frees, fmt_count(c.frees)),
             if_traced(sees_frees, fmt_bytes(c.live_bytes())),
             if_traced(sees_frees, fmt_count(c.live_objects())),
+            col(allocator_names(x)),
         );
     }
     if procs.len() > shown {

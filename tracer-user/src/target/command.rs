@@ -1,5 +1,5 @@
 //! The executable a launch command names, resolved as execvp would, and refused when it cannot
-//! be traced or run.
+//! be run.
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::TargetError;
 
-/// Resolves `argv0` the way execvp would, and refuses what cannot be traced or run: a file
-/// that is not executable, a statically linked ELF (no libc to probe), or a file the kernel
+/// Resolves `argv0` the way execvp would, and refuses what cannot be run: a file that is not
+/// executable, or a file the kernel
 /// cannot execute (neither ELF nor `#!` script: execv, unlike a shell, does not fall back to
 /// running it with sh), or whose `#!` interpreter is missing.
 pub fn resolve_command(argv0: &OsStr) -> Result<PathBuf, TargetError> {
@@ -43,11 +43,9 @@ pub fn resolve_command(argv0: &OsStr) -> Result<PathBuf, TargetError> {
         return Err(not_exec("permission denied (not executable)".into()));
     }
     let data = fs::read(&path).map_err(|e| not_exec(e.to_string()))?;
-    if data.starts_with(b"\x7fELF") {
-        if is_static_elf(&data) {
-            return Err(TargetError::StaticBinary(path.display().to_string()));
-        }
-    } else if let Some(line) = data.strip_prefix(b"#!") {
+    // A statically linked ELF is traced through the allocator linked into it, if any
+    // (`allocators_of`).
+    if let Some(line) = data.strip_prefix(b"#!") {
         let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
         let interp = line
             .split(|&b| b == b' ' || b == b'\t')
@@ -60,7 +58,7 @@ pub fn resolve_command(argv0: &OsStr) -> Result<PathBuf, TargetError> {
                 interp.display()
             )));
         }
-    } else {
+    } else if !data.starts_with(b"\x7fELF") {
         return Err(TargetError::NotElfNorScript {
             path: path.display().to_string(),
         });
@@ -78,7 +76,7 @@ fn executable(path: &Path) -> bool {
 
 /// An ELF with no program interpreter (PT_INTERP) is loaded without ld.so, so it maps no
 /// shared libc. (A static-pie is ET_DYN without PT_INTERP too, and is rightly refused.)
-pub(super) fn is_static_elf(data: &[u8]) -> bool {
+pub(crate) fn is_static_elf(data: &[u8]) -> bool {
     use object::read::elf::{ElfFile64, ProgramHeader};
     let Ok(elf) = ElfFile64::<object::Endianness>::parse(data) else {
         return false;

@@ -1,25 +1,21 @@
-//! What a traced process executes while traced: each exec said once, and whether its new
-//! program is still traced (maps the probed libc) or may still be shown (not setuid).
+//! What a traced process executes while traced: each exec said once, with what its new
+//! program is traced through (or why it is unseen), and whether it may still be shown (not
+//! setuid).
 use std::fs;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::command::is_static_elf;
 use super::privilege::{check_may_trace, real_ids};
 use super::TargetError;
-use crate::process::mmap_watch::{ExecLog, ExecSeen};
-use crate::process::procmaps::MapsLine;
+use crate::process::mmap_watch::{ExecLog, ExecProbed, ExecSeen};
 
 /// Notices when a traced process replaces its program (execve), says so once per exec, and
-/// whether tracing goes on: the uprobes are on one libc file, so they follow the process into
-/// a new program that maps that libc again, and see nothing of one that does not (a
-/// statically linked program, or one on another libc). Execs come from the mmap watch's
+/// what tracing goes on through: the new program's allocators are resolved again and their
+/// sets attached (`probe::reprobe`, by the caller, which fills each exec's `probed`), or its
+/// allocations are unseen from then on (none can be probed). Execs come from the mmap watch's
 /// records (`ExecLog`: an exec and exit within one interval is not missed), or, without it,
 /// from `/proc/PID/exe` at each look.
 pub struct ExeWatch {
     pid: u32,
-    /// (device, inode) of the probed libc.
-    libc: (u64, u64),
     /// CLOCK_MONOTONIC nanoseconds at the start of the run.
     start_ns: u64,
     log: Arc<Mutex<ExecLog>>,
@@ -32,9 +28,6 @@ pub struct ExeWatch {
     /// The program the process runs, as last announced; None for a launched command before
     /// its own exec (which is the launch, not announced unless its program is unseen).
     current: Option<String>,
-    /// Looks at an exec's program that may not have mapped its libc yet (its loader was still
-    /// at work).
-    waited: u32,
     /// From when (and why) its allocations went unseen, for the report.
     pub unseen: Option<crate::model::Unseen>,
     /// It executed a program the real user may not trace (a setuid one): nothing of it may
@@ -51,7 +44,7 @@ pub const NOT_PERMITTED: &str = "not permitted after exec of a setuid program";
 /// exited, whether the file raises ids (setuid or setgid to another user or group). Without
 /// the file's path (the kernel records nothing more of a process once a setuid exec made it
 /// undumpable) nothing can be verified: not permitted, the safe side.
-fn permitted_after_exec(pid: u32, exe: Option<&str>, now: bool) -> bool {
+pub(crate) fn permitted_after_exec(pid: u32, exe: Option<&str>, now: bool) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (uid, gid) = real_ids();
     if uid == 0 {
@@ -70,12 +63,6 @@ fn permitted_after_exec(pid: u32, exe: Option<&str>, now: bool) -> bool {
                 || (m.mode() & libc::S_ISGID != 0 && m.gid() != gid))
         })
     })
-}
-
-/// (device, inode) of a file, (0, 0) if it cannot be read.
-pub fn file_id(path: &Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: `Instant`'s clock, and the mmap watch's records'.
@@ -97,38 +84,19 @@ fn exe_of(pid: &str) -> Option<((u64, u64), String)> {
     Some(((m.dev(), m.ino()), path))
 }
 
-/// Whether `pid` maps the file (device, inode) now.
-fn maps_file(pid: u32, id: (u64, u64)) -> bool {
-    let Ok(maps) = fs::read(format!("/proc/{pid}/maps")) else {
-        return false;
-    };
-    let found = MapsLine::all(&maps).any(|l| (l.dev, l.inode) == id);
-    found
-}
-
-/// Whether the program `pid` runs now is a statically linked ELF.
-fn runs_static(pid: u32) -> bool {
-    fs::read(format!("/proc/{pid}/exe"))
-        .is_ok_and(|d| d.starts_with(b"\x7fELF") && is_static_elf(&d))
-}
-
 impl ExeWatch {
-    /// Watches `pid`, traced through uprobes on `libc`; `log` is the mmap watch's record of
-    /// its execs, if there is a watch.
-    pub fn new(pid: u32, libc: &Path, log: Option<Arc<Mutex<ExecLog>>>, start_ns: u64) -> ExeWatch {
-        let libc = file_id(libc);
+    /// Watches `pid`; `log` is the mmap watch's record of its execs, if there is a watch.
+    pub fn new(pid: u32, log: Option<Arc<Mutex<ExecLog>>>, start_ns: u64) -> ExeWatch {
         let own = exe_of("self").map(|(id, _)| id);
         let cur = exe_of(&pid.to_string()).filter(|(id, _)| Some(*id) != own);
         ExeWatch {
             pid,
-            libc,
             start_ns,
             recorded: log.is_some(),
             log: log.unwrap_or_default(),
             polled: cur.as_ref().map(|(id, _)| *id),
             handled: 0,
             current: cur.map(|(_, path)| path),
-            waited: 0,
             unseen: None,
             revoked: false,
         }
@@ -138,14 +106,33 @@ impl ExeWatch {
         self.pid
     }
 
+    /// The log of its execs, whose `probed` the caller fills (`probe::reprobe`).
+    pub fn log(&mut self) -> Arc<Mutex<ExecLog>> {
+        if !self.recorded {
+            self.poll();
+        }
+        self.log.clone()
+    }
+
+    /// None of the allocators of `program`, which it runs from the start of the run, can be
+    /// probed (said at start-up): unseen from the start.
+    pub fn unseen_from_start(&mut self, program: String, reason: String) {
+        self.unseen = Some(crate::model::Unseen {
+            since: std::time::Duration::ZERO,
+            program,
+            reason,
+        });
+    }
+
     /// A started process (`--follow-forks`) runs its parent's program until its first exec,
     /// which is then announced like any other, not taken for a launch.
     pub fn started_with(&mut self, program: String) {
         self.current = Some(program);
     }
 
-    /// Lines to print for the execs seen since the last call. `last` is the run's last look:
-    /// no exec is left undecided.
+    /// Lines to print for the execs seen since the last call, each decided (`probed`) by the
+    /// caller; one not decided yet waits for the next call. `last` is the run's last look: no
+    /// exec is left undecided.
     pub fn check(&mut self, last: bool) -> Vec<String> {
         if !self.recorded {
             self.poll();
@@ -156,9 +143,7 @@ impl ExeWatch {
         while self.handled < log.execs.len() {
             let i = self.handled;
             let exec = &log.execs[i];
-            let next = log.execs.get(i + 1).map(|e| e.time);
-            let is_last = next.is_none();
-            let in_range = |t: u64| t > exec.time && next.is_none_or(|n| t < n);
+            let is_last = i + 1 == log.execs.len();
             let program = exec
                 .exe
                 .clone()
@@ -168,24 +153,13 @@ impl ExeWatch {
                         .flatten()
                 })
                 .unwrap_or_else(|| exec.comm.clone());
-            let mut maps_libc = log.libc_mapped.iter().any(|&t| in_range(t));
-            let mut static_elf = false;
-            if !maps_libc && is_last {
-                // The records may lag behind the process: it may have mapped libc since.
-                maps_libc = maps_file(self.pid, self.libc);
-                static_elf = runs_static(self.pid)
-                    || exec.exe.as_ref().is_some_and(|p| {
-                        fs::read(p).is_ok_and(|d| d.starts_with(b"\x7fELF") && is_static_elf(&d))
-                    });
-                let alive = Path::new(&format!("/proc/{}/exe", self.pid)).exists();
-                // A dynamically linked program's loader maps its libc within moments of the
-                // exec: give it until the next look.
-                if !maps_libc && alive && !static_elf && !last && self.waited == 0 {
-                    self.waited += 1;
-                    break;
+            let probed = match (&exec.probed, last) {
+                (Some(p), _) => p.clone(),
+                (None, false) => break,
+                (None, true) => {
+                    ExecProbed::Unseen("the run ended before its allocators could be probed".into())
                 }
-            }
-            self.waited = 0;
+            };
             self.handled += 1;
             let was = match &self.current {
                 Some(old) => format!(" (was {old})"),
@@ -208,21 +182,32 @@ impl ExeWatch {
                 });
                 continue;
             }
-            if maps_libc {
-                if !launch {
-                    lines.push(format!(
-                        "alloctrace: pid {} executed {program}{was}: still tracing it; the \
-                         sites of both programs are kept",
-                        self.pid
-                    ));
+            let reason = match probed {
+                ExecProbed::Through { sets, late_us } => {
+                    if !launch {
+                        let late = match late_us {
+                            Some(us) => format!(
+                                " (probes added {:.2} ms after the exec: its allocations in \
+                                 between were not seen)",
+                                us as f64 / 1e3
+                            ),
+                            None => String::new(),
+                        };
+                        lines.push(format!(
+                            "alloctrace: pid {} executed {program}{was}: still tracing it, \
+                             through {}{late}; the sites of both programs are kept",
+                            self.pid,
+                            sets.join(", ")
+                        ));
+                    }
+                    continue;
                 }
+                ExecProbed::Unseen(reason) => reason,
+            };
+            // A launched command whose allocators were found unprobeable at start-up: said then.
+            if launch && self.unseen.is_some() {
                 continue;
             }
-            let reason = if static_elf {
-                "it maps no libc alloctrace probes (statically linked)"
-            } else {
-                "it maps no libc alloctrace probes (statically linked, or on another libc?)"
-            };
             lines.push(format!(
                 "alloctrace: pid {} executed {program}{was}: {reason}: its allocations are \
                  unseen from here on",
@@ -231,17 +216,13 @@ impl ExeWatch {
             self.unseen.get_or_insert(crate::model::Unseen {
                 since: std::time::Duration::from_nanos(exec.time.saturating_sub(self.start_ns)),
                 program,
-                reason: reason.to_string(),
+                reason,
             });
         }
         // What is decided is dropped: a process that execs again and again costs no more
-        // memory, nor time per look. Mappings before the first exec left are of no use.
+        // memory, nor time per look.
         log.execs.drain(..self.handled);
         self.handled = 0;
-        match log.execs.first().map(|e| e.time) {
-            Some(first) => log.libc_mapped.retain(|&t| t > first),
-            None => log.libc_mapped.clear(),
-        }
         lines
     }
 
@@ -260,6 +241,7 @@ impl ExeWatch {
             time: monotonic_ns(),
             comm: String::new(),
             exe: Some(path),
+            probed: None,
         });
     }
 }
@@ -269,53 +251,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exe_watch_announces_every_exec_and_marks_a_program_without_libc_unseen() {
-        let libc = (1, 2);
+    fn exe_watch_announces_every_exec_and_marks_a_program_without_allocator_unseen() {
         let log = Arc::new(Mutex::new(ExecLog::default()));
         // No such process: everything is decided from the records, as after its exit.
-        let mut w = ExeWatch {
-            pid: 999_999_999,
-            libc,
-            start_ns: 1_000,
-            log: log.clone(),
-            recorded: true,
-            polled: None,
-            handled: 0,
-            current: None,
-            waited: 0,
-            unseen: None,
-            revoked: false,
-        };
-        let exec = |time, exe: &str| ExecSeen {
+        let mut w = ExeWatch::new(999_999_999, Some(log.clone()), 1_000);
+        let exec = |time, exe: &str, probed: Option<ExecProbed>| ExecSeen {
             time,
             comm: "x".into(),
             exe: Some(exe.into()),
+            probed,
+        };
+        let through = |late_us| {
+            Some(ExecProbed::Through {
+                sets: vec!["glibc in /lib/libc.so.6".into()],
+                late_us,
+            })
         };
         {
             let mut l = log.lock().unwrap();
-            // The launch (sh maps libc): not announced.
-            l.execs.push(exec(2_000, "/bin/sh"));
-            l.libc_mapped.push(2_500);
-            l.execs.push(exec(3_000, "/usr/bin/dynamic"));
-            l.libc_mapped.push(3_500);
-            l.execs.push(exec(500_001_000, "/tmp/static"));
+            // The launch: not announced.
+            l.execs.push(exec(2_000, "/bin/sh", through(None)));
+            l.execs
+                .push(exec(3_000, "/usr/bin/dynamic", through(Some(1500))));
+            l.execs.push(exec(
+                500_001_000,
+                "/tmp/static",
+                Some(ExecProbed::Unseen("statically linked and stripped".into())),
+            ));
+            l.execs.push(exec(600_000_000, "/tmp/undecided", None));
         }
-        let lines = w.check(true);
+        // An undecided exec waits, unless the run is over.
+        let lines = w.check(false);
         assert_eq!(
             lines,
             [
                 "alloctrace: pid 999999999 executed /usr/bin/dynamic (was /bin/sh): still \
-                 tracing it; the sites of both programs are kept",
-                "alloctrace: pid 999999999 executed /tmp/static (was /usr/bin/dynamic): it maps \
-                 no libc alloctrace probes (statically linked, or on another libc?): its \
-                 allocations are unseen from here on"
+                 tracing it, through glibc in /lib/libc.so.6 (probes added 1.50 ms after the \
+                 exec: its allocations in between were not seen); the sites of both programs \
+                 are kept",
+                "alloctrace: pid 999999999 executed /tmp/static (was /usr/bin/dynamic): \
+                 statically linked and stripped: its allocations are unseen from here on"
             ]
         );
         let unseen = w.unseen.clone().expect("marked unseen");
         assert_eq!(unseen.since, std::time::Duration::from_millis(500));
         assert_eq!(unseen.program, "/tmp/static");
-        // Decided execs are dropped; nothing is said twice.
+        assert_eq!(log.lock().unwrap().execs.len(), 1);
+        let lines = w.check(true);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].contains("the run ended before its allocators could be probed"),
+            "{lines:?}"
+        );
+        // Decided execs are dropped; nothing is said twice; the first unseen mark stays.
         assert!(log.lock().unwrap().execs.is_empty());
         assert!(w.check(true).is_empty());
+        assert_eq!(w.unseen.unwrap().program, "/tmp/static");
+    }
+
+    #[test]
+    fn a_launch_unseen_from_the_start_is_not_said_again() {
+        let log = Arc::new(Mutex::new(ExecLog::default()));
+        let mut w = ExeWatch::new(999_999_999, Some(log.clone()), 0);
+        w.unseen_from_start("/tmp/static".into(), "why".into());
+        log.lock().unwrap().execs.push(ExecSeen {
+            time: 5,
+            comm: "static".into(),
+            exe: Some("/tmp/static".into()),
+            probed: Some(ExecProbed::Unseen("why".into())),
+        });
+        assert!(w.check(false).is_empty());
+        assert_eq!(w.unseen.unwrap().since, std::time::Duration::ZERO);
     }
 }

@@ -1,17 +1,18 @@
 //! What to probe: the privileges and kernel support tracing needs, the process or command to
-//! trace, the allocator's file it really maps, and what it executes while traced.
+//! trace, the allocators' files it really maps (or will), and what it executes while traced.
+pub mod allocators_of;
 pub mod command;
+pub mod elf_deps;
 pub mod exec_watch;
 pub mod kernel;
 pub mod launch;
-pub mod libc_file;
 pub mod privilege;
 pub mod process;
 
+pub use allocators_of::own_libc;
 pub use command::resolve_command;
-pub use exec_watch::{file_id, monotonic_ns, ExeWatch};
+pub use exec_watch::{monotonic_ns, ExeWatch};
 pub use kernel::check_kernel;
-pub use libc_file::{libc_of_pid, own_libc};
 pub use privilege::{check_may_trace, check_privileges, check_system_wide, real_ids};
 pub use process::{check_process, exited_during_start};
 
@@ -39,16 +40,12 @@ pub enum TargetError {
     ExitedWhileStarting(u32),
     #[error("cannot read the mappings of pid {pid}: {source}")]
     Maps { pid: u32, source: std::io::Error },
-    #[error("pid {pid} ({exe}) maps no libc (a statically linked binary?): alloctrace probes the allocator of a dynamically linked libc")]
-    NoLibc { pid: u32, exe: String },
     #[error("command not found: {0}")]
     CommandNotFound(String),
     #[error("cannot execute {path}: {reason}")]
     NotExecutable { path: String, reason: String },
     #[error("cannot execute {path}: it is neither an ELF binary nor a script starting with #! (the kernel refuses it: Exec format error); run it through its interpreter, e.g. -- sh {path}")]
     NotElfNorScript { path: String },
-    #[error("{0} is statically linked: it maps no libc whose allocator alloctrace could probe")]
-    StaticBinary(String),
     #[error("cannot find the libc alloctrace itself uses in /proc/self/maps")]
     NoOwnLibc,
     #[error("pid {pid} belongs to another user (uid {uid}): {TRACE_RULE}")]

@@ -15,7 +15,7 @@ pub fn check_process(pid: u32) -> Result<u32, TargetError> {
     }
     let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => s,
-        // libc_of_pid names the missing pid.
+        // mapped_files names the missing pid.
         Err(_) => return Ok(pid),
     };
     let tgid = status

@@ -1,0 +1,137 @@
+//! System-wide mode's sets: every allocator file some process maps is probed for all
+//! processes, those mapped at the start and those first mapped later (the mmap watch's
+//! records, looked at from the event thread), and each process's allocators are known for the
+//! report from the files it was seen to map.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aya::Ebpf;
+
+use crate::model::{AllocatorUse, TraceMode};
+use crate::probe::placement::Mode;
+use crate::probe::{self, Attached, ProbeSet, Scope};
+use crate::process::procmaps::Mapping;
+use crate::target::allocators_of;
+
+type FileId = (u64, u64);
+
+/// Shared by the event thread (which adds) and the main loop (which reads).
+#[derive(Clone)]
+pub(super) struct SystemSets {
+    inner: Arc<Mutex<Inner>>,
+    ebpf: Arc<Mutex<Ebpf>>,
+}
+
+struct Inner {
+    mode: TraceMode,
+    probe_at: Mode,
+    /// Every file looked at, allocator or not: each is detected once.
+    considered: HashSet<FileId>,
+    sets: Vec<ProbeSet>,
+    /// The files each process was seen to map executable.
+    uses: HashMap<u32, HashSet<FileId>>,
+    /// From each late set's first mapping to its probes, not yet counted as a loss.
+    late: Vec<Duration>,
+    /// The late sets' probes: detached with the programs.
+    _links: Vec<Attached>,
+}
+
+impl SystemSets {
+    /// `sets` were attached at the start, found in the files `uses` lists per process.
+    pub(super) fn new(
+        ebpf: Arc<Mutex<Ebpf>>,
+        mode: TraceMode,
+        probe_at: Mode,
+        sets: Vec<ProbeSet>,
+        uses: HashMap<u32, Vec<FileId>>,
+    ) -> SystemSets {
+        let considered = uses.values().flatten().copied().collect();
+        let uses = uses
+            .into_iter()
+            .map(|(pid, ids)| (pid, ids.into_iter().collect()))
+            .collect();
+        SystemSets {
+            inner: Arc::new(Mutex::new(Inner {
+                mode,
+                probe_at,
+                considered,
+                sets,
+                uses,
+                late: Vec::new(),
+                _links: Vec::new(),
+            })),
+            ebpf,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Process `pid` mapped `m` executable at `time` (CLOCK_MONOTONIC ns): a file not looked at
+    /// before is detected, and its allocators (if any) probed for every process from now on.
+    pub(super) fn mapped(&self, pid: u32, time: u64, m: &Mapping) {
+        if !m.is_file() {
+            return;
+        }
+        let id = m.binary_id();
+        let (mode, probe_at) = {
+            let mut inner = self.lock();
+            inner.uses.entry(pid).or_default().insert(id);
+            if !inner.considered.insert(id) {
+                return;
+            }
+            (inner.mode, inner.probe_at)
+        };
+        let found = probe::sets::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
+        for f in &found.failures {
+            eprintln!("alloctrace: warning: pid {pid}: {f}; skipped");
+        }
+        if found.sets.is_empty() {
+            return;
+        }
+        let attached = {
+            let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+            probe::attach_loaded(&mut ebpf, &found.sets, Scope::All, mode)
+        };
+        let gap = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(time));
+        match attached {
+            Ok(links) => {
+                eprintln!(
+                    "alloctrace: pid {pid} mapped {}: probed from now on, {:.2} ms after (its \
+                     allocations in between were not seen)",
+                    probe::describe_sets(&found.sets),
+                    gap.as_secs_f64() * 1e3
+                );
+                let mut inner = self.lock();
+                inner.late.push(gap);
+                inner._links.extend(links);
+                inner.sets.extend(found.sets);
+            }
+            Err(e) => eprintln!(
+                "alloctrace: warning: pid {pid} mapped {}, which could not be probed: {e}",
+                probe::describe_sets(&found.sets)
+            ),
+        }
+    }
+
+    /// How late the sets found since the last call went in.
+    pub(super) fn take_late(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.lock().late)
+    }
+
+    /// The allocators of the files `pid` was seen to map.
+    pub(super) fn allocators_of(&self, pid: u32) -> Vec<AllocatorUse> {
+        let inner = self.lock();
+        let Some(ids) = inner.uses.get(&pid) else {
+            return Vec::new();
+        };
+        inner
+            .sets
+            .iter()
+            .filter(|s| ids.contains(&s.file))
+            .map(ProbeSet::allocator_use)
+            .collect()
+    }
+}
