@@ -38,7 +38,14 @@ pub(super) fn reprobe_target(
             // The watch revokes it: no probes go in.
             ExecProbed::Unseen(NOT_PERMITTED.into())
         } else {
-            match reprobe::decide(pid, &e, current, &tasks.sets, tasks.probe_at) {
+            let t0 = std::time::Instant::now();
+            let decided = reprobe::decide(pid, &e, current, &tasks.sets, tasks.probe_at);
+            log::info!(
+                "pid {pid}: exec {:.1} ms ago decided in {:.1} ms",
+                Duration::from_nanos(monotonic_ns().saturating_sub(e.time)).as_secs_f64() * 1e3,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+            match decided {
                 reprobe::Decision::Unseen(reason) => ExecProbed::Unseen(reason),
                 reprobe::Decision::Sets { all, new } => {
                     let sets = all.iter().map(ProbeSet::describe).collect();

@@ -1,9 +1,10 @@
 //! System-wide mode's sets: every allocator file some process maps is probed for all
 //! processes, those mapped at the start and those first mapped later (the mmap watch's
-//! records, looked at from the event thread), and each process's allocators are known for the
+//! records, passed on by the event thread to a thread of their own: reading a new file's
+//! symbols must not hold up the draining), and each process's allocators are known for the
 //! report from the files it was seen to map.
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aya::Ebpf;
@@ -20,7 +21,8 @@ type FileId = (u64, u64);
 #[derive(Clone)]
 pub(super) struct SystemSets {
     inner: Arc<Mutex<Inner>>,
-    ebpf: Arc<Mutex<Ebpf>>,
+    /// New files to detect and probe, for the prober thread.
+    new_files: mpsc::Sender<(u32, u64, Mapping)>,
 }
 
 struct Inner {
@@ -51,17 +53,31 @@ impl SystemSets {
             .into_iter()
             .map(|(pid, ids)| (pid, ids.into_iter().collect()))
             .collect();
+        let inner = Arc::new(Mutex::new(Inner {
+            mode,
+            probe_at,
+            considered,
+            sets,
+            uses,
+            late: Vec::new(),
+            _links: Vec::new(),
+        }));
+        let (tx, rx) = mpsc::channel::<(u32, u64, Mapping)>();
+        // The programs held weakly: their drop at the end detaches every probe.
+        let (shared, ebpf) = (inner.clone(), Arc::downgrade(&ebpf));
+        let spawned = std::thread::Builder::new()
+            .name("alloctrace-new-allocators".into())
+            .spawn(move || {
+                for (pid, time, m) in rx {
+                    probe_new(&shared, &ebpf, pid, time, &m);
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the thread that probes new allocator files ({e})");
+        }
         SystemSets {
-            inner: Arc::new(Mutex::new(Inner {
-                mode,
-                probe_at,
-                considered,
-                sets,
-                uses,
-                late: Vec::new(),
-                _links: Vec::new(),
-            })),
-            ebpf,
+            inner,
+            new_files: tx,
         }
     }
 
@@ -76,44 +92,14 @@ impl SystemSets {
             return;
         }
         let id = m.binary_id();
-        let (mode, probe_at) = {
+        {
             let mut inner = self.lock();
             inner.uses.entry(pid).or_default().insert(id);
             if !inner.considered.insert(id) {
                 return;
             }
-            (inner.mode, inner.probe_at)
-        };
-        let found = probe::sets::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
-        for f in &found.failures {
-            eprintln!("alloctrace: warning: pid {pid}: {f}; skipped");
         }
-        if found.sets.is_empty() {
-            return;
-        }
-        let attached = {
-            let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-            probe::attach_loaded(&mut ebpf, &found.sets, Scope::All, mode)
-        };
-        let gap = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(time));
-        match attached {
-            Ok(links) => {
-                eprintln!(
-                    "alloctrace: pid {pid} mapped {}: probed from now on, {:.2} ms after (its \
-                     allocations in between were not seen)",
-                    probe::describe_sets(&found.sets),
-                    gap.as_secs_f64() * 1e3
-                );
-                let mut inner = self.lock();
-                inner.late.push(gap);
-                inner._links.extend(links);
-                inner.sets.extend(found.sets);
-            }
-            Err(e) => eprintln!(
-                "alloctrace: warning: pid {pid} mapped {}, which could not be probed: {e}",
-                probe::describe_sets(&found.sets)
-            ),
-        }
+        let _ = self.new_files.send((pid, time, m.clone()));
     }
 
     /// How late the sets found since the last call went in.
@@ -133,5 +119,48 @@ impl SystemSets {
             .filter(|s| ids.contains(&s.file))
             .map(ProbeSet::allocator_use)
             .collect()
+    }
+}
+
+/// Detects the allocators of a file process `pid` first mapped at `time` (CLOCK_MONOTONIC ns)
+/// and probes them for every process from now on; the delay is a loss (`exec_late`).
+fn probe_new(inner: &Mutex<Inner>, ebpf: &Weak<Mutex<Ebpf>>, pid: u32, time: u64, m: &Mapping) {
+    let lock = || inner.lock().unwrap_or_else(|e| e.into_inner());
+    let (mode, probe_at) = {
+        let i = lock();
+        (i.mode, i.probe_at)
+    };
+    let found = probe::sets::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
+    for f in &found.failures {
+        eprintln!("alloctrace: warning: pid {pid}: {f}; skipped");
+    }
+    if found.sets.is_empty() {
+        return;
+    }
+    // The run is over.
+    let Some(ebpf) = ebpf.upgrade() else { return };
+    let attached = {
+        let mut ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        probe::attach_loaded(&mut ebpf, &found.sets, Scope::All, mode)
+    };
+    drop(ebpf);
+    let gap = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(time));
+    match attached {
+        Ok(links) => {
+            eprintln!(
+                "alloctrace: pid {pid} mapped {}: probed from now on, {:.2} ms after (its \
+                 allocations in between were not seen)",
+                probe::describe_sets(&found.sets),
+                gap.as_secs_f64() * 1e3
+            );
+            let mut inner = lock();
+            inner.late.push(gap);
+            inner._links.extend(links);
+            inner.sets.extend(found.sets);
+        }
+        Err(e) => eprintln!(
+            "alloctrace: warning: pid {pid} mapped {}, which could not be probed: {e}",
+            probe::describe_sets(&found.sets)
+        ),
     }
 }

@@ -671,6 +671,29 @@ mod tests {
     }
 
     #[test]
+    fn processes_name_their_allocators_and_late_execs_are_losses() {
+        let mut p = sample_profile();
+        p.processes[0].allocators = vec![crate::model::AllocatorUse {
+            name: "jemalloc".into(),
+            path: "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2".into(),
+            version: None,
+        }];
+        p.losses.exec_late = 2;
+        p.losses.exec_gap_us = 1500;
+        let text = to_json(&p);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["processes"][0]["allocators"],
+            json!([{"name": "jemalloc", "path": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}])
+        );
+        assert_eq!(
+            (&v["losses"]["exec_late"], &v["losses"]["exec_gap_us"]),
+            (&json!(2), &json!(1500))
+        );
+        assert_eq!(from_json(&text).unwrap(), p);
+    }
+
+    #[test]
     fn extra_fields() {
         let v: Value = serde_json::from_str(&to_json(&sample_profile())).unwrap();
         assert_eq!(v["version"], json!(2));

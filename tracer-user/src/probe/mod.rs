@@ -1,7 +1,8 @@
-//! Probing an allocator: resolving where on each of its functions the probes go (`resolve`,
-//! with `placement` deciding the offset), and attaching them to its file (`attach`); `follow`
-//! and `retarget` move them between processes. The table of entry points is the allocator's
-//! (`crate::allocator`).
+//! Probing a process's allocators: one `ProbeSet` per allocator in a file it uses (`sets`
+//! finds them), resolving where on each of its functions the probes go (`resolve`, with
+//! `placement` deciding the offset), and attaching them (`attach`); `reprobe` finds a new
+//! program's sets after an exec; `follow` (with `children`) and `retarget` move them between
+//! processes and tasks. The table of entry points is the allocator's (`crate::allocator`).
 pub mod attach;
 pub mod children;
 pub mod follow;

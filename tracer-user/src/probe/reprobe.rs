@@ -27,30 +27,37 @@ pub enum Decision {
 /// mapping named. `have` are the sets attached for the process. A set that could not be
 /// resolved while others were is said in a warning, and skipped.
 pub fn decide(pid: u32, exec: &ExecSeen, current: bool, have: &[ProbeSet], mode: Mode) -> Decision {
-    let mut files = if current {
+    // The process may have executed yet another program since (its record not read yet):
+    // then /proc/PID/exe is that one's.
+    let files = if current && runs(pid, exec) {
         allocators_of::exec_files(pid)
     } else {
         Vec::new()
     };
-    let exe = match (&files.first(), &exec.exe) {
-        (Some(f), _) => Some(f.path.clone()),
-        (None, Some(path)) => {
+    let mut found = sets_of(&files, mode);
+    let mut exe = files.first().map(|f| f.path.clone());
+    // Not read through the process (it has exited, or runs another program by now): through
+    // the path its first mapping named, from our root. The sets are the same files (one
+    // device and inode), so those already attached are known as such.
+    if found.sets.is_empty() {
+        if let Some(path) = &exec.exe {
             let env = elf_deps::environ_of(pid);
             let ctx = Context {
                 root: Path::new("/"),
                 env: &env,
             };
-            files = elf_deps::program_files(&ctx, Path::new(path), Path::new(path));
-            Some(path.into())
+            let by_path = elf_deps::program_files(&ctx, Path::new(path), Path::new(path));
+            if !by_path.is_empty() {
+                found = sets_of(&by_path, mode);
+                exe = Some(path.into());
+            }
         }
-        (None, None) => None,
-    };
-    if files.is_empty() {
+    }
+    if exe.is_none() {
         return Decision::Unseen(
             "its program could not be read (it ended or executed another at once)".into(),
         );
     }
-    let found = sets_of(&files, mode);
     if found.sets.is_empty() {
         return Decision::Unseen(no_allocator_reason(exe.as_deref(), &found.failures));
     }
@@ -61,6 +68,25 @@ pub fn decide(pid: u32, exec: &ExecSeen, current: bool, have: &[ProbeSet], mode:
     Decision::Sets {
         all: found.sets,
         new,
+    }
+}
+
+/// Whether `pid` runs the program of `exec` now: the path its first mapping named, or else
+/// (that record not read yet) the command name the exec gave it.
+fn runs(pid: u32, exec: &ExecSeen) -> bool {
+    let Ok(now) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    match &exec.exe {
+        Some(path) => now == Path::new(path),
+        None => {
+            let name = now
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            // The kernel keeps the first 15 bytes.
+            name.chars().take(15).eq(exec.comm.chars())
+        }
     }
 }
 
@@ -112,15 +138,33 @@ mod tests {
             probed: None,
         };
         let me = std::process::id();
-        let Decision::Sets { all, new } = decide(me, &exec(None), true, &[], Mode::Auto) else {
+        let own = std::fs::read_link("/proc/self/exe").unwrap();
+        let own = exec(Some(own.to_str().unwrap()));
+        let Decision::Sets { all, new } = decide(me, &own, true, &[], Mode::Auto) else {
             panic!("our own program has an allocator");
         };
+        // Read through /proc/PID/exe and its root.
+        assert!(all
+            .iter()
+            .any(|s| s.path.starts_with(format!("/proc/{me}/"))));
         assert!(all.iter().any(|s| s.found.allocator.name() == "glibc"));
         assert_eq!(all.len(), new.len());
-        let Decision::Sets { new, .. } = decide(me, &exec(None), true, &all, Mode::Auto) else {
+        let Decision::Sets { new, .. } = decide(me, &own, true, &all, Mode::Auto) else {
             panic!("decided differently the second time");
         };
         assert!(new.is_empty(), "attached sets are not new");
+        // An exec whose program the process no longer runs (named otherwise): by its path,
+        // from our root; the same files, so nothing new.
+        let mut other = own.clone();
+        other.comm = "someone-else".into();
+        other.exe = Some("/bin/true".into());
+        match decide(me, &other, true, &all, Mode::Auto) {
+            Decision::Sets { all: by_path, new } => {
+                assert!(by_path.iter().all(|s| !s.path.starts_with("/proc/")));
+                assert!(new.is_empty(), "the same libc is not new: {new:?}");
+            }
+            Decision::Unseen(r) => panic!("{r}"),
+        }
         match decide(me, &exec(Some("/nonexistent/prog")), false, &[], Mode::Auto) {
             Decision::Unseen(r) => assert!(r.contains("could not be read"), "{r}"),
             Decision::Sets { .. } => panic!("a missing program decided"),

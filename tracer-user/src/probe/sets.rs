@@ -144,4 +144,38 @@ mod tests {
             "its allocator could not be probed (cannot probe x in y: z)"
         );
     }
+
+    /// A static binary stripped of its symbol table is said so, with what would help; with
+    /// its symbols kept, that no known allocator is among them.
+    #[test]
+    fn a_stripped_static_binary_is_said_so() {
+        let dir = std::env::temp_dir().join(format!("alloctrace-sets-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("w.c");
+        fs::write(&src, "int main(void){return 0;}\n").unwrap();
+        let bin = dir.join("w");
+        let st = std::process::Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status()
+            .expect("gcc runs");
+        assert!(st.success(), "gcc -static failed");
+        let with_symbols = no_allocator_reason(Some(&bin), &[]);
+        let st = std::process::Command::new("strip")
+            .arg(&bin)
+            .status()
+            .unwrap();
+        assert!(st.success(), "strip failed");
+        let stripped = no_allocator_reason(Some(&bin), &[]);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            with_symbols.starts_with("statically linked, with no allocator alloctrace knows"),
+            "{with_symbols}"
+        );
+        assert!(
+            stripped.starts_with("statically linked and stripped: no allocator symbols"),
+            "{stripped}"
+        );
+    }
 }

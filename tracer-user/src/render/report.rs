@@ -182,7 +182,10 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
         label(
             &mut out,
             "Unseen",
-            &if u.program.is_empty() {
+            &if u.since.is_zero() && !u.program.is_empty() {
+                // Its allocator could not be probed from the start (said at start-up).
+                format!("pid {pid} ({}), from the start: {}", u.program, u.reason)
+            } else if u.program.is_empty() {
                 // A followed process never seen: unseen from its start, no exec involved.
                 format!(
                     "pid {pid} from {:.2}s on: {}",
@@ -390,6 +393,16 @@ Advice: none (no site's numbers met a rule)
         let text = render_text(&p, 10);
         let want = "Unseen:             pid 100 from 0.01s on: it exited before alloctrace \
                     could attach its probes\n";
+        assert!(text.contains(want), "{want:?} missing from\n{text}");
+        // A process whose allocator could not be probed at all: from the start.
+        p.processes[0].unseen = Some(crate::model::Unseen {
+            since: Duration::ZERO,
+            program: "/tmp/ws".into(),
+            reason: "statically linked and stripped: no allocator symbols".into(),
+        });
+        let text = render_text(&p, 10);
+        let want = "Unseen:             pid 100 (/tmp/ws), from the start: statically linked \
+                    and stripped: no allocator symbols\n";
         assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
 

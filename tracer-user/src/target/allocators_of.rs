@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::elf_deps::{self, Context, Mapped};
 use super::TargetError;
+#[cfg(test)]
 use crate::allocator::{self, Allocator};
 use crate::process::procmaps::MapsLine;
 
@@ -57,13 +58,21 @@ pub fn mapped_files(pid: u32) -> Result<Vec<Mapped>, TargetError> {
     Ok(out)
 }
 
-/// The file of one executable mapping a process made (`mmap_watch`'s record), as `Mapped`.
+/// The file of one executable mapping a process made (`mmap_watch`'s record), as `Mapped`,
+/// for probes on every process: through the path as printed when it is that file (it
+/// outlives the process), else as `mapped_files` reaches it.
 pub fn mapping_file(pid: u32, m: &crate::process::procmaps::Mapping) -> Mapped {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let range = format!("{:x}-{:x}", m.start, m.end);
     let file = (m.dev, m.inode);
+    let printed = Path::new(&m.path);
+    let path = if !m.deleted && is_file_at(printed, file.0, file.1) {
+        printed.to_path_buf()
+    } else {
+        openable(&proc_dir, printed, &range, file, m.deleted)
+    };
     Mapped {
-        path: openable(&proc_dir, Path::new(&m.path), &range, file, m.deleted),
+        path,
         shown: m.path.clone(),
         file,
     }
@@ -145,8 +154,14 @@ pub fn system_files() -> (Vec<Mapped>, FilesOf) {
             continue;
         };
         let ids = uses.entry(pid).or_default();
-        for m in mapped {
+        for mut m in mapped {
             ids.push(m.file);
+            // Probed for every process: through the path as printed when it is that file,
+            // which outlives the process it was found in.
+            let printed = Path::new(&m.shown);
+            if is_file_at(printed, m.file.0, m.file.1) {
+                m.path = printed.to_path_buf();
+            }
             if let std::collections::hash_map::Entry::Vacant(v) = index.entry(m.file) {
                 v.insert(files.len());
                 files.push(m);
@@ -156,14 +171,16 @@ pub fn system_files() -> (Vec<Mapped>, FilesOf) {
     (files, uses)
 }
 
-/// The libc alloctrace itself maps (the system's), and the allocator it holds.
-pub fn own_libc() -> Result<(PathBuf, &'static dyn Allocator), TargetError> {
-    let maps = fs::read("/proc/self/maps").map_err(|_| TargetError::NoOwnLibc)?;
+/// The libc alloctrace itself maps (the system's), and the allocator it holds: what tests
+/// resolve probes against.
+#[cfg(test)]
+pub fn own_libc() -> Option<(PathBuf, &'static dyn Allocator)> {
+    let maps = fs::read("/proc/self/maps").ok()?;
     let found = MapsLine::all(&maps).filter(|l| !l.deleted).find_map(|l| {
         let alloc = allocator::holder(l.path)?;
         Some((PathBuf::from(OsStr::from_bytes(l.path)), alloc))
     });
-    found.ok_or(TargetError::NoOwnLibc)
+    found
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod launch;
 pub mod privilege;
 pub mod process;
 
+#[cfg(test)]
 pub use allocators_of::own_libc;
 pub use command::resolve_command;
 pub use exec_watch::{monotonic_ns, ExeWatch};
@@ -46,8 +47,6 @@ pub enum TargetError {
     NotExecutable { path: String, reason: String },
     #[error("cannot execute {path}: it is neither an ELF binary nor a script starting with #! (the kernel refuses it: Exec format error); run it through its interpreter, e.g. -- sh {path}")]
     NotElfNorScript { path: String },
-    #[error("cannot find the libc alloctrace itself uses in /proc/self/maps")]
-    NoOwnLibc,
     #[error("pid {pid} belongs to another user (uid {uid}): {TRACE_RULE}")]
     OtherUser { pid: u32, uid: u32 },
     #[error("pid {pid} runs with another group (gid {gid}): {TRACE_RULE}")]
