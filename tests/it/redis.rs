@@ -373,6 +373,11 @@ fn redis_server_allocations_are_counted_through_jemalloc() {
     );
 
     let (top_function, wrong) = attribution(&report, pid, &exe, counters.allocs);
+    eprintln!(
+        "redis: {commands} commands; alloctrace counted {} (floors: {floor} allocations, \
+         {free_floor} frees); allocators {allocators}; busiest site's function {top_function:?}",
+        counters.text()
+    );
     assert!(
         wrong.is_empty(),
         "the sites holding {:.0}% of redis-server's allocations must each have a named function \
