@@ -6,7 +6,7 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{bail, Result};
@@ -173,6 +173,72 @@ fn allocator_library(listed: &str, lib: &str) -> std::result::Result<PathBuf, St
     }
 }
 
+/// What `alloctrace -v` says of each variant's probes (one short run each): the files its
+/// tracing line says it probes, and where it placed malloc's and free's probes (the two
+/// functions the loop calls; once per probed file, as `-v` prints them). A run that fails says
+/// so instead.
+pub(super) fn probes(env: &Env, variants: &[Variant]) -> Vec<String> {
+    variants
+        .iter()
+        .map(|v| {
+            let said =
+                probes_of(env, &v.exe).unwrap_or_else(|e| format!("alloctrace -v failed: {e:#}"));
+            format!("{}: {said}", v.name)
+        })
+        .collect()
+}
+
+fn probes_of(env: &Env, exe: &Path) -> Result<String> {
+    let output = Command::new(&env.alloctrace)
+        .args(["-v", "--report", "json", "-o"])
+        .arg(env.scratch.join("allocator-probes.json"))
+        .arg("--")
+        .arg(exe)
+        .arg("1")
+        .arg(env.scratch.join("allocator-probes.out"))
+        .env_remove("ALLOCTRACE_PROBE_AT")
+        .env_remove("ALLOCTRACE_BENCH_FLOOR")
+        .stdout(Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("{}: {}", output.status, first_lines(&stderr, 3));
+    }
+    Ok(probe_summary(&stderr))
+}
+
+/// `N probes …` of alloctrace's tracing line, then its `-v` placement lines for malloc and free
+/// (or `PREFIX_malloc`, `PREFIX_free`: the functions they are aliases of, as mimalloc's are).
+fn probe_summary(stderr: &str) -> String {
+    let tracing = stderr
+        .lines()
+        .find(|l| l.starts_with("alloctrace: tracing "))
+        .and_then(|l| {
+            let at = l.find(" probes")?;
+            let start = l[..at]
+                .rfind(|c: char| !c.is_ascii_digit())
+                .map_or(0, |i| i + 1);
+            Some(l[start..].trim_end_matches(" (Ctrl-C to stop)"))
+        })
+        .unwrap_or("no tracing line");
+    let placed: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("probe placement: ").map(|(_, r)| r))
+        .filter(|r| {
+            // malloc and free, or the function they are aliases of (mi_malloc, tc_free).
+            let f = r.split_whitespace().next().unwrap_or("");
+            ["malloc", "free"]
+                .iter()
+                .any(|n| f == *n || f.strip_suffix(n).is_some_and(|p| p.ends_with('_')))
+        })
+        .map(|r| format!("`{}`", r.replace('`', "")))
+        .collect();
+    std::iter::once(tracing.to_string())
+        .chain(placed)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The two configurations every variant runs under: the loop alone, and alloctrace's default
 /// (full mode, probes placed).
 fn configs() -> [Config; 2] {
@@ -277,6 +343,7 @@ fn per_call(runs: &[Run]) -> Option<(f64, f64, f64)> {
 /// The section as markdown.
 pub(super) fn render(
     variants: &[Variant],
+    probes: &[String],
     results: &[Measured],
     iterations: u64,
     repeat: usize,
@@ -374,6 +441,16 @@ pub(super) fn render(
             let _ = writeln!(failures, "- churn with {}: {f}", v.name);
         }
     }
+    if !probes.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nalloctrace's probes with each (`alloctrace -v`: the files probed, and the \
+             placement of malloc's and free's probes in each file probed, in its order):\n"
+        );
+        for p in probes {
+            let _ = writeln!(s, "- {p}");
+        }
+    }
     if !failures.is_empty() {
         let _ = writeln!(s, "\nRuns that failed (left out above):\n\n{failures}");
     }
@@ -413,6 +490,31 @@ mod tests {
         assert!(allocator_library(JEMALLOC, "libmimalloc.so").is_err());
     }
 
+    #[test]
+    fn the_probes_are_summarized_from_alloctrace_v() {
+        let stderr = "[t INFO ] probe placement: malloc +7 `ja 239B0h` (emulated), past `cmp rdi,1000h`\n\
+            [t INFO ] probe placement: calloc +0 `push r15` (emulated: first instruction)\n\
+            [t INFO ] probe placement: free +0 `mov rax,rdi` (single-stepped), kept at the entry\n\
+            [t INFO ] probe placement: malloc +0 `push r12` (emulated: first instruction)\n\
+            [t INFO ] probe placement: mi_malloc_small +0 `mov rax,[1BFC0h]` (single-stepped)\n\
+            [t INFO ] probe placement: mi_free +6 `je 10F45h` (emulated)\n\
+            alloctrace: tracing /x/churn-jemalloc 1 /x/o: 62 probes: jemalloc in /l/libjemalloc.so.2, \
+            glibc in /l/libc.so.6 (Ctrl-C to stop)\n";
+        assert_eq!(
+            probe_summary(stderr),
+            "62 probes: jemalloc in /l/libjemalloc.so.2, glibc in /l/libc.so.6; \
+             `malloc +7 ja 239B0h (emulated), past cmp rdi,1000h`; \
+             `free +0 mov rax,rdi (single-stepped), kept at the entry`; \
+             `malloc +0 push r12 (emulated: first instruction)`; `mi_free +6 je 10F45h (emulated)`"
+        );
+        assert_eq!(
+            probe_summary(
+                "alloctrace: tracing ./c 1 o: 17 probes on /l/libc.so.6 (Ctrl-C to stop)"
+            ),
+            "17 probes on /l/libc.so.6"
+        );
+    }
+
     fn run(counted: Option<u64>) -> Run {
         Run {
             loop_ns: 1000,
@@ -442,7 +544,7 @@ mod tests {
             runs: [vec![run(None)], vec![run(Some(100)), run(Some(0))]],
             failed: Vec::new(),
         }];
-        let md = render(&variants, &measured, 100, 2);
+        let md = render(&variants, &[], &measured, 100, 2);
         let row = md.lines().find(|l| l.starts_with("| jemalloc")).unwrap();
         assert!(
             row.contains("| — | — | — | 0–100 | **NOT MEASURED: alloctrace counted 0"),
@@ -460,7 +562,7 @@ mod tests {
             ],
             failed: vec!["alloctrace (placed), round 2: exited 1".into()],
         }];
-        let md = render(&variants, &measured, 100, 2);
+        let md = render(&variants, &[], &measured, 100, 2);
         let row = md.lines().find(|l| l.starts_with("| jemalloc")).unwrap();
         assert!(
             row.contains("| 5.0 (5.0–5.0) | 15.0 (15.0–15.0) | 10.0 | — | 101 | counted all |"),

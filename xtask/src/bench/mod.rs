@@ -144,6 +144,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         })
         .collect();
 
+    let probes = allocators::probes(&env, &variants);
     // results[w][c] = runs
     let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); configs.len()]; workloads.len()];
     let mut measured: Vec<allocators::Measured> =
@@ -187,6 +188,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     };
     text.push_str(&allocators::render(
         &variants,
+        &probes,
         &measured,
         opts.iterations,
         opts.repeat,
