@@ -63,3 +63,7 @@ mod forks;
 // thread's exec), allocations in signal handlers that interrupt malloc, CLONE_VM and vfork
 // children counted under their own pids.
 mod threads_signals;
+
+// Debian's redis-server (jemalloc) under redis-benchmark, traced with --pid: its allocations
+// counted through jemalloc and attributed to redis's own functions.
+mod redis;

@@ -21,6 +21,14 @@ pub struct BenchOpts {
     /// Leave bpftrace out even when it is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
+    /// Only this allocator in the per-allocator section (glibc, jemalloc, tcmalloc, mimalloc,
+    /// musl); repeatable. All by default.
+    #[arg(long = "allocator", value_name = "NAME")]
+    pub allocators: Vec<String>,
+    /// Run only the per-allocator section (churn.c with each allocator, untraced and traced);
+    /// its results go to target/bench/RESULTS-allocators.md unless --output says otherwise.
+    #[arg(long)]
+    pub allocators_only: bool,
     /// Where to write the results (default bench/RESULTS.md).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,

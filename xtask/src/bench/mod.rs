@@ -34,8 +34,13 @@
 //!   free uprobe is at alloctrace's placement for free (free+3 on Debian 12's glibc, past the
 //!   single-stepped `test rdi,rdi`), checked with `bpftool perf`.
 //!
-//! The command (`bench`) here; the configurations, the runs, the tables, BCC memleak and the
-//! two special measurements each in their own module.
+//! Per allocator (`allocators`): `churn.c` built against glibc, jemalloc, tcmalloc, mimalloc and
+//! musl, untraced and traced (`alloctrace (placed)`) in the same rounds; a traced row whose
+//! report counted fewer allocations than the loop made says so instead of giving a cost.
+//! `--allocators-only` runs just that section.
+//!
+//! The command (`bench`) here; the configurations, the runs, the tables, BCC memleak, the
+//! per-allocator section and the two special measurements each in their own module.
 use std::{fs, path::Path};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -45,6 +50,7 @@ use crate::{
     cmd::{self, which},
 };
 
+mod allocators;
 mod bcc;
 mod configs;
 mod outcome;
@@ -75,9 +81,30 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     let scratch = cmd::target_dir()?.join("bench");
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
 
-    let workloads = compile_workloads(&root.join("bench/workloads"), &scratch, &opts.workloads)?;
-    let libc = libc_of(Path::new(&argv(&workloads[0].1)[0]))?;
-    let bpftrace = if opts.no_bpftrace {
+    let workloads = if opts.allocators_only {
+        Vec::new()
+    } else {
+        compile_workloads(&root.join("bench/workloads"), &scratch, &opts.workloads)?
+    };
+    let mut notes = Vec::new();
+    let variants = allocators::build(
+        &root.join("bench/workloads/churn.c"),
+        &scratch,
+        &opts.allocators,
+        &mut notes,
+    )?;
+    ensure!(
+        !workloads.is_empty() || !variants.is_empty(),
+        "nothing to measure: no per-allocator variant could be built (see above)"
+    );
+    // The libc of the workloads (bpftrace's probes go there), else xtask's own (glibc's).
+    let libc = match workloads.first() {
+        Some((_, exe)) => libc_of(Path::new(&argv(exe)[0]))?,
+        None => libc_of(&std::env::current_exe()?)?,
+    };
+    // Only the main table compares other tracers.
+    let no_others = opts.no_bpftrace || opts.allocators_only;
+    let bpftrace = if no_others {
         None
     } else {
         let found = which("bpftrace");
@@ -91,20 +118,19 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     let env = Env {
         alloctrace,
         bpftrace,
-        heaptrack: if opts.no_bpftrace {
-            None
-        } else {
-            which("heaptrack")
-        },
+        heaptrack: if no_others { None } else { which("heaptrack") },
         bcc: None,
-        notes: Vec::new(),
+        notes,
         libc,
         scratch,
         iterations: opts.iterations,
     };
     let mut env = env;
-    let placements = placements(&env, &workloads[0].1)?;
-    if !opts.no_bpftrace {
+    let placements = match workloads.first() {
+        Some((_, exe)) => placements(&env, exe)?,
+        None => Vec::new(),
+    };
+    if !no_others {
         env.bcc = bcc::bcc(&env.scratch, &placements, &mut env.notes);
     }
     let configs: Vec<Config> = CONFIGS
@@ -118,8 +144,11 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         })
         .collect();
 
+    let probes = allocators::probes(&env, &variants);
     // results[w][c] = runs
     let mut results: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); configs.len()]; workloads.len()];
+    let mut measured: Vec<allocators::Measured> =
+        variants.iter().map(|_| Default::default()).collect();
     for round in 0..opts.repeat {
         for (w, (name, exe)) in workloads.iter().enumerate() {
             for k in 0..configs.len() {
@@ -145,9 +174,33 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
                 }
             }
         }
+        allocators::run_round(&env, &variants, round, opts.repeat, &mut measured);
     }
 
-    let mut text = render(opts, &env, &workloads, &configs, &results, &placements);
+    let mut text = if workloads.is_empty() {
+        let mut t = render::header(&env);
+        for n in &env.notes {
+            t.push_str(&format!("\n{n}.\n"));
+        }
+        t
+    } else {
+        render(opts, &env, &workloads, &configs, &results, &placements)
+    };
+    text.push_str(&allocators::render(
+        &variants,
+        &probes,
+        &measured,
+        opts.iterations,
+        opts.repeat,
+    ));
+    if opts.allocators_only {
+        return finish(
+            &text,
+            opts.output
+                .clone()
+                .unwrap_or(env.scratch.join("RESULTS-allocators.md")),
+        );
+    }
     let mut own = Vec::new();
     let mut stacks = Vec::new();
     for round in 0..opts.repeat {
@@ -165,12 +218,18 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         stacks.push(special::stacks(&env.alloctrace, &env.scratch, &root)?);
     }
     text.push_str(&special::render(&own, &stacks));
+    finish(
+        &text,
+        opts.output
+            .clone()
+            .unwrap_or_else(|| root.join("bench/RESULTS.md")),
+    )
+}
+
+/// Prints the results and writes them to `out`.
+fn finish(text: &str, out: std::path::PathBuf) -> Result<std::process::ExitCode> {
     print!("{text}");
-    let out = opts
-        .output
-        .clone()
-        .unwrap_or_else(|| root.join("bench/RESULTS.md"));
-    fs::write(&out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+    fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("xtask: bench: results written to {}", out.display());
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -75,6 +75,14 @@ fn span(values: impl Iterator<Item = u64>) -> String {
     }
 }
 
+/// The title and the machine.
+pub(super) fn header(env: &Env) -> String {
+    format!(
+        "# alloctrace overhead (`cargo xtask bench`)\n\n{}\n",
+        machine(env)
+    )
+}
+
 pub(super) fn render(
     opts: &BenchOpts,
     env: &Env,
@@ -83,9 +91,7 @@ pub(super) fn render(
     results: &[Vec<Vec<Run>>],
     placements: &[String],
 ) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "# alloctrace overhead (`cargo xtask bench`)\n");
-    let _ = writeln!(s, "{}", machine(env));
+    let mut s = header(env);
     let _ = writeln!(
         s,
         "{} iterations per workload, {} rounds; every configuration runs once per round, in \

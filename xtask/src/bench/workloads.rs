@@ -10,6 +10,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd;
 
+/// The workloads' compiler flags (the per-allocator variants' too). -fno-builtin: the compiler
+/// must neither drop nor merge the allocator calls.
+pub(super) const WORKLOAD_CFLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fno-builtin",
+    "-Wall",
+    "-pthread",
+];
+
 /// Compiles bench/workloads/*.c (or the `only` ones) into `scratch`: `(name, executable)`.
 pub(super) fn compile_workloads(
     dir: &Path,
@@ -44,19 +55,7 @@ pub(super) fn compile_workloads(
             continue;
         }
         let exe = scratch.join(&name);
-        // -fno-builtin: the compiler must neither drop nor merge the allocator calls.
-        cmd::gcc(
-            &src,
-            &exe,
-            &[
-                "-O2",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-fno-builtin",
-                "-Wall",
-                "-pthread",
-            ],
-        )?;
+        cmd::gcc(&src, &exe, WORKLOAD_CFLAGS)?;
         out.push((name, exe));
     }
     if out.is_empty() {
