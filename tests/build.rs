@@ -110,7 +110,13 @@ const fn variant(
 /// `allocators.c` is also built plainly (glibc, shared) as `allocators`, and run with each
 /// allocator in LD_PRELOAD by the tests.
 const VARIANTS: &[Variant] = &[
-    variant("allocators_static", "allocators.c", "gcc", &["-static"], &[]),
+    variant(
+        "allocators_static",
+        "allocators.c",
+        "gcc",
+        &["-static"],
+        &[],
+    ),
     Variant {
         strip: true,
         ..variant(
@@ -122,6 +128,17 @@ const VARIANTS: &[Variant] = &[
         )
     },
     variant("allocators_musl", "allocators.c", "musl-gcc", &[], &[]),
+    // A static program whose allocator cannot be probed: no symbol table at all (tests/it/exec).
+    Variant {
+        strip: true,
+        ..variant(
+            "static_wait_stripped",
+            "static_wait.c",
+            "gcc",
+            &["-static"],
+            &[],
+        )
+    },
     variant(
         "allocators_musl_static",
         "allocators.c",
@@ -243,10 +260,16 @@ fn rust_workloads(dir: &Path, out_dir: &Path) {
         let manifest = dir.join(project).join("Cargo.toml");
         let name = format!("rust_{project}");
         let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "--release", "--locked", "--quiet", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target_dir);
+        cmd.args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
         // Our own build's settings are not the workload's: it is built for the host, by the
         // toolchain cargo picks, with frame pointers (as the C workloads).
         for var in [

@@ -10,7 +10,8 @@
  * Each new expression is one allocation of the bytes operator new is asked for (sizeof the
  * type times the count; the element types have trivial destructors, so arrays carry no cookie),
  * charged to the function holding the expression; each delete one free, charged to the
- * function that allocated. It writes its ground truth (gt.h) as the C workloads do.
+ * function that allocated. The functions have C linkage: their symbols are their plain names,
+ * as the ground truth writes them (a C++ name would be demangled `new_single()`). It writes its ground truth (gt.h) as the C workloads do.
  */
 #include <new>
 
@@ -44,7 +45,7 @@ static Obj *leaked[LEAK_N];
 static Obj *other[OTHER_N];
 
 /* new Obj / delete (sized delete: Obj is complete). */
-NOINLINE static void new_single()
+extern "C" NOINLINE void new_single()
 {
     for (int i = 0; i < SINGLE_N; i++) {
         Obj *o = static_cast<Obj *>(gt_check(new Obj(), "new"));
@@ -55,7 +56,7 @@ NOINLINE static void new_single()
 }
 
 /* new int[] / delete[]. */
-NOINLINE static void new_array()
+extern "C" NOINLINE void new_array()
 {
     for (int i = 0; i < ARRAY_N; i++) {
         int *a = static_cast<int *>(gt_check(new int[ARRAY_LEN], "new[]"));
@@ -66,7 +67,7 @@ NOINLINE static void new_array()
 }
 
 /* new (std::nothrow) Obj; two thirds deleted. */
-NOINLINE static void new_nothrow()
+extern "C" NOINLINE void new_nothrow()
 {
     for (int i = 0; i < NOTHROW_N; i++) {
         Obj *o = static_cast<Obj *>(gt_check(new (std::nothrow) Obj(), "new(nothrow)"));
@@ -79,7 +80,7 @@ NOINLINE static void new_nothrow()
 }
 
 /* operator new(size_t, align_val_t) and the aligned sized delete. */
-NOINLINE static void new_aligned()
+extern "C" NOINLINE void new_aligned()
 {
     for (int i = 0; i < ALIGNED_N; i++) {
         Aligned *a = static_cast<Aligned *>(gt_check(new Aligned(), "new(align)"));
@@ -89,7 +90,7 @@ NOINLINE static void new_aligned()
     }
 }
 
-NOINLINE static void new_leak()
+extern "C" NOINLINE void new_leak()
 {
     for (int i = 0; i < LEAK_N; i++) {
         leaked[i] = static_cast<Obj *>(gt_check(new Obj(), "new"));
@@ -97,7 +98,7 @@ NOINLINE static void new_leak()
     }
 }
 
-NOINLINE static void new_for_other()
+extern "C" NOINLINE void new_for_other()
 {
     for (int i = 0; i < OTHER_N; i++) {
         other[i] = static_cast<Obj *>(gt_check(new Obj(), "new"));
@@ -106,7 +107,7 @@ NOINLINE static void new_for_other()
 }
 
 /* Deletes new_for_other's objects: the frees are its; this function allocates nothing. */
-NOINLINE static void delete_elsewhere()
+extern "C" NOINLINE void delete_elsewhere()
 {
     for (int i = 0; i < OTHER_N; i++) {
         delete other[i];
