@@ -83,7 +83,8 @@ fn stripped_static_by_pid_is_marked_unseen() {
         }
         assert!(
             tracer.is_running() && Instant::now() < deadline,
-            "alloctrace neither traced pid {pid} nor said it cannot (within {STARTUP_TIMEOUT:?})\n{stderr}"
+            "alloctrace neither traced pid {pid} nor said its allocator cannot be probed \
+             (it exited, or {STARTUP_TIMEOUT:?} passed)\n{stderr}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,9 +151,11 @@ fn system_wide_glibc_and_jemalloc_side_by_side() {
     }
 }
 
-/// `execer` (glibc) traced with --pid allocates, then execs `allocators_musl_static`: both
-/// programs' allocations are counted exactly under the one pid, and the report names both
-/// allocators (no `unseen`).
+/// `execer` (glibc) traced with --pid allocates, then execs `allocators_musl_static wait`:
+/// both programs' allocations are counted exactly under the one pid, and the report names
+/// both allocators (no `unseen`). The new program waits until alloctrace has announced the
+/// exec (by then it has probed the new program), as a program that runs a while after its
+/// exec would give it time to.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn exec_from_glibc_into_static_musl_counts_both() {
@@ -163,7 +166,7 @@ fn exec_from_glibc_into_static_musl_counts_both() {
     let report_path = scratch.path("report.json");
     let mut w = Workload::start(
         "execer",
-        &[musl.to_str().expect("UTF-8 workload path")],
+        &[musl.to_str().expect("UTF-8 workload path"), "wait"],
         &[
             ("GROUND_TRUTH", before.as_os_str()),
             ("AFTER_TRUTH", after.as_os_str()),
@@ -171,6 +174,12 @@ fn exec_from_glibc_into_static_musl_counts_both() {
     );
     let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
     tracer.wait_until_tracing();
+    w.release();
+    w.wait_for_line("exec");
+    await_stderr(
+        &tracer,
+        &format!("alloctrace: pid {} executed {}", w.pid(), musl.display()),
+    );
     w.release();
     w.wait_for_line("done");
     w.wait_code(0);
@@ -183,6 +192,12 @@ fn exec_from_glibc_into_static_musl_counts_both() {
         GroundTruth::read(&after, &context),
     );
     assert_eq!((before.pid, after.pid), (w.pid(), w.pid()), "{context}");
+    let musl_counted = report.functions(w.pid()).contains_key("alloc_small");
+    assert!(
+        musl_counted,
+        "nothing of the musl program was counted after the exec\n{}\n{context}",
+        report.describe_sites(w.pid())
+    );
     assert_sites_match(&report, &before, &[]);
     assert_sites_match(&report, &after, &[]);
     let mut want = before.total();
@@ -280,7 +295,7 @@ fn alloc_only_exact(v: &Variant) {
         run.context
     );
     assert_sites_are_program_functions(report, truth.pid);
-    assert_no_losses(report);
+    assert_nothing_lost(report);
     assert_allocator(report, truth.pid, v, &run.exe);
 }
 

@@ -4,7 +4,11 @@
 use super::*;
 
 const GLIBC_SHARED: Variant = c("allocators", "glibc", Some("libc.so.6"));
-const GLIBC_STATIC: Variant = c("allocators_static", "glibc", None);
+/// Static glibc's start-up allocates (_dl_non_dynamic_init, _dl_new_object: 5 blocks).
+const GLIBC_STATIC: Variant = Variant {
+    quiet_start: false,
+    ..c("allocators_static", "glibc", None)
+};
 const MUSL_DYNAMIC: Variant = c("allocators_musl", "musl", Some("/lib/ld-musl-x86_64.so.1"));
 const MUSL_STATIC: Variant = c("allocators_musl_static", "musl", None);
 /// libjemalloc.so.2 needs libstdc++, whose start-up allocates (its emergency exception pool).
@@ -20,18 +24,18 @@ const TCMALLOC_SHARED: Variant = Variant {
 };
 const MIMALLOC_SHARED: Variant = c("allocators_mimalloc", "mimalloc", Some("libmimalloc.so.2"));
 
-/// The glibc build with `lib` preloaded: launched through `env`, whose own allocations (on
-/// glibc, before its exec) are the process's too.
-const fn preloaded(lib: &'static str, allocator: &'static str) -> Variant {
+/// The glibc build with `lib` preloaded; `quiet_start` unless the library needs libstdc++,
+/// whose start-up allocates (jemalloc's and tcmalloc's do).
+const fn preloaded(lib: &'static str, allocator: &'static str, quiet_start: bool) -> Variant {
     Variant {
         preload: Some(lib),
-        quiet_start: false,
+        quiet_start,
         ..c("allocators", allocator, Some(lib))
     }
 }
-const PRELOAD_JEMALLOC: Variant = preloaded("libjemalloc.so.2", "jemalloc");
-const PRELOAD_TCMALLOC: Variant = preloaded("libtcmalloc_minimal.so.4", "tcmalloc");
-const PRELOAD_MIMALLOC: Variant = preloaded("libmimalloc.so.2", "mimalloc");
+const PRELOAD_JEMALLOC: Variant = preloaded("libjemalloc.so.2", "jemalloc", false);
+const PRELOAD_TCMALLOC: Variant = preloaded("libtcmalloc_minimal.so.4", "tcmalloc", false);
+const PRELOAD_MIMALLOC: Variant = preloaded("libmimalloc.so.2", "mimalloc", true);
 
 /// C++ new/delete in all their forms, bound to tcmalloc's own operator new and delete.
 const CXX_TCMALLOC: Variant = Variant {
@@ -97,7 +101,9 @@ variant_tests! {
 
 /// The C++ workload on libstdc++'s operator new, which calls glibc's malloc: the hot spots
 /// (by function, skipping operator new) are the workload's functions with its exact counts.
-/// Checks the C++ ground truth where alloctrace already works.
+/// libstdc++ has no frame pointers: a stack taken in malloc goes from operator new straight to
+/// the caller's caller (`main` here), so the program's call is only seen when operator new
+/// itself is where the allocation is taken (issue 20: counted "at the program's call").
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn cxx_glibc_hot_spots_are_the_programs_functions() {
@@ -144,7 +150,7 @@ fn cxx_glibc_hot_spots_are_the_programs_functions() {
         truth.text,
         run.context
     );
-    assert_no_losses(report);
+    assert_nothing_lost(report);
     assert_allocator(report, truth.pid, &v, &run.exe);
 }
 
