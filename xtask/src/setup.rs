@@ -244,7 +244,7 @@ fn allocator_packages() -> Result<()> {
         .unwrap_or_default();
     if !still.is_empty() {
         bail!(
-            "apt-get install succeeded, but {} is still not installed",
+            "apt-get install succeeded, but these are still not installed: {}",
             still.join(" ")
         );
     }
