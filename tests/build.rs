@@ -7,6 +7,12 @@
 //! in `<name>.build-error`, which the tests that need the binary report instead of skipping.
 //! Workloads named `nofp_*.c` are built as distributions build code: `-O2` without frame
 //! pointers (NOFP_CFLAGS).
+//!
+//! The allocator workloads (tests/it/allocators) are built as [`VARIANTS`] more: one C source
+//! against every allocator and libc, one C++ source with and without tcmalloc, and the Rust
+//! programs of `rust-workloads/` (cargo, see [`rust_workloads`]). A variant that cannot be
+//! built leaves `<name>.build-error` and the build goes on: the tests that need it fail saying
+//! why.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +68,230 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "c"))
     {
         compile(src, &out_dir);
+    }
+    for v in VARIANTS {
+        build_variant(v, &src_dir, &out_dir);
+    }
+    rust_workloads(&manifest.join("rust-workloads"), &out_dir);
+}
+
+/// One more build of a workload source: with another compiler, linked with an allocator, or
+/// stripped.
+struct Variant {
+    name: &'static str,
+    /// In `workloads/`.
+    src: &'static str,
+    compiler: &'static str,
+    /// Before the source (language, -static).
+    flags: &'static [&'static str],
+    /// After it (libraries).
+    libs: &'static [&'static str],
+    /// `strip -s` afterwards: no symbol table at all.
+    strip: bool,
+}
+
+const fn variant(
+    name: &'static str,
+    src: &'static str,
+    compiler: &'static str,
+    flags: &'static [&'static str],
+    libs: &'static [&'static str],
+) -> Variant {
+    Variant {
+        name,
+        src,
+        compiler,
+        flags,
+        libs,
+        strip: false,
+    }
+}
+
+/// `allocators.c` is also built plainly (glibc, shared) as `allocators`, and run with each
+/// allocator in LD_PRELOAD by the tests.
+const VARIANTS: &[Variant] = &[
+    variant(
+        "allocators_static",
+        "allocators.c",
+        "gcc",
+        &["-static"],
+        &[],
+    ),
+    Variant {
+        strip: true,
+        ..variant(
+            "allocators_static_stripped",
+            "allocators.c",
+            "gcc",
+            &["-static"],
+            &[],
+        )
+    },
+    variant("allocators_musl", "allocators.c", "musl-gcc", &[], &[]),
+    // A static program whose allocator cannot be probed: no symbol table at all (tests/it/exec).
+    Variant {
+        strip: true,
+        ..variant(
+            "static_wait_stripped",
+            "static_wait.c",
+            "gcc",
+            &["-static"],
+            &[],
+        )
+    },
+    variant(
+        "allocators_musl_static",
+        "allocators.c",
+        "musl-gcc",
+        &["-static"],
+        &[],
+    ),
+    variant(
+        "allocators_jemalloc",
+        "allocators.c",
+        "gcc",
+        &[],
+        &["-ljemalloc"],
+    ),
+    // Debian's libjemalloc_pic.a: jemalloc's unprefixed malloc linked into the executable.
+    variant(
+        "allocators_jemalloc_static",
+        "allocators.c",
+        "gcc",
+        &[],
+        &["-l:libjemalloc_pic.a", "-lpthread", "-ldl", "-lm"],
+    ),
+    variant(
+        "allocators_tcmalloc",
+        "allocators.c",
+        "gcc",
+        &[],
+        &["-ltcmalloc"],
+    ),
+    variant(
+        "allocators_mimalloc",
+        "allocators.c",
+        "gcc",
+        &[],
+        &["-lmimalloc"],
+    ),
+    variant(
+        "newdelete",
+        "newdelete.cpp",
+        "g++",
+        &["-std=c++20"],
+        &["-ltcmalloc"],
+    ),
+    variant(
+        "newdelete_glibc",
+        "newdelete.cpp",
+        "g++",
+        &["-std=c++20"],
+        &[],
+    ),
+];
+
+fn build_variant(v: &Variant, src_dir: &Path, out_dir: &Path) {
+    let out = out_dir.join(v.name);
+    let mut cmd = Command::new(v.compiler);
+    cmd.args(CFLAGS)
+        .args(v.flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(src_dir.join(v.src))
+        .args(v.libs);
+    let mut result = run(&mut cmd);
+    if result.is_ok() && v.strip {
+        result = run(Command::new("strip").arg("-s").arg(&out));
+    }
+    settle(v.name, out_dir, result);
+}
+
+/// Runs `cmd`; Err(its command line, status and output) when it cannot start or fails.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    match cmd.output() {
+        Err(e) => Err(format!("cannot run `{cmd:?}`: {e}")),
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`{cmd:?}` failed ({}):\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+    }
+}
+
+/// Leaves `<name>.build-error` (and no binary) when `result` is an error, removes a stale one
+/// otherwise.
+fn settle(name: &str, out_dir: &Path, result: Result<(), String>) {
+    let error_file = out_dir.join(format!("{name}.build-error"));
+    match result {
+        Ok(()) => {
+            let _ = fs::remove_file(&error_file);
+        }
+        Err(msg) => {
+            let _ = fs::remove_file(out_dir.join(name));
+            fs::write(&error_file, &msg)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", error_file.display()));
+            println!(
+                "cargo:warning=cannot build workload {name}: see {}",
+                error_file.display()
+            );
+        }
+    }
+}
+
+/// The Rust workloads, each a cargo project of its own under `rust-workloads/` (its own
+/// workspace and Cargo.lock), built in release mode with frame pointers and copied to
+/// `rust_<project>`. Their target directory outlives this package's OUT_DIR (it is
+/// `target/<profile>/rust-workloads`), so the C allocator they compile (tikv-jemalloc-sys
+/// builds jemalloc: about 1m45 on two busy CPUs) is built once, not at every change of a
+/// workload.
+fn rust_workloads(dir: &Path, out_dir: &Path) {
+    // A directory: cargo looks at every file in it.
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(|profile_dir| profile_dir.join("rust-workloads"))
+        .unwrap_or_else(|| out_dir.join("rust-workloads"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for project in ["rjem", "mimalloc"] {
+        let manifest = dir.join(project).join("Cargo.toml");
+        let name = format!("rust_{project}");
+        let mut cmd = Command::new(&cargo);
+        cmd.args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir);
+        // Our own build's settings are not the workload's: it is built for the host, by the
+        // toolchain cargo picks, with frame pointers (as the C workloads).
+        for var in [
+            "RUSTC",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "TARGET",
+            "HOST",
+            "OUT_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Cforce-frame-pointers=yes");
+        let built = target_dir.join("release").join(project);
+        let result = run(&mut cmd).and_then(|()| {
+            fs::copy(&built, out_dir.join(&name))
+                .map(drop)
+                .map_err(|e| format!("cannot copy {}: {e}", built.display()))
+        });
+        settle(&name, out_dir, result);
     }
 }
 

@@ -51,37 +51,6 @@ fn missing_command_is_an_error() {
     finished.assert_one_line_error(&[name]);
 }
 
-/// A statically linked program maps no libc to probe: launching it is refused.
-#[test]
-#[ignore = "needs root and BPF: run with cargo xtask test"]
-fn static_binary_is_refused_in_launch_mode() {
-    alloctrace_bin();
-    let bin = workload("static_wait");
-    let finished = run_alloctrace(
-        &[
-            OsStr::new(BOUND[0]),
-            OsStr::new(BOUND[1]),
-            OsStr::new("--"),
-            bin.as_os_str(),
-        ],
-        &[],
-    );
-    finished.assert_one_line_error(&["static"]);
-}
-
-/// A running statically linked process is refused by --pid too.
-#[test]
-#[ignore = "needs root and BPF: run with cargo xtask test"]
-fn static_process_is_refused_by_pid() {
-    alloctrace_bin();
-    let mut w = Workload::start("static_wait", &[], &[]);
-    let pid = w.pid().to_string();
-    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", &pid], &[]);
-    finished.assert_one_line_error(&["static"]);
-    w.close_stdin();
-    w.wait_code(0);
-}
-
 /// `alloctrace ARGS` as user nobody with `caps` (setpriv syntax, e.g. "+bpf,+perfmon")
 /// inheritable and ambient, so they survive the uid change.
 fn as_nobody_with(caps: &str, args: &[&str]) -> Finished {

@@ -15,12 +15,12 @@ mod sites;
 // system-wide, threads; the report's own-cost figures against wait4's.
 mod modes;
 
-// Refusals: nonexistent pid, non-executable and missing commands, static binaries, zombies,
+// Refusals: nonexistent pid, non-executable and missing commands, zombies,
 // durations too long, a --pid target gone during start-up; non-UTF-8 paths and arguments.
 mod errors;
 
-// A traced process executing another program: every exec announced, a statically linked
-// program's allocations marked unseen in the report.
+// A traced process executing another program: every exec announced, the allocations of a
+// static program stripped of its allocator's symbols marked unseen in the report.
 mod exec;
 
 // Analyses against workloads/phases.c (the guide's three phases and a growing leak): each
@@ -64,6 +64,8 @@ mod forks;
 // children counted under their own pids.
 mod threads_signals;
 
-// Debian's redis-server (jemalloc) under redis-benchmark, traced with --pid: its allocations
-// counted through jemalloc and attributed to redis's own functions.
-mod redis;
+// Every process's real allocator (issue 20): one ground-truth workload built against glibc
+// (shared, static, stripped), musl, jemalloc, tcmalloc and mimalloc (linked and preloaded), C++
+// new/delete on tcmalloc, Rust on tikv-jemallocator and mimalloc, each exact in launch and
+// --pid mode with its allocator named; system-wide, exec into static musl, alloc-only.
+mod allocators;

@@ -1,6 +1,7 @@
 /*
  * Linked with -static (build.rs links every static_*.c workload statically): it maps no libc,
- * so alloctrace must refuse it, by launch or by --pid, with a message that says it is static.
+ * its allocator is glibc's, linked in. build.rs also builds it stripped of every symbol
+ * (static_wait_stripped): there alloctrace can find no allocator, and must say so.
  * It allocates, says `ready` on standard output, and waits for one byte (or end of file) on
  * standard input before exiting 0.
  */

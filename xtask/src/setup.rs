@@ -14,6 +14,7 @@ pub fn setup() -> Result<()> {
     python_protobuf()?;
     chromium()?;
     setcap()?;
+    allocator_packages()?;
     gcc()
 }
 
@@ -184,4 +185,116 @@ fn setcap() -> Result<()> {
             .args(["install", "-y", "--no-install-recommends", "libcap2-bin"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Debian packages tests/it/allocators builds its workloads with and runs: musl-gcc, jemalloc,
+/// tcmalloc (gperftools), mimalloc (shared and static builds, headers) and Debian's redis,
+/// which runs on jemalloc.
+const ALLOCATOR_PACKAGES: &[&str] = &[
+    "musl-tools",
+    "libjemalloc-dev",
+    "libjemalloc2",
+    "libgoogle-perftools-dev",
+    "libtcmalloc-minimal4",
+    "libmimalloc-dev",
+    "libmimalloc2.0",
+    "redis-server",
+    "redis-tools",
+];
+
+/// Installs the missing [`ALLOCATOR_PACKAGES`] with one apt-get call when we are root;
+/// otherwise a note naming them (the allocator workloads that need them then leave
+/// `.build-error` files, which their tests report).
+fn allocator_packages() -> Result<()> {
+    let Some(listed) = dpkg_query(ALLOCATOR_PACKAGES) else {
+        eprintln!(
+            "xtask: note: dpkg-query is missing (not Debian?): the allocator tests need {}",
+            ALLOCATOR_PACKAGES.join(" ")
+        );
+        return Ok(());
+    };
+    let missing = missing_packages(ALLOCATOR_PACKAGES, &listed);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let apt = cmd::output(Command::new("apt-get").arg("--version")).is_some();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !apt || !root {
+        eprintln!(
+            "xtask: note: the allocator tests need {} (on Debian, as root: apt-get update && \
+             apt-get install -y --no-install-recommends {0})",
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {} with apt-get (allocator tests)",
+        missing.join(" ")
+    );
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still = dpkg_query(&missing)
+        .map(|listed| missing_packages(&missing, &listed))
+        .unwrap_or_default();
+    if !still.is_empty() {
+        bail!(
+            "apt-get install succeeded, but these are still not installed: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// `dpkg-query -W` of `packages`, one `name<TAB>status` line per package dpkg knows (it exits
+/// non-zero when it knows some not: its output is still good); None without dpkg-query.
+fn dpkg_query(packages: &[&str]) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package}\t${db:Status-Abbrev}\n"])
+        .args(packages)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `packages` that `listed` (dpkg_query's output) does not show installed (`ii`).
+fn missing_packages<'a>(packages: &[&'a str], listed: &str) -> Vec<&'a str> {
+    packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !listed.lines().any(|l| {
+                l.split_once('\t')
+                    .is_some_and(|(name, status)| name == *p && status.starts_with("ii"))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_means_ii() {
+        let listed = "musl-tools\tii \nlibjemalloc2\trc \nredis-tools\tun \n";
+        assert_eq!(
+            missing_packages(
+                &[
+                    "musl-tools",
+                    "libjemalloc2",
+                    "redis-tools",
+                    "libmimalloc-dev"
+                ],
+                listed
+            ),
+            ["libjemalloc2", "redis-tools", "libmimalloc-dev"]
+        );
+        assert!(missing_packages(&["musl-tools"], listed).is_empty());
+    }
 }

@@ -18,7 +18,7 @@ use crate::support::*;
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REDIS_BENCHMARK: &str = "/usr/bin/redis-benchmark";
 /// Requests per redis-benchmark test (three tests: set, get, lpush).
-const REQUESTS: u64 = 20_000;
+const REQUESTS: u64 = 10_000;
 
 /// Allocations every command makes, at the least, in redis 7.0 (Debian 12's): reading a
 /// command allocates its argv array (`processMultibulkBuffer`: `c->argv = zmalloc(..)`, freed
@@ -291,7 +291,7 @@ fn attribution(
     (top_function, wrong)
 }
 
-/// redis-server traced with `--pid` while redis-benchmark runs 3 × 20,000 requests.
+/// redis-server traced with `--pid` while redis-benchmark runs 3 × 10,000 requests.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn redis_server_allocations_are_counted_through_jemalloc() {
