@@ -19,7 +19,7 @@ pub enum ReportFormat {
 /// uprobes on the allocator, no restart and no instrumentation of the target.
 ///
 /// Targets: `--pid PID` (a running process), `-- CMD ARGS` (launch a command, traced from its
-/// first allocation), or nothing (every process using the system libc).
+/// first allocation), or nothing (every process, through the allocators its mappings hold).
 #[derive(Debug, Parser)]
 #[command(name = "alloctrace", version, max_term_width = 100)]
 pub struct Cli {

@@ -62,7 +62,7 @@ fn other_mount_namespace_probes_its_own_libc() {
     let line = tracer.wait_until_tracing();
     let copy = libdir.join("libc.so.6");
     assert!(
-        line.contains(&format!("on {}", copy.display()))
+        line.contains(&format!("in {}", copy.display()))
             || line.contains(&format!("/proc/{}/", w.pid())),
         "not the process's own libc ({}): {line}",
         copy.display()

@@ -240,6 +240,7 @@ impl Engine {
                         .unwrap_or_else(|_| "?".into());
                     format!("pid {pid} ({exe})")
                 }
+                (_, Some(pid)) => format!("pid {pid} ({model_target})"),
                 _ => model_target.to_string(),
             };
             eprintln!(

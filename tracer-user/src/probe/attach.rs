@@ -50,9 +50,7 @@ pub fn attach(
 fn programs_of(sets: &[ProbeSet], mode: TraceMode) -> Vec<&'static str> {
     let specs = sets.iter().flat_map(|s| s.entries.iter().map(|(p, _)| *p));
     if mode == TraceMode::AllocOnly {
-        specs
-            .filter_map(count_program)
-            .collect()
+        specs.filter_map(count_program).collect()
     } else {
         let mut names: Vec<&'static str> = specs.map(|p| p.program).collect();
         if !names.is_empty() {
