@@ -160,10 +160,21 @@ impl std::hash::Hash for Found {
     }
 }
 
-/// The first mapping in a maps file (its bytes) of a file some allocator holds, and that
-/// allocator.
+/// The mapping in a maps file (its bytes) of the file whose allocator the process's malloc
+/// calls bind to, and that allocator: the first mapping of an allocator library other than the
+/// C library (linked or preloaded, it comes before libc in the lookup order, so the program's
+/// calls go to it), else the first of the C library.
 pub fn in_maps(maps: &[u8]) -> Option<(&'static dyn Allocator, MapsLine<'_>)> {
-    MapsLine::all(maps).find_map(|line| Some((holder(line.path)?, line)))
+    let is_libc = |a: &dyn Allocator| matches!(a.name(), "glibc" | "musl");
+    let mut libc = None;
+    for line in MapsLine::all(maps) {
+        let Some(a) = holder(line.path) else { continue };
+        if !is_libc(a) {
+            return Some((a, line));
+        }
+        libc = libc.or(Some((a, line)));
+    }
+    libc
 }
 
 /// The allocator that `path` (a mapped file, as `Allocator::holds` takes it) holds, if any.
@@ -254,5 +265,13 @@ mod tests {
         assert_eq!((line.range, line.deleted), ("7f10-7f20", true));
         assert_eq!(line.path, b"/tmp/x\xff y/libc.so.6");
         assert!(in_maps(b"7f00-7f10 r--p 00000000 00:00 0 [heap]\n").is_none());
+        // An allocator library beside libc takes the program's calls.
+        let maps = b"7f10-7f20 r--p 00000000 fe:01 43 /usr/lib/libc.so.6\n\
+            7f30-7f40 r--p 00000000 fe:01 44 /usr/lib/libjemalloc.so.2\n";
+        let (a, line) = in_maps(maps).unwrap();
+        assert_eq!(
+            (a.name(), line.path),
+            ("jemalloc", &b"/usr/lib/libjemalloc.so.2"[..])
+        );
     }
 }
