@@ -74,6 +74,13 @@ fn function_bytes(data: &[u8], file_offset: u64, size: u64) -> &[u8] {
     &data[start..end]
 }
 
+/// How many of a function's arguments its probes read, full mode's and alloc-only mode's
+/// programs both (placement decides one offset for the two).
+fn args_read(p: &ProbeSpec) -> usize {
+    let count = p.count.map_or(0, alloctrace_common::args_read);
+    alloctrace_common::args_read(p.program).max(count)
+}
+
 /// Where a function that is one unconditional direct jump (after an `endbr64`) goes.
 fn jump_target(code: &[u8], vaddr: u64) -> Option<u64> {
     const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
@@ -165,7 +172,7 @@ fn resolve_elf(
             continue;
         }
         seen.push(file_offset);
-        let placement = placement::place(code, vaddr, mode, &BTreeSet::new());
+        let placement = placement::place(code, vaddr, mode, &BTreeSet::new(), args_read(p));
         out.push((
             p,
             vaddr,
@@ -193,7 +200,7 @@ fn resolve_elf(
             for (p, vaddr, e) in out.iter_mut().filter(|(_, _, e)| e.placement.offset > 0) {
                 let size = by_name.get(p.symbol).map_or(0, |s| s.1);
                 let code = function_bytes(data, e.function_offset, size);
-                e.placement = placement::place(code, *vaddr, mode, &outside);
+                e.placement = placement::place(code, *vaddr, mode, &outside, args_read(p));
                 e.file_offset = e.function_offset + e.placement.offset;
             }
         }
