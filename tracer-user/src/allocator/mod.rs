@@ -19,7 +19,7 @@ pub mod symbols;
 pub mod tcmalloc;
 
 #[allow(unused_imports)]
-pub use detect::{detect, version};
+pub use detect::{defines_unknown_malloc, detect, version};
 pub use symbols::Symbols;
 
 use crate::model::Frame;
