@@ -53,6 +53,13 @@ pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
     alloc::enter(&ctx, CallKind::Realloc, bytes, arg(&ctx, 0))
 }
 
+/// jemalloc's xallocx(void *ptr, size_t size, size_t extra, int flags): see
+/// `CallKind::Xallocx`.
+#[uprobe]
+pub fn xallocx_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Xallocx, arg(&ctx, 1), arg(&ctx, 0))
+}
+
 /// posix_memalign(void **memptr, size_t alignment, size_t size)
 #[uprobe]
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {

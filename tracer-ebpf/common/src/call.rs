@@ -20,6 +20,19 @@ pub enum CallKind {
     Realloc = 1,
     /// posix_memalign: returns 0 on success and stores the block at `*ptr_arg`.
     PosixMemalign = 2,
+    /// jemalloc's xallocx(ptr, size, extra, flags): resizes `ptr_arg` in place and returns its
+    /// usable size, below `size` when it could not: then nothing changed. A success is
+    /// accounted as a realloc that kept the address (the old block freed, a block of `size`
+    /// bytes allocated there).
+    Xallocx = 3,
+}
+
+impl CallKind {
+    /// Whether the call gives `ptr_arg` back when it succeeds (the realloc family, xallocx).
+    #[inline(always)]
+    pub fn resizes(kind: u32) -> bool {
+        kind == CallKind::Realloc as u32 || kind == CallKind::Xallocx as u32
+    }
 }
 
 /// State of an allocator call between its entry and its return: one per thread, in the

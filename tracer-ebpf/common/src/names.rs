@@ -22,6 +22,7 @@ pub const PROG_REALLOCARRAY_ENTER: &str = "reallocarray_enter";
 pub const PROG_POSIX_MEMALIGN_ENTER: &str = "posix_memalign_enter";
 pub const PROG_ALIGNED_ALLOC_ENTER: &str = "aligned_alloc_enter";
 pub const PROG_VALLOC_ENTER: &str = "valloc_enter";
+pub const PROG_XALLOCX_ENTER: &str = "xallocx_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 pub const PROG_FREE_ENTER: &str = "free_enter";
 
@@ -64,6 +65,7 @@ pub fn args_read(program: &str) -> usize {
         | PROG_VALLOC_COUNT => 1,
         PROG_CALLOC_ENTER
         | PROG_REALLOC_ENTER
+        | PROG_XALLOCX_ENTER
         | PROG_ALIGNED_ALLOC_ENTER
         | PROG_CALLOC_COUNT
         | PROG_REALLOC_COUNT
