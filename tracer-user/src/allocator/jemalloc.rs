@@ -17,21 +17,21 @@ pub struct Jemalloc;
 
 const PLAIN: Option<&str> = Some(abi::PROG_VALLOC_COUNT);
 
+/// Required: the markers `detect` found it by (a linker that drops unused functions may
+/// have left out any other).
 pub const PROBES: &[ProbeSpec] = &[
-    alloc("malloc", abi::PROG_MALLOC_ENTER, PLAIN).required(),
+    alloc("malloc", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc(
         "calloc",
         abi::PROG_CALLOC_ENTER,
         Some(abi::PROG_CALLOC_COUNT),
-    )
-    .required(),
+    ),
     alloc(
         "realloc",
         abi::PROG_REALLOC_ENTER,
         Some(abi::PROG_REALLOC_COUNT_DIRECT),
-    )
-    .required(),
-    release("free").required(),
+    ),
+    release("free"),
     alloc(
         "posix_memalign",
         abi::PROG_POSIX_MEMALIGN_ENTER,
@@ -55,8 +55,7 @@ pub const PROBES: &[ProbeSpec] = &[
         "rallocx",
         abi::PROG_REALLOC_ENTER,
         Some(abi::PROG_REALLOC_COUNT_DIRECT),
-    )
-    .required(),
+    ),
     // Resizes in place (`CallKind::Xallocx`); alloc-only mode cannot tell a success at the
     // entry and leaves it out (the block keeps its address: no new allocation).
     alloc("xallocx", abi::PROG_XALLOCX_ENTER, None),

@@ -251,6 +251,37 @@ mod tests {
             "/usr/lib/libstdc++.so.6"
         )));
         assert!(!is_allocator_frame(&frame(Some("parse"), "/usr/bin/prog")));
+        // Every allocator's frames: by its library, and by name in a static or prefixed build.
+        let je = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+        let tc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10";
+        let mi = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0";
+        let musl = "/usr/lib/x86_64-linux-musl/libc.so";
+        for lib in [je, tc, mi, musl] {
+            assert!(is_allocator_frame(&frame(None, lib)), "{lib}");
+        }
+        let prog = "/usr/bin/prog";
+        for f in [
+            "je_malloc_default",
+            "_rjem_mallocx",
+            "_rjem_je_arena_malloc_hard",
+            "imalloc_body",
+            "mallocx",
+            "sdallocx",
+            "tc_malloc",
+            "tcmalloc::ThreadCache::FetchFromCentralCache",
+            "mi_malloc_aligned",
+            "_mi_malloc_generic",
+            "__libc_malloc_impl",
+            "_int_malloc",
+            "operator delete(void*, unsigned long)",
+            "_ZdlPvm",
+            "operator new[](unsigned long)",
+        ] {
+            assert!(is_allocator_frame(&frame(Some(f), prog)), "{f}");
+        }
+        for f in ["main", "mix", "tcp_connect", "jemalloc_user"] {
+            assert!(!is_allocator_frame(&frame(Some(f), prog)), "{f}");
+        }
         // A library whose name merely starts with "libc" is not libc.
         assert!(!is_allocator_frame(&frame(None, "/usr/lib/libcrypto.so.3")));
     }

@@ -293,6 +293,58 @@ mod tests {
         for file in files {
             for found in crate::allocator::detect(&file).unwrap() {
                 let entries = resolve(&file, found, Mode::Auto).unwrap();
+                // Debian's libraries: the functions the disassembly was checked on.
+                let expected: &[&str] = match file.file_name().and_then(|n| n.to_str()) {
+                    Some("libjemalloc.so.2") => &[
+                        "malloc",
+                        "calloc",
+                        "realloc",
+                        "free",
+                        "posix_memalign",
+                        "aligned_alloc",
+                        "memalign",
+                        "valloc",
+                        "mallocx",
+                        "rallocx",
+                        "xallocx",
+                        "sdallocx",
+                        "dallocx",
+                        "_Znwm",
+                        "_ZdlPvm",
+                        "_ZnwmSt11align_val_t",
+                    ],
+                    Some(n) if n.starts_with("libtcmalloc") => &[
+                        "tc_malloc",
+                        "tc_calloc",
+                        "tc_realloc",
+                        "tc_free",
+                        "tc_memalign",
+                        "tc_posix_memalign",
+                        "tc_new",
+                        "tc_new_aligned",
+                        "tc_free_sized",
+                    ],
+                    Some("libmimalloc.so.2") => &[
+                        "mi_malloc",
+                        "mi_calloc",
+                        "mi_realloc",
+                        "mi_free",
+                        "mi_malloc_aligned",
+                        "mi_zalloc_aligned",
+                        "mi_realloc_aligned",
+                        "mi_new",
+                        "mi_free_size",
+                    ],
+                    Some("libc.so") => &["malloc", "calloc", "realloc", "free", "aligned_alloc"],
+                    _ => &[],
+                };
+                for sym in expected {
+                    assert!(
+                        entries.iter().any(|(e, _)| e.symbol == *sym),
+                        "{}: {sym} not probed",
+                        file.display()
+                    );
+                }
                 for p in found.allocator.probes().iter().filter(|p| p.required) {
                     assert!(
                         entries.iter().any(|(e, _)| e.symbol == p.symbol),
