@@ -17,7 +17,7 @@ mod sample;
 mod tables;
 mod unwind;
 
-use alloctrace_common::{array_bytes, CallKind, PTRDIFF_MAX};
+use alloctrace_common::{array_bytes, freeing_realloc_uncounted, CallKind, PTRDIFF_MAX};
 use arch::arg;
 use aya_ebpf::{
     macros::{uprobe, uretprobe},
@@ -137,10 +137,7 @@ pub fn valloc_count(ctx: ProbeContext) -> u32 {
 /// realloc(p, n), rallocx(p, n, flags): realloc(p, 0) frees and allocates nothing.
 #[uprobe]
 pub fn realloc_count_direct(ctx: ProbeContext) -> u32 {
-    let (ptr, size) = (arg(&ctx, 0), arg(&ctx, 1));
-    if ptr != 0 && size == 0 {
-        return 0;
-    }
+    let size = freeing_realloc_uncounted(arg(&ctx, 0), arg(&ctx, 1));
     alloc::count_entry(&ctx, size, false)
 }
 
