@@ -17,7 +17,7 @@ mod sample;
 mod tables;
 mod unwind;
 
-use alloctrace_common::{array_bytes, CallKind, PTRDIFF_MAX};
+use alloctrace_common::{array_bytes, freeing_realloc_uncounted, CallKind, PTRDIFF_MAX};
 use arch::arg;
 use aya_ebpf::{
     macros::{uprobe, uretprobe},
@@ -51,6 +51,13 @@ pub fn realloc_enter(ctx: ProbeContext) -> u32 {
 pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
     let bytes = array_bytes(arg(&ctx, 1), arg(&ctx, 2));
     alloc::enter(&ctx, CallKind::Realloc, bytes, arg(&ctx, 0))
+}
+
+/// jemalloc's xallocx(void *ptr, size_t size, size_t extra, int flags): see
+/// `CallKind::Xallocx`.
+#[uprobe]
+pub fn xallocx_enter(ctx: ProbeContext) -> u32 {
+    alloc::enter(&ctx, CallKind::Xallocx, arg(&ctx, 1), arg(&ctx, 0))
 }
 
 /// posix_memalign(void **memptr, size_t alignment, size_t size)
@@ -130,10 +137,7 @@ pub fn valloc_count(ctx: ProbeContext) -> u32 {
 /// realloc(p, n), rallocx(p, n, flags): realloc(p, 0) frees and allocates nothing.
 #[uprobe]
 pub fn realloc_count_direct(ctx: ProbeContext) -> u32 {
-    let (ptr, size) = (arg(&ctx, 0), arg(&ctx, 1));
-    if ptr != 0 && size == 0 {
-        return 0;
-    }
+    let size = freeing_realloc_uncounted(arg(&ctx, 0), arg(&ctx, 1));
     alloc::count_entry(&ctx, size, false)
 }
 

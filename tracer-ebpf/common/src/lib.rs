@@ -25,7 +25,10 @@ pub mod stack_cut;
 #[cfg(feature = "user")]
 mod pod;
 
-pub use call::{array_bytes, CallKind, CallState, CallStates, MALLOC_ALIGNMENT, PTRDIFF_MAX};
+pub use call::{
+    array_bytes, freeing_realloc_uncounted, CallKind, CallState, CallStates, MALLOC_ALIGNMENT,
+    PTRDIFF_MAX,
+};
 pub use config::*;
 pub use event::Event;
 pub use hash::{fmix64, stack_hash_step, FNV_OFFSET, FNV_PRIME};

@@ -22,6 +22,7 @@ pub const PROG_REALLOCARRAY_ENTER: &str = "reallocarray_enter";
 pub const PROG_POSIX_MEMALIGN_ENTER: &str = "posix_memalign_enter";
 pub const PROG_ALIGNED_ALLOC_ENTER: &str = "aligned_alloc_enter";
 pub const PROG_VALLOC_ENTER: &str = "valloc_enter";
+pub const PROG_XALLOCX_ENTER: &str = "xallocx_enter";
 pub const PROG_ALLOC_RETURN: &str = "alloc_return";
 pub const PROG_FREE_ENTER: &str = "free_enter";
 
@@ -53,3 +54,31 @@ pub const PROG_ALIGNED_ALLOC_COUNT_DIRECT: &str = "aligned_alloc_count_direct";
 /// calloc(n, size) that always hands its request to the exported malloc (musl's): counted
 /// here, malloc told to skip it, as glibc's realloc(NULL, n).
 pub const PROG_CALLOC_COUNT_TO_MALLOC: &str = "calloc_count_to_malloc";
+
+/// How many of a program's function's arguments it reads (`rdi`, `rsi`, `rdx`, ... in that
+/// order; the highest one read counts): user space's probe placement lets a probe move past
+/// instructions that write the others. Unknown names read all six.
+pub fn args_read(program: &str) -> usize {
+    match program {
+        PROG_ALLOC_RETURN => 0,
+        PROG_MALLOC_ENTER | PROG_VALLOC_ENTER | PROG_FREE_ENTER | PROG_MALLOC_COUNT
+        | PROG_VALLOC_COUNT => 1,
+        PROG_CALLOC_ENTER
+        | PROG_REALLOC_ENTER
+        | PROG_XALLOCX_ENTER
+        | PROG_ALIGNED_ALLOC_ENTER
+        | PROG_CALLOC_COUNT
+        | PROG_REALLOC_COUNT
+        | PROG_ALIGNED_ALLOC_COUNT
+        | PROG_REALLOC_COUNT_DIRECT
+        | PROG_REALLOC0_COUNT_DIRECT
+        | PROG_ALIGNED_ALLOC_COUNT_DIRECT
+        | PROG_CALLOC_COUNT_TO_MALLOC => 2,
+        PROG_REALLOCARRAY_ENTER
+        | PROG_POSIX_MEMALIGN_ENTER
+        | PROG_POSIX_MEMALIGN_COUNT
+        | PROG_REALLOCARRAY_COUNT_DIRECT
+        | PROG_POSIX_MEMALIGN_COUNT_DIRECT => 3,
+        _ => 6,
+    }
+}

@@ -57,7 +57,7 @@ pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32
     state.depth = 0;
     state.old_known = 0;
     state.active = 1;
-    if kind == CallKind::Realloc && ptr_arg != 0 {
+    if CallKind::resizes(kind as u32) && ptr_arg != 0 {
         if let Some(old) = live::take(tgid, ptr_arg) {
             state.old = old;
             state.old_known = 1;

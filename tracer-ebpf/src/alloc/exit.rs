@@ -42,12 +42,18 @@ pub fn exit(ctx: &RetProbeContext) -> u32 {
         } else {
             0
         }
+    } else if st.kind == CallKind::Xallocx as u32 {
+        if ret >= st.size {
+            st.ptr_arg
+        } else {
+            0
+        }
     } else {
         ret
     };
     // A realloc's old block dies when its new one is born: one clock read for both.
     let mut now = Now::default();
-    if st.kind == CallKind::Realloc as u32 && st.ptr_arg != 0 {
+    if CallKind::resizes(st.kind) && st.ptr_arg != 0 {
         if block != 0 || st.size == 0 {
             // Moved, resized in place, or realloc(p, 0) freed it.
             if st.old_known != 0 {

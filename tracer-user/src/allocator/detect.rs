@@ -14,7 +14,15 @@ use object::{Object, ObjectSection};
 
 use super::{Allocator, Found, Symbols, REGISTRY};
 
-type Cache = HashMap<(u64, u64), Vec<Found>>;
+/// What a file holds: the allocators found, and whether it defines a `malloc` none of them
+/// claims (an allocator alloctrace does not know: chromium's PartitionAlloc).
+#[derive(Clone, Debug, Default)]
+struct Detected {
+    found: Vec<Found>,
+    unknown_malloc: bool,
+}
+
+type Cache = HashMap<(u64, u64), Detected>;
 
 fn cache() -> &'static Mutex<Cache> {
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
@@ -27,6 +35,17 @@ fn cache() -> &'static Mutex<Cache> {
 /// static executable with jemalloc and glibc's malloc both). Empty when it holds none, or is
 /// not an ELF file.
 pub fn detect(path: &Path) -> io::Result<Vec<Found>> {
+    Ok(detected(path)?.found)
+}
+
+/// Whether the ELF file at `path` defines its own `malloc` that is no allocator's `detect`
+/// knows (chromium's PartitionAlloc, a program's own): its allocations cannot be counted,
+/// which a caller says rather than report a silent zero.
+pub fn defines_unknown_malloc(path: &Path) -> io::Result<bool> {
+    Ok(detected(path)?.unknown_malloc)
+}
+
+fn detected(path: &Path) -> io::Result<Detected> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
     let key = (meta.dev(), meta.ino());
@@ -41,7 +60,7 @@ pub fn detect(path: &Path) -> io::Result<Vec<Found>> {
     Ok(found)
 }
 
-fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Vec<Found>> {
+fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Detected> {
     let by_name: Vec<Found> = REGISTRY
         .iter()
         .filter(|a| a.holds(path.as_os_str().as_bytes()))
@@ -51,24 +70,33 @@ fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Vec<Found>>
         })
         .collect();
     if !by_name.is_empty() {
-        return Ok(by_name);
+        return Ok(Detected {
+            found: by_name,
+            unknown_malloc: false,
+        });
     }
     let map = Mapped::new(file, len)?;
     let Ok(elf) = object::File::parse(&*map) else {
-        return Ok(Vec::new());
+        return Ok(Detected::default());
     };
     let wanted: HashSet<&'static str> = REGISTRY
         .iter()
         .flat_map(|a| a.markers().iter().copied())
+        .chain(["malloc"])
         .collect();
     let symbols = Symbols::of_elf(&elf, &wanted);
-    Ok(REGISTRY
+    let found: Vec<Found> = REGISTRY
         .iter()
         .filter_map(|&allocator| {
             let prefix = allocator.defined_in(&symbols)?;
             Some(Found { allocator, prefix })
         })
-        .collect())
+        .collect();
+    let unknown_malloc = symbols.has("malloc") && !found.iter().any(|f| f.prefix.is_empty());
+    Ok(Detected {
+        found,
+        unknown_malloc,
+    })
 }
 
 /// The version of `allocator` in the file at `path`, where its read-only data says it

@@ -7,8 +7,8 @@
 //! new[] (a jump to operator new), the aligned operator new (a call to aligned_alloc) and the
 //! unsized deletes (jumps to free, sdallocx); realloc(NULL, n) and the aligned family run
 //! jemalloc's internals, not the exported malloc, so its alloc-only programs delegate nothing.
-//! `xallocx` (resizes in place, returns the usable size) is not probed: a block it grows
-//! keeps its old size in the live table. `nallocx` allocates nothing.
+//! `xallocx` (resizes in place, returns the usable size) is accounted as a realloc that kept
+//! the address when it reached the size asked (full mode only). `nallocx` allocates nothing.
 use alloctrace_common as abi;
 
 use super::{alloc, cxx, release, Allocator, ProbeSpec, Symbols};
@@ -17,21 +17,21 @@ pub struct Jemalloc;
 
 const PLAIN: Option<&str> = Some(abi::PROG_VALLOC_COUNT);
 
+/// Required: the markers `detect` found it by (a linker that drops unused functions may
+/// have left out any other).
 pub const PROBES: &[ProbeSpec] = &[
-    alloc("malloc", abi::PROG_MALLOC_ENTER, PLAIN).required(),
+    alloc("malloc", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc(
         "calloc",
         abi::PROG_CALLOC_ENTER,
         Some(abi::PROG_CALLOC_COUNT),
-    )
-    .required(),
+    ),
     alloc(
         "realloc",
         abi::PROG_REALLOC_ENTER,
         Some(abi::PROG_REALLOC_COUNT_DIRECT),
-    )
-    .required(),
-    release("free").required(),
+    ),
+    release("free"),
     alloc(
         "posix_memalign",
         abi::PROG_POSIX_MEMALIGN_ENTER,
@@ -55,8 +55,10 @@ pub const PROBES: &[ProbeSpec] = &[
         "rallocx",
         abi::PROG_REALLOC_ENTER,
         Some(abi::PROG_REALLOC_COUNT_DIRECT),
-    )
-    .required(),
+    ),
+    // Resizes in place (`CallKind::Xallocx`); alloc-only mode cannot tell a success at the
+    // entry and leaves it out (the block keeps its address: no new allocation).
+    alloc("xallocx", abi::PROG_XALLOCX_ENTER, None),
     release("sdallocx").required(),
     release("dallocx"),
     alloc(cxx::NEW, abi::PROG_MALLOC_ENTER, PLAIN),

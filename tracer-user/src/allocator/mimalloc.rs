@@ -18,15 +18,16 @@ const PLAIN: Option<&str> = Some(abi::PROG_VALLOC_COUNT);
 const REALLOC: Option<&str> = Some(abi::PROG_REALLOC0_COUNT_DIRECT);
 const REALLOCN: Option<&str> = Some(abi::PROG_REALLOCARRAY_COUNT_DIRECT);
 
+/// Only mi_free is required: Rust's mimalloc crate calls the aligned functions and mi_free
+/// alone, and its linker drops the functions nothing calls (mi_malloc among them).
 pub const PROBES: &[ProbeSpec] = &[
-    alloc("mi_malloc", abi::PROG_MALLOC_ENTER, PLAIN).required(),
+    alloc("mi_malloc", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc(
         "mi_calloc",
         abi::PROG_CALLOC_ENTER,
         Some(abi::PROG_CALLOC_COUNT),
-    )
-    .required(),
-    alloc("mi_realloc", abi::PROG_REALLOC_ENTER, REALLOC).required(),
+    ),
+    alloc("mi_realloc", abi::PROG_REALLOC_ENTER, REALLOC),
     release("mi_free").required(),
     alloc("mi_zalloc", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc("mi_malloc_small", abi::PROG_MALLOC_ENTER, PLAIN),
@@ -95,7 +96,13 @@ pub const PROBES: &[ProbeSpec] = &[
     release("mi_cfree"),
 ];
 
-const MARKERS: &[&str] = &["mi_malloc", "mi_free"];
+const MARKERS: &[&str] = &[
+    "mi_free",
+    "mi_malloc",
+    "mi_malloc_aligned",
+    "mi_zalloc_aligned",
+    "mi_realloc_aligned",
+];
 
 impl Allocator for Mimalloc {
     fn name(&self) -> &'static str {
@@ -117,7 +124,7 @@ impl Allocator for Mimalloc {
     }
 
     fn defined_in(&self, s: &Symbols) -> Option<&'static str> {
-        (s.has("mi_malloc") && s.has("mi_free")).then_some("")
+        (s.has("mi_free") && MARKERS[1..].iter().any(|m| s.has(m))).then_some("")
     }
 
     fn owns_function(&self, name: &str) -> bool {

@@ -19,7 +19,7 @@ pub mod symbols;
 pub mod tcmalloc;
 
 #[allow(unused_imports)]
-pub use detect::{detect, version};
+pub use detect::{defines_unknown_malloc, detect, version};
 pub use symbols::Symbols;
 
 use crate::model::Frame;
@@ -160,10 +160,21 @@ impl std::hash::Hash for Found {
     }
 }
 
-/// The first mapping in a maps file (its bytes) of a file some allocator holds, and that
-/// allocator.
+/// The mapping in a maps file (its bytes) of the file whose allocator the process's malloc
+/// calls bind to, and that allocator: the first mapping of an allocator library other than the
+/// C library (linked or preloaded, it comes before libc in the lookup order, so the program's
+/// calls go to it), else the first of the C library.
 pub fn in_maps(maps: &[u8]) -> Option<(&'static dyn Allocator, MapsLine<'_>)> {
-    MapsLine::all(maps).find_map(|line| Some((holder(line.path)?, line)))
+    let is_libc = |a: &dyn Allocator| matches!(a.name(), "glibc" | "musl");
+    let mut libc = None;
+    for line in MapsLine::all(maps) {
+        let Some(a) = holder(line.path) else { continue };
+        if !is_libc(a) {
+            return Some((a, line));
+        }
+        libc = libc.or(Some((a, line)));
+    }
+    libc
 }
 
 /// The allocator that `path` (a mapped file, as `Allocator::holds` takes it) holds, if any.
@@ -240,6 +251,37 @@ mod tests {
             "/usr/lib/libstdc++.so.6"
         )));
         assert!(!is_allocator_frame(&frame(Some("parse"), "/usr/bin/prog")));
+        // Every allocator's frames: by its library, and by name in a static or prefixed build.
+        let je = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+        let tc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10";
+        let mi = "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2.0";
+        let musl = "/usr/lib/x86_64-linux-musl/libc.so";
+        for lib in [je, tc, mi, musl] {
+            assert!(is_allocator_frame(&frame(None, lib)), "{lib}");
+        }
+        let prog = "/usr/bin/prog";
+        for f in [
+            "je_malloc_default",
+            "_rjem_mallocx",
+            "_rjem_je_arena_malloc_hard",
+            "imalloc_body",
+            "mallocx",
+            "sdallocx",
+            "tc_malloc",
+            "tcmalloc::ThreadCache::FetchFromCentralCache",
+            "mi_malloc_aligned",
+            "_mi_malloc_generic",
+            "__libc_malloc_impl",
+            "_int_malloc",
+            "operator delete(void*, unsigned long)",
+            "_ZdlPvm",
+            "operator new[](unsigned long)",
+        ] {
+            assert!(is_allocator_frame(&frame(Some(f), prog)), "{f}");
+        }
+        for f in ["main", "mix", "tcp_connect", "jemalloc_user"] {
+            assert!(!is_allocator_frame(&frame(Some(f), prog)), "{f}");
+        }
         // A library whose name merely starts with "libc" is not libc.
         assert!(!is_allocator_frame(&frame(None, "/usr/lib/libcrypto.so.3")));
     }
@@ -254,5 +296,13 @@ mod tests {
         assert_eq!((line.range, line.deleted), ("7f10-7f20", true));
         assert_eq!(line.path, b"/tmp/x\xff y/libc.so.6");
         assert!(in_maps(b"7f00-7f10 r--p 00000000 00:00 0 [heap]\n").is_none());
+        // An allocator library beside libc takes the program's calls.
+        let maps = b"7f10-7f20 r--p 00000000 fe:01 43 /usr/lib/libc.so.6\n\
+            7f30-7f40 r--p 00000000 fe:01 44 /usr/lib/libjemalloc.so.2\n";
+        let (a, line) = in_maps(maps).unwrap();
+        assert_eq!(
+            (a.name(), line.path),
+            ("jemalloc", &b"/usr/lib/libjemalloc.so.2"[..])
+        );
     }
 }

@@ -11,6 +11,8 @@ use super::{alloc, release, Allocator, ProbeSpec, Symbols};
 
 pub struct Musl;
 
+/// Only malloc is required: a static program links each of musl's functions from its own
+/// object file, only those it calls (one that never frees has no free).
 pub const PROBES: &[ProbeSpec] = &[
     // Alloc-only: skips the requests calloc counted and handed over.
     alloc(
@@ -23,15 +25,13 @@ pub const PROBES: &[ProbeSpec] = &[
         "calloc",
         abi::PROG_CALLOC_ENTER,
         Some(abi::PROG_CALLOC_COUNT_TO_MALLOC),
-    )
-    .required(),
+    ),
     // realloc(p, 0) returns a new block in musl.
     alloc(
         "realloc",
         abi::PROG_REALLOC_ENTER,
         Some(abi::PROG_REALLOC0_COUNT_DIRECT),
-    )
-    .required(),
+    ),
     // Tail-calls realloc.
     alloc("reallocarray", abi::PROG_REALLOCARRAY_ENTER, None),
     alloc(
@@ -43,7 +43,7 @@ pub const PROBES: &[ProbeSpec] = &[
     alloc("posix_memalign", abi::PROG_POSIX_MEMALIGN_ENTER, None),
     alloc("memalign", abi::PROG_ALIGNED_ALLOC_ENTER, None),
     alloc("valloc", abi::PROG_VALLOC_ENTER, None),
-    release("free").required(),
+    release("free"),
 ];
 
 /// Name prefixes of musl's malloc internals.

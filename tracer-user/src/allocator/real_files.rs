@@ -210,4 +210,42 @@ fn detect_is_fast_on_a_large_library() {
     let took = t.elapsed();
     eprintln!("detect({}) took {took:?}", big.display());
     assert!(took.as_secs_f64() < 2.0, "{took:?}");
+    // chromium (when installed): its own malloc (PartitionAlloc), no allocator alloctrace
+    // knows, said so.
+    let chromium = Path::new("/usr/lib/chromium/chromium");
+    if chromium.exists() {
+        let t = std::time::Instant::now();
+        assert!(detect(chromium).unwrap().is_empty());
+        eprintln!("detect({}) took {:?}", chromium.display(), t.elapsed());
+        assert!(defines_unknown_malloc(chromium).unwrap());
+    }
+}
+
+#[test]
+fn a_malloc_of_an_unknown_allocator_is_told_apart() {
+    let dir = built();
+    // Static glibc's malloc is known; libstdc++ defines none.
+    assert!(!defines_unknown_malloc(&dir.join("glibc_static")).unwrap());
+    assert!(
+        !defines_unknown_malloc(Path::new("/usr/lib/x86_64-linux-gnu/libstdc++.so.6")).unwrap()
+    );
+    // A program with its own malloc.
+    let src = dir.join("own.c");
+    std::fs::write(
+        &src,
+        "#include <stddef.h>\nstatic char heap[1<<16]; static size_t top;\n\
+         void *malloc(size_t n){void *p=heap+top; top+=(n+15)&~(size_t)15; return p;}\n\
+         void free(void *p){(void)p;}\nint main(void){return malloc(4)==0;}\n",
+    )
+    .unwrap();
+    let exe = dir.join("own");
+    let st = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(detect(&exe).unwrap().is_empty());
+    assert!(defines_unknown_malloc(&exe).unwrap());
 }

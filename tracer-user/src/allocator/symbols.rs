@@ -17,11 +17,22 @@ impl Symbols {
     /// zero addresses).
     pub fn of_elf(elf: &object::File<'_>, wanted: &HashSet<&'static str>) -> Symbols {
         let mut defined = HashMap::new();
+        let longest = wanted.iter().map(|n| n.len()).max().unwrap_or(0);
         for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+            // Most of a large library's names are long C++ ones (`_Z...`, which no marker
+            // is): rejected before hashing (libLLVM's 100k+ names).
+            let Ok(bytes) = sym.name_bytes() else {
+                continue;
+            };
+            if bytes.len() > longest || bytes.starts_with(b"_Z") {
+                continue;
+            }
             if sym.is_undefined() || sym.address() == 0 {
                 continue;
             }
-            let Ok(name) = sym.name() else { continue };
+            let Ok(name) = std::str::from_utf8(bytes) else {
+                continue;
+            };
             if let Some(&name) = wanted.get(name) {
                 defined.entry(name).or_insert(sym.address());
             }

@@ -158,7 +158,7 @@ pub fn take_links(ebpf: &mut Ebpf, probes: Vec<Attached>) -> Vec<UProbeLink> {
 fn entry_rank(spec: &ProbeSpec) -> u8 {
     match spec.program {
         abi::PROG_FREE_ENTER => 0,
-        abi::PROG_REALLOC_ENTER | abi::PROG_REALLOCARRAY_ENTER => 1,
+        abi::PROG_REALLOC_ENTER | abi::PROG_REALLOCARRAY_ENTER | abi::PROG_XALLOCX_ENTER => 1,
         _ => 2,
     }
 }

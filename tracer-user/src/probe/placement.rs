@@ -12,10 +12,12 @@
 //!
 //! [`place`] moves a function's probe to the first emulated instruction when that is provably
 //! the same as probing the entry:
-//! - the instructions before it are only `test`, `cmp`, `endbr64` or a nop: they write no
-//!   register but the flags and no memory, move neither `rsp` nor the instruction flow, so at the
-//!   moved probe the argument registers and `rsp` are those of the entry — `[rsp]` is still the
-//!   return address (the caller the eBPF side reads; the return probe hijacks it);
+//! - the instructions before it write no memory, move neither `rsp` nor the instruction flow,
+//!   and write no register the function's probes read (its arguments the programs read, `rsp`,
+//!   `rbp`): `test`, `cmp`, `endbr64`, nops, and moves, loads and integer operations into other
+//!   registers. So at the moved probe the arguments read and `rsp` are those of the entry —
+//!   `[rsp]` is still the return address (the caller the eBPF side reads; the return probe
+//!   hijacks it);
 //! - it is on an instruction boundary found by decoding from the entry;
 //! - no direct branch of the whole function (its size from the ELF symbol), nor of the rest of
 //!   the binary's code ([`branch_targets_in`]), lands in `(entry, probe]`: a branch there would
@@ -31,7 +33,7 @@ use iced_x86::{
 };
 
 /// Instructions decoded from the entry while looking for an emulated one.
-const MAX_PROLOGUE: usize = 8;
+const MAX_PROLOGUE: usize = 12;
 
 /// `x86_nops[]` of the kernel (arch/x86/kernel/alternative.c, 64-bit): the byte sequences it
 /// emulates as nops regardless of their opcode.
@@ -172,14 +174,15 @@ pub fn kernel_emulates(i: &Instruction, bytes: &[u8]) -> bool {
     }
 }
 
-/// Whether `i` may run before the probe without changing anything the probes read: it is
-/// `test`, `cmp`, `endbr64` or a nop, or a `mov`/`movzx`/`movsx`/`movsxd`/`lea` into a register
-/// no probe reads; and (checked by the decoder's own instruction info, not just its name) it
-/// writes no memory and none of [`PROBE_READS`], does not move `rsp` and does not branch.
-/// The flags it writes are read by no probe. (tcmalloc's malloc and free start with
-/// `mov rax,[rip+..]; test rax,rax; jne`: loading a global into `rax` changes nothing the
-/// probes see.)
-fn harmless(i: &Instruction, info: &mut InstructionInfoFactory) -> bool {
+/// Whether `i` may run before the probe without changing anything the probes read: a `test`,
+/// `cmp`, `endbr64` or nop, or a move, load or integer operation (`mov`, `lea`, `add`, `and`,
+/// `shr`, ...) into a register the probes do not read; and (checked by the decoder's own
+/// instruction info, not just its name) it writes no memory and none of the registers the
+/// probes read ([`read_by_probes`]), does not move `rsp` and does not branch. The flags it
+/// writes are read by no probe. (tcmalloc's malloc starts with `mov rax,[rip+..]; test
+/// rax,rax; jne`; jemalloc's free computes its fast path's lookup from `rdi` into `rax`,
+/// `rcx`, `rdx` before its first branch.)
+fn harmless(i: &Instruction, info: &mut InstructionInfoFactory, args: usize) -> bool {
     if !matches!(
         i.mnemonic(),
         Mnemonic::Test
@@ -191,6 +194,14 @@ fn harmless(i: &Instruction, info: &mut InstructionInfoFactory) -> bool {
             | Mnemonic::Movsx
             | Mnemonic::Movsxd
             | Mnemonic::Lea
+            | Mnemonic::Add
+            | Mnemonic::Sub
+            | Mnemonic::And
+            | Mnemonic::Or
+            | Mnemonic::Xor
+            | Mnemonic::Shl
+            | Mnemonic::Shr
+            | Mnemonic::Sar
     ) {
         return false;
     }
@@ -204,21 +215,32 @@ fn harmless(i: &Instruction, info: &mut InstructionInfoFactory) -> bool {
         i.mnemonic(),
         Mnemonic::Test | Mnemonic::Cmp | Mnemonic::Endbr64 | Mnemonic::Nop
     );
-    !info.used_registers().iter().any(|r| {
-        writes(r.access()) && (only_flags || PROBE_READS.contains(&r.register().full_register()))
-    }) && !info.used_memory().iter().any(|m| writes(m.access()))
+    let read = read_by_probes(args);
+    !info
+        .used_registers()
+        .iter()
+        .any(|r| writes(r.access()) && (only_flags || read.contains(&r.register().full_register())))
+        && !info.used_memory().iter().any(|m| writes(m.access()))
 }
 
-/// The registers the probes read at the probed instruction: the arguments (no entry program
-/// reads beyond the third, `rdx`: tracer-ebpf's main.rs), the stack pointer (and through it
-/// the return address) and the frame pointer the unwinder starts from.
-const PROBE_READS: [Register; 5] = [
-    Register::RDI,
-    Register::RSI,
-    Register::RDX,
-    Register::RSP,
-    Register::RBP,
-];
+/// The registers the probes on a function read at the probed instruction: its first `args`
+/// arguments (the entry programs' `alloctrace_common::args_read`), the stack pointer (and
+/// through it the return address) and the frame pointer the unwinder starts from.
+fn read_by_probes(args: usize) -> Vec<Register> {
+    const ARGS: [Register; 6] = [
+        Register::RDI,
+        Register::RSI,
+        Register::RDX,
+        Register::RCX,
+        Register::R8,
+        Register::R9,
+    ];
+    ARGS[..args.min(6)]
+        .iter()
+        .copied()
+        .chain([Register::RSP, Register::RBP])
+        .collect()
+}
 
 /// The direct (near) branch targets of every instruction in `code` (first byte at `ip`), or
 /// `None` if some bytes do not decode (then nothing can be proven).
@@ -274,7 +296,7 @@ pub fn branch_targets_in(code: &[u8], ip: u64, windows: &[(u64, u64)]) -> BTreeS
 /// The first instruction at or after the entry of `func` (its code; entry at `ip`) that the
 /// kernel emulates, provided only harmless instructions come before it: `(offset, skipped
 /// instructions, the instruction)`. Otherwise the reason there is none.
-pub fn candidate(func: &[u8], ip: u64) -> Result<(u64, Vec<String>, String), String> {
+pub fn candidate(func: &[u8], ip: u64, args: usize) -> Result<(u64, Vec<String>, String), String> {
     let mut info = InstructionInfoFactory::new();
     let mut skipped = Vec::new();
     let mut off = 0usize;
@@ -286,7 +308,7 @@ pub fn candidate(func: &[u8], ip: u64) -> Result<(u64, Vec<String>, String), Str
         if kernel_emulates(&i, bytes) {
             return Ok((off as u64, skipped, text(&i)));
         }
-        if !harmless(&i, &mut info) {
+        if !harmless(&i, &mut info, args) {
             return Err(if off == 0 {
                 format!("its first instruction `{}` is not emulated", text(&i))
             } else {
@@ -304,10 +326,10 @@ pub fn candidate(func: &[u8], ip: u64) -> Result<(u64, Vec<String>, String), Str
     ))
 }
 
-/// Where the probes of the function `func` (its whole code, entry at `ip`) go, given `mode` and
-/// `outside`: the direct branch targets found elsewhere in the binary (see
-/// [`branch_targets_in`]).
-pub fn place(func: &[u8], ip: u64, mode: Mode, outside: &BTreeSet<u64>) -> Placement {
+/// Where the probes of the function `func` (its whole code, entry at `ip`) go, given `mode`,
+/// `outside` (the direct branch targets found elsewhere in the binary, see
+/// [`branch_targets_in`]) and `args`, how many of its arguments its programs read.
+pub fn place(func: &[u8], ip: u64, mode: Mode, outside: &BTreeSet<u64>, args: usize) -> Placement {
     let at_entry = |why: Why| {
         let (probed, emulated) = match decode_one(func, ip) {
             Some(i) => (text(&i), kernel_emulates(&i, &func[..i.len()])),
@@ -323,7 +345,7 @@ pub fn place(func: &[u8], ip: u64, mode: Mode, outside: &BTreeSet<u64>) -> Place
     if mode == Mode::Entry {
         return at_entry(Why::Asked);
     }
-    let (off, skipped, probed) = match candidate(func, ip) {
+    let (off, skipped, probed) = match candidate(func, ip, args) {
         Ok(c) => c,
         Err(reason) => return at_entry(Why::Kept(reason)),
     };
@@ -389,7 +411,7 @@ mod tests {
 
     #[test]
     fn placement_glibc_free_goes_past_its_null_check() {
-        let p = place(&glibc_free(), IP, Mode::Auto, &none());
+        let p = place(&glibc_free(), IP, Mode::Auto, &none(), 6);
         assert_eq!(p.offset, 3, "{p}");
         assert!(p.emulated);
         assert!(p.probed.starts_with("je"), "{p}");
@@ -398,7 +420,7 @@ mod tests {
 
     #[test]
     fn placement_entry_mode_keeps_offset_zero() {
-        let p = place(&glibc_free(), IP, Mode::Entry, &none());
+        let p = place(&glibc_free(), IP, Mode::Entry, &none(), 6);
         assert_eq!(
             (p.offset, p.emulated, p.why.clone()),
             (0, false, Why::Asked),
@@ -410,7 +432,7 @@ mod tests {
     fn placement_push_first_stays_at_zero() {
         // glibc malloc: push r12; push rbp; push rbx; mov rbx,rdi; ret
         let f = [0x41, 0x54, 0x55, 0x53, 0x48, 0x89, 0xfb, 0xc3];
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert_eq!((p.offset, p.emulated), (0, true), "{p}");
         assert_eq!(p.why, Why::FirstEmulated);
     }
@@ -419,7 +441,7 @@ mod tests {
     fn placement_endbr64_prologue() {
         // endbr64; push rbp; mov rbp,rsp; ret
         let f = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0xc3];
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert_eq!(p.offset, 4, "{p}");
         assert_eq!(p.why, Why::Past(vec!["endbr64".into()]));
     }
@@ -430,7 +452,7 @@ mod tests {
         let f = [
             0x80, 0x3d, 0x01, 0x02, 0x14, 0x00, 0x00, 0x41, 0x54, 0x49, 0x89, 0xd4, 0xc3,
         ];
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert_eq!(p.offset, 7, "{p}");
         assert!(p.probed.starts_with("push r12"), "{p}");
     }
@@ -448,7 +470,7 @@ mod tests {
             0xc3, // +11 ret
         ];
         assert_eq!(branch_targets(&f, IP).unwrap(), [IP + 3, IP + 11].into());
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert_eq!(p.offset, 0, "{p}");
         assert!(
             matches!(&p.why, Why::Kept(r) if r.contains("+3 is the target of a branch inside")),
@@ -459,7 +481,7 @@ mod tests {
     #[test]
     fn placement_branch_from_elsewhere_into_the_prologue_keeps_the_entry() {
         let outside: BTreeSet<u64> = [IP + 3].into();
-        let p = place(&glibc_free(), IP, Mode::Auto, &outside);
+        let p = place(&glibc_free(), IP, Mode::Auto, &outside, 6);
         assert_eq!(p.offset, 0, "{p}");
         // A sweep of other code finds the branch.
         let mut other = vec![0xe9, 0, 0, 0, 0]; // jmp rel32 at IP+0x1000 to IP+3
@@ -477,7 +499,7 @@ mod tests {
         let f = [
             0x48, 0x89, 0xf0, 0x48, 0xf7, 0xe2, 0x48, 0x89, 0xc6, 0x70, 0x05, 0xc3,
         ];
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert_eq!((p.offset, p.emulated), (0, false), "{p}");
         assert!(
             matches!(&p.why, Why::Kept(r) if r.contains("mul rdx")),
@@ -488,9 +510,38 @@ mod tests {
         let f = [
             0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x48, 0x89, 0xfe, 0x75, 0x05, 0xc3,
         ];
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert!(
             matches!(&p.why, Why::Kept(r) if r.contains("mov rsi,rdi")),
+            "{p}"
+        );
+    }
+
+    /// jemalloc 5.3's free: its fast path's lookup computed from `rdi` into `rax`, `rcx`
+    /// and `rdx`, then `jne` (+0x30). free's program reads `rdi` alone: the probe moves to the
+    /// `jne`; a program reading three arguments would see `rdx` changed, so it stays.
+    #[test]
+    fn placement_jemalloc_free_goes_past_its_lookup_for_a_one_argument_program() {
+        let mut f = vec![
+            0x48, 0x89, 0xf8, // mov rax,rdi
+            0x48, 0x8b, 0x15, 0x0e, 0x53, 0x0a, 0x00, // mov rdx,[rip+..]
+            0x48, 0x89, 0xf9, // mov rcx,rdi
+            0x48, 0xc1, 0xe8, 0x1a, // shr rax,0x1a
+            0x48, 0x81, 0xe1, 0x00, 0x00, 0x00, 0xc0, // and rcx,..
+            0x25, 0xf0, 0x00, 0x00, 0x00, // and eax,0xf0
+            0x64, 0x48, 0x03, 0x04, 0x25, 0, 0, 0, 0, // add rax,fs:0
+            0x48, 0x01, 0xd0, // add rax,rdx
+            0x48, 0x3b, 0x88, 0xb0, 0x01, 0x00, 0x00, // cmp rcx,[rax+0x1b0]
+            0x0f, 0x85, 0x8a, 0x00, 0x00, 0x00, // jne
+        ];
+        f.resize(0xd0, 0x90);
+        f.push(0xc3);
+        let p = place(&f, IP, Mode::Auto, &none(), 1);
+        assert_eq!((p.offset, p.emulated), (0x30, true), "{p}");
+        let p = place(&f, IP, Mode::Auto, &none(), 3);
+        assert_eq!(p.offset, 0, "{p}");
+        assert!(
+            matches!(&p.why, Why::Kept(r) if r.contains("mov rdx")),
             "{p}"
         );
     }
@@ -505,7 +556,7 @@ mod tests {
         ];
         f.resize(0x81, 0x90);
         f.push(0xc3);
-        let p = place(&f, IP, Mode::Auto, &none());
+        let p = place(&f, IP, Mode::Auto, &none(), 6);
         assert_eq!((p.offset, p.emulated), (10, true), "{p}");
         assert!(p.probed.starts_with("jne"), "{p}");
     }

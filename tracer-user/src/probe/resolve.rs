@@ -74,6 +74,13 @@ fn function_bytes(data: &[u8], file_offset: u64, size: u64) -> &[u8] {
     &data[start..end]
 }
 
+/// How many of a function's arguments its probes read, full mode's and alloc-only mode's
+/// programs both (placement decides one offset for the two).
+fn args_read(p: &ProbeSpec) -> usize {
+    let count = p.count.map_or(0, alloctrace_common::args_read);
+    alloctrace_common::args_read(p.program).max(count)
+}
+
 /// Where a function that is one unconditional direct jump (after an `endbr64`) goes.
 fn jump_target(code: &[u8], vaddr: u64) -> Option<u64> {
     const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
@@ -165,7 +172,7 @@ fn resolve_elf(
             continue;
         }
         seen.push(file_offset);
-        let placement = placement::place(code, vaddr, mode, &BTreeSet::new());
+        let placement = placement::place(code, vaddr, mode, &BTreeSet::new(), args_read(p));
         out.push((
             p,
             vaddr,
@@ -193,7 +200,7 @@ fn resolve_elf(
             for (p, vaddr, e) in out.iter_mut().filter(|(_, _, e)| e.placement.offset > 0) {
                 let size = by_name.get(p.symbol).map_or(0, |s| s.1);
                 let code = function_bytes(data, e.function_offset, size);
-                e.placement = placement::place(code, *vaddr, mode, &outside);
+                e.placement = placement::place(code, *vaddr, mode, &outside, args_read(p));
                 e.file_offset = e.function_offset + e.placement.offset;
             }
         }
@@ -286,6 +293,58 @@ mod tests {
         for file in files {
             for found in crate::allocator::detect(&file).unwrap() {
                 let entries = resolve(&file, found, Mode::Auto).unwrap();
+                // Debian's libraries: the functions the disassembly was checked on.
+                let expected: &[&str] = match file.file_name().and_then(|n| n.to_str()) {
+                    Some("libjemalloc.so.2") => &[
+                        "malloc",
+                        "calloc",
+                        "realloc",
+                        "free",
+                        "posix_memalign",
+                        "aligned_alloc",
+                        "memalign",
+                        "valloc",
+                        "mallocx",
+                        "rallocx",
+                        "xallocx",
+                        "sdallocx",
+                        "dallocx",
+                        "_Znwm",
+                        "_ZdlPvm",
+                        "_ZnwmSt11align_val_t",
+                    ],
+                    Some(n) if n.starts_with("libtcmalloc") => &[
+                        "tc_malloc",
+                        "tc_calloc",
+                        "tc_realloc",
+                        "tc_free",
+                        "tc_memalign",
+                        "tc_posix_memalign",
+                        "tc_new",
+                        "tc_new_aligned",
+                        "tc_free_sized",
+                    ],
+                    Some("libmimalloc.so.2") => &[
+                        "mi_malloc",
+                        "mi_calloc",
+                        "mi_realloc",
+                        "mi_free",
+                        "mi_malloc_aligned",
+                        "mi_zalloc_aligned",
+                        "mi_realloc_aligned",
+                        "mi_new",
+                        "mi_free_size",
+                    ],
+                    Some("libc.so") => &["malloc", "calloc", "realloc", "free", "aligned_alloc"],
+                    _ => &[],
+                };
+                for sym in expected {
+                    assert!(
+                        entries.iter().any(|(e, _)| e.symbol == *sym),
+                        "{}: {sym} not probed",
+                        file.display()
+                    );
+                }
                 for p in found.allocator.probes().iter().filter(|p| p.required) {
                     assert!(
                         entries.iter().any(|(e, _)| e.symbol == p.symbol),
