@@ -6,8 +6,6 @@
 //! (after OpenTelemetry's eBPF profiler, whose `interpreter/` has one loader per runtime and a
 //! list of them).
 pub mod cxx;
-// Called by the engine's per-process detection (issue 20, another change); the tests use it.
-#[allow(dead_code)]
 mod detect;
 pub mod glibc;
 pub mod jemalloc;
@@ -23,7 +21,6 @@ pub use detect::{defines_unknown_malloc, detect, version};
 pub use symbols::Symbols;
 
 use crate::model::Frame;
-use crate::process::procmaps::MapsLine;
 
 /// One allocator entry point.
 pub struct ProbeSpec {
@@ -140,7 +137,6 @@ pub struct Found {
     pub prefix: &'static str,
 }
 
-#[allow(dead_code)] // the engine reports it (issue 20)
 impl Found {
     /// The allocator's version in `path` (the file it was found in), where the file says it.
     pub fn version(&self, path: &std::path::Path) -> Option<String> {
@@ -158,23 +154,6 @@ impl std::hash::Hash for Found {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         (self.allocator.name(), self.prefix).hash(h);
     }
-}
-
-/// The mapping in a maps file (its bytes) of the file whose allocator the process's malloc
-/// calls bind to, and that allocator: the first mapping of an allocator library other than the
-/// C library (linked or preloaded, it comes before libc in the lookup order, so the program's
-/// calls go to it), else the first of the C library.
-pub fn in_maps(maps: &[u8]) -> Option<(&'static dyn Allocator, MapsLine<'_>)> {
-    let is_libc = |a: &dyn Allocator| matches!(a.name(), "glibc" | "musl");
-    let mut libc = None;
-    for line in MapsLine::all(maps) {
-        let Some(a) = holder(line.path) else { continue };
-        if !is_libc(a) {
-            return Some((a, line));
-        }
-        libc = libc.or(Some((a, line)));
-    }
-    libc
 }
 
 /// The allocator that `path` (a mapped file, as `Allocator::holds` takes it) holds, if any.
@@ -284,25 +263,5 @@ mod tests {
         }
         // A library whose name merely starts with "libc" is not libc.
         assert!(!is_allocator_frame(&frame(None, "/usr/lib/libcrypto.so.3")));
-    }
-
-    #[test]
-    fn the_first_mapping_of_the_allocator_is_found() {
-        let maps = b"00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/prog\n\
-            7f00-7f10 r--p 00000000 fe:01 42 /usr/lib/libcrypt.so.1\n\
-            7f10-7f20 r--p 00000000 fe:01 43 /tmp/x\xff y/libc.so.6 (deleted)\n\
-            7f20-7f30 r-xp 00001000 fe:01 43 /tmp/x\xff y/libc.so.6 (deleted)\n";
-        let (_, line) = in_maps(maps).unwrap();
-        assert_eq!((line.range, line.deleted), ("7f10-7f20", true));
-        assert_eq!(line.path, b"/tmp/x\xff y/libc.so.6");
-        assert!(in_maps(b"7f00-7f10 r--p 00000000 00:00 0 [heap]\n").is_none());
-        // An allocator library beside libc takes the program's calls.
-        let maps = b"7f10-7f20 r--p 00000000 fe:01 43 /usr/lib/libc.so.6\n\
-            7f30-7f40 r--p 00000000 fe:01 44 /usr/lib/libjemalloc.so.2\n";
-        let (a, line) = in_maps(maps).unwrap();
-        assert_eq!(
-            (a.name(), line.path),
-            ("jemalloc", &b"/usr/lib/libjemalloc.so.2"[..])
-        );
     }
 }

@@ -40,6 +40,8 @@ pub struct ProbeSet {
     pub file: (u64, u64),
     pub found: Found,
     pub entries: Vec<(&'static ProbeSpec, Entry)>,
+    /// The allocator's version, where the file says it (for the report).
+    pub version: Option<String>,
 }
 
 impl std::fmt::Debug for ProbeSet {
@@ -59,6 +61,7 @@ impl ProbeSet {
     ) -> Result<ProbeSet, ProbeError> {
         let entries = resolve(path, found, mode)?;
         Ok(ProbeSet {
+            version: found.version(path),
             path: path.to_path_buf(),
             shown,
             file,
@@ -90,7 +93,7 @@ impl ProbeSet {
         crate::model::AllocatorUse {
             name: self.found.allocator.name().to_string(),
             path: self.shown.clone(),
-            version: None,
+            version: self.version.clone(),
         }
     }
 }

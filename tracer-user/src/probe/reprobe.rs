@@ -106,6 +106,7 @@ mod tests {
 
     fn set(file: (u64, u64), prefix: &'static str) -> ProbeSet {
         ProbeSet {
+            version: None,
             path: "/x".into(),
             shown: "/x".into(),
             file,

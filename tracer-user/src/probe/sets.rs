@@ -29,6 +29,13 @@ pub fn sets_of(files: &[Mapped], mode: Mode) -> Detected {
                 continue;
             }
         };
+        if allocator::defines_unknown_malloc(&f.path).unwrap_or(false) {
+            out.failures.push(format!(
+                "{} defines a malloc of its own that is no allocator alloctrace knows: the \
+                 allocations made through it are unseen",
+                f.shown
+            ));
+        }
         for found in found {
             match ProbeSet::resolve(&f.path, f.shown.clone(), f.file, found, mode) {
                 Ok(set) => out.sets.push(set),
