@@ -173,6 +173,23 @@ pub fn calloc_count_to_malloc(ctx: ProbeContext) -> u32 {
     alloc::count_entry(&ctx, bytes, bytes <= PTRDIFF_MAX)
 }
 
+/// mimalloc's mi_posix_memalign(memptr, alignment, size): a valid alignment (a power of two,
+/// a multiple of sizeof(void *)) is handed to mi_malloc_aligned by a call, which skips it.
+#[uprobe]
+pub fn posix_memalign_count_to_malloc(ctx: ProbeContext) -> u32 {
+    let alignment = arg(&ctx, 1);
+    if alignment < 8 || alignment & (alignment - 1) != 0 {
+        return 0;
+    }
+    alloc::count_entry(&ctx, arg(&ctx, 2), true)
+}
+
+/// mimalloc's mi_new_aligned(size, alignment): always calls mi_malloc_aligned, which skips it.
+#[uprobe]
+pub fn size_first_count_to_malloc(ctx: ProbeContext) -> u32 {
+    alloc::count_entry(&ctx, arg(&ctx, 0), true)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -54,6 +54,12 @@ pub const PROG_ALIGNED_ALLOC_COUNT_DIRECT: &str = "aligned_alloc_count_direct";
 /// calloc(n, size) that always hands its request to the exported malloc (musl's): counted
 /// here, malloc told to skip it, as glibc's realloc(NULL, n).
 pub const PROG_CALLOC_COUNT_TO_MALLOC: &str = "calloc_count_to_malloc";
+/// mimalloc's mi_posix_memalign(memptr, alignment, size): once the alignment is valid, it
+/// `call`s the exported mi_malloc_aligned (counted with PROG_MALLOC_COUNT), whose stack would
+/// start inside mimalloc and miss the program's function: counted here, it is told to skip.
+pub const PROG_POSIX_MEMALIGN_COUNT_TO_MALLOC: &str = "posix_memalign_count_to_malloc";
+/// mimalloc's mi_new_aligned(size, alignment): `call`s mi_malloc_aligned, as above.
+pub const PROG_SIZE_FIRST_COUNT_TO_MALLOC: &str = "size_first_count_to_malloc";
 
 /// How many of a program's function's arguments it reads (`rdi`, `rsi`, `rdx`, ... in that
 /// order; the highest one read counts): user space's probe placement lets a probe move past
@@ -61,8 +67,12 @@ pub const PROG_CALLOC_COUNT_TO_MALLOC: &str = "calloc_count_to_malloc";
 pub fn args_read(program: &str) -> usize {
     match program {
         PROG_ALLOC_RETURN => 0,
-        PROG_MALLOC_ENTER | PROG_VALLOC_ENTER | PROG_FREE_ENTER | PROG_MALLOC_COUNT
-        | PROG_VALLOC_COUNT => 1,
+        PROG_MALLOC_ENTER
+        | PROG_VALLOC_ENTER
+        | PROG_FREE_ENTER
+        | PROG_MALLOC_COUNT
+        | PROG_VALLOC_COUNT
+        | PROG_SIZE_FIRST_COUNT_TO_MALLOC => 1,
         PROG_CALLOC_ENTER
         | PROG_REALLOC_ENTER
         | PROG_XALLOCX_ENTER
@@ -78,7 +88,8 @@ pub fn args_read(program: &str) -> usize {
         | PROG_POSIX_MEMALIGN_ENTER
         | PROG_POSIX_MEMALIGN_COUNT
         | PROG_REALLOCARRAY_COUNT_DIRECT
-        | PROG_POSIX_MEMALIGN_COUNT_DIRECT => 3,
+        | PROG_POSIX_MEMALIGN_COUNT_DIRECT
+        | PROG_POSIX_MEMALIGN_COUNT_TO_MALLOC => 3,
         _ => 6,
     }
 }

@@ -50,7 +50,13 @@ pub const PROBES: &[ProbeSpec] = &[
     alloc("mi_reallocn", abi::PROG_REALLOCARRAY_ENTER, REALLOCN),
     alloc("mi_recalloc", abi::PROG_REALLOCARRAY_ENTER, REALLOCN),
     // (size, alignment[, offset]): the size first, unlike aligned_alloc.
-    alloc("mi_malloc_aligned", abi::PROG_MALLOC_ENTER, PLAIN),
+    // mi_posix_memalign and mi_new_aligned call it (see below): in alloc-only mode it skips
+    // what they counted.
+    alloc(
+        "mi_malloc_aligned",
+        abi::PROG_MALLOC_ENTER,
+        Some(abi::PROG_MALLOC_COUNT),
+    ),
     alloc("mi_malloc_aligned_at", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc("mi_zalloc_aligned", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc("mi_zalloc_aligned_at", abi::PROG_MALLOC_ENTER, PLAIN),
@@ -77,14 +83,24 @@ pub const PROBES: &[ProbeSpec] = &[
     ),
     alloc("mi_new", abi::PROG_MALLOC_ENTER, PLAIN),
     alloc("mi_new_nothrow", abi::PROG_MALLOC_ENTER, PLAIN),
-    // These end in mi_malloc_aligned / mi_realloc / mi_reallocn (a call or a jump), which
-    // count them in alloc-only mode.
-    alloc("mi_posix_memalign", abi::PROG_POSIX_MEMALIGN_ENTER, None),
+    // These two `call` mi_malloc_aligned: counted at their entry in alloc-only mode, where
+    // the stack is the program's (mimalloc keeps no frame pointers), and it told to skip.
+    alloc(
+        "mi_posix_memalign",
+        abi::PROG_POSIX_MEMALIGN_ENTER,
+        Some(abi::PROG_POSIX_MEMALIGN_COUNT_TO_MALLOC),
+    ),
+    alloc(
+        "mi_new_aligned",
+        abi::PROG_MALLOC_ENTER,
+        Some(abi::PROG_SIZE_FIRST_COUNT_TO_MALLOC),
+    ),
+    // These end in a jump to mi_malloc_aligned / mi_realloc / mi_reallocn, which counts them
+    // in alloc-only mode with the program's return address on the stack.
     alloc("mi_aligned_alloc", abi::PROG_ALIGNED_ALLOC_ENTER, None),
     alloc("mi_memalign", abi::PROG_ALIGNED_ALLOC_ENTER, None),
     alloc("mi_valloc", abi::PROG_VALLOC_ENTER, None),
     alloc("mi_pvalloc", abi::PROG_VALLOC_ENTER, None),
-    alloc("mi_new_aligned", abi::PROG_MALLOC_ENTER, None),
     alloc("mi_new_aligned_nothrow", abi::PROG_MALLOC_ENTER, None),
     alloc("mi_new_realloc", abi::PROG_REALLOC_ENTER, None),
     alloc("mi_new_reallocn", abi::PROG_REALLOCARRAY_ENTER, None),

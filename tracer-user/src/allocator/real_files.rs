@@ -129,7 +129,8 @@ fn static_and_prefixed_programs_by_their_symbols() {
 
 /// glibc's delegation (a request counted at the outer call, malloc told to skip it) is used
 /// only where the outer call really reaches the exported malloc: glibc's realloc and aligned
-/// family, musl's calloc; every other allocator's alloc-only programs delegate nothing.
+/// family, musl's calloc, mimalloc's posix_memalign and aligned operator new (which call
+/// mi_malloc_aligned); every other allocator's alloc-only programs delegate nothing.
 #[test]
 fn alloc_only_programs_delegate_only_where_the_allocator_does() {
     let delegating = [
@@ -137,6 +138,8 @@ fn alloc_only_programs_delegate_only_where_the_allocator_does() {
         abi::PROG_POSIX_MEMALIGN_COUNT,
         abi::PROG_ALIGNED_ALLOC_COUNT,
         abi::PROG_CALLOC_COUNT_TO_MALLOC,
+        abi::PROG_POSIX_MEMALIGN_COUNT_TO_MALLOC,
+        abi::PROG_SIZE_FIRST_COUNT_TO_MALLOC,
     ];
     for a in REGISTRY {
         let delegates = a
@@ -147,7 +150,7 @@ fn alloc_only_programs_delegate_only_where_the_allocator_does() {
             .probes()
             .iter()
             .any(|p| p.count == Some(abi::PROG_MALLOC_COUNT));
-        let expected = matches!(a.name(), "glibc" | "musl");
+        let expected = matches!(a.name(), "glibc" | "musl" | "mimalloc");
         assert_eq!(delegates, expected, "{}", a.name());
         // Where something delegates, malloc must skip what it was handed.
         assert_eq!(skips, expected, "{}", a.name());
@@ -175,7 +178,11 @@ fn alloc_only_programs_delegate_only_where_the_allocator_does() {
         count(&musl::Musl, "realloc"),
         Some(abi::PROG_REALLOC0_COUNT_DIRECT)
     );
-    assert_eq!(count(&mimalloc::Mimalloc, "mi_posix_memalign"), None);
+    assert_eq!(
+        count(&mimalloc::Mimalloc, "mi_posix_memalign"),
+        Some(abi::PROG_POSIX_MEMALIGN_COUNT_TO_MALLOC)
+    );
+    assert_eq!(count(&mimalloc::Mimalloc, "mi_aligned_alloc"), None);
 }
 
 /// Versions read from the installed libraries' read-only data.
