@@ -56,7 +56,7 @@ impl OwnedSlots {
         };
         let n = slots()? as usize;
         Ok(OwnedSlots {
-            slots: SharedArray::map(&map, n).map_err(OwnedError::Mmap)?,
+            slots: SharedArray::owning(map, n).map_err(OwnedError::Mmap)?,
         })
     }
 

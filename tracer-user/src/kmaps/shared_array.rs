@@ -53,18 +53,30 @@ impl Drop for SharedMapping {
 
 pub struct SharedArray<T> {
     mapping: SharedMapping,
+    /// The map itself when no one else keeps it open: the programs' instructions name it by
+    /// its descriptor's number (aya wrote it in when it loaded the object), so a program
+    /// loaded later (for an allocator found while tracing) needs it open as that very map.
+    _map: Option<MapData>,
     count: usize,
     _values: std::marker::PhantomData<T>,
 }
 
 impl<T> SharedArray<T> {
-    /// Maps the `count` values of `map`.
+    /// Maps the `count` values of `map`, which it keeps open.
+    pub fn owning(map: MapData, count: usize) -> std::io::Result<Self> {
+        let mut array = Self::map(&map, count)?;
+        array._map = Some(map);
+        Ok(array)
+    }
+
+    /// Maps the `count` values of `map`, which the caller keeps open.
     pub fn map(map: &MapData, count: usize) -> std::io::Result<Self> {
         let page = 4096usize;
         // The values' size rounded up to a page, as the kernel requires.
         let len = (count * size_of::<T>()).div_ceil(page).max(1) * page;
         Ok(SharedArray {
             mapping: SharedMapping::map(map.fd().as_fd(), len)?,
+            _map: None,
             count,
             _values: std::marker::PhantomData,
         })

@@ -100,8 +100,8 @@ impl SiteTable {
             return Err(SiteError::ClaimsNotArray);
         };
         Ok(SiteTable {
-            slots: SharedArray::map(&map, slots as usize).map_err(SiteError::Mmap)?,
-            counts: SharedArray::map(&claims, sites::CLAIM_WORDS as usize)
+            slots: SharedArray::owning(map, slots as usize).map_err(SiteError::Mmap)?,
+            counts: SharedArray::owning(claims, sites::CLAIM_WORDS as usize)
                 .map_err(SiteError::ClaimsMmap)?,
             known: Vec::new(),
             sites_of: Vec::new(),
