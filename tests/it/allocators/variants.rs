@@ -99,61 +99,6 @@ variant_tests! {
     rust_mimalloc: RUST_MIMALLOC;
 }
 
-/// The C++ workload on libstdc++'s operator new, which calls glibc's malloc: the hot spots
-/// (by function, skipping operator new) are the workload's functions with its exact counts.
-/// libstdc++ has no frame pointers: a stack taken in malloc goes from operator new straight to
-/// the caller's caller (`main` here), so the program's call is only seen when operator new
-/// itself is where the allocation is taken (issue 20: counted "at the program's call").
-#[test]
-#[ignore = "needs root and BPF: run with cargo xtask test"]
-fn cxx_glibc_hot_spots_are_the_programs_functions() {
-    alloctrace_bin();
-    let v = Variant {
-        quiet_start: false,
-        ..c("newdelete_glibc", "glibc", Some("libc.so.6"))
-    };
-    let run = launch_variant(&v, &[]);
-    let (report, truth) = (&run.report, &run.truth);
-    let hotspots = &report.json["analysis"]["hotspots"];
-    assert_eq!(hotspots["group_by"], "function", "{hotspots}");
-    let mut problems = Vec::new();
-    for want in truth.sites.iter().filter(|s| s.counters.allocs > 0) {
-        let got = hotspots["top"].as_array().and_then(|t| {
-            t.iter().find(|h| {
-                h["pid"].as_u64() == Some(u64::from(truth.pid)) && h["name"] == *want.function
-            })
-        });
-        let Some(got) = got else {
-            problems.push(format!("{}: no hot spot", want.function));
-            continue;
-        };
-        let field = |k: &str| got[k].as_u64().unwrap_or(u64::MAX);
-        let c = want.counters;
-        let expected = [c.allocs, c.bytes, c.frees, c.live_bytes()];
-        let reported = [
-            field("allocs"),
-            field("bytes"),
-            field("frees"),
-            field("live_bytes"),
-        ];
-        if expected != reported {
-            problems.push(format!(
-                "{}: allocs, bytes, frees, live_bytes expected {expected:?}, reported {reported:?}",
-                want.function
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "hot spots differ from the ground truth:\n  - {}\nground truth:\n{}\nhotspots: {hotspots}\n{}",
-        problems.join("\n  - "),
-        truth.text,
-        run.context
-    );
-    assert_nothing_lost(report);
-    assert_allocator(report, truth.pid, &v, &run.exe);
-}
-
 /// Every variant, in the `launch`/`pid` tests' table order.
 const ALL: &[Variant] = &[
     GLIBC_SHARED,
