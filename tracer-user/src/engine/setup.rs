@@ -62,6 +62,10 @@ impl Engine {
                         }
                         Some(w)
                     }
+                    // Gone since it was checked: said as such, not as a failed watch.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                        return Err(target::TargetError::ExitedWhileStarting(*pid).into())
+                    }
                     Err(e) => {
                         log::warn!(
                             "cannot record the process's execs and mappings as they are made \

@@ -59,7 +59,7 @@ pub fn resolve(libc: &Path, found: Found, mode: Mode) -> Result<Resolved, ProbeE
     };
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(hit) = cache.get(&(key.clone(), found, mode)) {
-        log::info!("probe placement: {path}: decided already in this run");
+        log::info!("{path}: probe placement decided already in this run");
         return Ok(hit.clone());
     }
     let out = resolve_elf(&path, &data, &elf, found, mode)?;
