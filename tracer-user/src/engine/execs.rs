@@ -9,7 +9,7 @@ use anyhow::Result;
 use super::tasks::Tasks;
 use crate::drain::Drainer;
 use crate::probe::{children, reprobe, ProbeSet};
-use crate::process::mmap_watch::{ExecProbed, ExecSeen};
+use crate::process::mmap_watch::ExecProbed;
 use crate::target::exec_watch::{permitted_after_exec, NOT_PERMITTED};
 use crate::target::{monotonic_ns, ExeWatch};
 
@@ -22,14 +22,7 @@ pub(super) fn reprobe_target(
 ) -> Result<()> {
     let pid = exe.pid();
     let log = exe.log();
-    let undecided: Vec<ExecSeen> = {
-        let l = log.lock().unwrap_or_else(|e| e.into_inner());
-        l.execs
-            .iter()
-            .filter(|e| e.probed.is_none())
-            .cloned()
-            .collect()
-    };
+    let undecided = log.lock().unwrap_or_else(|e| e.into_inner()).undecided();
     let n = undecided.len();
     let mut grew = false;
     for (i, e) in undecided.into_iter().enumerate() {

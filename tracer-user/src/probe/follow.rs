@@ -178,14 +178,7 @@ impl Follower {
         let Some(log) = self.logs.get(&pid).cloned() else {
             return;
         };
-        let undecided: Vec<ExecSeen> = {
-            let l = log.lock().unwrap_or_else(|e| e.into_inner());
-            l.execs
-                .iter()
-                .filter(|e| e.probed.is_none())
-                .cloned()
-                .collect()
-        };
+        let undecided = log.lock().unwrap_or_else(|e| e.into_inner()).undecided();
         let n = undecided.len();
         for (i, e) in undecided.into_iter().enumerate() {
             let current = i + 1 == n;

@@ -67,6 +67,17 @@ pub struct ExecLog {
     pub execs: Vec<ExecSeen>,
 }
 
+impl ExecLog {
+    /// The execs whose new program's probing is not decided yet.
+    pub fn undecided(&self) -> Vec<ExecSeen> {
+        self.execs
+            .iter()
+            .filter(|e| e.probed.is_none())
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecSeen {
     pub time: u64,
