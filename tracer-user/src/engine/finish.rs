@@ -88,6 +88,7 @@ impl Engine {
             .into_iter()
             .collect();
         unseen.extend(children.map(|c| c.unseen()).unwrap_or_default());
+        unseen.extend(system.iter().flat_map(|s| s.unprobed()));
 
         let profile = Profile {
             target,

@@ -4,12 +4,13 @@
 //! symbols must not hold up the draining), and each process's allocators are known for the
 //! report from the files it was seen to map.
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aya::Ebpf;
 
-use crate::model::{AllocatorUse, TraceMode};
+use crate::model::{AllocatorUse, TraceMode, Unseen};
 use crate::probe::placement::Mode;
 use crate::probe::{self, Attached, ProbeSet, Scope};
 use crate::process::procmaps::Mapping;
@@ -33,6 +34,9 @@ struct Inner {
     sets: Vec<ProbeSet>,
     /// The files each process was seen to map executable.
     uses: HashMap<u32, HashSet<FileId>>,
+    /// The path of the first file each process was seen to map (its program), for a process
+    /// with no allocator to name after it exited.
+    first_file: HashMap<u32, String>,
     /// From each late set's first mapping to its probes, not yet counted as a loss.
     late: Vec<Duration>,
     /// The late sets' probes: detached with the programs.
@@ -59,6 +63,7 @@ impl SystemSets {
             considered,
             sets,
             uses,
+            first_file: HashMap::new(),
             late: Vec::new(),
             _links: Vec::new(),
         }));
@@ -95,6 +100,10 @@ impl SystemSets {
         {
             let mut inner = self.lock();
             inner.uses.entry(pid).or_default().insert(id);
+            inner
+                .first_file
+                .entry(pid)
+                .or_insert_with(|| m.path.clone());
             if !inner.considered.insert(id) {
                 return;
             }
@@ -105,6 +114,45 @@ impl SystemSets {
     /// How late the sets found since the last call went in.
     pub(super) fn take_late(&self) -> Vec<Duration> {
         std::mem::take(&mut self.lock().late)
+    }
+
+    /// The processes seen to map code none of which holds a probed allocator (a stripped
+    /// static binary, an allocator alloctrace does not know): their allocations were unseen
+    /// from the start. Each is said in one line, and marked in the report.
+    pub(super) fn unprobed(&self) -> Vec<(Unseen, u32)> {
+        let inner = self.lock();
+        let probed: HashSet<FileId> = inner.sets.iter().map(|s| s.file).collect();
+        let mut out: Vec<(Unseen, u32)> = inner
+            .uses
+            .iter()
+            .filter(|(_, files)| !files.is_empty() && files.is_disjoint(&probed))
+            .map(|(&pid, _)| {
+                let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+                let alive = std::fs::read_link(&exe).ok();
+                let program = alive
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| inner.first_file.get(&pid).cloned())
+                    .unwrap_or_else(|| "?".into());
+                let reason =
+                    probe::sets::no_allocator_reason(alive.is_some().then_some(exe.as_path()), &[]);
+                let unseen = Unseen {
+                    since: Duration::ZERO,
+                    program,
+                    reason,
+                };
+                (unseen, pid)
+            })
+            .collect();
+        out.sort_by_key(|(_, pid)| *pid);
+        for (u, pid) in &out {
+            eprintln!(
+                "alloctrace: pid {pid} ({}): its allocator cannot be probed: {}; its \
+                 allocations are unseen",
+                u.program, u.reason
+            );
+        }
+        out
     }
 
     /// The allocators of the files `pid` was seen to map.
