@@ -1,7 +1,9 @@
 //! Which allocators an ELF file holds: by its name (a known library: cheap), else by the
 //! symbols it defines (an executable with an allocator linked in, a library of another name,
-//! a prefixed build), read from a memory map of the file so a large one costs only the pages
-//! of its symbol tables. Decided once per file (device and inode) in a run.
+//! a prefixed build), read piecewise (`object`'s `ReadCache`: the headers and symbol tables
+//! only, so a large file costs only those). Not a memory map: a file truncated while mapped
+//! would fault (SIGBUS) in alloctrace, where a short read is an error. Decided once per file
+//! (device and inode) in a run.
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -10,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
+use object::read::ReadCache;
 use object::{Object, ObjectSection};
 
 use super::{Allocator, Found, Symbols, REGISTRY};
@@ -52,7 +55,7 @@ fn detected(path: &Path) -> io::Result<Detected> {
     if let Some(hit) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(hit.clone());
     }
-    let found = detect_uncached(path, &file, meta.len())?;
+    let found = detect_uncached(path, &file)?;
     cache()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -60,7 +63,7 @@ fn detected(path: &Path) -> io::Result<Detected> {
     Ok(found)
 }
 
-fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Detected> {
+fn detect_uncached(path: &Path, file: &File) -> io::Result<Detected> {
     let by_name: Vec<Found> = REGISTRY
         .iter()
         .filter(|a| a.holds(path.as_os_str().as_bytes()))
@@ -75,8 +78,8 @@ fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Detected> {
             unknown_malloc: false,
         });
     }
-    let map = Mapped::new(file, len)?;
-    let Ok(elf) = object::File::parse(&*map) else {
+    let data = ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&data) else {
         return Ok(Detected::default());
     };
     let wanted: HashSet<&'static str> = REGISTRY
@@ -103,64 +106,8 @@ fn detect_uncached(path: &Path, file: &File, len: u64) -> io::Result<Detected> {
 /// (`Allocator::version`); None when it does not, or the file cannot be read.
 pub fn version(path: &Path, allocator: &dyn Allocator) -> Option<String> {
     let file = File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let map = Mapped::new(&file, len).ok()?;
-    let elf = object::File::parse(&*map).ok()?;
+    let data = ReadCache::new(&file);
+    let elf = object::File::parse(&data).ok()?;
     let rodata = elf.section_by_name(".rodata")?.data().ok()?;
     allocator.version(rodata)
-}
-
-/// A file mapped read-only, unmapped when dropped.
-struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn new(file: &File, len: u64) -> io::Result<Mapped> {
-        use std::os::fd::AsRawFd;
-        let len = usize::try_from(len).map_err(|_| io::Error::other("file too large"))?;
-        if len == 0 {
-            return Ok(Mapped {
-                ptr: std::ptr::null_mut(),
-                len: 0,
-            });
-        }
-        // SAFETY: a fresh private read-only mapping of an open file; nothing else aliases it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapped { ptr, len })
-    }
-}
-
-impl std::ops::Deref for Mapped {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: the mapping is `len` readable bytes and lives as long as `self`. A file
-        // truncated while mapped would fault on access: alloctrace reads installed binaries.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        if self.len != 0 {
-            // SAFETY: unmaps the mapping `new` made, once.
-            unsafe { libc::munmap(self.ptr, self.len) };
-        }
-    }
 }

@@ -4,7 +4,7 @@
 //! former).
 use std::collections::{HashMap, HashSet};
 
-use object::{Object, ObjectSymbol};
+use object::{Object, ObjectSymbol, ReadRef};
 
 /// Marker names a file defines, and their addresses.
 #[derive(Debug, Default)]
@@ -15,7 +15,10 @@ pub struct Symbols {
 impl Symbols {
     /// The symbols of `elf` named in `wanted` that it defines (not undefined references, not
     /// zero addresses).
-    pub fn of_elf(elf: &object::File<'_>, wanted: &HashSet<&'static str>) -> Symbols {
+    pub fn of_elf<'data, R: ReadRef<'data>>(
+        elf: &object::File<'data, R>,
+        wanted: &HashSet<&'static str>,
+    ) -> Symbols {
         let mut defined = HashMap::new();
         let longest = wanted.iter().map(|n| n.len()).max().unwrap_or(0);
         for sym in elf.dynamic_symbols().chain(elf.symbols()) {
