@@ -5,6 +5,11 @@
 //! and the default ones) and what `LD_PRELOAD` and `/etc/ld.so.preload` add. A `#!` script is
 //! its interpreter's program. Nothing of the program is run.
 //!
+//! Every file is read with the real user's access (`access(2)` checks the real uid and
+//! groups, without alloctrace's capabilities), as the program's loader will read it: a
+//! capability-holding alloctrace run by another user must not parse, probe or name a file that
+//! user could not read. Only the headers and the dynamic section are read, never whole files.
+//!
 //! Over-approximation is harmless (a pid-scoped uprobe on a file the process never maps costs
 //! nothing); missing one is not, so where ld.so would choose among candidates by something
 //! this does not model (hardware capabilities, a dlopen) every plausible one is kept.
@@ -16,7 +21,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use object::read::elf::{Dyn, ElfFile64, FileHeader, ProgramHeader};
-use object::{elf, Endianness};
+use object::read::ReadCache;
+use object::{elf, Endianness, ReadRef};
 
 /// A file the program maps: a path alloctrace can open, and the path as the program sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,13 +85,13 @@ const MAX_SCRIPT_DEPTH: usize = 4;
 pub fn program_files(ctx: &Context<'_>, exe: &Path, exe_shown: &Path) -> Vec<Mapped> {
     let mut exe = exe.to_path_buf();
     let mut shown = exe_shown.to_path_buf();
-    let mut data = fs::read(&exe).unwrap_or_default();
+    let mut head = first_line(&exe);
     // A script: its interpreter's program is what runs (and maps its allocator).
     for _ in 0..MAX_SCRIPT_DEPTH {
-        let Some(interp) = shebang(&data) else { break };
+        let Some(interp) = shebang(&head) else { break };
         shown = interp.to_path_buf();
         exe = ctx.at(&shown);
-        data = fs::read(&exe).unwrap_or_default();
+        head = first_line(&exe);
     }
     let mut out = Walk {
         ctx,
@@ -121,6 +127,27 @@ pub fn program_files(ctx: &Context<'_>, exe: &Path, exe_shown: &Path) -> Vec<Map
 }
 
 /// The interpreter a `#!` line names.
+/// A file opened for reading if the real user may read it (see the module's comment).
+fn open_as_user(path: &Path) -> Option<fs::File> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::R_OK) } != 0 {
+        return None;
+    }
+    fs::File::open(path).ok()
+}
+
+/// The start of the file at `path`, as much as the kernel reads of a `#!` line (its
+/// BINPRM_BUF_SIZE); empty when the real user cannot read it.
+fn first_line(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256);
+    if let Some(f) = open_as_user(path) {
+        let _ = f.take(256).read_to_end(&mut head);
+    }
+    head
+}
+
 fn shebang(data: &[u8]) -> Option<&Path> {
     let line = data.strip_prefix(b"#!")?;
     let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
@@ -143,8 +170,8 @@ struct Elf {
     origin: PathBuf,
 }
 
-fn read_elf(data: &[u8], shown: &Path) -> Option<Elf> {
-    let file = ElfFile64::<Endianness>::parse(data).ok()?;
+fn read_elf<'d, R: ReadRef<'d>>(data: R, shown: &Path) -> Option<Elf> {
+    let file = ElfFile64::<Endianness, R>::parse(data).ok()?;
     let endian = file.endian();
     let header = file.elf_header();
     let mut out = Elf {
@@ -164,7 +191,8 @@ fn read_elf(data: &[u8], shown: &Path) -> Option<Elf> {
             let Ok(tag) = u32::try_from(d.d_tag(endian)) else {
                 continue;
             };
-            let Ok(s) = d.string(endian, strings) else {
+            let off: u64 = d.d_val(endian).into();
+            let Some(s) = u32::try_from(off).ok().and_then(|o| strings.get(o).ok()) else {
                 continue;
             };
             let s = String::from_utf8_lossy(s).into_owned();
@@ -199,7 +227,8 @@ impl Walk<'_, '_> {
         if self.seen.contains(&id) {
             return None;
         }
-        let data = fs::read(path).ok()?;
+        let file = open_as_user(path)?;
+        let data = ReadCache::new(&file);
         let elf = read_elf(&data, shown)?;
         if self.machine.is_some_and(|m| m != elf.machine) {
             return None;
@@ -307,8 +336,8 @@ impl Walk<'_, '_> {
 fn is_elf_of(path: &Path, machine: Option<u16>) -> bool {
     use std::io::Read;
     let mut head = [0u8; 20];
-    let ok = fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
-    if ok.is_err() || !head.starts_with(b"\x7fELF") || head[4] != 2 {
+    let ok = open_as_user(path).is_some_and(|mut f| f.read_exact(&mut head).is_ok());
+    if !ok || !head.starts_with(b"\x7fELF") || head[4] != 2 {
         return false;
     }
     // e_machine, little-endian on every machine alloctrace runs on.
