@@ -191,7 +191,7 @@ fn read_elf<'d, R: ReadRef<'d>>(data: R, shown: &Path) -> Option<Elf> {
             let Ok(tag) = u32::try_from(d.d_tag(endian)) else {
                 continue;
             };
-            let off: u64 = d.d_val(endian).into();
+            let off = d.d_val(endian);
             let Some(s) = u32::try_from(off).ok().and_then(|o| strings.get(o).ok()) else {
                 continue;
             };
