@@ -208,7 +208,15 @@ impl Engine {
         // Following, the probe sets of new processes are attached from the event thread, which
         // reads their fork records; the main loop moves the target's own (`retarget`).
         let ebpf = Arc::new(Mutex::new(ebpf));
+        // The trace's one start: execs' and forks' times (the kernel's clock, `start_ns`) and the
+        // run's duration (`start`) are both measured from it, before the target may go on (the
+        // "tracing" line below, the held command's release), so no event precedes the start.
         let start_ns = target::monotonic_ns();
+        let start = Instant::now();
+        let start_unix_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let (follower, children) = if cfg.follow_forks {
             let (f, shared) =
                 follow::Follower::new(ebpf.clone(), sets.clone(), cfg.mode, cfg.probe_at, start_ns);
@@ -275,11 +283,6 @@ impl Engine {
         if let Some(h) = held.as_mut() {
             h.release()?;
         }
-        let start = Instant::now();
-        let start_unix_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         Ok(Engine {
             settings: Settings {
                 mode: cfg.mode,
