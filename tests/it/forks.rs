@@ -90,3 +90,50 @@ fn without_follow_forks_an_untraced_child_is_said_once() {
     );
     assert_eq!(l.report.pids(), [u64::from(pid)], "{context}");
 }
+
+/// `--pid N -f` of a process whose forks come from a thread started before alloctrace: each
+/// child is traced under its own pid, exactly (the fork records of every thread are seen, not
+/// only those of the thread attached through and of threads started after).
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn pid_follow_forks_sees_the_forks_of_threads_started_before_it() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
+    let n = CHILDREN.to_string();
+    let mut w = Workload::start(
+        "forks",
+        &[&n, DELAY_MS],
+        &[
+            ("GROUND_TRUTH", truth_path.as_os_str()),
+            ("FORKS_FROM_THREAD", OsStr::new("1")),
+        ],
+    );
+    let mut args = vec![
+        std::ffi::OsString::from("--pid"),
+        w.pid().to_string().into(),
+        "--follow-forks".into(),
+    ];
+    args.extend(report_args("1s", &report_path, &[]));
+    let mut tracer = Running::spawn(&args, &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let report = Report::read(&report_path, &context);
+    let truth = GroundTruth::read(&truth_path, &context);
+    // Its sites only: it frees blocks allocated before alloctrace attached (unknown frees).
+    assert_sites_match(&report, &truth, &["in_parent"]);
+    let mut pids = vec![u64::from(truth.pid)];
+    for i in 0..CHILDREN {
+        let path = scratch.path(&format!("truth.txt.{i}"));
+        let child = GroundTruth::read(&path, &context);
+        assert_process_matches(&report, &child);
+        assert_sites_match(&report, &child, &["in_child"]);
+        pids.push(u64::from(child.pid));
+    }
+    pids.sort_unstable();
+    assert_eq!(report.pids(), pids, "{context}");
+}

@@ -6,7 +6,12 @@
  * 100 * (i + 1) blocks of 48 + i bytes from in_child (frees half), writes its own ground truth
  * to $GROUND_TRUTH.i and exits with _exit (nothing else of it allocates). The parent writes
  * its ground truth to $GROUND_TRUTH once every child has exited.
+ *
+ * With FORKS_FROM_THREAD=1 in the environment, all of that is done by a thread the program
+ * starts first, after it said `ready` and was released (gt_ready_and_wait): a tracer attached
+ * with --pid in between must see the forks of a thread that existed before it.
  */
+#include <pthread.h>
 #include <sys/wait.h>
 
 #include "gt.h"
@@ -60,12 +65,12 @@ static void child(int i, long delay_ms)
     _exit(0);
 }
 
-int main(int argc, char **argv)
+static int n_children;
+static long delay;
+
+static void run(void)
 {
-    if (argc != 3)
-        gt_die("usage: forks N DELAY_MS");
-    int n = atoi(argv[1]);
-    long delay = atol(argv[2]);
+    int n = n_children;
     in_parent();
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();
@@ -79,5 +84,31 @@ int main(int argc, char **argv)
             gt_die("wait");
     static const struct tally *const all[] = { &t_parent };
     gt_write(all, GT_COUNT(all), 0);
+}
+
+static void *from_thread(void *arg)
+{
+    (void)arg;
+    gt_ready_and_wait();
+    run();
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3)
+        gt_die("usage: forks N DELAY_MS");
+    n_children = atoi(argv[1]);
+    delay = atol(argv[2]);
+    const char *thread = getenv("FORKS_FROM_THREAD");
+    if (thread == NULL || strcmp(thread, "1") != 0) {
+        run();
+        return 0;
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, from_thread, NULL) != 0)
+        gt_die("pthread_create");
+    if (pthread_join(t, NULL) != 0)
+        gt_die("pthread_join");
     return 0;
 }

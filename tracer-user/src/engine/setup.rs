@@ -53,8 +53,9 @@ impl Engine {
                 let found = probe::sets::sets_of(&files, cfg.probe_at);
                 let nz = NonZeroU32::new(via).context("pid 0")?;
                 // Its execs (and the mappings of the programs it runs) are recorded as they
-                // happen: one that execs and exits between two looks is not missed.
-                mmap_watch = match MmapWatch::open(Some(via)) {
+                // happen: one that execs and exits between two looks is not missed. From
+                // every thread, those started before alloctrace too.
+                mmap_watch = match MmapWatch::open_running() {
                     Ok(mut w) => {
                         // Followed children's mappings are needed as well.
                         if !cfg.follow_forks {

@@ -177,6 +177,8 @@ pub struct MmapWatch {
     /// Every executable file mapping with its time and process, kept for `take_files` (see
     /// `collect_files`).
     files: Option<Vec<(u64, u32, Mapping)>>,
+    /// Pass on only the mappings of processes whose execs are logged (see `open_running`).
+    tracked_only: bool,
 }
 
 impl MmapWatch {
@@ -202,7 +204,20 @@ impl MmapWatch {
             forks: Vec::new(),
             execs: Vec::new(),
             files: None,
+            tracked_only: false,
         })
+    }
+
+    /// Watches a process that is already running (`--pid`): every CPU's records, of which
+    /// only those of the processes whose execs are logged (`track_execs`: the target, and
+    /// with `follow_forks` the processes it starts) are passed on. Not a task's inherited
+    /// event: that sees only the task it is opened on and the tasks started after, so the
+    /// forks, execs and mappings of the target's other threads, started before alloctrace,
+    /// would be missed.
+    pub fn open_running() -> io::Result<MmapWatch> {
+        let mut w = MmapWatch::open(None)?;
+        w.tracked_only = true;
+        Ok(w)
     }
 
     /// From now on, keeps every file mapping recorded, with its time, for `take_files`
@@ -288,6 +303,8 @@ impl MmapWatch {
                     });
                 }
                 Record::Mmap { pid, .. } if self.only.is_some_and(|o| o != pid) => {}
+                Record::Mmap { pid, .. }
+                    if self.tracked_only && !self.exec_tracks.iter().any(|t| t.pid == pid) => {}
                 Record::Mmap { pid, mapping } => {
                     if let Some(files) = self.files.as_mut().filter(|_| mapping.is_file()) {
                         files.push((time, pid, mapping.clone()));
