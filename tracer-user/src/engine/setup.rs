@@ -162,7 +162,7 @@ impl Engine {
             }
         }
 
-        let mut ebpf = loader::load(&Sizes {
+        let ebpf = loader::load(&Sizes {
             max_stacks: cfg.max_stacks,
             max_live: cfg.max_live,
             sample_bytes: cfg.sample_bytes.unwrap_or(0),
@@ -175,7 +175,9 @@ impl Engine {
                 target_pid.unwrap_or(0)
             },
         })?;
-        let probes_in = match probe::attach(&mut ebpf, &sets, scope, cfg.mode, cfg.bench_floor) {
+        let mut programs = probe::Programs::new(ebpf, loader::object())?;
+        let probes_in = match probe::attach(&mut programs, &sets, scope, cfg.mode, cfg.bench_floor)
+        {
             Ok(p) => p,
             Err(e) => match cfg.target {
                 TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
@@ -184,10 +186,10 @@ impl Engine {
                 _ => return Err(e.into()),
             },
         };
-        let attached = probes_in.len();
-        let retarget = retarget_for(scope, &sets, cfg.mode, probes_in);
+        let attached: usize = probes_in.iter().map(|a| a.points()).sum();
+        let (retarget, loose) = retarget_for(scope, &sets, cfg.mode, probes_in);
         let drainer = Drainer::take(
-            &mut ebpf,
+            &mut programs.ebpf,
             cfg.max_samples,
             alloctrace_common::live::slots(cfg.max_live),
             alloctrace_common::sites::slots(cfg.max_stacks),
@@ -204,10 +206,10 @@ impl Engine {
             }
         }
         let stop_events = Arc::new(AtomicBool::new(false));
-        let ring = drain::take_events(&mut ebpf)?;
+        let ring = drain::take_events(&mut programs.ebpf)?;
         // Following, the probe sets of new processes are attached from the event thread, which
         // reads their fork records; the main loop moves the target's own (`retarget`).
-        let ebpf = Arc::new(Mutex::new(ebpf));
+        let ebpf = Arc::new(Mutex::new(programs));
         let start_ns = target::monotonic_ns();
         let (follower, children) = if cfg.follow_forks {
             let (f, shared) =
@@ -303,7 +305,7 @@ impl Engine {
                 scope,
                 mode: cfg.mode,
                 probe_at: cfg.probe_at,
-                loose: Vec::new(),
+                loose,
             },
             exe,
             exec_wake,

@@ -6,14 +6,14 @@ use anyhow::Result;
 
 use crate::drain::Drainer;
 use crate::model::TraceMode;
-use crate::probe::retarget::Retarget;
+use crate::probe::retarget::{self, Retarget};
 use crate::probe::{self, ProbeSet, Scope};
 
 /// One traced process's probes and what keeps them on a live task of it (`retarget`).
 pub(super) struct Tasks {
     /// The programs, shared with the event thread when it follows forks (it attaches the
     /// children's probes).
-    pub(super) ebpf: Arc<Mutex<aya::Ebpf>>,
+    pub(super) ebpf: Arc<Mutex<probe::Programs>>,
     pub(super) retarget: Option<Retarget>,
     /// The sets attached for the target (its programs' allocators, the first and those its
     /// execs brought); in system-wide mode every set attached.
@@ -21,8 +21,8 @@ pub(super) struct Tasks {
     pub(super) scope: Scope,
     pub(super) mode: TraceMode,
     pub(super) probe_at: crate::probe::placement::Mode,
-    /// Probes attached after an exec without `retarget` (the kernel refused its watch):
-    /// detached with the programs.
+    /// Probes not moved by `retarget`: system-wide mode's, or those attached without it (the
+    /// kernel refused its watch).
     pub(super) loose: Vec<probe::Attached>,
 }
 
@@ -50,25 +50,36 @@ impl Tasks {
 
 /// With one process traced, the watch that moves its probes when the task they are on ends;
 /// without it (the kernel refused the watch), a warning: that end would lose everything after.
+/// The probes not handed to it come back, to be kept.
 pub(super) fn retarget_for(
     scope: Scope,
     sets: &[ProbeSet],
     mode: TraceMode,
     attached: Vec<probe::Attached>,
-) -> Option<Retarget> {
+) -> (Option<Retarget>, Vec<probe::Attached>) {
     let Scope::Pid(pid) = scope else {
-        return None;
+        return (None, attached);
     };
-    match Retarget::new(pid.get(), sets.to_vec(), mode, attached) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            log::warn!(
-                "cannot watch the traced thread ({e}): if the main thread ends before the \
-                 process (pthread_exit, another thread's exec), nothing after is seen"
-            );
-            None
-        }
+    // Opened before the probes are handed over: a refusal leaves them ours.
+    let (sets, files) = match retarget::held_open(sets.to_vec()) {
+        Ok(x) => x,
+        Err(e) => return (None, refused(e, attached)),
+    };
+    match retarget::TaskWatch::open(pid.get()) {
+        Ok(w) => (
+            Some(Retarget::new(pid.get(), sets, files, w, mode, attached)),
+            Vec::new(),
+        ),
+        Err(e) => (None, refused(e, attached)),
     }
+}
+
+fn refused(e: std::io::Error, attached: Vec<probe::Attached>) -> Vec<probe::Attached> {
+    log::warn!(
+        "cannot watch the traced thread ({e}): if the main thread ends before the process \
+         (pthread_exit, another thread's exec), nothing after is seen"
+    );
+    attached
 }
 
 /// The task the probes are on ended: moves them (see `retarget`) and counts the move and its
@@ -98,11 +109,19 @@ pub(super) fn task_ended(tasks: &mut Tasks, drainer: &mut Drainer) -> Result<()>
                         m.from,
                         m.gap.as_secs_f64() * 1e3
                     );
-                    tasks.retarget = None;
+                    stop_moving(tasks);
                 }
             }
         }
-        None => tasks.retarget = None,
+        None => stop_moving(tasks),
     }
     Ok(())
+}
+
+/// No task is left to move the probes to: they stay where they are, released at the end with
+/// the others (not here: a release waits a grace period).
+fn stop_moving(tasks: &mut Tasks) {
+    if let Some(mut r) = tasks.retarget.take() {
+        tasks.loose.extend(r.take_probes());
+    }
 }

@@ -48,6 +48,11 @@ pub struct Sizes {
     pub target_tgid: u32,
 }
 
+/// The embedded eBPF object's bytes (its programs are loaded from them: `probe::Programs`).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NotEmbedded);

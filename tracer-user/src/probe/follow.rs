@@ -16,12 +16,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::programs::uprobe::UProbeLink;
-use aya::Ebpf;
-
 use crate::model::{TraceMode, Unseen};
 use crate::probe::placement::Mode;
-use crate::probe::{self, reprobe, Attached, ProbeSet, Scope};
+use crate::probe::{self, reprobe, Attached, ProbeSet, Programs, Scope};
 use crate::process::mmap_watch::{ExecLog, ExecProbed, ExecSeen, Forked};
 use crate::symbolize::Symbolizer;
 use crate::target::exec_watch::{permitted_after_exec, NOT_PERMITTED};
@@ -39,7 +36,7 @@ struct Child {
 pub struct Follower {
     /// Shared with the main loop, which moves the target's own probes when the task they are
     /// on ends (`retarget`).
-    ebpf: Arc<Mutex<Ebpf>>,
+    ebpf: Arc<Mutex<Programs>>,
     mode: TraceMode,
     probe_at: Mode,
     start_ns: u64,
@@ -56,19 +53,21 @@ pub struct Follower {
     windows: Vec<Duration>,
 }
 
-/// What `finish` hands back: the eBPF object (whose drop detaches the rest) and figures.
+/// What `finish` hands back: the live processes' probes, the programs and figures.
 pub struct Finished {
-    ebpf: Arc<Mutex<Ebpf>>,
+    ebpf: Arc<Mutex<Programs>>,
+    /// The probes of the followed processes still alive at the end.
+    pub live: Vec<Attached>,
     followed: usize,
     max_window: Option<Duration>,
     detach: Option<Detacher>,
 }
 
-type Detacher = (mpsc::Sender<Vec<UProbeLink>>, JoinHandle<(usize, Duration)>);
+type Detacher = (mpsc::Sender<Vec<Attached>>, JoinHandle<(usize, Duration)>);
 
 impl Follower {
     pub fn new(
-        ebpf: Arc<Mutex<Ebpf>>,
+        ebpf: Arc<Mutex<Programs>>,
         sets: Vec<ProbeSet>,
         mode: TraceMode,
         probe_at: Mode,
@@ -78,7 +77,7 @@ impl Follower {
             target_sets: sets,
             ..Shared::default()
         }));
-        let (tx, rx) = mpsc::channel::<Vec<UProbeLink>>();
+        let (tx, rx) = mpsc::channel::<Vec<Attached>>();
         let detacher = std::thread::Builder::new()
             .name("alloctrace-detach-children".into())
             .spawn(move || {
@@ -86,7 +85,7 @@ impl Follower {
                 for links in rx {
                     let t = Instant::now();
                     n += links.len();
-                    drop(links);
+                    probe::release_all(links);
                     took += t.elapsed();
                 }
                 (n, took)
@@ -107,7 +106,7 @@ impl Follower {
         (f, shared)
     }
 
-    fn programs(&self) -> std::sync::MutexGuard<'_, Ebpf> {
+    fn programs(&self) -> std::sync::MutexGuard<'_, Programs> {
         self.ebpf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -141,9 +140,8 @@ impl Follower {
             // left out of the report all the same.
             self.sharing.remove(&pid);
             if let Some(child) = self.children.remove(&pid) {
-                let links = probe::take_links(&mut self.programs(), child.links);
                 if let Some((tx, _)) = &self.detach {
-                    let _ = tx.send(links);
+                    let _ = tx.send(child.links);
                 }
             }
         }
@@ -335,9 +333,8 @@ impl Follower {
             let Some(child) = self.children.remove(&pid) else {
                 continue;
             };
-            let links = probe::take_links(&mut self.programs(), child.links);
             if let Some((tx, _)) = &self.detach {
-                let _ = tx.send(links);
+                let _ = tx.send(child.links);
             }
         }
         // A CLONE_VM child that exits without exec: nothing of its own to detach.
@@ -351,6 +348,7 @@ impl Follower {
             followed: self.windows.len(),
             max_window: self.windows.iter().max().copied(),
             detach: self.detach.take(),
+            live: self.children.drain().flat_map(|(_, c)| c.links).collect(),
             ebpf: self.ebpf,
         }
     }
@@ -368,9 +366,9 @@ impl Finished {
         ))
     }
 
-    /// Detaches every probe (the exited processes' on their own thread, during the run; the
-    /// rest with the eBPF object now, the main loop's share of it dropped first) and says how long the exited processes' took: each
-    /// probe waits a kernel grace period.
+    /// Waits for the exited processes' probes to be off (detached on their own thread during
+    /// the run; the live ones' are `live`, taken out by the caller) and says how long those
+    /// took: each link waits a kernel grace period.
     pub fn detach_all(mut self) -> Option<String> {
         drop(self.ebpf);
         let (tx, h) = self.detach.take()?;

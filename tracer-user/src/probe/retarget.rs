@@ -25,12 +25,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 
 use crate::kmaps::shared_array::SharedMapping;
 use crate::model::TraceMode;
-use crate::probe::{self, Attached, ProbeError, ProbeSet, Scope};
+use crate::probe::{self, Attached, ProbeError, ProbeSet, Programs, Scope};
 use crate::process::mmap_watch::{
     perf_event_open, PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_TYPE_SOFTWARE,
 };
@@ -93,7 +92,7 @@ pub struct Retarget {
 /// `sets` with each file opened and its path made the descriptor's: attached again through a
 /// descriptor held from now on, the path may lead through /proc/TGID/root, which a zombie main
 /// thread no longer has.
-fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::File>)> {
+pub(crate) fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::File>)> {
     let mut files = Vec::with_capacity(sets.len());
     let mut out = Vec::with_capacity(sets.len());
     for mut set in sets {
@@ -106,29 +105,36 @@ fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::Fil
 }
 
 impl Retarget {
-    /// Watches `tgid`'s task the `probes` of `sets` were attached to (the pid itself).
+    /// Watches (`watch`) `tgid`'s task the `probes` of `sets` (`held_open`, through `files`)
+    /// were attached to (the pid itself).
     pub fn new(
         tgid: u32,
         sets: Vec<ProbeSet>,
+        files: Vec<std::fs::File>,
+        watch: TaskWatch,
         mode: TraceMode,
         probes: Vec<Attached>,
-    ) -> io::Result<Retarget> {
-        let (sets, files) = held_open(sets)?;
-        Ok(Retarget {
+    ) -> Retarget {
+        Retarget {
             tgid,
             task: tgid,
-            unregistered: Some(TaskWatch::open(tgid)?),
+            unregistered: Some(watch),
             watch: None,
             sets,
             files,
             mode,
             probes,
-        })
+        }
+    }
+
+    /// The probes, for the end to detach (with the others, at once).
+    pub fn take_probes(&mut self) -> Vec<Attached> {
+        std::mem::take(&mut self.probes)
     }
 
     /// Attaches `sets` (found after an exec) to the task the others are on, moved with them
     /// from now on.
-    pub fn add(&mut self, ebpf: &mut Ebpf, sets: Vec<ProbeSet>) -> Result<(), ProbeError> {
+    pub fn add(&mut self, ebpf: &mut Programs, sets: Vec<ProbeSet>) -> Result<(), ProbeError> {
         let (sets, files) = held_open(sets).map_err(|source| ProbeError::Read {
             path: "an allocator's file".into(),
             source,
@@ -136,7 +142,7 @@ impl Retarget {
         let pid = self.task.try_into().map_err(|_| bad_tid(self.task))?;
         let mut new = Vec::new();
         if let Err(e) = probe::attach_into(ebpf, &sets, Scope::Pid(pid), self.mode, &mut new) {
-            drop_later(probe::take_links(ebpf, new));
+            drop_later(new);
             return Err(e);
         }
         self.probes.extend(new);
@@ -176,7 +182,7 @@ impl Retarget {
     /// takes the old ones out in the background. None when no task of the process lives (it
     /// is exiting: the run's end comes from its pidfd); a move with no new task when the
     /// live tasks tried all ended first (a loss all the same).
-    pub fn move_probes(&mut self, ebpf: &mut Ebpf) -> Result<Option<Moved>, ProbeError> {
+    pub fn move_probes(&mut self, ebpf: &mut Programs) -> Result<Option<Moved>, ProbeError> {
         let since = Instant::now();
         let from = self.task;
         // A chosen task may end before its probes are in (it was being killed by an exec or
@@ -205,21 +211,20 @@ impl Retarget {
                 // What went in goes out: the pid may name a live task by now (an exec
                 // hands the exec'ing thread the main thread's pid), where those probes and
                 // the next attempt's would both count every call.
-                let partial = probe::take_links(ebpf, new);
-                drop_later(partial);
+                drop_later(new);
                 if task_lives(self.tgid, tid) {
                     return Err(e);
                 }
                 continue;
             }
             if start_time(self.tgid, tid) != Some(started) || !task_lives(self.tgid, tid) {
-                drop_later(probe::take_links(ebpf, new));
+                drop_later(new);
                 continue;
             }
             let gap = since.elapsed();
             let old = std::mem::replace(&mut self.probes, new);
             // The old probes match no task any more meanwhile.
-            drop_later(probe::take_links(ebpf, old));
+            drop_later(old);
             self.task = tid;
             self.unregistered = Some(watch);
             self.watch = None;
@@ -256,15 +261,15 @@ fn hung_up(w: &TaskWatch) -> bool {
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// Detaches `links` on a thread of their own: each removal waits a kernel grace period
-/// (~0.1 s here), which the draining thread must not.
-fn drop_later(links: Vec<aya::programs::uprobe::UProbeLink>) {
+/// Detaches `links` on a thread of their own: each removal waits a kernel grace period,
+/// which the draining thread must not.
+fn drop_later(links: Vec<Attached>) {
     if links.is_empty() {
         return;
     }
     let _ = std::thread::Builder::new()
         .name("alloctrace-detach".into())
-        .spawn(move || drop(links));
+        .spawn(move || probe::release_all(links));
 }
 
 fn bad_tid(tid: u32) -> ProbeError {
