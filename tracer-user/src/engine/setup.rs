@@ -30,6 +30,14 @@ impl Engine {
     /// (`advance`) in a tokio runtime made after this returns: the command is forked before
     /// any thread of ours exists.
     pub fn start(cfg: &Config) -> Result<Engine> {
+        // Where start-up time goes (`-v`): each step's end, from alloctrace's start.
+        let t0 = Instant::now();
+        let mark = |step: &str| {
+            log::info!(
+                "start-up: {step} at {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            )
+        };
         target::check_privileges()?;
         if matches!(cfg.target, TargetSpec::System) {
             target::check_system_wide()?;
@@ -136,6 +144,7 @@ impl Engine {
             Target::System => None,
         };
         let sets = found.sets;
+        mark("target and its allocators resolved (probe placement included)");
         // Said once each: a file whose allocator cannot be probed while others can is skipped;
         // with none left, the process is unseen (said below).
         let unseen_reason = sets
@@ -175,7 +184,9 @@ impl Engine {
                 target_pid.unwrap_or(0)
             },
         })?;
+        mark("maps created");
         let mut programs = probe::Programs::new(ebpf, loader::object())?;
+        mark("programs relocated");
         let probes_in = match probe::attach(&mut programs, &sets, scope, cfg.mode, cfg.bench_floor)
         {
             Ok(p) => p,
@@ -186,6 +197,7 @@ impl Engine {
                 _ => return Err(e.into()),
             },
         };
+        mark("programs loaded (verified) and linked");
         let attached: usize = probes_in.iter().map(|a| a.points()).sum();
         let (retarget, loose) = retarget_for(scope, &sets, cfg.mode, probes_in);
         let drainer = Drainer::take(
@@ -236,6 +248,7 @@ impl Engine {
                 .context("cannot start the event thread")?
         };
 
+        mark("drainer, symbolizer and event thread started");
         // Before the target can go on (and exec) once it is told we are tracing.
         let mut exe = target_pid.map(|pid| target::ExeWatch::new(pid, exec_log, start_ns));
         if let Some(reason) = &unseen_reason {

@@ -82,46 +82,23 @@ fn refused(e: std::io::Error, attached: Vec<probe::Attached>) -> Vec<probe::Atta
     attached
 }
 
-/// The task the probes are on ended: moves them (see `retarget`) and counts the move and its
-/// gap as losses; with no live task left (the process is exiting) stops watching.
+/// The task the probes were linked through ended, or its pid was taken over: moves them if
+/// they must be (see `retarget`) and counts the move and its gap as losses.
 pub(super) fn task_ended(tasks: &mut Tasks, drainer: &mut Drainer) -> Result<()> {
     let Some(r) = tasks.retarget.as_mut() else {
         return Ok(());
     };
     let moved = r.move_probes(&mut tasks.ebpf.lock().unwrap_or_else(|e| e.into_inner()))?;
-    match moved {
-        Some(m) => {
-            drainer.add_loss(alloctrace_common::loss::RETARGETS, 1)?;
-            let us = u64::try_from(m.gap.as_micros()).unwrap_or(u64::MAX).max(1);
-            drainer.add_loss(alloctrace_common::loss::RETARGET_GAP_US, us)?;
-            match m.to {
-                Some(to) => eprintln!(
-                    "alloctrace: probes moved from thread {} (ended) to thread {to} in {:.2} \
-                     ms: allocations in between were not seen",
-                    m.from,
-                    m.gap.as_secs_f64() * 1e3
-                ),
-                None => {
-                    eprintln!(
-                        "alloctrace: thread {} (the probes' target) ended, and every other \
-                         thread ended before the probes were on it ({:.2} ms): their \
-                         allocations after its end were not seen",
-                        m.from,
-                        m.gap.as_secs_f64() * 1e3
-                    );
-                    stop_moving(tasks);
-                }
-            }
-        }
-        None => stop_moving(tasks),
+    if let Some(m) = moved {
+        drainer.add_loss(alloctrace_common::loss::RETARGETS, 1)?;
+        let us = u64::try_from(m.gap.as_micros()).unwrap_or(u64::MAX).max(1);
+        drainer.add_loss(alloctrace_common::loss::RETARGET_GAP_US, us)?;
+        eprintln!(
+            "alloctrace: probes moved to pid {}'s new program (another thread's exec) in \
+             {:.2} ms: allocations in between were not seen",
+            m.pid,
+            m.gap.as_secs_f64() * 1e3
+        );
     }
     Ok(())
-}
-
-/// No task is left to move the probes to: they stay where they are, released at the end with
-/// the others (not here: a release waits a grace period).
-fn stop_moving(tasks: &mut Tasks) {
-    if let Some(mut r) = tasks.retarget.take() {
-        tasks.loose.extend(r.take_probes());
-    }
 }

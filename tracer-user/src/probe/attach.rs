@@ -73,9 +73,16 @@ pub fn attach_into(
     attached: &mut Vec<Attached>,
 ) -> Result<(), ProbeError> {
     programs.load(programs_of(sets, mode))?;
-    for spec in links(sets, mode) {
-        attached.push(uprobe_multi::attach(programs, &spec, scope)?);
+    let t = std::time::Instant::now();
+    let specs = links(sets, mode);
+    for spec in &specs {
+        attached.push(uprobe_multi::attach(programs, spec, scope)?);
     }
+    log::info!(
+        "{} links attached in {:.1} ms",
+        specs.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 

@@ -171,6 +171,7 @@ impl Programs {
         if names.is_empty() {
             return Ok(());
         }
+        let t = std::time::Instant::now();
         let btf = self.btf.as_ref().map(|fd| fd.as_raw_fd());
         let mut results: Vec<Option<Result<OwnedFd, ProbeError>>> =
             names.iter().map(|_| None).collect();
@@ -202,6 +203,12 @@ impl Programs {
             }
             self.loaded.insert(name, fd);
         }
+        log::info!(
+            "{} programs loaded in {:.1} ms (the kernel's verifier, {} at once)",
+            names.len(),
+            t.elapsed().as_secs_f64() * 1e3,
+            threads.min(names.len())
+        );
         Ok(())
     }
 }

@@ -29,6 +29,11 @@ pub struct BenchOpts {
     /// its results go to target/bench/RESULTS-allocators.md unless --output says otherwise.
     #[arg(long)]
     pub allocators_only: bool,
+    /// Run only the start-up section (`alloctrace -- /bin/true` against `heaptrack /bin/true`,
+    /// --pid and system-wide start and end); its results go to bench/RESULTS-startup.md
+    /// unless --output says otherwise.
+    #[arg(long)]
+    pub startup_only: bool,
     /// Where to write the results (default bench/RESULTS.md).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
