@@ -71,7 +71,10 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         "vm_flags",
     )
     .map_err(LoadError::Btf)?;
-    log::info!("kernel BTF read in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    log::info!(
+        "kernel BTF read in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let t = std::time::Instant::now();
     let mut ebpf = EbpfLoader::new()
         // The kernel's BTF is for CO-RE relocations of aya's copies of the programs, which

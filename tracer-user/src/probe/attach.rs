@@ -164,3 +164,104 @@ fn set_floor(ebpf: &mut aya::Ebpf) -> Result<(), ProbeError> {
     log::warn!("{FLOOR_ENV}=1: probes attached, counting nothing (benchmark floor)");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocator::{glibc, Found, REGISTRY};
+    use crate::probe::placement::{Placement, Why};
+    use crate::probe::Entry;
+
+    /// A glibc set at `path` whose every function is probed at `base + its index`, `malloc`
+    /// and `valloc` (in full mode two functions sharing no program) included.
+    fn set(path: &str, base: u64) -> ProbeSet {
+        let entries = glibc::PROBES
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let at = base + i as u64;
+                let placement = Placement {
+                    offset: 0,
+                    probed: String::new(),
+                    emulated: true,
+                    why: Why::Asked,
+                };
+                let e = Entry {
+                    file_offset: at,
+                    function_offset: at,
+                    placement,
+                };
+                (spec, e)
+            })
+            .collect();
+        ProbeSet {
+            version: None,
+            path: path.into(),
+            shown: path.into(),
+            file: (1, base),
+            found: Found {
+                allocator: REGISTRY[0],
+                prefix: "",
+            },
+            entries,
+        }
+    }
+
+    /// Full mode, two files: the return links of both first, then free's, then the realloc
+    /// family's, then the rest; one link per program and file, each function's offset once.
+    #[test]
+    fn links_go_in_release_safe_order_one_per_program_and_file() {
+        let sets = [set("/a", 100), set("/b", 200)];
+        let links = links(&sets, TraceMode::Full);
+        let rank = |l: &LinkSpec<'_>| match (l.ret, l.program) {
+            (true, _) => 0,
+            (false, abi::PROG_FREE_ENTER) => 1,
+            (false, p) => {
+                let spec = glibc::PROBES.iter().find(|s| s.program == p).unwrap();
+                1 + entry_rank(spec)
+            }
+        };
+        let ranks: Vec<u8> = links.iter().map(rank).collect();
+        assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+        assert_eq!(ranks[0], 0);
+        assert_eq!(ranks[1], 0, "each file's return link before any entry");
+        let returns: Vec<_> = links.iter().filter(|l| l.ret).collect();
+        assert_eq!(returns.len(), 2);
+        let returning = glibc::PROBES.iter().filter(|s| s.returns_block).count();
+        assert!(returns.iter().all(|l| l.offsets.len() == returning));
+        // Every probed function's entry once, in its file's links.
+        for (set, path) in sets.iter().zip(["/a", "/b"]) {
+            let mut entries: Vec<u64> = links
+                .iter()
+                .filter(|l| !l.ret && l.path == std::path::Path::new(path))
+                .flat_map(|l| l.offsets.iter().copied())
+                .collect();
+            entries.sort_unstable();
+            let mut want: Vec<u64> = set.entries.iter().map(|(_, e)| e.file_offset).collect();
+            want.sort_unstable();
+            assert_eq!(entries, want, "{path}");
+        }
+        let mut keys: Vec<_> = links.iter().map(|l| (l.path, l.program, l.ret)).collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "one link per program, file and kind");
+    }
+
+    /// Alloc-only mode: counting entry links only, none for the functions without a counting
+    /// program (free, reallocarray).
+    #[test]
+    fn alloc_only_links_are_the_counting_programs() {
+        let sets = [set("/a", 100)];
+        let links = links(&sets, TraceMode::AllocOnly);
+        assert!(links.iter().all(|l| !l.ret));
+        let counted = glibc::PROBES.iter().filter(|s| s.count.is_some()).count();
+        assert_eq!(
+            links.iter().map(|l| l.offsets.len()).sum::<usize>(),
+            counted
+        );
+        assert!(links
+            .iter()
+            .all(|l| glibc::PROBES.iter().any(|s| s.count == Some(l.program))));
+    }
+}
