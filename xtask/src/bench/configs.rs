@@ -34,6 +34,10 @@ pub struct BenchOpts {
     /// unless --output says otherwise.
     #[arg(long)]
     pub startup_only: bool,
+    /// Another alloctrace binary (the build before a change) measured in the start-up
+    /// section's rounds too, side by side.
+    #[arg(long, value_name = "FILE")]
+    pub startup_baseline: Option<PathBuf>,
     /// Where to write the results (default bench/RESULTS.md).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,

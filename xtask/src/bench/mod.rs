@@ -240,7 +240,13 @@ fn startup_section(
     output: Option<std::path::PathBuf>,
 ) -> Result<std::process::ExitCode> {
     let heaptrack = which("heaptrack");
-    let rounds = startup::run(alloctrace, heaptrack.as_deref(), scratch, opts.repeat)?;
+    let rounds = startup::run(
+        alloctrace,
+        opts.startup_baseline.as_deref(),
+        heaptrack.as_deref(),
+        scratch,
+        opts.repeat,
+    )?;
     let mut text = format!(
         "# alloctrace start-up and end (`cargo xtask bench --startup-only`)\n\n{}",
         startup::machine(heaptrack.as_deref())

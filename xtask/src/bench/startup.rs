@@ -38,21 +38,29 @@ int main(void)
 /// How long alloctrace may take to say it is tracing before the round fails.
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-/// One round's figures, in seconds.
+/// One binary's figures in one round, in seconds.
 #[derive(Default, Clone)]
-pub struct Round {
+pub struct Figures {
     launch_wall: f64,
     launch_start: f64,
-    heaptrack_wall: Option<f64>,
     pid_start: f64,
     pid_end: f64,
     system_start: f64,
     system_end: f64,
 }
 
+/// One round: alloctrace, the baseline build if any, heaptrack if installed.
+#[derive(Default, Clone)]
+pub struct Round {
+    ours: Figures,
+    baseline: Option<Figures>,
+    heaptrack_wall: Option<f64>,
+}
+
 /// Runs `repeat` rounds (the order of the runs within each alternates).
 pub fn run(
     alloctrace: &Path,
+    baseline: Option<&Path>,
     heaptrack: Option<&Path>,
     scratch: &Path,
     repeat: usize,
@@ -65,27 +73,36 @@ pub fn run(
     for round in 0..repeat {
         eprintln!("xtask: bench: round {}/{repeat}: start-up", round + 1);
         let mut r = Round::default();
-        let heaptrack_first = round % 2 == 1;
-        if heaptrack_first {
+        let reversed = round % 2 == 1;
+        if reversed {
+            r.heaptrack_wall = heaptrack.map(|h| heaptrack_true(h, scratch)).transpose()?;
+            r.baseline = baseline.map(|b| measure(b, &ticker)).transpose()?;
+        }
+        r.ours = measure(alloctrace, &ticker)?;
+        if !reversed {
+            r.baseline = baseline.map(|b| measure(b, &ticker)).transpose()?;
             r.heaptrack_wall = heaptrack.map(|h| heaptrack_true(h, scratch)).transpose()?;
         }
-        (r.launch_wall, r.launch_start) = launch_true(alloctrace)?;
-        if !heaptrack_first {
-            r.heaptrack_wall = heaptrack.map(|h| heaptrack_true(h, scratch)).transpose()?;
-        }
-        let mut target = Command::new(&ticker)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start the --pid target")?;
-        let pid = target.id().to_string();
-        let traced = start_and_interrupt(alloctrace, &["--pid", &pid]);
-        let _ = target.kill();
-        let _ = target.wait();
-        (r.pid_start, r.pid_end) = traced?;
-        (r.system_start, r.system_end) = start_and_interrupt(alloctrace, &[])?;
         rounds.push(r);
     }
     Ok(rounds)
+}
+
+/// One binary's round: launch, --pid on a fresh `ticker`, system-wide.
+fn measure(alloctrace: &Path, ticker: &Path) -> Result<Figures> {
+    let mut f = Figures::default();
+    (f.launch_wall, f.launch_start) = launch_true(alloctrace)?;
+    let mut target = Command::new(ticker)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the --pid target")?;
+    let pid = target.id().to_string();
+    let traced = start_and_interrupt(alloctrace, &["--pid", &pid]);
+    let _ = target.kill();
+    let _ = target.wait();
+    (f.pid_start, f.pid_end) = traced?;
+    (f.system_start, f.system_end) = start_and_interrupt(alloctrace, &[])?;
+    Ok(f)
 }
 
 /// `alloctrace -- /bin/true`: (wall, start to the "tracing" line).
@@ -189,8 +206,6 @@ fn tracing_line(child: &mut std::process::Child, t0: Instant) -> Result<f64> {
 
 /// The section's markdown.
 pub fn render(rounds: &[Round]) -> String {
-    let col =
-        |f: &dyn Fn(&Round) -> Option<f64>| -> Vec<f64> { rounds.iter().filter_map(f).collect() };
     let med = |v: &[f64]| median(&mut v.to_vec());
     let cell = |v: &[f64]| -> String {
         if v.is_empty() {
@@ -200,64 +215,88 @@ pub fn render(rounds: &[Round]) -> String {
         let hi = v.iter().copied().fold(0.0, f64::max);
         format!("{:.3} s ({:.3}–{:.3})", med(v), lo, hi)
     };
-    let launch = col(&|r| Some(r.launch_wall));
-    let heap = col(&|r| r.heaptrack_wall);
+    let ours =
+        |f: &dyn Fn(&Figures) -> f64| -> Vec<f64> { rounds.iter().map(|r| f(&r.ours)).collect() };
+    let base = |f: &dyn Fn(&Figures) -> f64| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|r| r.baseline.as_ref().map(f))
+            .collect()
+    };
+    let heap: Vec<f64> = rounds.iter().filter_map(|r| r.heaptrack_wall).collect();
     let mut t = String::new();
     let _ = writeln!(
         t,
         "\n## Start-up and end\n\nMedians of {} rounds (min–max); wall time measured by xtask \
          around each process. \"Tracing\" is alloctrace's `alloctrace: tracing` line: its \
-         probes are in, every allocation from then on is counted.\n",
+         probes are in, every allocation from then on is counted. \"Baseline\" is the build \
+         given with `--startup-baseline` (the one before a change), measured in the same \
+         rounds.\n",
         rounds.len()
     );
-    let _ = writeln!(t, "| measure | alloctrace | heaptrack | target |");
-    let _ = writeln!(t, "|---|---|---|---|");
+    let _ = writeln!(
+        t,
+        "| measure | alloctrace | baseline | heaptrack | target |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|");
+    let launch = ours(&|f| f.launch_wall);
     let ratio = if heap.is_empty() {
         "≤ 3× heaptrack (heaptrack not installed)".to_string()
     } else {
         format!("≤ 3× heaptrack: {:.1}×", med(&launch) / med(&heap))
     };
-    let rows: [(&str, Vec<f64>, String, String); 7] = [
-        ("`-- /bin/true`, wall", launch, cell(&heap), ratio),
+    type Get = fn(&Figures) -> f64;
+    let rows: [(&str, Get, String, String); 7] = [
+        (
+            "`-- /bin/true`, wall",
+            |f| f.launch_wall,
+            cell(&heap),
+            ratio,
+        ),
         (
             "`-- /bin/true`, start to tracing",
-            col(&|r| Some(r.launch_start)),
+            |f| f.launch_start,
             "—".into(),
             String::new(),
         ),
         (
             "`-- /bin/true`, tracing to exit (end)",
-            col(&|r| Some(r.launch_wall - r.launch_start)),
+            |f| f.launch_wall - f.launch_start,
             "—".into(),
             "≤ 0.3 s".into(),
         ),
         (
             "`--pid`, start to tracing",
-            col(&|r| Some(r.pid_start)),
+            |f| f.pid_start,
             "—".into(),
             "≤ 0.5 s".into(),
         ),
         (
             "`--pid`, SIGINT to exit",
-            col(&|r| Some(r.pid_end)),
+            |f| f.pid_end,
             "—".into(),
             "≤ 0.3 s".into(),
         ),
         (
             "system-wide, start to tracing",
-            col(&|r| Some(r.system_start)),
+            |f| f.system_start,
             "—".into(),
             "≤ 0.5 s".into(),
         ),
         (
             "system-wide, SIGINT to exit",
-            col(&|r| Some(r.system_end)),
+            |f| f.system_end,
             "—".into(),
             "≤ 0.3 s".into(),
         ),
     ];
-    for (name, v, other, target) in rows {
-        let _ = writeln!(t, "| {name} | {} | {other} | {target} |", cell(&v));
+    for (name, get, other, target) in rows {
+        let _ = writeln!(
+            t,
+            "| {name} | {} | {} | {other} | {target} |",
+            cell(&ours(&get)),
+            cell(&base(&get))
+        );
     }
     t
 }
@@ -283,7 +322,15 @@ pub fn machine(heaptrack: Option<&Path>) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
-    let mut s = format!("- CPU: {cpu}, nproc {nproc}\n- kernel: {kernel}\n");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut s = format!(
+        "- CPU: {cpu}, nproc {nproc}\n- kernel: {kernel}\n- load average at the start: {load}\n"
+    );
     if let Some(h) = heaptrack {
         let v = cmd::output(Command::new(h).arg("--version")).unwrap_or_default();
         let _ = writeln!(s, "- {}", v.lines().next().unwrap_or("heaptrack").trim());
