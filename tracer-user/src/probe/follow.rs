@@ -43,8 +43,8 @@ pub struct Follower {
     /// The exec logs of the followed processes.
     logs: HashMap<u32, Arc<Mutex<ExecLog>>>,
     shared: Arc<Mutex<Shared>>,
-    /// Probe sets of exited children, detached on their own thread (each probe waits a kernel
-    /// grace period: ~0.1 s).
+    /// Probe sets of exited children, detached on their own thread (each link waits a kernel
+    /// grace period; a child's links are released at once, sharing them).
     detach: Option<Detacher>,
     /// From each fork to its probes being in.
     windows: Vec<Duration>,
@@ -363,8 +363,7 @@ pub fn comm_of(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// An error and its sources on one line (aya's attach error names the syscall, its source the
-/// errno).
+/// An error and its sources on one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
