@@ -96,7 +96,15 @@ impl Programs {
             .fixup_and_sanitize_btf(&BTF_FEATURES)
             .map_err(|e| err("BTF", &e))?
         {
-            Some(btf) => Some(load_btf(&btf.to_bytes()).map_err(|e| err("BTF load", &e))?),
+            // As aya does: without it the programs still load, only their global functions
+            // (if any) are verified with each caller instead of once.
+            Some(btf) => match load_btf(&btf.to_bytes()) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    log::warn!("the kernel refused the eBPF object's BTF ({e}): loading without");
+                    None
+                }
+            },
             None => None,
         };
         if obj.has_btf_relocations() {
