@@ -23,36 +23,40 @@ fn slot(i: u64) -> Option<&'static mut SiteSlot> {
 /// stack).
 #[inline(always)]
 pub fn counters(tgid: u32, hash: u64) -> Option<&'static mut SiteSlot> {
-    let i = counters_index(tgid, hash)?;
-    // One lookup however the index was found: a pointer from each branch would be a distinct
-    // value to the verifier, which would walk the rest of the program once per branch. The
-    // volatile read keeps LLVM from duplicating the lookup into the branches.
-    // SAFETY: reads a local.
-    slot(unsafe { read_volatile(&i) })
+    let i = counters_index(tgid, hash);
+    if i == NOT_FOUND {
+        return None;
+    }
+    slot(i)
 }
 
-/// `counters`' search: the index of the slot.
-#[inline(always)]
-fn counters_index(tgid: u32, hash: u64) -> Option<u64> {
+/// `counters`' search: the index of the slot, or NOT_FOUND.
+///
+/// A BPF-to-BPF call, not inlined: its many paths (lanes, budget, three searches) end in
+/// one scalar, so the verifier walks the caller's rest once, not once per path.
+#[inline(never)]
+fn counters_index(tgid: u32, hash: u64) -> u64 {
     // SAFETY: a helper without preconditions; the program cannot migrate while it runs.
     let lane = unsafe { bpf_get_smp_processor_id() } & (sites::LANES - 1);
     if lane != 0 {
         if let Some(i) = search::<{ sites::LANE_WINDOW }>(tgid, hash, lane) {
-            return Some(i);
+            return i;
         }
     }
-    let first = search::<{ sites::WINDOW }>(tgid, hash, 0)?;
+    let Some(first) = search::<{ sites::WINDOW }>(tgid, hash, 0) else {
+        return NOT_FOUND;
+    };
     if lane != 0 && take_spread() {
         if let Some((i, new)) = take::<{ sites::LANE_WINDOW }>(tgid, hash, lane) {
             if !new {
                 // Another CPU of this lane claimed it first.
                 give_spread();
             }
-            return Some(i);
+            return i;
         }
         give_spread();
     }
-    Some(first)
+    first
 }
 
 /// The spread budget's counter (`sites::SPREAD_LEFT`): added to atomically, as user space and
