@@ -43,6 +43,33 @@ impl Engine {
             target::check_system_wide()?;
         }
         target::check_kernel()?;
+        let sizes = |tgid: Option<u32>| Sizes {
+            max_stacks: cfg.max_stacks,
+            max_live: cfg.max_live,
+            sample_bytes: cfg.sample_bytes.unwrap_or(0),
+            // Must match the probes' scope (the process, not the thread attached through): the
+            // programs take the tgid as given. Following forks, the probes fire in several
+            // processes: 0 has the programs ask the kernel, as in system-wide mode.
+            target_tgid: if cfg.follow_forks {
+                0
+            } else {
+                tgid.unwrap_or(0)
+            },
+        };
+        // Without a command to launch (forked before any thread of ours exists), the maps are
+        // created (and the kernel's BTF read) while the target is resolved: their sizes and
+        // the target's tgid are known already.
+        let early_maps = match &cfg.target {
+            TargetSpec::Command(_) => None,
+            TargetSpec::Pid(pid) => Some(sizes(Some(*pid))),
+            TargetSpec::System => Some(sizes(None)),
+        }
+        .and_then(|s| {
+            std::thread::Builder::new()
+                .name("alloctrace-maps".into())
+                .spawn(move || loader::load(&s))
+                .ok()
+        });
 
         let mut mmap_watch;
         // The thread a --pid target is read and attached through (see check_process).
@@ -171,19 +198,12 @@ impl Engine {
             }
         }
 
-        let ebpf = loader::load(&Sizes {
-            max_stacks: cfg.max_stacks,
-            max_live: cfg.max_live,
-            sample_bytes: cfg.sample_bytes.unwrap_or(0),
-            // Must match the probes' scope (the process, not the thread attached through): the
-            // programs take the tgid as given. Following forks, the probes fire in several
-            // processes: 0 has the programs ask the kernel, as in system-wide mode.
-            target_tgid: if cfg.follow_forks {
-                0
-            } else {
-                target_pid.unwrap_or(0)
-            },
-        })?;
+        let ebpf = match early_maps {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread creating the maps panicked"))??,
+            None => loader::load(&sizes(target_pid))?,
+        };
         mark("maps created");
         let mut programs = probe::Programs::new(ebpf, loader::object())?;
         mark("programs relocated");
