@@ -1,8 +1,8 @@
 /*
  * Processes that share the traced process's address space (tests/it/threads_signals.rs):
  * a clone(CLONE_VM | SIGCHLD) child (a process of its own, not a thread) and a vfork child,
- * each allocating before it exits. alloctrace's probes fire in both (the kernel filters uprobes
- * by address space), so each must be counted under its own pid, never under the parent's.
+ * each allocating before it exits. alloctrace's uprobe_multi links run in the traced thread
+ * group only: neither child may be counted, under its pid or the parent's, unless followed.
  *
  * With the argument `wait` it says `ready` and waits for one byte on standard input first
  * (for --pid). Then parent_alloc makes PARENT_N blocks, the clone child CLONE_N from

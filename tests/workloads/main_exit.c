@@ -7,8 +7,8 @@
  *
  * With the argument `wait` it says `ready` and waits for one byte on standard input first
  * (for --pid). The go: with $GO_FILE set, that file existing; else one more byte on standard
- * input. (The test gives it once alloctrace has said it moved its probes: then every counted
- * allocation comes after the move, and the counts must be exact.)
+ * input. (The test gives it at once: every allocation comes after main's end, and alloctrace's
+ * links keep counting in the thread group, so the counts must be exact.)
  *
  * Nothing here allocates but thread_alloc (and pthread's own thread set-up): /proc is read
  * with open/read, the ground truth written with write(2).
@@ -77,8 +77,7 @@ static void *thread_main(void *arg)
     if (r != 0 && r != PTHREAD_BARRIER_SERIAL_THREAD)
         gt_die("pthread_barrier_wait");
     thread_alloc(&tallies[i], sizes[i]);
-    /* No thread ends before all have allocated: the probes are on one of them, and moving
-     * them when it ends leaves a gap (counted) in which the others' allocations are not seen. */
+    /* No thread ends before all have allocated: the counts are exact whatever ends when. */
     r = pthread_barrier_wait(&done_barrier);
     if (r != 0 && r != PTHREAD_BARRIER_SERIAL_THREAD)
         gt_die("pthread_barrier_wait");

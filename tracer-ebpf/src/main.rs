@@ -11,6 +11,7 @@
 mod account;
 mod alloc;
 mod arch;
+mod bounded;
 mod call_state;
 mod config;
 mod sample;

@@ -14,6 +14,7 @@ pub fn setup() -> Result<()> {
     python_protobuf()?;
     chromium()?;
     setcap()?;
+    heaptrack()?;
     allocator_packages()?;
     gcc()
 }
@@ -183,6 +184,33 @@ fn setcap() -> Result<()> {
     cmd::run(
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends", "libcap2-bin"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// `cargo xtask bench`'s start-up section compares `alloctrace -- /bin/true` with `heaptrack
+/// /bin/true` (Debian's package heaptrack). Installed with apt when missing and we are root;
+/// otherwise a note (the section then leaves heaptrack's column empty, saying so).
+fn heaptrack() -> Result<()> {
+    if cmd::which("heaptrack").is_some() {
+        return Ok(());
+    }
+    let apt = cmd::output(Command::new("apt-get").arg("--version")).is_some();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !apt || !root {
+        eprintln!(
+            "xtask: note: heaptrack is missing; the bench's start-up section compares with it \
+             (on Debian, as root: apt-get update && apt-get install -y --no-install-recommends \
+             heaptrack)"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing heaptrack with apt-get (bench start-up section)");
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "heaptrack"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

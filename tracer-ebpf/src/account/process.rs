@@ -1,10 +1,13 @@
 //! A process's own entries: its entry in the process map (created on its first traced call),
 //! and where its unattributed counts go (its CPU's OWNED slot, or that entry).
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::write_volatile;
 
 use alloctrace_common::{event, loss, Event, ProcStats, Unattributed};
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_smp_processor_id},
+    cty::c_void,
+    helpers::{bpf_get_smp_processor_id, generated::bpf_get_current_comm},
     EbpfContext,
 };
 
@@ -52,15 +55,20 @@ pub fn proc_stats<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<&'static mut Pro
         // SAFETY: map value pointers stay valid for the program's run.
         return Some(unsafe { &mut *p });
     }
-    let fresh = ProcStats {
-        totals: Unattributed {
-            allocs: 0,
-            bytes: 0,
-            frees: 0,
-            freed_bytes: 0,
-        },
-        unknown_frees: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    // Zeroed word by word: a struct literal compiled to calls of a byte-by-byte memset,
+    // whose loop the verifier walked byte by byte in every program.
+    let mut fresh = MaybeUninit::<ProcStats>::uninit();
+    let words = fresh.as_mut_ptr() as *mut u64;
+    for w in 0..size_of::<ProcStats>() / 8 {
+        // SAFETY: `w` is within the record; volatile keeps the stores from being merged
+        // back into a memset.
+        unsafe { write_volatile(words.add(w), 0) };
+    }
+    // SAFETY: every byte is written above; `comm` is 16 writable bytes, which the helper
+    // zeroes when it fails.
+    let fresh = unsafe {
+        let _ = bpf_get_current_comm((*fresh.as_mut_ptr()).comm.as_mut_ptr() as *mut c_void, 16);
+        fresh.assume_init()
     };
     match PROCS.insert(&tgid, &fresh, BPF_NOEXIST) {
         Ok(()) => notify(

@@ -6,8 +6,9 @@ use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 use core::ptr::{read_volatile, write_volatile};
 
 use alloctrace_common::{sites, SiteSlot};
-use aya_ebpf::helpers::bpf_get_smp_processor_id;
+use aya_ebpf::{cty::c_void, helpers::bpf_get_smp_processor_id};
 
+use crate::bounded::repeat;
 use crate::config::{global, SITE_HOMES};
 use crate::tables::maps::{SITES, SITE_CLAIMS};
 
@@ -22,36 +23,40 @@ fn slot(i: u64) -> Option<&'static mut SiteSlot> {
 /// stack).
 #[inline(always)]
 pub fn counters(tgid: u32, hash: u64) -> Option<&'static mut SiteSlot> {
-    let i = counters_index(tgid, hash)?;
-    // One lookup however the index was found: a pointer from each branch would be a distinct
-    // value to the verifier, which would walk the rest of the program once per branch. The
-    // volatile read keeps LLVM from duplicating the lookup into the branches.
-    // SAFETY: reads a local.
-    slot(unsafe { read_volatile(&i) })
+    let i = counters_index(tgid, hash);
+    if i == NOT_FOUND {
+        return None;
+    }
+    slot(i)
 }
 
-/// `counters`' search: the index of the slot.
-#[inline(always)]
-fn counters_index(tgid: u32, hash: u64) -> Option<u64> {
+/// `counters`' search: the index of the slot, or NOT_FOUND.
+///
+/// A BPF-to-BPF call, not inlined: its many paths (lanes, budget, three searches) end in
+/// one scalar, so the verifier walks the caller's rest once, not once per path.
+#[inline(never)]
+fn counters_index(tgid: u32, hash: u64) -> u64 {
     // SAFETY: a helper without preconditions; the program cannot migrate while it runs.
     let lane = unsafe { bpf_get_smp_processor_id() } & (sites::LANES - 1);
     if lane != 0 {
         if let Some(i) = search::<{ sites::LANE_WINDOW }>(tgid, hash, lane) {
-            return Some(i);
+            return i;
         }
     }
-    let first = search::<{ sites::WINDOW }>(tgid, hash, 0)?;
+    let Some(first) = search::<{ sites::WINDOW }>(tgid, hash, 0) else {
+        return NOT_FOUND;
+    };
     if lane != 0 && take_spread() {
         if let Some((i, new)) = take::<{ sites::LANE_WINDOW }>(tgid, hash, lane) {
             if !new {
                 // Another CPU of this lane claimed it first.
                 give_spread();
             }
-            return Some(i);
+            return i;
         }
         give_spread();
     }
-    Some(first)
+    first
 }
 
 /// The spread budget's counter (`sites::SPREAD_LEFT`): added to atomically, as user space and
@@ -102,26 +107,73 @@ fn give_spread() {
     }
 }
 
-/// The index of site (tgid, hash)'s slot on `lane`. The searches return an index, looked up
-/// once after the loop: a pointer from each iteration would be a distinct value to the
-/// verifier, which would then walk the rest of the program once per iteration.
+/// One search of a window of the site table: the slot to look at next, the site, and what
+/// was found. The steps run in a `bpf_loop` (`bounded`), verified once: a search returns
+/// an index, looked up once after it (a pointer per exit would be a distinct value to the
+/// verifier, which would walk the rest of the program once per exit).
+#[repr(C)]
+struct Search {
+    /// The slot of the current step (the window's first at step 0).
+    i: u64,
+    hash: u64,
+    tgid: u32,
+    lane: u32,
+    /// The slot found, or NOT_FOUND.
+    found: u64,
+    /// `take`: whether it claimed the slot found (1) or another CPU had (0).
+    new: u64,
+}
+
+const NOT_FOUND: u64 = u64::MAX;
+
+impl Search {
+    #[inline(always)]
+    fn new(tgid: u32, hash: u64, lane: u32) -> Self {
+        Search {
+            i: sites::home(tgid, hash, lane, global(&SITE_HOMES)),
+            hash,
+            tgid,
+            lane,
+            found: NOT_FOUND,
+            new: 0,
+        }
+    }
+
+    /// The slot found: stopped at the slot of the current step.
+    #[inline(always)]
+    fn found(&mut self, new: u64) -> i64 {
+        self.found = self.i;
+        self.new = new;
+        1
+    }
+}
+
+/// The index of site (tgid, hash)'s slot on `lane`, among the first W slots from its home.
 #[inline(always)]
 fn search<const W: u64>(tgid: u32, hash: u64, lane: u32) -> Option<u64> {
-    let n = global(&SITE_HOMES);
-    let mut i = sites::home(tgid, hash, lane, n);
-    for _ in 0..W {
-        let s = slot(i)?;
-        // SAFETY: `s` points into the map; volatile keeps the reads where they are.
-        let seen = unsafe { read_volatile(&s.hash) };
-        if seen == sites::EMPTY {
-            return None;
-        }
-        if seen == hash && unsafe { read_volatile(&s.tgid) } == tgid {
-            return Some(i);
-        }
-        i += 1;
+    let mut s = Search::new(tgid, hash, lane);
+    repeat(W as u32, search_step, &mut s);
+    (s.found != NOT_FOUND).then_some(s.found)
+}
+
+/// `search`'s step: stops (1) at the site's slot, at an empty slot (the site has none: an
+/// empty slot is never claimed behind a used one) or at one the map cannot give.
+extern "C" fn search_step(_: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Search` `search` passed.
+    let w = unsafe { &mut *(ctx as *mut Search) };
+    let Some(s) = slot(w.i) else {
+        return 1;
+    };
+    // SAFETY: `s` points into the map; volatile keeps the reads where they are.
+    let seen = unsafe { read_volatile(&s.hash) };
+    if seen == sites::EMPTY {
+        return 1;
     }
-    None
+    if seen == w.hash && unsafe { read_volatile(&s.tgid) } == w.tgid {
+        return w.found(0);
+    }
+    w.i += 1;
+    0
 }
 
 /// Lane 0's slot of a new site (tgid, hash), claimed now: the slot, and whether it is new.
@@ -129,48 +181,58 @@ fn search<const W: u64>(tgid: u32, hash: u64, lane: u32) -> Option<u64> {
 #[inline(always)]
 pub fn claim(tgid: u32, hash: u64) -> Option<(&'static mut SiteSlot, bool)> {
     let (i, new) = take::<{ sites::WINDOW }>(tgid, hash, 0)?;
-    Some((slot(i)?, new))
+    // SAFETY: reads a local (one lookup for both outcomes, as in `counters`).
+    Some((slot(unsafe { read_volatile(&i) })?, new))
 }
 
 /// `claim`'s search on `lane`: the slot's index, and whether it is new.
 #[inline(always)]
 fn take<const W: u64>(tgid: u32, hash: u64, lane: u32) -> Option<(u64, bool)> {
-    let n = global(&SITE_HOMES);
-    let mut i = sites::home(tgid, hash, lane, n);
-    for _ in 0..W {
-        let s = slot(i)?;
-        // SAFETY: as in `search`.
-        let seen = unsafe { read_volatile(&s.hash) };
-        if seen == hash && unsafe { read_volatile(&s.tgid) } == tgid {
-            // Another CPU claimed it since this one's search.
-            return Some((i, false));
-        }
-        if seen == sites::EMPTY || seen == sites::DEAD {
-            // SAFETY: a compare-and-swap on a map value; losing the race means another
-            // claim took the slot first.
-            let (_, won) = unsafe {
-                atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                    &mut s.hash,
-                    seen,
-                    hash,
-                )
-            };
-            if won {
-                // SAFETY: the slot is ours; its counters are zero (never used, or zeroed by
-                // user space before it was marked dead). The lane before the owner: the slot
-                // matches only once `tgid` is set.
-                unsafe {
-                    write_volatile(&mut s.lane, lane);
-                    write_volatile(&mut s.tgid, tgid);
-                }
-                if let Some(c) = SITE_CLAIMS.get_ptr_mut(sites::CLAIMS) {
-                    // SAFETY: a map value; tells user space to look for new slots.
-                    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Release }>(c, 1) };
-                }
-                return Some((i, true));
-            }
-        }
-        i += 1;
+    let mut s = Search::new(tgid, hash, lane);
+    repeat(W as u32, take_step, &mut s);
+    (s.found != NOT_FOUND).then_some((s.found, s.new != 0))
+}
+
+/// `take`'s step: stops (1) at the site's slot (claimed by another CPU since this one's
+/// search), at a free slot it claims, or at one the map cannot give.
+extern "C" fn take_step(_: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Search` `take` passed.
+    let w = unsafe { &mut *(ctx as *mut Search) };
+    let Some(s) = slot(w.i) else {
+        return 1;
+    };
+    let (hash, tgid) = (w.hash, w.tgid);
+    // SAFETY: as in `search_step`.
+    let seen = unsafe { read_volatile(&s.hash) };
+    if seen == hash && unsafe { read_volatile(&s.tgid) } == tgid {
+        // Another CPU claimed it since this one's search.
+        return w.found(0);
     }
-    None
+    if seen == sites::EMPTY || seen == sites::DEAD {
+        // SAFETY: a compare-and-swap on a map value; losing the race means another
+        // claim took the slot first.
+        let (_, won) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &mut s.hash,
+                seen,
+                hash,
+            )
+        };
+        if won {
+            // SAFETY: the slot is ours; its counters are zero (never used, or zeroed by
+            // user space before it was marked dead). The lane before the owner: the slot
+            // matches only once `tgid` is set.
+            unsafe {
+                write_volatile(&mut s.lane, w.lane);
+                write_volatile(&mut s.tgid, tgid);
+            }
+            if let Some(c) = SITE_CLAIMS.get_ptr_mut(sites::CLAIMS) {
+                // SAFETY: a map value; tells user space to look for new slots.
+                unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Release }>(c, 1) };
+            }
+            return w.found(1);
+        }
+    }
+    w.i += 1;
+    0
 }

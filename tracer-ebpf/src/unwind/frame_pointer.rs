@@ -4,12 +4,10 @@
 use core::ptr::write_volatile;
 
 use alloctrace_common::{stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, MAX_FRAMES};
-use aya_ebpf::{
-    cty::c_void,
-    helpers::{bpf_loop, bpf_probe_read_user},
-};
+use aya_ebpf::{cty::c_void, helpers::bpf_probe_read_user};
 
 use super::frame_check::code_check;
+use crate::bounded::repeat;
 
 /// Words read at once from the stack pointer: 128 bytes hold the return address and the
 /// caller's frame record for most callers.
@@ -51,16 +49,7 @@ pub fn walk_and_keep(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, firs
         cut: stack_cut::NONE as u64,
     };
     if has_first != 0 {
-        // SAFETY: the callback is a BPF subprogram of the signature bpf_loop calls; its
-        // context is `w`, alive for the call.
-        unsafe {
-            bpf_loop(
-                MAX_FRAMES as u32,
-                walk_step as *mut c_void,
-                &mut w as *mut Walk as *mut c_void,
-                0,
-            )
-        };
+        repeat(MAX_FRAMES as u32, walk_step, &mut w);
     }
     let mut hash = stack_hash_step(w.hash, w.len);
     if hash < 2 {

@@ -73,6 +73,42 @@ impl Engine {
         for line in children.as_mut().map(|c| c.check(true)).unwrap_or_default() {
             eprintln!("{line}");
         }
+        // The probes come off (nothing is attached after the execs above) while the sites are
+        // symbolized and the outputs written, not after: each link's release waits a kernel
+        // grace period (released at once, they share them), and an output that waits (a
+        // FIFO's reader) must not keep every probe of a system-wide run in every process's
+        // allocator meanwhile.
+        let mut links = std::mem::take(&mut tasks.loose);
+        links.extend(
+            tasks
+                .retarget
+                .as_mut()
+                .map(|r| r.take_probes())
+                .unwrap_or_default(),
+        );
+        links.extend(system.iter().flat_map(|s| s.take_links()));
+        let mut followed = followed;
+        links.extend(
+            followed
+                .as_mut()
+                .map(|f| std::mem::take(&mut f.live))
+                .unwrap_or_default(),
+        );
+        let kept_ebpf = tasks.ebpf;
+        let detach = std::thread::Builder::new()
+            .name("alloctrace-detach".into())
+            .spawn(move || {
+                let t = Instant::now();
+                let n = links.len();
+                crate::probe::release_all(links);
+                log::info!(
+                    "{n} probe links detached in {:.1} ms",
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                drop(kept_ebpf);
+                followed.and_then(|f| f.detach_all())
+            })
+            .context("cannot start the detach thread")?;
         // A target that ran a program its user may not trace: nothing of it is shown.
         let mut revoked: HashSet<u32> = target_pid
             .filter(|_| exe.as_ref().is_some_and(|w| w.revoked))
@@ -140,18 +176,6 @@ impl Engine {
             },
             ..profile
         };
-        // The probes come off while the outputs are written, not after: detaching takes ~1.5 s
-        // (a grace period per probe), which would delay the report, and an output that waits
-        // (a FIFO's reader) must not keep every probe of a system-wide run in every process's
-        // allocator meanwhile.
-        let kept_ebpf = tasks.ebpf;
-        let detach = std::thread::Builder::new()
-            .name("alloctrace-detach".into())
-            .spawn(move || {
-                drop(kept_ebpf);
-                followed.and_then(|f| f.detach_all())
-            })
-            .context("cannot start the detach thread")?;
         Ok(Finished {
             profile,
             end: ended.end,

@@ -30,11 +30,46 @@ impl Engine {
     /// (`advance`) in a tokio runtime made after this returns: the command is forked before
     /// any thread of ours exists.
     pub fn start(cfg: &Config) -> Result<Engine> {
+        // Where start-up time goes (`-v`): each step's end, from alloctrace's start.
+        let t0 = Instant::now();
+        let mark = |step: &str| {
+            log::info!(
+                "start-up: {step} at {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            )
+        };
         target::check_privileges()?;
         if matches!(cfg.target, TargetSpec::System) {
             target::check_system_wide()?;
         }
         target::check_kernel()?;
+        let sizes = |tgid: Option<u32>| Sizes {
+            max_stacks: cfg.max_stacks,
+            max_live: cfg.max_live,
+            sample_bytes: cfg.sample_bytes.unwrap_or(0),
+            // Must match the probes' scope (the process, not the thread attached through): the
+            // programs take the tgid as given. Following forks, the probes fire in several
+            // processes: 0 has the programs ask the kernel, as in system-wide mode.
+            target_tgid: if cfg.follow_forks {
+                0
+            } else {
+                tgid.unwrap_or(0)
+            },
+        };
+        // Without a command to launch (forked before any thread of ours exists), the maps are
+        // created (and the kernel's BTF read) while the target is resolved: their sizes and
+        // the target's tgid are known already.
+        let early_maps = match &cfg.target {
+            TargetSpec::Command(_) => None,
+            TargetSpec::Pid(pid) => Some(sizes(Some(*pid))),
+            TargetSpec::System => Some(sizes(None)),
+        }
+        .and_then(|s| {
+            std::thread::Builder::new()
+                .name("alloctrace-maps".into())
+                .spawn(move || loader::load(&s))
+                .ok()
+        });
 
         let mut mmap_watch;
         // The thread a --pid target is read and attached through (see check_process).
@@ -137,6 +172,7 @@ impl Engine {
             Target::System => None,
         };
         let sets = found.sets;
+        mark("target and its allocators resolved (probe placement included)");
         // Said once each: a file whose allocator cannot be probed while others can is skipped;
         // with none left, the process is unseen (said below).
         let unseen_reason = sets
@@ -163,20 +199,17 @@ impl Engine {
             }
         }
 
-        let mut ebpf = loader::load(&Sizes {
-            max_stacks: cfg.max_stacks,
-            max_live: cfg.max_live,
-            sample_bytes: cfg.sample_bytes.unwrap_or(0),
-            // Must match the probes' scope (the process, not the thread attached through): the
-            // programs take the tgid as given. Following forks, the probes fire in several
-            // processes: 0 has the programs ask the kernel, as in system-wide mode.
-            target_tgid: if cfg.follow_forks {
-                0
-            } else {
-                target_pid.unwrap_or(0)
-            },
-        })?;
-        let probes_in = match probe::attach(&mut ebpf, &sets, scope, cfg.mode, cfg.bench_floor) {
+        let ebpf = match early_maps {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread creating the maps panicked"))??,
+            None => loader::load(&sizes(target_pid))?,
+        };
+        mark("maps created");
+        let mut programs = probe::Programs::new(ebpf, loader::object())?;
+        mark("programs relocated");
+        let probes_in = match probe::attach(&mut programs, &sets, scope, cfg.mode, cfg.bench_floor)
+        {
             Ok(p) => p,
             Err(e) => match cfg.target {
                 TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
@@ -185,10 +218,11 @@ impl Engine {
                 _ => return Err(e.into()),
             },
         };
-        let attached = probes_in.len();
-        let retarget = retarget_for(scope, &sets, cfg.mode, probes_in);
+        mark("programs loaded (verified) and linked");
+        let attached: usize = probes_in.iter().map(|a| a.points()).sum();
+        let (retarget, loose) = retarget_for(scope, &sets, cfg.mode, probes_in);
         let drainer = Drainer::take(
-            &mut ebpf,
+            &mut programs.ebpf,
             cfg.max_samples,
             alloctrace_common::live::slots(cfg.max_live),
             alloctrace_common::sites::slots(cfg.max_stacks),
@@ -205,10 +239,10 @@ impl Engine {
             }
         }
         let stop_events = Arc::new(AtomicBool::new(false));
-        let ring = drain::take_events(&mut ebpf)?;
+        let ring = drain::take_events(&mut programs.ebpf)?;
         // Following, the probe sets of new processes are attached from the event thread, which
         // reads their fork records; the main loop moves the target's own (`retarget`).
-        let ebpf = Arc::new(Mutex::new(ebpf));
+        let ebpf = Arc::new(Mutex::new(programs));
         // The trace's one start: execs' and forks' times (the kernel's clock, `start_ns`) and the
         // run's duration (`start`) are both measured from it, before the target may go on (the
         // "tracing" line below, the held command's release), so no event precedes the start.
@@ -243,6 +277,7 @@ impl Engine {
                 .context("cannot start the event thread")?
         };
 
+        mark("drainer, symbolizer and event thread started");
         // Before the target can go on (and exec) once it is told we are tracing.
         let mut exe = target_pid.map(|pid| target::ExeWatch::new(pid, exec_log, start_ns));
         if let Some(reason) = &unseen_reason {
@@ -307,7 +342,7 @@ impl Engine {
                 scope,
                 mode: cfg.mode,
                 probe_at: cfg.probe_at,
-                loose: Vec::new(),
+                loose,
             },
             exe,
             exec_wake,

@@ -8,11 +8,9 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
-use aya::Ebpf;
-
 use crate::model::{AllocatorUse, TraceMode, Unseen};
 use crate::probe::placement::Mode;
-use crate::probe::{self, Attached, ProbeSet, Scope};
+use crate::probe::{self, Attached, ProbeSet, Programs, Scope};
 use crate::process::procmaps::Mapping;
 use crate::target::allocators_of;
 
@@ -39,14 +37,14 @@ struct Inner {
     first_file: HashMap<u32, String>,
     /// From each late set's first mapping to its probes, not yet counted as a loss.
     late: Vec<Duration>,
-    /// The late sets' probes: detached with the programs.
-    _links: Vec<Attached>,
+    /// The late sets' probes (`take_links` at the end).
+    links: Vec<Attached>,
 }
 
 impl SystemSets {
     /// `sets` were attached at the start, found in the files `uses` lists per process.
     pub(super) fn new(
-        ebpf: Arc<Mutex<Ebpf>>,
+        ebpf: Arc<Mutex<Programs>>,
         mode: TraceMode,
         probe_at: Mode,
         sets: Vec<ProbeSet>,
@@ -65,7 +63,7 @@ impl SystemSets {
             uses,
             first_file: HashMap::new(),
             late: Vec::new(),
-            _links: Vec::new(),
+            links: Vec::new(),
         }));
         let (tx, rx) = mpsc::channel::<(u32, u64, Mapping)>();
         // The programs held weakly: their drop at the end detaches every probe.
@@ -109,6 +107,12 @@ impl SystemSets {
             }
         }
         let _ = self.new_files.send((pid, time, m.clone()));
+    }
+
+    /// The probes of the sets found during the run, for the end to detach (with the others, at
+    /// once).
+    pub(super) fn take_links(&self) -> Vec<Attached> {
+        std::mem::take(&mut self.lock().links)
     }
 
     /// How late the sets found since the last call went in.
@@ -172,7 +176,7 @@ impl SystemSets {
 
 /// Detects the allocators of a file process `pid` first mapped at `time` (CLOCK_MONOTONIC ns)
 /// and probes them for every process from now on; the delay is a loss (`exec_late`).
-fn probe_new(inner: &Mutex<Inner>, ebpf: &Weak<Mutex<Ebpf>>, pid: u32, time: u64, m: &Mapping) {
+fn probe_new(inner: &Mutex<Inner>, ebpf: &Weak<Mutex<Programs>>, pid: u32, time: u64, m: &Mapping) {
     let lock = || inner.lock().unwrap_or_else(|e| e.into_inner());
     let (mode, probe_at) = {
         let i = lock();
@@ -203,7 +207,7 @@ fn probe_new(inner: &Mutex<Inner>, ebpf: &Weak<Mutex<Ebpf>>, pid: u32, time: u64
             );
             let mut inner = lock();
             inner.late.push(gap);
-            inner._links.extend(links);
+            inner.links.extend(links);
             inner.sets.extend(found.sets);
         }
         Err(e) => eprintln!(

@@ -48,6 +48,11 @@ pub struct Sizes {
     pub target_tgid: u32,
 }
 
+/// The embedded eBPF object's bytes (its programs are loaded from them: `probe::Programs`).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NotEmbedded);
@@ -58,6 +63,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let site_slots = abi::sites::slots(sizes.max_stacks);
     let site_homes = abi::sites::homes(sizes.max_stacks) as u64;
     let owned_slots = crate::kmaps::owned_totals::slots().map_err(LoadError::Owned)?;
+    let t = std::time::Instant::now();
     // Where the kernel keeps a mapping's flags moves between versions and configurations.
     let vma_flags_offset = crate::kmaps::btf::member_offset_in_file(
         std::path::Path::new(KERNEL_BTF),
@@ -65,7 +71,16 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         "vm_flags",
     )
     .map_err(LoadError::Btf)?;
+    log::info!(
+        "kernel BTF read in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = std::time::Instant::now();
     let mut ebpf = EbpfLoader::new()
+        // The kernel's BTF is for CO-RE relocations of aya's copies of the programs, which
+        // are never loaded (`probe::Programs` loads its own, relocating them itself if they
+        // need it): not parsed again here (~20 ms).
+        .btf(None)
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_TARGET_TGID, &sizes.target_tgid, true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
@@ -81,6 +96,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .allow_unsupported_maps()
         .load(OBJECT)
         .map_err(LoadError::Load)?;
+    log::info!("maps created in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     set_spread_budget(&mut ebpf, abi::sites::spread_budget(sizes.max_stacks))?;
     Ok(ebpf)
 }

@@ -1,27 +1,23 @@
 //! `--follow-forks`: the processes the target starts (and theirs) traced each under its own
 //! pid, as `strace -f` does.
 //!
-//! Uprobe events are filtered by address space: the target's probes fire in its own `mm`
-//! only, so a forked child (a copy of it) needs a set of its own, attached to its pid when the
-//! mmap watch's fork record says it exists. Between the fork and that attach the child's
-//! allocations are not counted; no race-free way exists here (aya's per-pid attach cannot make
-//! an inherited event, and holding the child would mean signalling it): the window is measured
-//! per child and said at the end of the run. A child that shares its parent's address space
-//! (`CLONE_VM`, `vfork`) is already seen through its parent's probes (under its own pid: the
-//! programs ask the kernel for the tgid); a second set would count each call twice, so it gets
-//! its own set at its exec, when it leaves that address space.
-use std::collections::{HashMap, HashSet};
+//! The target's uprobe_multi links fire in its own thread group only (the kernel checks
+//! `same_thread_group` with the task the link's pid named), so every child needs a set of its
+//! own, attached to its pid when the mmap watch's fork record says it exists: a copy of its
+//! parent (fork) and one that shares its parent's address space (`CLONE_VM`, `vfork`) alike —
+//! the parent's links do not run in the latter, and its own do not run in the parent, so
+//! nothing counts twice. Between the fork and that attach the child's allocations are not
+//! counted; no race-free way exists here (a link cannot be inherited, and holding the child
+//! would mean signalling it): the window is measured per child and said at the end of the run.
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::programs::uprobe::UProbeLink;
-use aya::Ebpf;
-
 use crate::model::{TraceMode, Unseen};
 use crate::probe::placement::Mode;
-use crate::probe::{self, reprobe, Attached, ProbeSet, Scope};
+use crate::probe::{self, reprobe, Attached, ProbeSet, Programs, Scope};
 use crate::process::mmap_watch::{ExecLog, ExecProbed, ExecSeen, Forked};
 use crate::symbolize::Symbolizer;
 use crate::target::exec_watch::{permitted_after_exec, NOT_PERMITTED};
@@ -39,36 +35,36 @@ struct Child {
 pub struct Follower {
     /// Shared with the main loop, which moves the target's own probes when the task they are
     /// on ends (`retarget`).
-    ebpf: Arc<Mutex<Ebpf>>,
+    ebpf: Arc<Mutex<Programs>>,
     mode: TraceMode,
     probe_at: Mode,
     start_ns: u64,
     children: HashMap<u32, Child>,
-    /// CLONE_VM children waiting for their exec to get probes of their own.
-    sharing: HashSet<u32>,
     /// The exec logs of the followed processes.
     logs: HashMap<u32, Arc<Mutex<ExecLog>>>,
     shared: Arc<Mutex<Shared>>,
-    /// Probe sets of exited children, detached on their own thread (each probe waits a kernel
-    /// grace period: ~0.1 s).
+    /// Probe sets of exited children, detached on their own thread (each link waits a kernel
+    /// grace period; a child's links are released at once, sharing them).
     detach: Option<Detacher>,
     /// From each fork to its probes being in.
     windows: Vec<Duration>,
 }
 
-/// What `finish` hands back: the eBPF object (whose drop detaches the rest) and figures.
+/// What `finish` hands back: the live processes' probes, the programs and figures.
 pub struct Finished {
-    ebpf: Arc<Mutex<Ebpf>>,
+    ebpf: Arc<Mutex<Programs>>,
+    /// The probes of the followed processes still alive at the end.
+    pub live: Vec<Attached>,
     followed: usize,
     max_window: Option<Duration>,
     detach: Option<Detacher>,
 }
 
-type Detacher = (mpsc::Sender<Vec<UProbeLink>>, JoinHandle<(usize, Duration)>);
+type Detacher = (mpsc::Sender<Vec<Attached>>, JoinHandle<(usize, Duration)>);
 
 impl Follower {
     pub fn new(
-        ebpf: Arc<Mutex<Ebpf>>,
+        ebpf: Arc<Mutex<Programs>>,
         sets: Vec<ProbeSet>,
         mode: TraceMode,
         probe_at: Mode,
@@ -78,7 +74,7 @@ impl Follower {
             target_sets: sets,
             ..Shared::default()
         }));
-        let (tx, rx) = mpsc::channel::<Vec<UProbeLink>>();
+        let (tx, rx) = mpsc::channel::<Vec<Attached>>();
         let detacher = std::thread::Builder::new()
             .name("alloctrace-detach-children".into())
             .spawn(move || {
@@ -86,7 +82,7 @@ impl Follower {
                 for links in rx {
                     let t = Instant::now();
                     n += links.len();
-                    drop(links);
+                    probe::release_all(links);
                     took += t.elapsed();
                 }
                 (n, took)
@@ -98,7 +94,6 @@ impl Follower {
             probe_at,
             start_ns,
             children: HashMap::new(),
-            sharing: HashSet::new(),
             logs: HashMap::new(),
             shared: shared.clone(),
             detach: detacher.map(|h| (tx, h)),
@@ -107,7 +102,7 @@ impl Follower {
         (f, shared)
     }
 
-    fn programs(&self) -> std::sync::MutexGuard<'_, Ebpf> {
+    fn programs(&self) -> std::sync::MutexGuard<'_, Programs> {
         self.ebpf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -133,48 +128,36 @@ impl Follower {
             self.start(f, sym);
         }
         for pid in execs {
-            self.exec(*pid, sym);
+            self.exec(*pid);
         }
         let revoke = std::mem::take(&mut self.lock().revoke);
         for pid in revoke {
-            // One sharing its parent's memory has no probes of its own; its counts are
-            // left out of the report all the same.
-            self.sharing.remove(&pid);
             if let Some(child) = self.children.remove(&pid) {
-                let links = probe::take_links(&mut self.programs(), child.links);
                 if let Some((tx, _)) = &self.detach {
-                    let _ = tx.send(links);
+                    let _ = tx.send(child.links);
                 }
             }
         }
         self.reap();
-        let live = self.children.len() + self.sharing.len();
+        let live = self.children.len();
         let mut s = self.lock();
         s.live = live;
         s.looks += 1;
     }
 
     fn start(&mut self, f: Forked, sym: &Symbolizer) {
-        match same_vm(f.ppid, f.pid) {
-            // Seen through the parent's probes until it execs.
-            Some(true) => {
-                self.sharing.insert(f.pid);
-            }
-            _ => {
-                // A copy of its parent: probed through its parent's sets.
-                let sets = match self.children.get(&f.ppid) {
-                    Some(parent) => parent.sets.clone(),
-                    None => self.lock().target_sets.clone(),
-                };
-                self.attach(f.pid, sets, Some(f.time), sym);
-            }
-        }
+        // A copy of its parent, or one sharing its memory: probed through its parent's sets.
+        let sets = match self.children.get(&f.ppid) {
+            Some(parent) => parent.sets.clone(),
+            None => self.lock().target_sets.clone(),
+        };
+        self.attach(f.pid, sets, Some(f.time), sym);
     }
 
     /// A followed process executed a program: its allocators are resolved again, and the
-    /// sets not attached for it yet attached (a CLONE_VM child leaves its parent's probes
-    /// now: all of them); each exec of its log is decided for the main loop to say.
-    fn exec(&mut self, pid: u32, sym: &Symbolizer) {
+    /// sets not attached for it yet attached; each exec of its log is decided for the main
+    /// loop to say.
+    fn exec(&mut self, pid: u32) {
         let Some(log) = self.logs.get(&pid).cloned() else {
             return;
         };
@@ -186,7 +169,7 @@ impl Follower {
                 // The main loop's ExeWatch revokes it: no probes go in.
                 ExecProbed::Unseen(NOT_PERMITTED.into())
             } else {
-                self.exec_sets(pid, &e, current, sym)
+                self.exec_sets(pid, &e, current)
             };
             let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(x) = l.execs.iter_mut().find(|x| x.time == e.time) {
@@ -195,8 +178,7 @@ impl Follower {
         }
     }
 
-    fn exec_sets(&mut self, pid: u32, e: &ExecSeen, current: bool, sym: &Symbolizer) -> ExecProbed {
-        let sharing = self.sharing.contains(&pid);
+    fn exec_sets(&mut self, pid: u32, e: &ExecSeen, current: bool) -> ExecProbed {
         let have = self
             .children
             .get(&pid)
@@ -213,31 +195,23 @@ impl Follower {
                 late_us: None,
             };
         }
-        if sharing {
-            self.sharing.remove(&pid);
-            if !self.attach(pid, new, None, sym) {
-                return ExecProbed::Unseen("its probes could not be attached".into());
+        let Some(nz) = std::num::NonZeroU32::new(pid) else {
+            return ExecProbed::Unseen("pid 0".into());
+        };
+        let attached = probe::attach_loaded(&mut self.programs(), &new, Scope::Pid(nz), self.mode);
+        match attached {
+            Ok(links) => {
+                if let Some(c) = self.children.get_mut(&pid) {
+                    c.links.extend(links);
+                    c.sets.extend(new.iter().cloned());
+                }
+                self.lock().allocators.entry(pid).or_default().extend(new);
             }
-        } else {
-            let Some(nz) = std::num::NonZeroU32::new(pid) else {
-                return ExecProbed::Unseen("pid 0".into());
-            };
-            let attached =
-                probe::attach_loaded(&mut self.programs(), &new, Scope::Pid(nz), self.mode);
-            match attached {
-                Ok(links) => {
-                    if let Some(c) = self.children.get_mut(&pid) {
-                        c.links.extend(links);
-                        c.sets.extend(new.iter().cloned());
-                    }
-                    self.lock().allocators.entry(pid).or_default().extend(new);
-                }
-                Err(err) => {
-                    return ExecProbed::Unseen(format!(
-                        "its probes could not be attached ({})",
-                        chain(&err)
-                    ))
-                }
+            Err(err) => {
+                return ExecProbed::Unseen(format!(
+                    "its probes could not be attached ({})",
+                    chain(&err)
+                ))
             }
         }
         let late = Duration::from_nanos(crate::target::monotonic_ns().saturating_sub(e.time));
@@ -248,8 +222,8 @@ impl Follower {
         }
     }
 
-    /// Attaches `sets` for `pid`, from its fork (or, a CLONE_VM child, from its exec, when it
-    /// left its parent's probes); false when it could not (said, and marked unseen).
+    /// Attaches `sets` for `pid`, from its fork; false when it could not (said, and marked
+    /// unseen).
     fn attach(
         &mut self,
         pid: u32,
@@ -335,14 +309,10 @@ impl Follower {
             let Some(child) = self.children.remove(&pid) else {
                 continue;
             };
-            let links = probe::take_links(&mut self.programs(), child.links);
             if let Some((tx, _)) = &self.detach {
-                let _ = tx.send(links);
+                let _ = tx.send(child.links);
             }
         }
-        // A CLONE_VM child that exits without exec: nothing of its own to detach.
-        self.sharing
-            .retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 
     /// Ends following; the processes still alive keep their probes until `detach_all`.
@@ -351,6 +321,7 @@ impl Follower {
             followed: self.windows.len(),
             max_window: self.windows.iter().max().copied(),
             detach: self.detach.take(),
+            live: self.children.drain().flat_map(|(_, c)| c.links).collect(),
             ebpf: self.ebpf,
         }
     }
@@ -368,9 +339,9 @@ impl Finished {
         ))
     }
 
-    /// Detaches every probe (the exited processes' on their own thread, during the run; the
-    /// rest with the eBPF object now, the main loop's share of it dropped first) and says how long the exited processes' took: each
-    /// probe waits a kernel grace period.
+    /// Waits for the exited processes' probes to be off (detached on their own thread during
+    /// the run; the live ones' are `live`, taken out by the caller) and says how long those
+    /// took: each link waits a kernel grace period.
     pub fn detach_all(mut self) -> Option<String> {
         drop(self.ebpf);
         let (tx, h) = self.detach.take()?;
@@ -386,32 +357,13 @@ impl Finished {
     }
 }
 
-/// Whether two processes share one address space (kcmp KCMP_VM), None if the kernel will not
-/// say (one has exited).
-fn same_vm(a: u32, b: u32) -> Option<bool> {
-    const KCMP_VM: libc::c_long = 1;
-    // SAFETY: kcmp takes two pids, a type and two type-specific values (unused for KCMP_VM).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            a as libc::c_long,
-            b as libc::c_long,
-            KCMP_VM,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    (r >= 0).then_some(r == 0)
-}
-
 pub fn comm_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_default()
 }
 
-/// An error and its sources on one line (aya's attach error names the syscall, its source the
-/// errno).
+/// An error and its sources on one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -7,20 +7,22 @@ pub mod attach;
 pub mod children;
 pub mod follow;
 pub mod placement;
+pub mod prog_load;
 pub mod reprobe;
 pub mod resolve;
 pub mod retarget;
 pub mod sets;
+pub mod uprobe_multi;
 
 use std::num::NonZeroU32;
-
-use aya::programs::ProgramError;
 
 use placement::Placement;
 
 pub use crate::allocator::ProbeSpec;
-pub use attach::{attach, attach_into, attach_loaded, take_links, Attached};
+pub use attach::{attach, attach_into, attach_loaded};
+pub use prog_load::Programs;
 pub use resolve::resolve;
+pub use uprobe_multi::{release_all, Attached};
 
 use std::path::{Path, PathBuf};
 
@@ -117,10 +119,11 @@ pub enum ProbeError {
     MissingSymbol { path: String, symbol: &'static str },
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
-    #[error("cannot load eBPF program {program}: {source}")]
+    #[error("cannot load eBPF program {program}: {source}; the verifier's last words:\n{log}")]
     Load {
         program: &'static str,
-        source: Box<ProgramError>,
+        source: std::io::Error,
+        log: String,
     },
     #[error("{0}")]
     Mode(String),
@@ -132,24 +135,18 @@ pub enum ProbeError {
         kind: &'static str,
         symbol: &'static str,
         path: String,
-        source: Box<ProgramError>,
+        source: std::io::Error,
     },
 }
 
 /// The likely cause of an attach refused with EINVAL on a function alloctrace could read:
 /// another tracer's uprobe at the same address with a different reference-counter offset.
 /// BCC 0.26's tools (memleak-bpfcc among them) set a garbage one (iovisor/bcc#5236).
-fn attach_hint(e: &ProgramError) -> &'static str {
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::EINVAL) {
-                return " (is another tracer probing the same function? The kernel refuses a \
-                    second uprobe whose reference-counter offset differs, as BCC 0.26's tools \
-                    set it: dmesg says \"ref_ctr_offset mismatch\"; stop that tracer first)";
-            }
-        }
-        cur = err.source();
+fn attach_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        return " (is another tracer probing the same function? The kernel refuses a second \
+            uprobe whose reference-counter offset differs, as BCC 0.26's tools set it: dmesg \
+            says \"ref_ctr_offset mismatch\"; stop that tracer first)";
     }
     ""
 }
@@ -179,12 +176,7 @@ mod tests {
 
     #[test]
     fn einval_at_attach_names_the_other_tracer_as_likely_cause() {
-        let err = |code| {
-            ProgramError::SyscallError(aya::sys::SyscallError {
-                call: "perf_event_open",
-                io_error: std::io::Error::from_raw_os_error(code),
-            })
-        };
+        let err = std::io::Error::from_raw_os_error;
         assert!(attach_hint(&err(libc::EINVAL)).contains("ref_ctr_offset mismatch"));
         assert_eq!(attach_hint(&err(libc::ENOENT)), "");
     }

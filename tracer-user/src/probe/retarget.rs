@@ -1,36 +1,38 @@
-//! Keeps one traced process's probes on a live task of it (`--pid` and launch mode).
+//! Keeps one traced process's probes on it when its main thread ends (`--pid` and launch
+//! mode).
 //!
-//! A uprobe attached with a pid fires in every thread of that task's address space: the
-//! kernel's filter compares the current mm with `event->hw.target->mm`, the target being the
-//! one task the pid named at attach time. When that task ends, nothing matches any more and
-//! every allocation is lost, though the process lives on:
-//! - the main thread calls `pthread_exit` while other threads run: it stays a zombie without an
-//!   mm (a new perf event on it is refused);
-//! - another thread calls `execve`: it takes over the pid, the old main thread's task (the
-//!   probes' target) is released, and the new program's mm never gets the breakpoints.
+//! A uprobe_multi link attached with a pid holds the thread group's leader task the pid named
+//! then (the kernel looks the pid up as a thread-group id: a link on another thread's id is
+//! refused). Its breakpoints go into that task's address space; its programs run in any task
+//! of the same thread group (`same_thread_group`, kernel/trace/bpf_trace.c). So:
+//! - the main thread calls `pthread_exit` while other threads run: the leader stays a zombie,
+//!   the breakpoints stay in the address space, and the links go on firing in every other
+//!   thread: nothing to do, nothing lost (tested: `threads_signals::main_thread_exit_*`);
+//! - another thread calls `execve`: it takes over the pid, the old leader's task (the links'
+//!   task) is released, and the new program's address space never gets the breakpoints.
 //!
-//! So the target task is watched (a dummy perf event on it: readable-hung-up the moment it
-//! exits), and when it ends every probe is attached again to a live task of the process — the
-//! pid itself after an exec — before the old ones are taken out (their removal waits kernel
-//! grace periods: done on a thread of its own, off the path of the next allocation). What the
-//! process allocated between the end and the new attach was not seen: each move and the time
-//! it took are counted as losses (`retargets`, `retarget_gap_us`), never silent.
+//! So the leader is watched (a dummy perf event on it: readable-hung-up the moment it exits),
+//! and from its end on its pid is looked at every few milliseconds: when it names a live task
+//! again, an exec took it over, and every set is linked again on the pid, the old links taken
+//! out first (the old leader shares the thread group's signal struct: in the new program, at a
+//! breakpoint the new links put in, they would run too, and every call would count twice). What
+//! the process allocated between the old leader's end and the new links was not seen: each move
+//! and the time it took are counted as losses (`retargets`, `retarget_gap_us`), never silent.
 //!
-//! Why not probes on two tasks at once, so that one's end leaves the other's in place: each
-//! perf event is a consumer of its own on the uprobe, and the kernel runs the programs once per
-//! consumer whose filter matches — two live targets would count every call twice.
+//! (With perf-event uprobes, the kernel's filter compared the current mm with the attach-time
+//! task's: a main thread's `pthread_exit` lost everything after it too, and the probes were
+//! moved to another thread; links need no move there.)
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use aya::Ebpf;
 use tokio::io::unix::AsyncFd;
 
 use crate::kmaps::shared_array::SharedMapping;
 use crate::model::TraceMode;
-use crate::probe::{self, Attached, ProbeError, ProbeSet, Scope};
+use crate::probe::{self, Attached, ProbeError, ProbeSet, Programs, Scope};
 use crate::process::mmap_watch::{
     perf_event_open, PerfEventAttr, PERF_ATTR_SIZE_VER5, PERF_COUNT_SW_DUMMY, PERF_TYPE_SOFTWARE,
 };
@@ -66,13 +68,10 @@ impl TaskWatch {
     }
 }
 
-/// One move of the probes.
+/// One move of the probes: linked again on the pid another thread's exec took over.
 pub struct Moved {
-    pub from: u32,
-    /// None when every task tried ended before its probes were in (the threads finished
-    /// meanwhile): what they allocated after `from` ended was not seen either.
-    pub to: Option<u32>,
-    /// From the moment alloctrace learned the old task ended to the new probes' attach.
+    pub pid: u32,
+    /// From the moment alloctrace learned the old leader ended to the new links.
     pub gap: Duration,
 }
 
@@ -88,12 +87,15 @@ pub struct Retarget {
     files: Vec<std::fs::File>,
     mode: TraceMode,
     probes: Vec<Attached>,
+    /// Since when the task the links were attached through has ended, while its pid does not
+    /// name a live task again.
+    leader_gone: Option<Instant>,
 }
 
 /// `sets` with each file opened and its path made the descriptor's: attached again through a
 /// descriptor held from now on, the path may lead through /proc/TGID/root, which a zombie main
 /// thread no longer has.
-fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::File>)> {
+pub(crate) fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::File>)> {
     let mut files = Vec::with_capacity(sets.len());
     let mut out = Vec::with_capacity(sets.len());
     for mut set in sets {
@@ -106,29 +108,37 @@ fn held_open(sets: Vec<ProbeSet>) -> io::Result<(Vec<ProbeSet>, Vec<std::fs::Fil
 }
 
 impl Retarget {
-    /// Watches `tgid`'s task the `probes` of `sets` were attached to (the pid itself).
+    /// Watches (`watch`) `tgid`'s task the `probes` of `sets` (`held_open`, through `files`)
+    /// were attached to (the pid itself).
     pub fn new(
         tgid: u32,
         sets: Vec<ProbeSet>,
+        files: Vec<std::fs::File>,
+        watch: TaskWatch,
         mode: TraceMode,
         probes: Vec<Attached>,
-    ) -> io::Result<Retarget> {
-        let (sets, files) = held_open(sets)?;
-        Ok(Retarget {
+    ) -> Retarget {
+        Retarget {
             tgid,
             task: tgid,
-            unregistered: Some(TaskWatch::open(tgid)?),
+            unregistered: Some(watch),
             watch: None,
             sets,
             files,
             mode,
             probes,
-        })
+            leader_gone: None,
+        }
+    }
+
+    /// The probes, for the end to detach (with the others, at once).
+    pub fn take_probes(&mut self) -> Vec<Attached> {
+        std::mem::take(&mut self.probes)
     }
 
     /// Attaches `sets` (found after an exec) to the task the others are on, moved with them
     /// from now on.
-    pub fn add(&mut self, ebpf: &mut Ebpf, sets: Vec<ProbeSet>) -> Result<(), ProbeError> {
+    pub fn add(&mut self, ebpf: &mut Programs, sets: Vec<ProbeSet>) -> Result<(), ProbeError> {
         let (sets, files) = held_open(sets).map_err(|source| ProbeError::Read {
             path: "an allocator's file".into(),
             source,
@@ -136,7 +146,7 @@ impl Retarget {
         let pid = self.task.try_into().map_err(|_| bad_tid(self.task))?;
         let mut new = Vec::new();
         if let Err(e) = probe::attach_into(ebpf, &sets, Scope::Pid(pid), self.mode, &mut new) {
-            drop_later(probe::take_links(ebpf, new));
+            drop_later(new);
             return Err(e);
         }
         self.probes.extend(new);
@@ -145,8 +155,9 @@ impl Retarget {
         Ok(())
     }
 
-    /// A future that resolves when the task the probes are on ends (owns what it waits on,
-    /// so the caller can move the probes in the same `select!`).
+    /// A future that resolves when the probes must be looked at (owns what it waits on, so
+    /// the caller can move them in the same `select!`): the task they were attached through
+    /// ended, or, once it has, its pid names a live task again (another thread's exec).
     pub fn ended(&mut self) -> impl std::future::Future<Output = ()> + 'static {
         if let Some(w) = self.unregistered.take() {
             match register(w) {
@@ -155,7 +166,21 @@ impl Retarget {
             }
         }
         let watch = self.watch.clone();
+        let (tgid, gone) = (self.tgid, self.leader_gone);
         async move {
+            if gone.is_some() {
+                // No event says a pid was taken over: looked at every few milliseconds, one
+                // small /proc read each, until it is or the process is gone.
+                loop {
+                    tokio::time::sleep(RELOOK).await;
+                    if task_lives(tgid, tgid) {
+                        return;
+                    }
+                    if !std::path::Path::new(&format!("/proc/{tgid}")).exists() {
+                        return std::future::pending().await;
+                    }
+                }
+            }
             let Some(watch) = watch else {
                 return std::future::pending().await;
             };
@@ -172,70 +197,45 @@ impl Retarget {
         }
     }
 
-    /// The probes' task ended: attaches every probe to a live task of the process, then
-    /// takes the old ones out in the background. None when no task of the process lives (it
-    /// is exiting: the run's end comes from its pidfd); a move with no new task when the
-    /// live tasks tried all ended first (a loss all the same).
-    pub fn move_probes(&mut self, ebpf: &mut Ebpf) -> Result<Option<Moved>, ProbeError> {
-        let since = Instant::now();
-        let from = self.task;
-        // A chosen task may end before its probes are in (it was being killed by an exec or
-        // an exit_group): choose again, a few times.
-        let mut tried = false;
-        for _ in 0..8 {
-            let Some(tid) = live_task(self.tgid) else {
-                break;
-            };
-            tried = true;
-            // Which task `tid` names: during an exec the main thread's pid passes from the
-            // old main thread to the exec'ing thread, and a probe or watch opened across that
-            // could be on the other one.
-            let Some(started) = start_time(self.tgid, tid) else {
-                continue;
-            };
-            // Watched before the attach: an end right after it is not missed.
-            let Ok(watch) = TaskWatch::open(tid) else {
-                continue;
-            };
-            let pid = tid.try_into().map_err(|_| bad_tid(tid))?;
-            let mut new = Vec::new();
-            if let Err(e) =
-                probe::attach_into(ebpf, &self.sets, Scope::Pid(pid), self.mode, &mut new)
-            {
-                // What went in goes out: the pid may name a live task by now (an exec
-                // hands the exec'ing thread the main thread's pid), where those probes and
-                // the next attempt's would both count every call.
-                let partial = probe::take_links(ebpf, new);
-                drop_later(partial);
-                if task_lives(self.tgid, tid) {
-                    return Err(e);
-                }
-                continue;
-            }
-            if start_time(self.tgid, tid) != Some(started) || !task_lives(self.tgid, tid) {
-                drop_later(probe::take_links(ebpf, new));
-                continue;
-            }
-            let gap = since.elapsed();
-            let old = std::mem::replace(&mut self.probes, new);
-            // The old probes match no task any more meanwhile.
-            drop_later(probe::take_links(ebpf, old));
-            self.task = tid;
-            self.unregistered = Some(watch);
-            self.watch = None;
-            return Ok(Some(Moved {
-                from,
-                to: Some(tid),
-                gap,
-            }));
+    /// `ended` resolved. The links stay while the pid names the ended task (a zombie main
+    /// thread: they go on firing in the other threads); once the pid names a live task again
+    /// (another thread's exec took it over), the old links come out first (they could fire
+    /// in the new program too, where the new ones put breakpoints: every call would count
+    /// twice), then every set is linked again on the pid. None when nothing was moved.
+    pub fn move_probes(&mut self, ebpf: &mut Programs) -> Result<Option<Moved>, ProbeError> {
+        let since = *self.leader_gone.get_or_insert_with(Instant::now);
+        if !task_lives(self.tgid, self.tgid) {
+            return Ok(None);
         }
-        Ok(tried.then(|| Moved {
-            from,
-            to: None,
-            gap: since.elapsed(),
-        }))
+        let tid = self.tgid;
+        // Watched before the attach: an end right after it is not missed.
+        let watch = TaskWatch::open(tid).ok();
+        probe::release_all(std::mem::take(&mut self.probes));
+        let pid = tid.try_into().map_err(|_| bad_tid(tid))?;
+        let mut new = Vec::new();
+        let linked = probe::attach_into(ebpf, &self.sets, Scope::Pid(pid), self.mode, &mut new);
+        self.probes = new;
+        self.leader_gone = None;
+        let gap = since.elapsed();
+        match linked {
+            Ok(()) => {
+                // Without a watch (the task ended already) the next look finds out.
+                self.unregistered = watch;
+                self.watch = None;
+                Ok(Some(Moved { pid: tid, gap }))
+            }
+            // Ended again meanwhile: looked at again, the gap still running.
+            Err(_) if !task_lives(self.tgid, tid) => {
+                self.leader_gone = Some(since);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
+
+/// How often the pid of an ended main thread is looked at.
+const RELOOK: Duration = Duration::from_millis(5);
 
 fn register(w: TaskWatch) -> io::Result<AsyncFd<TaskWatch>> {
     // SAFETY: the TaskWatch owns its descriptor and keeps it open and unchanged for as long
@@ -256,43 +256,19 @@ fn hung_up(w: &TaskWatch) -> bool {
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// Detaches `links` on a thread of their own: each removal waits a kernel grace period
-/// (~0.1 s here), which the draining thread must not.
-fn drop_later(links: Vec<aya::programs::uprobe::UProbeLink>) {
+/// Detaches `links` on a thread of their own: each removal waits a kernel grace period,
+/// which the draining thread must not.
+fn drop_later(links: Vec<Attached>) {
     if links.is_empty() {
         return;
     }
     let _ = std::thread::Builder::new()
         .name("alloctrace-detach".into())
-        .spawn(move || drop(links));
+        .spawn(move || probe::release_all(links));
 }
 
 fn bad_tid(tid: u32) -> ProbeError {
     ProbeError::Mode(format!("thread id {tid} out of range"))
-}
-
-/// The task's start time (field 22 of stat): tells two tasks that held one id apart.
-fn start_time(tgid: u32, tid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Fields after the name start at the third (state).
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
-/// A live task of process `tgid` to attach to: the pid itself when it lives (after another
-/// thread's exec it is that thread, running the new program), else any thread that is
-/// neither a zombie nor on its way out (exiting, or killed by an exec or exit_group in
-/// progress: SIGKILL pending).
-fn live_task(tgid: u32) -> Option<u32> {
-    if task_lives(tgid, tgid) {
-        return Some(tgid);
-    }
-    let dir = std::fs::read_dir(format!("/proc/{tgid}/task")).ok()?;
-    let mut tids: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    tids.into_iter().find(|&t| task_lives(tgid, t))
 }
 
 /// The task's state is neither zombie nor dead, it is not exiting (PF_EXITING in its flags,

@@ -27,6 +27,8 @@ pub enum TargetError {
     NoUprobes(&'static str),
     #[error("this kernel has no BTF ({0} is missing): alloctrace needs CONFIG_DEBUG_INFO_BTF")]
     NoBtf(&'static str),
+    #[error("kernel {0} has no uprobe_multi links, which alloctrace probes through: it needs Linux 6.6 or later")]
+    OldKernel(String),
     #[error("no process with pid {0}")]
     NoSuchPid(u32),
     #[error("pid {pid} is a thread of process {tgid}: trace the process, --pid {tgid}")]

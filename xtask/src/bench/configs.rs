@@ -29,6 +29,15 @@ pub struct BenchOpts {
     /// its results go to target/bench/RESULTS-allocators.md unless --output says otherwise.
     #[arg(long)]
     pub allocators_only: bool,
+    /// Run only the start-up section (`alloctrace -- /bin/true` against `heaptrack /bin/true`,
+    /// --pid and system-wide start and end); its results go to bench/RESULTS-startup.md
+    /// unless --output says otherwise.
+    #[arg(long)]
+    pub startup_only: bool,
+    /// Another alloctrace binary (the build before a change) measured in the start-up
+    /// section's rounds too, side by side.
+    #[arg(long, value_name = "FILE")]
+    pub startup_baseline: Option<PathBuf>,
     /// Where to write the results (default bench/RESULTS.md).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -57,6 +57,7 @@ mod outcome;
 mod render;
 mod runs;
 mod special;
+mod startup;
 mod workloads;
 
 pub use configs::BenchOpts;
@@ -80,6 +81,9 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     let root = cmd::root();
     let scratch = cmd::target_dir()?.join("bench");
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    if opts.startup_only {
+        return startup_section(opts, &alloctrace, &scratch, &root, opts.output.clone());
+    }
 
     let workloads = if opts.allocators_only {
         Vec::new()
@@ -223,6 +227,40 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         opts.output
             .clone()
             .unwrap_or_else(|| root.join("bench/RESULTS.md")),
+    )?;
+    startup_section(opts, &env.alloctrace, &env.scratch, &root, None)
+}
+
+/// The start-up section (`startup`), to its own file.
+fn startup_section(
+    opts: &BenchOpts,
+    alloctrace: &Path,
+    scratch: &Path,
+    root: &Path,
+    output: Option<std::path::PathBuf>,
+) -> Result<std::process::ExitCode> {
+    let heaptrack = which("heaptrack");
+    let rounds = startup::run(
+        alloctrace,
+        opts.startup_baseline.as_deref(),
+        heaptrack.as_deref(),
+        scratch,
+        opts.repeat,
+    )?;
+    let mut text = format!(
+        "# alloctrace start-up and end (`cargo xtask bench --startup-only`)\n\n{}",
+        startup::machine(heaptrack.as_deref())
+    );
+    if heaptrack.is_none() {
+        text.push_str(
+            "\nheaptrack is not installed (`cargo xtask setup` installs it): its column is \
+             empty.\n",
+        );
+    }
+    text.push_str(&startup::render(&rounds));
+    finish(
+        &text,
+        output.unwrap_or_else(|| startup::default_output(root)),
     )
 }
 
