@@ -370,11 +370,11 @@ impl Drainer {
         self.live_sweep_due = true;
     }
 
-    /// Gives each of `sites` its blocks never freed: those in the in-flight table now, and
-    /// those of retired processes as they were when swept. For the end of a trace, with the
-    /// probes stopped. A site with none gets an empty set.
-    pub fn read_live(&mut self, sites: &mut [RawSite]) -> Result<(), DrainError> {
-        let now = live_blocks::monotonic_ns();
+    /// Gives each of `sites` its blocks never freed: those in the in-flight table, as at
+    /// `end_ns` (CLOCK_MONOTONIC: the end of the trace, when the probes stopped), and those of
+    /// retired processes as they were when swept. A site with none gets an empty set.
+    pub fn read_live(&mut self, sites: &mut [RawSite], end_ns: u64) -> Result<(), DrainError> {
+        let now = end_ns;
         let mut by_site = live_blocks::by_site(self.live.blocks()?, now);
         for (key, b) in std::mem::take(&mut self.retired_live) {
             by_site.entry(key).or_default().absorb(b);

@@ -117,14 +117,17 @@ impl Engine {
         let t0 = Instant::now();
         let mut raw = drainer.sites();
         raw.retain(|s| !revoked.contains(&s.key.tgid));
-        // Each site's blocks never freed, with their birth times (only full mode tracks blocks).
-        // Ages count from the trace's start on the kernel's clock (`Instant`'s, on Linux).
+        // Each site's blocks never freed, with their birth times (only full mode tracks
+        // blocks), aged as at the trace's end (when the probes stopped), counted from its
+        // start on the kernel's clock (`Instant`'s, on Linux).
         let ages = if settings.mode.sees_frees() {
-            match drainer.read_live(&mut raw) {
+            let start_ns = monotonic_ns()
+                .saturating_sub(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            let end_ns =
+                start_ns + u64::try_from(ended.duration.as_nanos()).unwrap_or(u64::MAX / 2);
+            match drainer.read_live(&mut raw, end_ns) {
                 Ok(()) => Some(AgeBasis {
-                    start_ns: monotonic_ns().saturating_sub(
-                        u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                    ),
+                    start_ns,
                     older: settings.older,
                 }),
                 Err(e) => {

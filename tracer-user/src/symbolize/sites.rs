@@ -97,11 +97,7 @@ pub fn symbolize_sites(
 
 /// Each merged site's live blocks: those of every kernel site it was made of (matched as
 /// `site_merge` matches them, by process and frame addresses).
-fn attach_live(
-    sites: &mut [Site],
-    births: Vec<(SiteFrames, Option<Births>)>,
-    basis: &AgeBasis,
-) {
+fn attach_live(sites: &mut [Site], births: Vec<(SiteFrames, Option<Births>)>, basis: &AgeBasis) {
     let index: HashMap<SiteFrames, usize> = sites
         .iter()
         .enumerate()
