@@ -6,6 +6,7 @@
 //! confidence.
 use serde::{Deserialize, Serialize};
 
+use super::histogram::{bucket_range, ns_range_text};
 use super::hotspots::site_name;
 use super::patterns::{fit, Trend};
 use crate::model::{OlderBlocks, Profile, Site};
@@ -261,6 +262,17 @@ fn evidence(c: &LeakCandidate, run_s: f64) -> String {
         ));
     }
     format!("{}; confidence {}", parts.join(", "), c.confidence)
+}
+
+/// `128 ms–256 ms: 10.2k, 256 ms–512 ms: 20.1k`: the non-empty buckets of a log2 age
+/// histogram.
+pub fn age_buckets_text(hist: &[u64]) -> String {
+    hist.iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| format!("{}: {}", ns_range_text(bucket_range(i)), fmt_count(n)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The sites with blocks never freed (read from the in-flight table), most bytes first; with

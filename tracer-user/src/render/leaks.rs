@@ -2,22 +2,11 @@
 //! their ages (or, with `--older`, those older than it), and the leak analyzer's confidence.
 use std::fmt::Write as _;
 
-use crate::analyze::histogram::{bucket_range, ns_range_text};
 use crate::analyze::hotspots::site_name;
-use crate::analyze::leaks::{live_sites, LeakCandidate};
+use crate::analyze::leaks::{age_buckets_text, live_sites, LeakCandidate};
 use crate::analyze::Analysis;
 use crate::model::{Profile, Site};
 use crate::numfmt::{fmt_bytes, fmt_count, fmt_ns, percent};
-
-/// `128 ms–256 ms: 10.2k, 256 ms–512 ms: 20.1k`: the non-empty log2 age buckets.
-pub fn age_buckets_text(hist: &[u64]) -> String {
-    hist.iter()
-        .enumerate()
-        .filter(|(_, &n)| n > 0)
-        .map(|(i, &n)| format!("{}: {}", ns_range_text(bucket_range(i)), fmt_count(n)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 fn candidate<'a>(a: &'a Analysis, s: &Site) -> Option<&'a LeakCandidate> {
     a.leaks
@@ -123,5 +112,97 @@ pub(super) fn render_leaks(out: &mut String, p: &Profile, a: &Analysis, top: usi
     }
     if sites.len() > shown {
         let _ = writeln!(out, "  … and {} more sites (--top)", sites.len() - shown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::analyze::{analyze, Options};
+    use crate::model::{LiveBlocks, OlderBlocks};
+    use crate::render::render_report;
+    use crate::testkit::{hist, profile, series_site, src_frame};
+
+    const MS: u64 = 1_000_000;
+
+    fn live(blocks: u64, bytes: u64, oldest_ms: u64, older: Option<(u64, u64)>) -> LiveBlocks {
+        LiveBlocks {
+            at: Duration::from_millis(900),
+            blocks,
+            bytes,
+            age_hist: hist(&[(oldest_ms * MS, blocks)]),
+            oldest_ns: oldest_ms * MS,
+            median_ns: oldest_ms * MS / 2,
+            youngest_ns: 0,
+            older: older.map(|(blocks, bytes)| OlderBlocks {
+                than: Duration::from_millis(500),
+                blocks,
+                bytes,
+            }),
+        }
+    }
+
+    fn two_sites(older: bool) -> crate::model::Profile {
+        let mut leak = series_site(512, &[(900, 1000, 0)], 0);
+        leak.frames = vec![src_frame("leak_records", None, None)];
+        leak.live = Some(live(1000, 512_000, 880, older.then_some((600, 307_200))));
+        let pts: Vec<_> = (1..=9)
+            .map(|i| (i * 100, i * 1000, i * 1000 - 64))
+            .collect();
+        let mut ring = series_site(256, &pts, 1000);
+        ring.stack_id = 2;
+        ring.frames = vec![src_frame("ring_push", None, None)];
+        ring.live = Some(live(64, 16_384, 120, older.then_some((0, 0))));
+        let mut p = profile(900, vec![]);
+        p.sites = vec![leak, ring];
+        p
+    }
+
+    fn section(text: &str, title: &str) -> String {
+        let s = &text[text
+            .find(title)
+            .unwrap_or_else(|| panic!("no {title}:\n{text}"))..];
+        s[..s.find("\n\n").unwrap_or(s.len())].to_string()
+    }
+
+    #[test]
+    fn every_site_with_blocks_never_freed_and_its_ages() {
+        let p = two_sites(false);
+        let a = analyze(&p, &Options::default());
+        let text = render_report(&p, &a, 10);
+        let s = section(&text, "\nBlocks never freed, by bytes");
+        let expected = "
+Blocks never freed, by bytes (2 of 2 sites; ages at 0.90s):
+   #    BLOCKS       BYTES     OLDEST     MEDIAN   FREED        LEAK  SITE
+   1      1.0k   500.0 KiB   880.0 ms   440.0 ms    0.0%        high  leak_records
+        ages: 536.9 ms–1.1 s: 1.0k
+   2        64    16.0 KiB   120.0 ms    60.0 ms   99.3%           -  ring_push
+        ages: 67.1 ms–134.2 ms: 64";
+        assert_eq!(s, expected);
+    }
+
+    #[test]
+    fn older_lists_only_sites_with_old_blocks() {
+        let p = two_sites(true);
+        let o = Options {
+            older: Some(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let text = render_report(&p, &analyze(&p, &o), 10);
+        let s = section(&text, "\nBlocks never freed older than 500.0 ms");
+        assert!(
+            s.contains("     600   300.0 KiB")
+                && s.contains("of 1.0k blocks (500.0 KiB) never freed"),
+            "{s}"
+        );
+        assert!(!s.contains("ring_push"), "{s}");
+        // No site read: no section.
+        let mut p = two_sites(false);
+        for s in &mut p.sites {
+            s.live = None;
+        }
+        let text = render_report(&p, &analyze(&p, &Options::default()), 10);
+        assert!(!text.contains("Blocks never freed"), "{text}");
     }
 }
