@@ -120,6 +120,7 @@ impl Engine {
         // Each site's blocks never freed, with their birth times (only full mode tracks
         // blocks), aged as at the trace's end (when the probes stopped), counted from its
         // start on the kernel's clock (`Instant`'s, on Linux).
+        let t_live = Instant::now();
         let ages = if settings.mode.sees_frees() {
             let start_ns = monotonic_ns()
                 .saturating_sub(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -138,6 +139,10 @@ impl Engine {
         } else {
             None
         };
+        log::info!(
+            "in-flight table read in {:.1} ms",
+            t_live.elapsed().as_secs_f64() * 1e3
+        );
         let drained = t0.elapsed();
         let t1 = Instant::now();
         let (sites, seen, stacks_cut) =
