@@ -124,7 +124,7 @@ impl LiveTable {
         let page = 4096usize;
         // Whole slots and whole pages: lcm(40, 4096) = 20480 bytes = 512 slots.
         let unit = 512usize;
-        const _: () = assert!(512 * size_of::<LiveSlot>() % 4096 == 0);
+        const _: () = assert!((512 * size_of::<LiveSlot>()).is_multiple_of(4096));
         let per_window = unit * 128;
         let mut start = 0;
         while start < self.slots {
