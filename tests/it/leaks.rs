@@ -299,3 +299,49 @@ fn demo_cache_gets_leak_advice() {
         "{evidence}"
     );
 }
+
+// =============================================================================================
+// System-wide: a process that exited before the end
+// =============================================================================================
+
+/// System-wide, a process exits holding 1,500 blocks and is retired from the kernel's tables
+/// (its blocks swept from the in-flight table) long before the run ends: the report still
+/// gives its site those blocks, read as they were swept, not at the end.
+#[test]
+#[ignore = "needs root and BPF: cargo xtask test"]
+fn retired_processes_keep_their_live_blocks() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let report_path = scratch.path("report.json");
+    let args = report_args("100ms", &report_path, &[OsStr::new("-vv")]);
+    let mut tracer = Running::spawn(&args, &[]);
+    tracer.wait_until_tracing();
+    let truth_path = scratch.path("fill.truth");
+    let child = spawn_workload("fill", &["leak", "1500"], &truth_path);
+    let truth = finish_workload("fill", child, &truth_path);
+    await_stderr(
+        &tracer,
+        &format!("blocks of exited process {} dropped", truth.pid),
+    );
+    // Well after the sweep: the blocks' read time must be the sweep's, not the end's.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    tracer.signal(libc::SIGINT);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(128 + libc::SIGINT);
+    let report = Report::read(&report_path, &finished.describe());
+    assert_sites_match(&report, &truth, &[]);
+    let want = truth.site("hold_alloc").counters;
+    assert_eq!(
+        live_of(&report, truth.pid, "hold_alloc"),
+        (want.live_objects(), want.live_bytes()),
+        "{}",
+        report.describe_sites(truth.pid)
+    );
+    let sites = report.sites_in(truth.pid, "hold_alloc");
+    let at = live(sites[0])["at"].as_f64().expect("live.at");
+    let duration = report.json["duration"].as_f64().expect("duration");
+    assert!(
+        at < duration - 1.0,
+        "read when swept at {at:.2}s, not at the end ({duration:.2}s)"
+    );
+}

@@ -40,9 +40,15 @@
 //! allocations, biggest first: `pid, stack_id, site, class` (`small_frequent`,
 //! `large_infrequent`, `burst`, `growing`, `steady`), `reason`, size bucket bounds, rates,
 //! trend, stack), `lifetimes[]` (every site with freed blocks, same order: `pid, stack_id,
-//! site, freed, median_ns, p90_ns, short_lived_share, short_lived_below_ns`) and
-//! `advice[]{kind,pid,stack_id,site,evidence,suggestion}` (`kind`: `pool`, `presize`,
-//! `large_churn`, `leak`).
+//! site, freed, median_ns, p90_ns, short_lived_share, short_lived_below_ns`), `leaks[]`
+//! (every leak candidate, most confident first: `pid, stack_id, site, confidence` (`high`:
+//! never or almost never freed while allocating all run long; `medium`: never freed, allocated
+//! in one stretch; `low`: listed only), `allocs, frees, unfreed_share, live_blocks, live_bytes,
+//! from_table, sampled, oldest_ns, median_ns, birth_span_ns, birth_span_share,
+//! series{rising_steps,unfreed_steps,unfreed_span,trend}, throughout, older, evidence`) and
+//! `advice[]{kind,pid,stack_id,site,evidence,suggestion,confidence?}` (`kind`: `pool`,
+//! `presize`, `large_churn`, `leak`; `confidence` on leak advice). `options.older` is
+//! `--older` in seconds, when given.
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
