@@ -120,7 +120,8 @@ pub struct LiveBlocks {
     pub at: Duration,
     pub blocks: u64,
     pub bytes: u64,
-    /// log2 histogram of the blocks' ages at `at`, ns (buckets as `Site::life_hist`).
+    /// log2 histogram of the blocks' ages at `at`, ns (buckets as `Site::life_hist`), without
+    /// the empty buckets past the last non-empty one.
     pub age_hist: Vec<u64>,
     pub oldest_ns: u64,
     pub median_ns: u64,

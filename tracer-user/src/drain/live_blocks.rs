@@ -86,6 +86,10 @@ pub fn summarize(mut b: Births, basis: &AgeBasis) -> LiveBlocks {
     for &a in &ages {
         age_hist[log2_bucket(a)] += 1;
     }
+    // Ages in ns fill only the lower half of the buckets: the JSON report holds a histogram
+    // per site, so the empty ones past the last are left out.
+    let used = age_hist.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+    age_hist.truncate(used);
     let older = basis.older.map(|than| {
         let than_ns = u64::try_from(than.as_nanos()).unwrap_or(u64::MAX);
         let (mut blocks, mut bytes) = (0, 0);
@@ -180,6 +184,7 @@ mod tests {
         assert_eq!(l.age_hist.iter().sum::<u64>(), 5);
         assert_eq!(l.age_hist[0], 1);
         assert_eq!(l.age_hist[log2_bucket(890 * MS)], 1);
+        assert_eq!(l.age_hist.len(), log2_bucket(890 * MS) + 1);
         assert_eq!(l.birth_span_ns(), 890 * MS);
         // Older than 450 ms: born at 10 and 400 ms (ages 890 and 500 ms).
         let o = l.older.unwrap();
@@ -197,6 +202,7 @@ mod tests {
             },
         );
         assert_eq!((l.blocks, l.bytes, l.oldest_ns, l.median_ns), (0, 0, 0, 0));
+        assert!(l.age_hist.is_empty());
         assert!(l.older.is_none());
     }
 
