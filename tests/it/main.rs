@@ -28,6 +28,11 @@ mod exec;
 // allocation count halved.
 mod analysis;
 
+// Leaks from the in-flight table's evidence, at default options: live blocks per site equal to
+// the ground truth, leak advice for exactly the leaking functions (workloads/leaks.c) and the
+// demo's cache, `--older`.
+mod leaks;
+
 // Exports read back by consumers nobody here wrote: the pprof profile decoded by the official
 // profile.proto compiled with protoc for Python.
 mod pprof;

@@ -103,6 +103,49 @@ pub struct Site {
     /// With sampling, how many allocations of this site were sampled (the estimate's basis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampled: Option<u64>,
+    /// The site's blocks still allocated when the trace ended (read from the kernel's
+    /// in-flight table), with their ages. With sampling, only the sampled blocks. Absent in
+    /// alloc-only mode and in files from before it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveBlocks>,
+}
+
+/// A site's blocks allocated and never freed, counted at one moment (`at`): the end of the
+/// trace, or for a process that exited earlier in system-wide mode, when its blocks were
+/// swept from the in-flight table. Ages are exact (ns, from the kernel's monotonic clock).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveBlocks {
+    /// When the blocks were counted, since the start.
+    #[serde(with = "duration_secs")]
+    pub at: Duration,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// log2 histogram of the blocks' ages at `at`, ns (buckets as `Site::life_hist`), without
+    /// the empty buckets past the last non-empty one.
+    pub age_hist: Vec<u64>,
+    pub oldest_ns: u64,
+    pub median_ns: u64,
+    pub youngest_ns: u64,
+    /// `--older DUR`: those of the blocks older than DUR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older: Option<OlderBlocks>,
+}
+
+impl LiveBlocks {
+    /// How long the surviving blocks took to be allocated: from the oldest's birth to the
+    /// youngest's.
+    pub fn birth_span_ns(&self) -> u64 {
+        self.oldest_ns.saturating_sub(self.youngest_ns)
+    }
+}
+
+/// The live blocks older than a threshold (memleak's "outstanding allocations older than").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OlderBlocks {
+    #[serde(with = "duration_secs")]
+    pub than: Duration,
+    pub blocks: u64,
+    pub bytes: u64,
 }
 
 /// A site's cumulative counters at time `t` since the start.

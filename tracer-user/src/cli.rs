@@ -121,6 +121,12 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
     pub short_lived: Duration,
 
+    /// List, per site, the blocks still allocated at the end that are older than DUR
+    /// (memleak's "outstanding allocations older than"), e.g. 500ms, 5m. Without it the leak
+    /// section shows every site's live blocks with their ages (oldest, median).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub older: Option<Duration>,
+
     /// Show what alloctrace does (probe placement, drain times); -vv also its bookkeeping
     /// (exited processes retired, per-CPU slots freed).
     #[arg(short, long, action = clap::ArgAction::Count)]

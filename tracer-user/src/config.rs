@@ -125,6 +125,9 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         if cli.sort == SortBy::Live {
             return Err(ConfigError::NeedsFrees("--sort live"));
         }
+        if cli.older.is_some() {
+            return Err(ConfigError::NeedsFrees("--older"));
+        }
     }
     if let Some(n) = cli.sample_bytes {
         if n == 0 || n > alloctrace_common::sampling::MAX_MEAN {
@@ -165,6 +168,7 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
             large_min_size: cli.large_min_size,
             large_max_rate: cli.large_max_rate,
             short_lived: cli.short_lived,
+            older: cli.older,
         },
         probe_at,
         bench_floor,
@@ -215,7 +219,7 @@ mod tests {
             .unwrap_err()
             .contains("at least 10ms"));
         assert!(parse(&["--duration=-1s"]).unwrap_err().contains("negative"));
-        for opt in ["--interval", "--duration", "--short-lived"] {
+        for opt in ["--interval", "--duration", "--short-lived", "--older"] {
             let e = parse(&[opt, "18446744073709551615s"]).unwrap_err();
             assert!(e.contains(opt) && e.contains("at most a year"), "{e}");
         }
@@ -227,6 +231,13 @@ mod tests {
             .unwrap_err()
             .contains("longer than zero"));
         assert!(parse(&["--top", "0"]).unwrap_err().contains("--top"));
+        assert!(parse(&["--older", "1s", "--mode", "alloc-only"])
+            .unwrap_err()
+            .contains("--older needs frees"));
+        assert_eq!(
+            parse(&["--older", "250ms"]).unwrap().analyze.older,
+            Some(Duration::from_millis(250))
+        );
         assert!(parse(&["--max-live", "0"])
             .unwrap_err()
             .contains("--max-live"));

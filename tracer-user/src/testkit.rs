@@ -119,6 +119,7 @@ pub fn site(pid: u32, stack_id: u64, frames: Vec<Frame>, counters: Counters) -> 
         life_hist: vec![],
         series: vec![],
         sampled: None,
+        live: None,
     }
 }
 

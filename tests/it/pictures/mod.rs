@@ -34,7 +34,7 @@ const BYTES_COLOR: [u8; 3] = [0xd6, 0x27, 0x28];
 const OBJECTS_COLOR: [u8; 3] = [0x1f, 0x77, 0xb4];
 const LIVE_COLOR: [u8; 3] = [0x2c, 0xa0, 0x2c];
 /// The `--plot` PNG's size.
-const PLOT_SIZE: (u32, u32) = (1200, 950);
+const PLOT_SIZE: (u32, u32) = (1200, 1250);
 /// The browser window of the HTML screenshot.
 const WINDOW: (u32, u32) = (1280, 4000);
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::histogram::ns_range_text;
+use super::leaks::{Confidence, LeakCandidate};
 use super::lifetimes::{Lifetimes, SiteLifetimes};
 use super::patterns::{PatternClass, SitePattern};
 use super::Options;
@@ -24,10 +25,6 @@ pub const GROWTH_CHAIN_MIN_FREE_SHARE: f64 = 0.5;
 pub const CHURN_MIN_ALLOCS: u64 = 3;
 /// ...with at least this share freed (frees ≈ allocs).
 pub const CHURN_MIN_FREE_SHARE: f64 = 0.9;
-/// leak suspect: growing with at least this R²...
-pub const LEAK_MIN_R2: f64 = 0.8;
-/// ...and fewer than this share of the allocations freed.
-pub const LEAK_MAX_FREE_SHARE: f64 = 0.1;
 
 /// Which strategy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +38,7 @@ pub enum AdviceKind {
     /// Keep and reuse large buffers instead of allocating and freeing them repeatedly.
     #[serde(rename = "large_churn")]
     LargeBlockChurn,
-    /// Live bytes grow and are rarely freed.
+    /// Blocks never (or almost never) freed while the site keeps allocating (`leaks`).
     #[serde(rename = "leak")]
     LeakSuspect,
 }
@@ -67,6 +64,9 @@ pub struct Advice {
     /// The numbers that triggered it.
     pub evidence: String,
     pub suggestion: String,
+    /// How sure the analyzer is (leak advice: `leaks::Confidence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
 fn share(part: u64, whole: u64) -> f64 {
@@ -77,7 +77,8 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Advice for one site's pattern, in the order pool, pre-size, large-block churn, leak.
+/// Advice for one site's pattern, in the order pool, pre-size, large-block churn (leak
+/// advice comes from `leak_advice`).
 pub fn for_site(s: &SitePattern, lifetimes: Option<&Lifetimes>, o: &Options) -> Vec<Advice> {
     let mut out = Vec::new();
     let c = &s.counters;
@@ -90,6 +91,7 @@ pub fn for_site(s: &SitePattern, lifetimes: Option<&Lifetimes>, o: &Options) -> 
             site: s.site.clone(),
             evidence,
             suggestion: suggestion.to_string(),
+            confidence: None,
         })
     };
     let sizes = s
@@ -155,39 +157,53 @@ pub fn for_site(s: &SitePattern, lifetimes: Option<&Lifetimes>, o: &Options) -> 
             );
         }
     }
-    if let Some(t) = s.trend {
-        if s.class == PatternClass::Growing
-            && t.r2 >= LEAK_MIN_R2
-            && free_share < LEAK_MAX_FREE_SHARE
-        {
-            push(
-                AdviceKind::LeakSuspect,
-                format!(
-                    "live bytes grow {}/s (R² {:.2} over {} points), {} of {} allocations freed ({:.1}%), {} live",
-                    fmt_bytes(t.slope.max(0.0) as u64),
-                    t.r2,
-                    t.points,
-                    fmt_count(c.frees),
-                    fmt_count(c.allocs),
-                    free_share * 100.0,
-                    fmt_bytes(c.live_bytes()),
-                ),
-                "check who owns these blocks and when they should be freed",
-            );
-        }
-    }
     out
 }
 
-/// Advice for every site, in the patterns' order (biggest first).
-pub fn analyze(patterns: &[SitePattern], lifetimes: &[SiteLifetimes], o: &Options) -> Vec<Advice> {
+/// Leak advice for a candidate the analyzer is at least fairly sure of (`Confidence::Medium`:
+/// never freed, allocated in one stretch; `High`: never freed while allocating all run long).
+pub fn leak_advice(c: &LeakCandidate) -> Option<Advice> {
+    let suggestion = match c.confidence {
+        Confidence::High => {
+            "these blocks are never freed while the site keeps allocating: find who owns them and free them when done (or bound the structure that keeps them)"
+        }
+        Confidence::Medium => {
+            "these blocks were never freed: if they are not a cache or table meant to live as long as the process, find who owns them and free them when done"
+        }
+        Confidence::Low => return None,
+    };
+    Some(Advice {
+        kind: AdviceKind::LeakSuspect,
+        pid: c.pid,
+        stack_id: c.stack_id,
+        site: c.site.clone(),
+        evidence: c.evidence.clone(),
+        suggestion: suggestion.to_string(),
+        confidence: Some(c.confidence),
+    })
+}
+
+/// Advice for every site, in the patterns' order (biggest first), a site's leak advice last.
+pub fn analyze(
+    patterns: &[SitePattern],
+    lifetimes: &[SiteLifetimes],
+    leaks: &[LeakCandidate],
+    o: &Options,
+) -> Vec<Advice> {
     let by_site: BTreeMap<(u32, u64), &Lifetimes> = lifetimes
         .iter()
         .map(|l| ((l.pid, l.stack_id), &l.lifetimes))
         .collect();
+    let leak_of: BTreeMap<(u32, u64), &LeakCandidate> =
+        leaks.iter().map(|c| ((c.pid, c.stack_id), c)).collect();
     patterns
         .iter()
-        .flat_map(|s| for_site(s, by_site.get(&(s.pid, s.stack_id)).copied(), o))
+        .flat_map(|s| {
+            let key = (s.pid, s.stack_id);
+            let mut a = for_site(s, by_site.get(&key).copied(), o);
+            a.extend(leak_of.get(&key).and_then(|c| leak_advice(c)));
+            a
+        })
         .collect()
 }
 
@@ -258,9 +274,26 @@ mod tests {
     #[test]
     fn leak_suspect() {
         let pts: Vec<_> = (1..=6).map(|i| (i * 1000, i * 100, 0)).collect();
-        let a = advise(&series_site(64, &pts, 0), 6000);
+        let mut p = profile(6000, vec![]);
+        p.sites = vec![series_site(64, &pts, 0)];
+        let a = crate::analyze::analyze(&p, &Options::default()).advice;
         assert_eq!(kinds(&a), vec![AdviceKind::LeakSuspect]);
-        assert!(a[0].evidence.starts_with("live bytes grow 6.2 KiB/s (R² 1.00 over 6 points), 0 of 600 allocations freed (0.0%)"), "{}", a[0].evidence);
+        assert_eq!(a[0].confidence, Some(Confidence::High));
+        assert!(
+            a[0].evidence.starts_with("600 blocks (37.5 KiB) never freed, 0 of 600 allocations freed (0.0%), allocated throughout the run (6 of 6 steps without frees, over 6.00 s of 6.00 s)"),
+            "{}",
+            a[0].evidence
+        );
+        assert!(a[0]
+            .evidence
+            .contains("live bytes grow 6.2 KiB/s (R² 1.00 over 6 points)"));
+        assert!(
+            a[0].evidence.ends_with("confidence high"),
+            "{}",
+            a[0].evidence
+        );
+        // The pattern alone gives no leak advice: the leak analyzer does.
+        assert!(advise(&series_site(64, &pts, 0), 6000).is_empty());
     }
 
     #[test]
@@ -288,6 +321,6 @@ mod tests {
     fn no_evidence_no_advice() {
         let a = advise(&series_site(64, &[(0, 5, 0)], 0), 0);
         assert!(a.is_empty());
-        assert!(analyze(&[], &[], &Options::default()).is_empty());
+        assert!(analyze(&[], &[], &[], &Options::default()).is_empty());
     }
 }

@@ -1,9 +1,10 @@
 //! Analyzers: pure functions of a drained `Profile`, one module each (rate, hotspots,
-//! patterns, lifetimes, advice); `histogram` reads the kernel's log2 histograms for them.
+//! patterns, lifetimes, leaks, advice); `histogram` reads the kernel's log2 histograms for them.
 //! They format numbers with `crate::numfmt`, never with the text report (which imports them).
 pub mod advice;
 pub mod histogram;
 pub mod hotspots;
+pub mod leaks;
 pub mod lifetimes;
 pub mod patterns;
 pub mod rate;
@@ -51,6 +52,33 @@ pub struct Options {
     /// Blocks freed within this are "short-lived".
     #[serde(with = "duration_secs")]
     pub short_lived: Duration,
+    /// `--older DUR`: the leak section lists, per site, the live blocks older than this
+    /// (counted exactly when the in-flight table is read). None: every live block, with its
+    /// ages.
+    #[serde(
+        default,
+        with = "opt_duration_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub older: Option<Duration>,
+}
+
+/// An optional duration as fractional seconds.
+mod opt_duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl Default for Options {
@@ -64,6 +92,7 @@ impl Default for Options {
             large_min_size: 1024 * 1024,
             large_max_rate: 10.0,
             short_lived: Duration::from_millis(1),
+            older: None,
         }
     }
 }
@@ -80,6 +109,9 @@ pub struct Analysis {
     pub patterns: Vec<patterns::SitePattern>,
     /// Every site with freed blocks, in the same order.
     pub lifetimes: Vec<lifetimes::SiteLifetimes>,
+    /// Every site that keeps blocks enough to be a leak candidate, most confident first.
+    #[serde(default)]
+    pub leaks: Vec<leaks::LeakCandidate>,
     pub advice: Vec<advice::Advice>,
 }
 
@@ -100,13 +132,15 @@ pub fn processes_by_bytes(p: &Profile) -> Vec<&Process> {
 pub fn analyze(p: &Profile, o: &Options) -> Analysis {
     let patterns = patterns::analyze(p, o);
     let lifetimes = lifetimes::analyze(p, o);
+    let leaks = leaks::analyze(p);
     Analysis {
         options: o.clone(),
         rate: rate::analyze(p),
         hotspots: hotspots::analyze(p, o),
-        advice: advice::analyze(&patterns, &lifetimes, o),
+        advice: advice::analyze(&patterns, &lifetimes, &leaks, o),
         patterns,
         lifetimes,
+        leaks,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Reads the kernel's cumulative maps into plain values. The kernel never resets a counter,
 //! so a drain is a read, and a delta is the difference of two reads: nothing is lost or
 //! counted twice between drains however they interleave with the probes.
+pub mod live_blocks;
 pub mod sampling;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque};
@@ -52,6 +53,8 @@ pub struct RawSite {
     /// The site's cumulative counters at the drains where they changed (oldest dropped
     /// beyond the sample bound).
     pub series: Vec<SitePoint>,
+    /// Its blocks never freed, once `read_live` has read them.
+    pub live: Option<live_blocks::Births>,
 }
 
 pub struct Drainer {
@@ -67,6 +70,8 @@ pub struct Drainer {
     retired_procs: BTreeMap<u32, ProcTotals>,
     retired_sites: Vec<RawSite>,
     series: StdHashMap<StackKey, VecDeque<SitePoint>>,
+    /// The blocks of retired processes, read as they were swept from the in-flight table.
+    retired_live: StdHashMap<StackKey, live_blocks::Births>,
     max_points: usize,
     live_sweep_due: bool,
 }
@@ -142,6 +147,7 @@ impl Drainer {
             retired_procs: BTreeMap::new(),
             retired_sites: Vec::new(),
             series: StdHashMap::new(),
+            retired_live: StdHashMap::new(),
             max_points: max_points.max(1),
             live_sweep_due: false,
         })
@@ -283,6 +289,7 @@ impl Drainer {
                 ips,
                 cut,
                 series,
+                live: None,
             });
         }
         out
@@ -363,6 +370,28 @@ impl Drainer {
         self.live_sweep_due = true;
     }
 
+    /// Gives each of `sites` its blocks never freed: those in the in-flight table, as at
+    /// `end_ns` (CLOCK_MONOTONIC: the end of the trace, when the probes stopped), and those of
+    /// retired processes as they were when swept. A site with none gets an empty set.
+    pub fn read_live(&mut self, sites: &mut [RawSite], end_ns: u64) -> Result<(), DrainError> {
+        let now = end_ns;
+        let mut by_site = live_blocks::by_site(self.live.blocks()?, now);
+        for (key, b) in std::mem::take(&mut self.retired_live) {
+            by_site.entry(key).or_default().absorb(b);
+        }
+        for s in sites {
+            s.live = Some(by_site.remove(&s.key).unwrap_or(live_blocks::Births {
+                read_ns: now,
+                blocks: Vec::new(),
+            }));
+        }
+        let orphans: usize = by_site.values().map(|b| b.blocks.len()).sum();
+        if orphans > 0 {
+            log::debug!("in-flight table: {orphans} blocks of sites no longer in the site table");
+        }
+        Ok(())
+    }
+
     /// Drops in-flight blocks of processes that are gone (their frees can never come).
     pub fn sweep_live(&mut self) {
         if !std::mem::take(&mut self.live_sweep_due) {
@@ -370,9 +399,14 @@ impl Drainer {
         }
         let retired = &self.retired_procs;
         match self.live.retire(|tgid| retired.contains_key(&tgid)) {
-            Ok(dropped) => {
+            Ok((dropped, blocks)) => {
                 for (pid, n) in dropped {
                     log::debug!("in-flight table: {n} blocks of exited process {pid} dropped");
+                }
+                // Kept for the leak report: those blocks were never freed.
+                let now = live_blocks::monotonic_ns();
+                for (key, b) in live_blocks::by_site(blocks, now) {
+                    self.retired_live.entry(key).or_default().absorb(b);
                 }
             }
             // Without it, exited processes' blocks hold their slots: new blocks may be lost,

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 
 use super::events::feed_mappings;
 use super::{End, Ended, Engine};
+use crate::drain::live_blocks::{monotonic_ns, AgeBasis};
 use crate::model::{Counters, Losses, Process, Profile, TracerCost, Unseen};
 use crate::symbolize::sites::{modules_of, symbolize_sites};
 use crate::target::launch;
@@ -41,6 +42,7 @@ impl Engine {
             system,
             mut children,
             start_unix_secs,
+            start,
             mut samples,
             ..
         } = self;
@@ -151,9 +153,36 @@ impl Engine {
         let t0 = Instant::now();
         let mut raw = drainer.sites();
         raw.retain(|s| !revoked.contains(&s.key.tgid));
+        // Each site's blocks never freed, with their birth times (only full mode tracks
+        // blocks), aged as at the trace's end (when the probes stopped), counted from its
+        // start on the kernel's clock (`Instant`'s, on Linux).
+        let t_live = Instant::now();
+        let ages = if settings.mode.sees_frees() {
+            let start_ns = monotonic_ns()
+                .saturating_sub(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            let end_ns =
+                start_ns + u64::try_from(ended.duration.as_nanos()).unwrap_or(u64::MAX / 2);
+            match drainer.read_live(&mut raw, end_ns) {
+                Ok(()) => Some(AgeBasis {
+                    start_ns,
+                    older: settings.older,
+                }),
+                Err(e) => {
+                    eprintln!("alloctrace: {e}: the report has no live blocks per site");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        log::info!(
+            "in-flight table read in {:.1} ms",
+            t_live.elapsed().as_secs_f64() * 1e3
+        );
         let drained = t0.elapsed();
         let t1 = Instant::now();
-        let (sites, seen, stacks_cut) = symbolize_sites(&symbolizer, raw, settings.sample_bytes);
+        let (sites, seen, stacks_cut) =
+            symbolize_sites(&symbolizer, raw, settings.sample_bytes, ages);
         let modules = modules_of(&symbolizer, seen);
         log::info!(
             "final drain: {} sites in {:.1} ms; symbolized in {:.1} ms",

@@ -89,6 +89,8 @@ struct Settings {
     duration: Option<Duration>,
     max_samples: usize,
     system_wide: bool,
+    /// `--older`: the live blocks older than this are counted apart.
+    older: Option<Duration>,
 }
 
 /// A trace in progress (see the module's comment).

@@ -327,6 +327,7 @@ impl Engine {
                 duration: cfg.duration,
                 max_samples: cfg.max_samples,
                 system_wide: matches!(cfg.target, TargetSpec::System),
+                older: cfg.analyze.older,
             },
             target: model_target,
             target_pid,

@@ -169,6 +169,7 @@ mod tests {
             life_hist: vec![],
             series: vec![],
             sampled: None,
+            live: None,
         }
     }
 

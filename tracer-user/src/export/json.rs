@@ -14,7 +14,11 @@
 //!   allocations alloctrace cannot see: its counters stop at `since`),live_objects,live_bytes},
 //!  frames[]{addr,function,function_offset,module,module_offset,file,line},
 //!  sites[]{pid,stack_id,frames[] (indices into the top-level frames),
-//!          counters{...},size_hist,life_hist,series[]{t,counters},live_objects,live_bytes},
+//!          counters{...},size_hist,life_hist,series[]{t,counters},
+//!          live{at,blocks,bytes,age_hist,oldest_ns,median_ns,youngest_ns,
+//!               older{than,blocks,bytes}?}? (the site's blocks never freed, read from the
+//!          in-flight table at `at`, with their ages; with sampling only the sampled blocks),
+//!          live_objects,live_bytes},
 //!  samples[]{t,processes{"<pid>":counters}}, losses{...}, modules[]{pid,path,build_id},
 //!  tracer{cpu_time,peak_rss_bytes} (alloctrace's own cost up to the report: CPU time of all
 //!  its threads, program loading included, and peak resident set), analysis{...}`.
@@ -36,9 +40,15 @@
 //! allocations, biggest first: `pid, stack_id, site, class` (`small_frequent`,
 //! `large_infrequent`, `burst`, `growing`, `steady`), `reason`, size bucket bounds, rates,
 //! trend, stack), `lifetimes[]` (every site with freed blocks, same order: `pid, stack_id,
-//! site, freed, median_ns, p90_ns, short_lived_share, short_lived_below_ns`) and
-//! `advice[]{kind,pid,stack_id,site,evidence,suggestion}` (`kind`: `pool`, `presize`,
-//! `large_churn`, `leak`).
+//! site, freed, median_ns, p90_ns, short_lived_share, short_lived_below_ns`), `leaks[]`
+//! (every leak candidate, most confident first: `pid, stack_id, site, confidence` (`high`:
+//! never or almost never freed while allocating all run long; `medium`: never freed, allocated
+//! in one stretch; `low`: listed only), `allocs, frees, unfreed_share, live_blocks, live_bytes,
+//! from_table, sampled, oldest_ns, median_ns, birth_span_ns, birth_span_share,
+//! series{rising_steps,unfreed_steps,unfreed_span,trend}, throughout, older, evidence`) and
+//! `advice[]{kind,pid,stack_id,site,evidence,suggestion,confidence?}` (`kind`: `pool`,
+//! `presize`, `large_churn`, `leak`; `confidence` on leak advice). `options.older` is
+//! `--older` in seconds, when given.
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
@@ -51,8 +61,8 @@ use crate::analyze::Analysis;
 #[cfg(test)]
 use crate::analyze::{analyze, Options};
 use crate::model::{
-    duration_secs, Counters, Frame, Losses, Module, Process, Profile, Sample, Site, SitePoint,
-    Target, TraceMode, TracerCost,
+    duration_secs, Counters, Frame, LiveBlocks, Losses, Module, Process, Profile, Sample, Site,
+    SitePoint, Target, TraceMode, TracerCost,
 };
 
 /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
@@ -221,9 +231,10 @@ impl Serialize for SiteOut<'_> {
             life_hist,
             series,
             sampled,
+            live,
         } = self.site;
         let seen = self.mode.sees_frees();
-        let mut m = s.serialize_struct("Site", 10)?;
+        let mut m = s.serialize_struct("Site", 11)?;
         m.serialize_field("pid", pid)?;
         m.serialize_field("stack_id", stack_id)?;
         m.serialize_field("frames", self.frames)?;
@@ -234,6 +245,10 @@ impl Serialize for SiteOut<'_> {
         match sampled {
             Some(n) => m.serialize_field("sampled", n)?,
             None => m.skip_field("sampled")?,
+        }
+        match live {
+            Some(l) => m.serialize_field("live", l)?,
+            None => m.skip_field("live")?,
         }
         m.serialize_field("live_objects", &seen.then(|| counters.live_objects()))?;
         m.serialize_field("live_bytes", &seen.then(|| counters.live_bytes()))?;
@@ -422,6 +437,8 @@ struct SiteIn {
     series: Vec<SitePoint>,
     #[serde(default)]
     sampled: Option<u64>,
+    #[serde(default)]
+    live: Option<LiveBlocks>,
 }
 
 /// A site's frame: an index into the document's `frames` (version 2) or the frame itself
@@ -481,6 +498,7 @@ impl DocIn {
                     life_hist: s.life_hist,
                     series: s.series,
                     sampled: s.sampled,
+                    live: s.live,
                 })
             })
             .collect::<Result<_, serde_json::Error>>()?;
@@ -596,6 +614,7 @@ mod tests {
                     life_hist: vec![4],
                     series: vec![],
                     sampled: None,
+                    live: None,
                 },
                 Site {
                     pid: 8,
@@ -606,6 +625,7 @@ mod tests {
                     life_hist: vec![],
                     series: vec![],
                     sampled: None,
+                    live: None,
                 },
             ],
             losses: Losses {
@@ -942,6 +962,7 @@ mod tests {
                         },
                     }],
                     sampled: None,
+                    live: None,
                 }
             })
             .collect();

@@ -10,6 +10,7 @@ pub mod flamegraph;
 pub mod folded;
 pub mod html;
 pub mod json;
+pub mod leak_plot;
 pub mod output;
 pub mod plot;
 pub mod pprof;

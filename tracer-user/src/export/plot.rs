@@ -15,7 +15,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::analyze::rate::{Peak, RatePoint};
 use crate::analyze::Analysis;
-use crate::export::{Exporter, Options};
+use crate::export::{leak_plot, Exporter, Options};
 use crate::model::Profile;
 use crate::numfmt::{fmt_bytes, fmt_bytes_f, fmt_count_f};
 
@@ -38,9 +38,10 @@ impl PlotFormat {
     }
 }
 
-/// Size of the `--plot` picture: a title and three panels.
+/// Size of the `--plot` picture: a title and three panels, then the leak candidates'
+/// (`leak_plot`).
 pub const WIDTH: u32 = 1200;
-pub const HEIGHT: u32 = TITLE_HEIGHT + 3 * PANEL_HEIGHT;
+pub const HEIGHT: u32 = TITLE_HEIGHT + 3 * PANEL_HEIGHT + leak_plot::PANEL_HEIGHT;
 const TITLE_HEIGHT: u32 = 50;
 const PANEL_HEIGHT: u32 = 300;
 /// Width of the HTML page's plots.
@@ -316,6 +317,8 @@ fn draw_all<DB: DrawingBackend>(
 ) -> Result<()> {
     root.fill(&WHITE).map_err(drawing)?;
     let body = root.titled(&title(p), (FONT, 22)).map_err(drawing)?;
+    let (body, leaks) = body.split_vertically(3 * PANEL_HEIGHT);
+    leak_plot::draw(&leaks, p, a, x_max(p, a))?;
     let panels = [bytes_panel(a), objects_panel(a), live_panel(p, a)];
     let areas = body.split_evenly((panels.len(), 1));
     let xm = x_max(p, a);

@@ -704,6 +704,7 @@ mod tests {
             life_hist: vec![],
             series: vec![],
             sampled: None,
+            live: None,
         }
     }
 

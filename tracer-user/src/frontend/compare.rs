@@ -453,6 +453,7 @@ mod tests {
             life_hist: vec![],
             series: vec![],
             sampled: None,
+            live: None,
         }
     }
 

@@ -1,10 +1,10 @@
-//! Reads a whole BPF hash map with `BPF_MAP_LOOKUP_BATCH` (kernel ≥ 5.6): one syscall per few
+//! Reads a whole BPF hash map (or array) with `BPF_MAP_LOOKUP_BATCH` (kernel ≥ 5.6): one syscall per few
 //! thousand entries instead of two per entry (get-next-key + lookup) as aya 0.14's iterator
 //! does, so a drain of many sites costs little per site. Falls back to the iterator where
 //! the kernel refuses batches.
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use aya::maps::{HashMap, IterableMap, MapData};
 use aya::Pod;
@@ -40,8 +40,22 @@ pub fn read_all<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> Vec<(K, V)> {
 }
 
 fn batched<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> io::Result<Vec<(K, V)>> {
-    let fd = map.map().fd().as_fd().as_raw_fd();
     let mut out = Vec::new();
+    for_each_batch::<K, V>(map.map().fd().as_fd(), |keys, values| {
+        out.extend(keys.iter().copied().zip(values.iter().copied()))
+    })?;
+    Ok(out)
+}
+
+/// Hands every (key, value) of the map behind `fd` to `f`, a batch at a time, in the kernel's
+/// order (an array's: by index). `K` and `V` must be the map's key and value types. Memory
+/// stays at one batch whatever the map's size: the in-flight table is read this way rather
+/// than mapped, which would count all of it in alloctrace's resident set.
+pub fn for_each_batch<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    mut f: impl FnMut(&[K], &[V]),
+) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
     let mut chunk = CHUNK;
     // SAFETY: K and V are Pod (plain data, any bit pattern valid): zeroed values are valid and
     // the kernel overwrites the first `count` of each buffer.
@@ -66,8 +80,8 @@ fn batched<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> io::Result<Vec<(K, V
             ..BatchAttr::default()
         };
         // SAFETY: the attr points at live buffers of `count` keys and values of the map's
-        // sizes (K and V are the map's key and value types, checked by aya when it was
-        // typed), and at two u32 batch tokens; the kernel writes no more than that.
+        // sizes (K and V are the map's key and value types, as the caller guarantees), and at
+        // two u32 batch tokens; the kernel writes no more than that.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -78,10 +92,10 @@ fn batched<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> io::Result<Vec<(K, V
         };
         let err = (ret < 0).then(io::Error::last_os_error);
         let n = (attr.count as usize).min(chunk);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        f(&keys[..n], &values[..n]);
         match err {
             None => {}
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) if e.raw_os_error() == Some(libc::ENOSPC) && n == 0 => {
                 // One bucket holds more than `chunk` entries: retry it with more room.
                 chunk *= 2;

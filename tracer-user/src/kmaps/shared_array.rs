@@ -21,15 +21,27 @@ unsafe impl Send for SharedMapping {}
 
 impl SharedMapping {
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        Self::map_at(fd, len, 0, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// `len` bytes from byte `offset` (a multiple of the page size), with protection `prot`.
+    pub fn map_at(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        offset: usize,
+        prot: libc::c_int,
+    ) -> std::io::Result<Self> {
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         // SAFETY: maps a fresh region; the result is checked below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                offset,
             )
         };
         if p == libc::MAP_FAILED {

@@ -1,7 +1,8 @@
 //! Human-readable output: the per-interval lines printed while tracing ([`interval`]) and the
-//! final text report ([`report`], its tables in [`sections`]). Pure functions over the model;
+//! final text report ([`report`], its tables in [`sections`], its leak section in [`leaks`]). Pure functions over the model;
 //! the caller decides where the text goes.
 mod interval;
+mod leaks;
 mod report;
 mod sections;
 

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::leaks::render_leaks;
 use super::sections::{
     allocators_line, if_traced, render_advice, render_hotspots, render_patterns, render_processes,
     render_sites,
@@ -220,6 +221,7 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     render_sites(&mut out, p, top, multi);
     render_hotspots(&mut out, &a.hotspots, multi, sees_frees);
     render_patterns(&mut out, a, top, multi, sees_frees);
+    render_leaks(&mut out, p, a, top, multi);
     if !a.patterns.is_empty() {
         render_advice(&mut out, &a.advice, top, multi);
     }
@@ -649,8 +651,8 @@ Patterns of the top 2 sites (sizes and lifetimes are log2 bucket bounds):
 Advice:
   [pool] parse_token: 4.0k allocations at 1.0k/s, sizes 64 B–127 B (1 size class), 100% of freed blocks lived < 524 µs
       → reuse these objects (a free list, an object pool, or a buffer kept across calls) instead of allocating each time
-  [leak suspect] cache_insert: live bytes grow 12.5 KiB/s (R² 1.00 over 4 points), 0 of 200 allocations freed (0.0%), 50.0 KiB live
-      → check who owns these blocks and when they should be freed
+  [leak suspect] cache_insert: 200 blocks (50.0 KiB) never freed, 0 of 200 allocations freed (0.0%), allocated throughout the run (4 of 4 steps without frees, over 4.00 s of 4.00 s), live bytes grow 12.5 KiB/s (R² 1.00 over 4 points); confidence high
+      → these blocks are never freed while the site keeps allocating: find who owns them and free them when done (or bound the structure that keeps them)
 ";
         assert_eq!(tail, expected);
     }

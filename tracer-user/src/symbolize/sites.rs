@@ -4,11 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use crate::drain::live_blocks::{self, AgeBasis, Births};
 use crate::drain::sampling;
 use crate::drain::RawSite;
 use crate::model::{Counters, Module, Site};
 use crate::symbolize::Symbolizer;
 use crate::unwind::{self, site_merge};
+
+/// A site as `site_merge` tells sites apart: its process and its frames' addresses.
+type SiteFrames = (u32, Vec<u64>);
 
 /// A binary some frame of a process falls in, and one address inside it (for its build id).
 pub type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
@@ -19,11 +25,14 @@ pub type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
 /// its frame is shared by every stack it appears in (the names are `Arc<str>`s).
 ///
 /// A stack keeps its frames up to the first outside the process's code (`unwind::kept_frames`);
-/// sites left with the same frames are merged (`site_merge`).
+/// sites left with the same frames are merged (`site_merge`). With `ages`, each site's blocks
+/// never freed (`RawSite::live`) are summarized with their ages (`Site::live`), after the
+/// merge (a merged site's median is of all its blocks).
 pub fn symbolize_sites(
     sym: &Symbolizer,
     raw: Vec<RawSite>,
     sample_bytes: Option<u64>,
+    ages: Option<AgeBasis>,
 ) -> (Vec<Site>, ModulesSeen, u64) {
     let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
     for s in raw {
@@ -31,6 +40,7 @@ pub fn symbolize_sites(
     }
     let mut sites = Vec::new();
     let mut cut = Vec::new();
+    let mut births: Vec<(SiteFrames, Option<Births>)> = Vec::new();
     let mut modules = ModulesSeen::new();
     for (pid, raws) in by_pid {
         let mut addrs: Vec<u64> = raws.iter().flat_map(|s| s.ips.iter().copied()).collect();
@@ -51,6 +61,7 @@ pub fn symbolize_sites(
                 }
             }
             cut.push(was_cut);
+            births.push(((pid, kept.iter().map(|f| f.addr).collect()), r.live));
             let st = &r.stats;
             sites.push(Site {
                 pid,
@@ -66,10 +77,14 @@ pub fn symbolize_sites(
                 life_hist: st.life_hist.to_vec(),
                 series: r.series,
                 sampled: None,
+                live: None,
             });
         }
     }
-    let (sites, n_cut) = site_merge::merge(sites, &cut);
+    let (mut sites, n_cut) = site_merge::merge(sites, &cut);
+    if let Some(basis) = ages {
+        attach_live(&mut sites, births, &basis);
+    }
     let sites = match sample_bytes {
         Some(mean) => sites
             .into_iter()
@@ -78,6 +93,26 @@ pub fn symbolize_sites(
         None => sites,
     };
     (sites, modules, n_cut)
+}
+
+/// Each merged site's live blocks: those of every kernel site it was made of (matched as
+/// `site_merge` matches them, by process and frame addresses).
+fn attach_live(sites: &mut [Site], births: Vec<(SiteFrames, Option<Births>)>, basis: &AgeBasis) {
+    let index: HashMap<SiteFrames, usize> = sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((s.pid, s.frames.iter().map(|f| f.addr).collect()), i))
+        .collect();
+    let mut merged: Vec<Option<Births>> = vec![None; sites.len()];
+    for (key, b) in births {
+        let (Some(&i), Some(b)) = (index.get(&key), b) else {
+            continue;
+        };
+        merged[i].get_or_insert_with(Births::default).absorb(b);
+    }
+    for (s, b) in sites.iter_mut().zip(merged) {
+        s.live = b.map(|b| live_blocks::summarize(b, basis));
+    }
 }
 
 /// One `Module` per process and binary the sites' frames fall in, with its build id (asked of

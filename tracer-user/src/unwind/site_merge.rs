@@ -144,6 +144,7 @@ mod tests {
             life_hist: vec![1; 64],
             series,
             sampled: None,
+            live: None,
         }
     }
 

@@ -11,11 +11,13 @@
 //!
 //! Every string from the profile (function names hold `<` and `&`, command lines anything)
 //! is escaped. Key elements have stable ids: `summary`, `rate-plot`, `live-plot`,
-//! `top-sites`, `hotspots`, `patterns`, `advice`, `flamegraph`.
+//! `top-sites`, `hotspots`, `patterns`, `leaks` (with `leak-plot` and `leaks-table`),
+//! `advice`, `flamegraph`.
 //!
-//! This file holds the page and the flame graph; [`summary`] and [`tables`] the sections,
-//! [`cells`] the formatting of one value they share.
+//! This file holds the page and the flame graph; [`summary`], [`tables`] and [`leaks`] the
+//! sections, [`cells`] the formatting of one value they share.
 mod cells;
+mod leaks;
 mod summary;
 mod tables;
 
@@ -120,6 +122,9 @@ fn flame_document(svg: &str) -> String {
     )
 }
 
+/// The width of the page's plots (`plot::svg_charts`').
+const HTML_PLOT_WIDTH: u32 = 1100;
+
 const HISTORY_SHIM: &str = "(function(){var r=history.replaceState.bind(history);\
     history.replaceState=function(s,t,u){try{r(s,t,u);}catch(e){}};})();";
 
@@ -180,6 +185,7 @@ pub fn render(p: &Profile, a: &Analysis, w: FoldedWeight, top: usize) -> Result<
     top_sites(&mut out, p, top);
     hotspots(&mut out, p, a, multi);
     patterns(&mut out, a, top, multi);
+    leaks::leaks(&mut out, p, a, top, multi, HTML_PLOT_WIDTH)?;
     if !a.patterns.is_empty() {
         advice(&mut out, a, top, multi);
     }
