@@ -1,12 +1,15 @@
 //! Analyzers: pure functions of a drained `Profile`, one module each (rate, hotspots,
-//! patterns, lifetimes, advice); `histogram` reads the kernel's log2 histograms for them.
+//! patterns, lifetimes, advice; `periods` and `trend` read the series for patterns);
+//! `histogram` reads the kernel's log2 histograms for them.
 //! They format numbers with `crate::numfmt`, never with the text report (which imports them).
 pub mod advice;
 pub mod histogram;
 pub mod hotspots;
 pub mod lifetimes;
 pub mod patterns;
+mod periods;
 pub mod rate;
+mod trend;
 
 use std::time::Duration;
 

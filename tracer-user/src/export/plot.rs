@@ -1,6 +1,7 @@
 //! `--plot FILE.svg|png`: the allocation rate (bytes/s and allocations/s) and the live heap over
 //! time, one panel each, drawn with `plotters` from the rate analyzer's overall series (one
-//! point per drain: `Analysis::rate.series`). The same panels, as SVG text, are the plots of
+//! point per drain, a drain every `--resolution` whatever the print interval, the older part
+//! of a long run merged: `Analysis::rate.series`), on a time axis from the run's start. The same panels, as SVG text, are the plots of
 //! the HTML page ([`svg_charts`]).
 //!
 //! Text is laid out (SVG) and rasterized (PNG) with a bundled DejaVu Sans, so neither needs
@@ -43,6 +44,8 @@ pub const WIDTH: u32 = 1200;
 pub const HEIGHT: u32 = TITLE_HEIGHT + 3 * PANEL_HEIGHT;
 const TITLE_HEIGHT: u32 = 50;
 const PANEL_HEIGHT: u32 = 300;
+/// Lines of at most this many points mark each point.
+const MARKED_POINTS: usize = 60;
 /// Width of the HTML page's plots.
 const HTML_WIDTH: u32 = 1100;
 
@@ -221,7 +224,7 @@ pub fn shorten(s: &str, max: usize) -> String {
     format!("…{tail}")
 }
 
-/// `alloctrace: TARGET — 3.8 s, 19 samples every 200ms`.
+/// `alloctrace: TARGET — 3.8 s, 190 samples every 20ms`.
 pub fn title(p: &Profile) -> String {
     let n = p.samples.len();
     format!(
@@ -229,7 +232,7 @@ pub fn title(p: &Profile) -> String {
         shorten(&p.target.to_string(), 60),
         p.duration.as_secs_f64(),
         if n == 1 { "" } else { "s" },
-        humantime::format_duration(p.interval)
+        humantime::format_duration(p.drain_step())
     )
 }
 
@@ -292,7 +295,13 @@ fn draw_panel<DB: DrawingBackend>(
                 panel.points.iter().map(|&(t, v)| (t, v / scale)),
                 color.stroke_width(2),
             )
-            .point_size(3),
+            // Marks show where the drains were on a sparse line; on a fine one they would
+            // hide it.
+            .point_size(if panel.points.len() <= MARKED_POINTS {
+                3
+            } else {
+                0
+            }),
         )
         .map_err(drawing)?
         .label(panel.legend.as_str())
