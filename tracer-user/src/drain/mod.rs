@@ -214,12 +214,14 @@ impl Drainer {
     }
 
     /// One drain: a series point for every site that moved, and every process's totals, from
-    /// one read of the site map's counters. `names`: see `processes_with`.
-    pub fn sample(&mut self, t: Duration, names: bool) -> (Sample, BTreeMap<u32, ProcTotals>) {
-        let sites = self.sites.read_counters();
+    /// one read of the site map's counters. `full`: an interval's drain, which reads every
+    /// process's name (`processes_with`) and every site's histograms; the others read a
+    /// site's histograms only when its bytes moved (`SiteTable::read_counters`).
+    pub fn sample(&mut self, t: Duration, full: bool) -> (Sample, BTreeMap<u32, ProcTotals>) {
+        let sites = self.sites.read_counters(!full);
         self.record_series(t, &sites);
         self.last_drain = self.last_drain.max(t);
-        let procs = self.processes_with(sites.iter().map(|s| (s.key.tgid, s.counters)), names);
+        let procs = self.processes_with(sites.iter().map(|s| (s.key.tgid, s.counters)), full);
         let sample = Sample {
             t,
             processes: procs.iter().map(|(p, v)| (*p, v.counters)).collect(),

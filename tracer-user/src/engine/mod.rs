@@ -40,6 +40,10 @@ use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, launch};
 
+/// Drains between intervals take at most 1/this of the time: one that takes longer (a program
+/// with tens of thousands of sites) stretches their spacing past `--resolution`.
+const DRAIN_SHARE: u32 = 100;
+
 /// Why a trace ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -121,8 +125,12 @@ pub struct Engine {
     published: watch::Sender<Arc<Snapshot>>,
     /// Made at the first `advance`, in the runtime that drives the engine.
     waits: Option<Waits>,
-    /// Drains since the last snapshot.
+    /// Drain ticks since the last snapshot.
     drains: u64,
+    /// The last drain between intervals: when it ended, and what it took.
+    last_drain: Option<(Instant, Duration)>,
+    /// Drain ticks let pass to keep drains within their share of the time.
+    drains_skipped: u64,
     /// Snapshots published.
     ticks: u64,
     /// The system-wide sweep of exited processes, done when the engine goes on after an
@@ -244,7 +252,21 @@ impl Engine {
                         self.drains = 0;
                         return self.interval();
                     }
-                    self.drain();
+                    match self.last_drain {
+                        Some((at, took)) if at.elapsed() < took * DRAIN_SHARE => {
+                            if self.drains_skipped == 0 {
+                                log::info!(
+                                    "a drain takes {:.2} ms: drains every {:.0} ms or more, \
+                                     not every {:?}",
+                                    took.as_secs_f64() * 1e3,
+                                    (took * DRAIN_SHARE).as_secs_f64() * 1e3,
+                                    self.settings.resolution
+                                );
+                            }
+                            self.drains_skipped += 1;
+                        }
+                        _ => self.drain(),
+                    }
                 }
                 Wake::End(end) => return self.end(end).map(Some),
             }
@@ -286,9 +308,11 @@ impl Engine {
     /// site table is read in place and only the sites that moved cost more; no process's
     /// name is read.
     fn drain(&mut self) {
+        let t0 = Instant::now();
         let t = self.start.elapsed();
         let (s, _) = self.drainer.sample(t, false);
         self.samples.push(s);
+        self.last_drain = Some((Instant::now(), t0.elapsed()));
     }
 
     /// One interval: drains, decides the execs seen since, publishes.

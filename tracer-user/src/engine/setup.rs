@@ -316,6 +316,8 @@ impl Engine {
             published: watch::Sender::new(Arc::default()),
             waits: None,
             drains: 0,
+            last_drain: None,
+            drains_skipped: 0,
             ticks: 0,
             sweep_due: false,
         })
