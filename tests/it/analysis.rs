@@ -42,12 +42,12 @@ fn analysis_list<'a>(r: &'a Report, key: &str) -> &'a [Value] {
 }
 
 /// One entry per site: `analysis.patterns[]`.
-fn patterns(r: &Report) -> &[Value] {
+pub(crate) fn patterns(r: &Report) -> &[Value] {
     analysis_list(r, "patterns")
 }
 
 /// A pattern's class: `small_frequent`, `large_infrequent`, `burst`, `growing` or `steady`.
-fn pattern_class(p: &Value) -> Option<&str> {
+pub(crate) fn pattern_class(p: &Value) -> Option<&str> {
     p["class"].as_str()
 }
 
@@ -74,7 +74,7 @@ fn advice_kind(a: &Value) -> Option<&str> {
 /// Whether a pattern, lifetime or advice entry is about the site whose first frame is the
 /// function `f`: its `function` or `site` field names `f` (`site` may also be an object with
 /// a `function` or `frames`), or its own `frames[0].function` is `f`.
-fn is_about(entry: &Value, f: &str) -> bool {
+pub(crate) fn is_about(entry: &Value, f: &str) -> bool {
     let site = &entry["site"];
     [
         &entry["function"],
@@ -129,7 +129,7 @@ fn full_run() -> &'static FullRun {
 }
 
 /// The entries of `list` about function `f`; panics listing `list` when there are none.
-fn entries_about<'a>(list: &'a [Value], f: &str, what: &str) -> Vec<&'a Value> {
+pub(crate) fn entries_about<'a>(list: &'a [Value], f: &str, what: &str) -> Vec<&'a Value> {
     let found: Vec<&Value> = list.iter().filter(|e| is_about(e, f)).collect();
     assert!(
         !found.is_empty(),
@@ -139,7 +139,7 @@ fn entries_about<'a>(list: &'a [Value], f: &str, what: &str) -> Vec<&'a Value> {
     found
 }
 
-fn pretty(entries: &[&Value]) -> String {
+pub(crate) fn pretty(entries: &[&Value]) -> String {
     entries
         .iter()
         .map(|e| excerpt(&e.to_string(), 1500))

@@ -28,6 +28,10 @@ mod exec;
 // allocation count halved.
 mod analysis;
 
+// Patterns at default options: the guide's loops (workloads/guide.c) and the demo's sites
+// classified by their names, bursts whatever the drains' phase, a 1 s run's whole-run series.
+mod patterns;
+
 // Exports read back by consumers nobody here wrote: the pprof profile decoded by the official
 // profile.proto compiled with protoc for Python.
 mod pprof;

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::histogram::{bucket_range, bucket_span, quantile_bucket, Range};
 use super::hotspots::site_name;
 use super::periods::{bursts, periods, weighted_median, Period};
-pub use super::trend::{fit, fit_over_time, Trend};
+#[cfg(test)]
+use super::trend::fit;
+pub use super::trend::{fit_over_time, Trend};
 use super::Options;
 use crate::model::{Counters, Frame, Profile, Site};
 use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count_f};

@@ -16,7 +16,8 @@ pub struct Trend {
     pub secs: f64,
 }
 
-/// The fit of `(x, y)` points; `None` with fewer than two distinct x.
+/// The fit of `(x, y)` points, each weighing alike; `None` with fewer than two distinct x.
+#[cfg(test)]
 pub fn fit(points: &[(f64, f64)]) -> Option<Trend> {
     let n = points.len() as f64;
     if points.len() < 2 {
