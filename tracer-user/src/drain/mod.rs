@@ -194,19 +194,20 @@ impl Drainer {
             live.insert(pid, t);
         }
         // A process without an entry of its own in the process map (normally there is one).
-        let of = |live: &mut BTreeMap<u32, ProcTotals>, pid: u32| {
-            live.entry(pid)
+        fn of(live: &mut BTreeMap<u32, ProcTotals>, pid: u32, names: bool) -> &mut Counters {
+            &mut live
+                .entry(pid)
                 .or_insert_with(|| ProcTotals {
                     comm: if names { current_comm(pid) } else { None }.unwrap_or_default(),
                     ..ProcTotals::default()
                 })
                 .counters
-        };
+        }
         for (pid, u) in self.owned.read() {
-            of(&mut live, pid).add(&unattributed(&u));
+            of(&mut live, pid, names).add(&unattributed(&u));
         }
         for (pid, c) in sites {
-            of(&mut live, pid).add(&c);
+            of(&mut live, pid, names).add(&c);
         }
         let mut out = self.retired_procs.clone();
         out.extend(live);
