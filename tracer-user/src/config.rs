@@ -309,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn resolution_divides_the_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse(&[]).unwrap().resolution, ms(20));
+        assert_eq!(
+            parse(&["--interval", "250ms"]).unwrap().resolution,
+            ms(250) / 13
+        );
+        // Never coarser than the interval.
+        let c = parse(&["--interval", "50ms", "--resolution", "2s"]).unwrap();
+        assert_eq!(c.resolution, ms(50));
+        assert!(parse(&["--resolution", "1ms"])
+            .unwrap_err()
+            .contains("--resolution must be at least 5ms"));
+        assert!(parse(&["--max-samples", "3"])
+            .unwrap_err()
+            .contains("--max-samples must be at least 8"));
+    }
+
+    #[test]
     fn defaults() {
         let c = parse(&["--interval", "250ms"]).unwrap();
         assert_eq!(c.interval, Duration::from_millis(250));
