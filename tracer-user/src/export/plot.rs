@@ -78,7 +78,7 @@ fn drawing<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 /// What a panel's values count, for the y axis: its ticks are plain numbers in the unit that
 /// suits the largest value (`MiB`, `k`), named in the axis' description.
 #[derive(Clone, Copy)]
-enum Quantity {
+pub(crate) enum Quantity {
     Bytes,
     Count,
 }
@@ -100,16 +100,17 @@ impl Quantity {
     }
 }
 
-/// One panel: a quantity over time.
-struct Panel {
-    caption: &'static str,
-    quantity: Quantity,
+/// One panel: a quantity over time (another file's panel, e.g. of leak candidates, is one
+/// of these drawn with [`draw_panel`]).
+pub(crate) struct Panel {
+    pub caption: &'static str,
+    pub quantity: Quantity,
     /// The y axis' description, `{}` standing for the unit (`MiB allocated per second`).
-    y_desc: &'static str,
-    color: RGBColor,
-    legend: String,
+    pub y_desc: &'static str,
+    pub color: RGBColor,
+    pub legend: String,
     /// (seconds since the start, value), oldest first.
-    points: Vec<(f64, f64)>,
+    pub points: Vec<(f64, f64)>,
 }
 
 fn fmt_rate_bytes(v: f64) -> String {
@@ -247,7 +248,7 @@ fn x_max(p: &Profile, a: &Analysis) -> f64 {
     }
 }
 
-fn draw_panel<DB: DrawingBackend>(
+pub(crate) fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     x_max: f64,
