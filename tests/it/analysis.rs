@@ -1,6 +1,7 @@
 //! The analyses of the report (patterns, lifetimes, advice) and `alloctrace compare`, checked
-//! against `workloads/phases.c`: the guide's three phases (small frequent, large infrequent,
-//! bursts) from three named functions, one after the other, and a leak growing all along.
+//! against `workloads/phases.c` at default options: the guide's three phases (small frequent,
+//! large infrequent, bursts) from three named functions, one after the other, and a leak
+//! growing all along.
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`),
 //! except `workload_halves_every_count`, which runs the workload untraced.
@@ -42,12 +43,12 @@ fn analysis_list<'a>(r: &'a Report, key: &str) -> &'a [Value] {
 }
 
 /// One entry per site: `analysis.patterns[]`.
-fn patterns(r: &Report) -> &[Value] {
+pub(crate) fn patterns(r: &Report) -> &[Value] {
     analysis_list(r, "patterns")
 }
 
 /// A pattern's class: `small_frequent`, `large_infrequent`, `burst`, `growing` or `steady`.
-fn pattern_class(p: &Value) -> Option<&str> {
+pub(crate) fn pattern_class(p: &Value) -> Option<&str> {
     p["class"].as_str()
 }
 
@@ -74,7 +75,7 @@ fn advice_kind(a: &Value) -> Option<&str> {
 /// Whether a pattern, lifetime or advice entry is about the site whose first frame is the
 /// function `f`: its `function` or `site` field names `f` (`site` may also be an object with
 /// a `function` or `frames`), or its own `frames[0].function` is `f`.
-fn is_about(entry: &Value, f: &str) -> bool {
+pub(crate) fn is_about(entry: &Value, f: &str) -> bool {
     let site = &entry["site"];
     [
         &entry["function"],
@@ -98,11 +99,13 @@ const LEAK: &str = "leaky_growth";
 /// Every allocating function of phases.c.
 const FUNCTIONS: &[&str] = &[SMALL, LARGE, BURST, LEAK];
 
-/// Shorter than phases.c's 1.2 s phases, so that each spans several drains.
-const PHASE_INTERVAL: &str = "200ms";
+/// The default interval: the analyses read the drains every --resolution (20 ms by default),
+/// whatever the interval (they once needed --interval 200ms to see each phase at all).
+const PHASE_INTERVAL: &str = "1s";
 
-/// `phases ARGS` under alloctrace with `--interval 200ms`; asserts it exited 0 and counted
-/// every site exactly (the analyses are only as good as the counts).
+/// `phases ARGS` under alloctrace at default options (`--interval 1s` is the default);
+/// asserts it exited 0 and counted every site exactly (the analyses are only as good as the
+/// counts).
 fn run_phases(args: &[&str]) -> Launched {
     let run = launch_every(PHASE_INTERVAL, "phases", args, &[], Scratch::new());
     run.finished.assert_code(0);
@@ -129,7 +132,7 @@ fn full_run() -> &'static FullRun {
 }
 
 /// The entries of `list` about function `f`; panics listing `list` when there are none.
-fn entries_about<'a>(list: &'a [Value], f: &str, what: &str) -> Vec<&'a Value> {
+pub(crate) fn entries_about<'a>(list: &'a [Value], f: &str, what: &str) -> Vec<&'a Value> {
     let found: Vec<&Value> = list.iter().filter(|e| is_about(e, f)).collect();
     assert!(
         !found.is_empty(),
@@ -139,7 +142,7 @@ fn entries_about<'a>(list: &'a [Value], f: &str, what: &str) -> Vec<&'a Value> {
     found
 }
 
-fn pretty(entries: &[&Value]) -> String {
+pub(crate) fn pretty(entries: &[&Value]) -> String {
     entries
         .iter()
         .map(|e| excerpt(&e.to_string(), 1500))

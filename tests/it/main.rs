@@ -28,6 +28,10 @@ mod exec;
 // allocation count halved.
 mod analysis;
 
+// Patterns at default options: the guide's loops (workloads/guide.c) and the demo's sites
+// classified by their names, bursts whatever the drains' phase, a 1 s run's whole-run series.
+mod patterns;
+
 // Leaks from the in-flight table's evidence, at default options: live blocks per site equal to
 // the ground truth, leak advice for exactly the leaking functions (workloads/leaks.c) and the
 // demo's cache, `--older`.

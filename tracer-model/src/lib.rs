@@ -436,7 +436,12 @@ pub struct Profile {
     pub duration: Duration,
     #[serde(with = "duration_secs")]
     pub interval: Duration,
-    /// One per drain, oldest first (bounded: the oldest are dropped, totals are not).
+    /// How often the kernel's counters were drained into the samples and the sites' series
+    /// (`--resolution`; zero in files from before it: once per interval).
+    #[serde(default, with = "duration_secs")]
+    pub resolution: Duration,
+    /// The run's drains, oldest first; bounded by merging adjacent ones (older ones coarser),
+    /// never by dropping the start or the totals.
     pub samples: Vec<Sample>,
     pub processes: Vec<Process>,
     pub sites: Vec<Site>,
@@ -490,6 +495,15 @@ impl Profile {
                 .then(a.stack_id.cmp(&b.stack_id))
         });
         sites
+    }
+
+    /// The drains' spacing: `resolution`, or the interval in files from before it.
+    pub fn drain_step(&self) -> Duration {
+        if self.resolution.is_zero() {
+            self.interval
+        } else {
+            self.resolution
+        }
     }
 
     /// More than one process appears (system-wide, or a command that forked): reports then

@@ -33,9 +33,15 @@ pub struct Cli {
     #[arg(short = 'f', long)]
     pub follow_forks: bool,
 
-    /// How often to drain the kernel maps and print a line per process (e.g. 250ms, 2s).
+    /// How often to print a line per process (e.g. 250ms, 2s).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+
+    /// How often to drain the kernel maps into the time series the analyses and plots read
+    /// (at most the interval, which is made a whole number of drains): bursts shorter than
+    /// this blur together.
+    #[arg(long, value_name = "DUR", default_value = "20ms", value_parser = parse_duration)]
+    pub resolution: Duration,
 
     /// Stop after this long (e.g. 30s, 5m).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
@@ -88,8 +94,9 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 524288)]
     pub max_live: u32,
 
-    /// Samples kept for the time series (per process, and per site); the oldest are dropped,
-    /// never the totals.
+    /// Points kept per time series (the processes' samples, and each site's series): beyond,
+    /// adjacent points are merged, the older part of the run coarser; never the start of the
+    /// run, never the totals.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_samples: usize,
 

@@ -29,6 +29,8 @@ pub struct Config {
     /// Mean bytes between sampled allocations; None records every allocation.
     pub sample_bytes: Option<u64>,
     pub interval: Duration,
+    /// The drains' spacing: `--resolution`, at most the interval, which it divides evenly.
+    pub resolution: Duration,
     pub duration: Option<Duration>,
     pub top: usize,
     /// The output files asked for, each with its format.
@@ -59,6 +61,10 @@ pub enum ConfigError {
     FollowSystemWide,
     #[error("--interval must be at least 10ms (got {0:?})")]
     IntervalTooShort(Duration),
+    #[error("--resolution must be at least {min:?} (got {0:?})", min = MIN_RESOLUTION)]
+    ResolutionTooShort(Duration),
+    #[error("--max-samples must be at least {min} (got {0})", min = crate::drain::series::MIN_POINTS)]
+    TooFewSamples(usize),
     #[error("--duration must be longer than zero")]
     ZeroDuration,
     #[error("--top must be at least 1")]
@@ -81,6 +87,16 @@ pub enum ConfigError {
     Env(String),
 }
 
+/// The shortest `--resolution`: a drain costs tens of microseconds per traced process.
+pub const MIN_RESOLUTION: Duration = Duration::from_millis(5);
+
+/// The drains' spacing: at most `asked`, and a whole fraction of `interval`, so every interval
+/// line falls on a drain (250ms at 20ms: 19.2ms).
+pub fn resolution(interval: Duration, asked: Duration) -> Duration {
+    let per_interval = interval.as_nanos().div_ceil(asked.as_nanos().max(1)).max(1);
+    interval / u32::try_from(per_interval).unwrap_or(u32::MAX)
+}
+
 pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     let target = match (cli.pid, cli.command.is_empty()) {
         (Some(_), false) => return Err(ConfigError::PidAndCommand),
@@ -95,6 +111,9 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     if cli.interval < Duration::from_millis(10) {
         return Err(ConfigError::IntervalTooShort(cli.interval));
     }
+    if cli.resolution < MIN_RESOLUTION {
+        return Err(ConfigError::ResolutionTooShort(cli.resolution));
+    }
     if cli.duration == Some(Duration::ZERO) {
         return Err(ConfigError::ZeroDuration);
     }
@@ -107,8 +126,8 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
     if cli.max_live == 0 {
         return Err(ConfigError::ZeroSize("max-live"));
     }
-    if cli.max_samples == 0 {
-        return Err(ConfigError::ZeroSize("max-samples"));
+    if cli.max_samples < crate::drain::series::MIN_POINTS {
+        return Err(ConfigError::TooFewSamples(cli.max_samples));
     }
     for (name, v) in [
         ("small-min-rate", cli.small_min_rate),
@@ -150,6 +169,7 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         // 1 byte apart samples every allocation: the same as not sampling.
         sample_bytes: cli.sample_bytes.filter(|&n| n > 1),
         interval: cli.interval,
+        resolution: resolution(cli.interval, cli.resolution),
         duration: cli.duration,
         top: cli.top,
         files: cli.files,
@@ -297,6 +317,25 @@ mod tests {
         assert!(parse(&["--plot", "/tmp/x.gif"])
             .unwrap_err()
             .contains(".svg or .png"));
+    }
+
+    #[test]
+    fn resolution_divides_the_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse(&[]).unwrap().resolution, ms(20));
+        assert_eq!(
+            parse(&["--interval", "250ms"]).unwrap().resolution,
+            ms(250) / 13
+        );
+        // Never coarser than the interval.
+        let c = parse(&["--interval", "50ms", "--resolution", "2s"]).unwrap();
+        assert_eq!(c.resolution, ms(50));
+        assert!(parse(&["--resolution", "1ms"])
+            .unwrap_err()
+            .contains("--resolution must be at least 5ms"));
+        assert!(parse(&["--max-samples", "3"])
+            .unwrap_err()
+            .contains("--max-samples must be at least 8"));
     }
 
     #[test]

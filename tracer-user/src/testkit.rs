@@ -25,6 +25,7 @@ pub fn profile(duration_ms: u64, samples: Vec<(u64, Vec<(u32, Counters)>)>) -> P
         start_unix_secs: 0,
         duration: Duration::from_millis(duration_ms),
         interval: Duration::from_secs(1),
+        resolution: Duration::from_secs(1),
         samples: samples
             .into_iter()
             .map(|(t, ps)| Sample {
@@ -57,6 +58,7 @@ pub fn command_profile(
         start_unix_secs: 1_700_000_000,
         duration: Duration::from_millis(duration_ms),
         interval: Duration::from_secs(1),
+        resolution: Duration::from_secs(1),
         samples,
         processes,
         sites,

@@ -1,5 +1,6 @@
 //! Analyzers: pure functions of a drained `Profile`, one module each (rate, hotspots,
-//! patterns, lifetimes, leaks, advice); `histogram` reads the kernel's log2 histograms for them.
+//! patterns, lifetimes, leaks, advice; `periods` and `trend` read the series for patterns);
+//! `histogram` reads the kernel's log2 histograms for them.
 //! They format numbers with `crate::numfmt`, never with the text report (which imports them).
 pub mod advice;
 pub mod histogram;
@@ -7,7 +8,9 @@ pub mod hotspots;
 pub mod leaks;
 pub mod lifetimes;
 pub mod patterns;
+mod periods;
 pub mod rate;
+mod trend;
 
 use std::time::Duration;
 

@@ -1,12 +1,13 @@
 //! The pattern analyzer (the guide's `AllocationPatternAnalyzer`), per allocation site (one
-//! process and one stack): a class from the site's per-interval series and size histogram.
-//! Lifetimes, from the kernel's lifetime histogram, are [`super::lifetimes`].
+//! process and one stack): a class from the site's fine series (a drain every `--resolution`,
+//! independent of the print interval) and size histogram. Lifetimes, from the kernel's
+//! lifetime histogram, are [`super::lifetimes`].
 //!
-//! Intervals: the series has a point at each drain where the site's counters moved, so the
-//! delta between consecutive points happened in the drain period ending at the later point
-//! (its length is the nominal interval, or less when the points are closer, e.g. the final
-//! partial drain). Whole intervals between two points without a point were idle (rate 0).
-//! The first point counts from zero over at most one interval.
+//! Periods: between two consecutive points of the series the counters grew evenly as far as
+//! the drains can tell (an idle stretch has its own flat period; older parts of a long run
+//! are merged into longer periods). Bursts are runs of busy periods, so a drain that falls
+//! inside a burst does not split it; growth is a time-weighted least-squares fit of live
+//! bytes.
 //!
 //! Sizes derived from the size histogram are bucket bounds, not exact values (see
 //! [`super::histogram`]).
@@ -16,18 +17,14 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::{bucket_range, bucket_span, quantile_bucket, Range};
 use super::hotspots::site_name;
+use super::periods::{bursts, periods, weighted_median, Period};
+#[cfg(test)]
+use super::trend::fit;
+pub use super::trend::{fit_over_time, Trend};
 use super::Options;
 use crate::model::{Counters, Frame, Profile, Site};
 use crate::numfmt::{fmt_byte_range, fmt_bytes, fmt_count_f};
 
-/// burst: an interval is quiet when its rate is at most the peak interval rate divided by
-/// this; a lone spike must also be this many times the median interval rate...
-pub const BURST_FACTOR: f64 = 4.0;
-/// ...the peak interval holds at least this many allocations (a site allocating once every
-/// few intervals is sparse, not bursty)...
-pub const BURST_MIN_ALLOCS: u64 = 10;
-/// ...over at least this many intervals (idle ones included).
-pub const BURST_MIN_INTERVALS: usize = 3;
 /// growing: a least-squares fit of live bytes over time needs this many points...
 pub const GROWTH_MIN_POINTS: usize = 3;
 /// ...and at least this R²...
@@ -61,45 +58,6 @@ impl std::fmt::Display for PatternClass {
     }
 }
 
-/// A least-squares line through (t, live bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Trend {
-    /// Bytes per second.
-    pub slope: f64,
-    /// Coefficient of determination, 0..=1: how well the line explains the points (the
-    /// confidence of a "growing" call).
-    pub r2: f64,
-    pub points: usize,
-}
-
-/// The fit of `(x, y)` points; `None` with fewer than two distinct x.
-pub fn fit(points: &[(f64, f64)]) -> Option<Trend> {
-    let n = points.len() as f64;
-    if points.len() < 2 {
-        return None;
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let slope = sxy / sxx;
-    // A flat series is explained perfectly by a flat line.
-    let r2 = if syy <= 0.0 {
-        1.0
-    } else {
-        (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0)
-    };
-    Some(Trend {
-        slope,
-        r2,
-        points: points.len(),
-    })
-}
-
 /// One site's pattern.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SitePattern {
@@ -123,82 +81,31 @@ pub struct SitePattern {
     /// Seconds from the start of the site's first interval to its last point (the whole run
     /// for a site without a series).
     pub span: f64,
-    /// Intervals in the span, idle ones included, and how many of them were idle.
+    /// Drain steps in the span (`--resolution`), idle ones included, and how many of them
+    /// were idle.
     pub intervals: usize,
     pub idle_intervals: usize,
-    /// Median and peak of the per-interval allocation rates (allocs/s), idle intervals as 0.
+    /// Bursts seen: runs of consecutive busy periods with quiet before or after, each with at
+    /// least `BURST_MIN_ALLOCS` allocations (a drain inside a burst does not split it).
+    #[serde(default)]
+    pub bursts: usize,
+    /// Median (time-weighted) and peak of the series' allocation rates (allocs/s, over at
+    /// least a drain step), idle periods as 0.
     pub median_rate: Option<f64>,
     pub peak_rate: Option<f64>,
-    /// When (end of the interval, seconds) the peak was.
+    /// When (end of the period, seconds) the peak was.
     pub peak_at: Option<f64>,
-    /// Live bytes over the series points.
+    /// Live bytes over time: a least-squares line, each point weighted by the time it
+    /// stands for.
     pub trend: Option<Trend>,
     /// The site's frames, innermost first.
     pub stack: Vec<String>,
 }
 
-/// One interval of a site's activity (or idleness).
-struct Interval {
-    end: f64,
-    secs: f64,
-    allocs: u64,
-    idle: bool,
-}
-
-/// The site's intervals in time order, idle ones included.
-fn intervals(s: &Site, interval: f64) -> Vec<Interval> {
-    let mut out = Vec::new();
-    let mut prev: Option<(f64, Counters)> = None;
-    for pt in &s.series {
-        let t = pt.t.as_secs_f64();
-        let (gap, before) = match prev {
-            Some((pt_, c)) => (t - pt_, c),
-            None => (t, Counters::default()),
-        };
-        let secs = if interval > 0.0 {
-            gap.min(interval)
-        } else {
-            gap
-        };
-        if prev.is_some() && interval > 0.0 && gap > interval {
-            let idle = ((gap / interval).round() as usize).saturating_sub(1);
-            for k in 0..idle {
-                out.push(Interval {
-                    end: t - interval * (idle - k) as f64,
-                    secs: interval,
-                    allocs: 0,
-                    idle: true,
-                });
-            }
-        }
-        out.push(Interval {
-            end: t,
-            secs,
-            allocs: pt.counters.since(&before).allocs,
-            idle: false,
-        });
-        prev = Some((t, pt.counters));
-    }
-    out
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 /// The pattern of one site.
 pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
     let c = s.counters;
-    let interval = p.interval.as_secs_f64();
+    let step = p.drain_step().as_secs_f64();
     let avg = (c.allocs > 0).then(|| c.bytes / c.allocs);
     let span_b = bucket_span(&s.size_hist);
     let size_range = span_b
@@ -212,47 +119,48 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         .or(avg.map(|a| Range { lo: a, hi: a }));
     let size_buckets = span_b.map_or(usize::from(avg.is_some()), |(lo, hi)| hi - lo + 1);
 
-    let all = intervals(s, interval);
-    // Intervals of zero length (a drain at t = 0) carry no rate.
-    let timed: Vec<(&Interval, f64)> = all
-        .iter()
-        .filter(|i| i.secs > 0.0)
-        .map(|i| (i, i.allocs as f64 / i.secs))
+    // Periods of zero length (two drains at one instant) carry no rate.
+    let all: Vec<Period> = periods(s, step)
+        .into_iter()
+        .filter(|x| x.secs() > 0.0)
         .collect();
-    let idle = all.iter().filter(|i| i.idle).count();
-    let n_intervals = timed.len();
-    let median_rate = median(&mut timed.iter().map(|x| x.1).collect::<Vec<_>>());
+    let span: f64 = all.iter().map(Period::secs).sum();
+    let idle_secs: f64 = all.iter().filter(|x| x.allocs == 0).map(Period::secs).sum();
+    // In drain steps, as the drains saw them.
+    let in_steps = |secs: f64| {
+        if step > 0.0 {
+            (secs / step).round() as usize
+        } else {
+            0
+        }
+    };
+    let n_intervals = if all.is_empty() {
+        0
+    } else {
+        in_steps(span).max(1)
+    };
+    let idle = in_steps(idle_secs).min(n_intervals);
+    // Time-weighted: a long idle stretch weighs as the drains in it.
+    let median_rate = weighted_median(
+        &mut all
+            .iter()
+            .map(|x| (x.rate(step), x.secs()))
+            .collect::<Vec<_>>(),
+    );
     // The earliest wins a tie.
-    let peak = timed
-        .iter()
-        .fold(None::<(&Interval, f64)>, |best, &(i, r)| match best {
+    let peak = all.iter().fold(None::<(&Period, f64)>, |best, x| {
+        let r = x.rate(step);
+        match best {
             Some((_, b)) if b >= r => best,
-            _ => Some((i, r)),
-        });
-    let peak_rate = peak.map(|x| x.1);
-    let is_quiet = |r: f64| peak_rate.is_some_and(|pk| r * BURST_FACTOR <= pk);
-    let quiet = timed.iter().filter(|x| is_quiet(x.1)).count();
-    // Spikes: intervals that are not quiet and hold enough allocations. A burst is activity
-    // that comes back in spikes with quiet intervals between them (spike, quiet, spike), or one
-    // spike well above the median with quiet intervals on both sides; a one-off start-up spike
-    // followed by silence is not one, nor is a steady site whose partial first or last
-    // interval looks quiet.
-    let is_spike = |x: &(&Interval, f64)| !is_quiet(x.1) && x.0.allocs >= BURST_MIN_ALLOCS;
-    let first_spike = timed.iter().position(is_spike);
-    let last_spike = timed.iter().rposition(is_spike);
-    let spikes_apart = first_spike
-        .zip(last_spike)
-        .is_some_and(|(a, b)| timed[a..b].iter().any(|x| is_quiet(x.1)));
-    let peak_pos = peak.and_then(|(pk, _)| timed.iter().position(|x| std::ptr::eq(x.0, pk)));
-    let lone_spike = peak_pos.is_some_and(|i| {
-        median_rate.is_some_and(|m| peak_rate.is_some_and(|pr| pr >= BURST_FACTOR * m))
-            && timed[..i].iter().any(|x| is_quiet(x.1))
-            && timed[i + 1..].iter().any(|x| is_quiet(x.1))
+            _ => Some((x, r)),
+        }
     });
+    let peak_rate = peak.map(|x| x.1);
+    let b = bursts(&all, step, peak_rate.unwrap_or(0.0), median_rate);
     let span = if s.series.is_empty() {
         p.duration.as_secs_f64()
     } else {
-        all.iter().fold(0.0, |acc, i| acc + i.secs)
+        span
     };
     let series_allocs = s.series.last().map_or(0, |pt| pt.counters.allocs);
     let frequency = if span <= 0.0 {
@@ -262,7 +170,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
     } else {
         Some(series_allocs as f64 / span)
     };
-    // "Sustained": the median interval rate, or the overall frequency without intervals.
+    // "Sustained": the median rate, or the overall frequency without a series.
     let sustained = median_rate.or(frequency);
 
     let live: Vec<(f64, f64)> = s
@@ -271,7 +179,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         .map(|pt| (pt.t.as_secs_f64(), pt.counters.live_bytes() as f64))
         .collect();
     // Without frees (alloc-only mode) "live" is everything ever allocated: no trend to see.
-    let trend = fit(&live).filter(|_| p.mode.sees_frees());
+    let trend = fit_over_time(&live).filter(|_| p.mode.sees_frees());
     let max_live = live.iter().map(|x| x.1).fold(0.0, f64::max);
     let last_live = live.last().map_or(0.0, |x| x.1);
     let free_share = if c.allocs > 0 {
@@ -288,13 +196,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
             && free_share <= GROWTH_MAX_FREE_SHARE
     });
     let burst = match (peak, median_rate) {
-        (Some((pk, pr)), Some(med))
-            if n_intervals >= BURST_MIN_INTERVALS
-                && pk.allocs >= BURST_MIN_ALLOCS
-                && (spikes_apart || lone_spike) =>
-        {
-            Some((pk, med, pr))
-        }
+        (Some((pk, pr)), Some(med)) if b.found => Some((pk, med, pr)),
         _ => None,
     };
     let large = typical_size
@@ -308,18 +210,24 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         (
             PatternClass::Growing,
             format!(
-                "live bytes rise {}/s (R² {:.2} over {} points), {:.0}% of blocks freed",
+                "live bytes rise {}/s over {:.1}s (least-squares fit: R² {:.2} over {} points), {:.0}% of blocks freed",
                 fmt_bytes(t.slope.max(0.0) as u64),
+                t.secs,
                 t.r2,
                 t.points,
                 free_share * 100.0
             ),
         )
     } else if let Some((pk, med, pr)) = burst {
+        let n = b.episodes.len();
+        let per = b.episodes.iter().map(|e| e.allocs).sum::<u64>() / n.max(1) as u64;
         (
             PatternClass::Burst,
             format!(
-                "peak {}/s at {:.1}s is {}x the median {}/s; {quiet} of {n_intervals} intervals quiet",
+                "{n} burst{} of ~{} allocations, busy {:.0}% of the time between the first and the last; peak {}/s at {:.2}s is {}x the median {}/s",
+                if n == 1 { "" } else { "s" },
+                fmt_count_f(per as f64),
+                b.duty.min(1.0) * 100.0,
                 fmt_count_f(pr),
                 pk.end,
                 if med > 0.0 {
@@ -370,6 +278,7 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         span,
         intervals: n_intervals,
         idle_intervals: idle,
+        bursts: b.episodes.len(),
         median_rate,
         peak_rate,
         peak_at: peak.map(|x| x.0.end),
@@ -416,7 +325,7 @@ pub fn pattern_detail(x: &SitePattern) -> String {
     if x.idle_intervals > 0 {
         let _ = write!(
             line,
-            ", idle {} of {} intervals",
+            ", idle {} of {} drains",
             x.idle_intervals, x.intervals
         );
     }
@@ -480,63 +389,118 @@ mod tests {
         assert_eq!(p.frequency, Some(2.0));
     }
 
-    #[test]
-    fn burst() {
-        // 5000 allocations in one interval out of every four.
-        let pts = [
-            (1000, 5000, 5000),
-            (5000, 10000, 10000),
-            (9000, 15000, 15000),
-        ];
-        let p = run(&series_site(64, &pts, 100), 9000);
-        assert_eq!(p.class, PatternClass::Burst, "{}", p.reason);
-        assert_eq!((p.intervals, p.idle_intervals), (9, 6));
-        assert_eq!(p.median_rate, Some(0.0));
-        assert_eq!((p.peak_rate, p.peak_at), (Some(5000.0), Some(1.0)));
-        assert_eq!(p.span, 9.0);
-        // Sustained small and frequent does not win over the spikes.
-        assert!(p.reason.contains("quiet"), "{}", p.reason);
+    /// A site of `size`-byte blocks, each freed at once, allocating `events` (time in
+    /// seconds, count; spread evenly over `len` seconds from that time), drained every
+    /// `step_ms` starting `phase_ms` after the start, recorded as the drainer records it.
+    fn drained(
+        size: u64,
+        events: &[(f64, u64)],
+        len: f64,
+        step_ms: u64,
+        phase_ms: u64,
+    ) -> (Profile, Site) {
+        use crate::drain::series::{record, Series};
+        let end = events.iter().map(|e| e.0).fold(0.0, f64::max) + len + 0.5;
+        let allocs_by = |t: f64| -> u64 {
+            events
+                .iter()
+                .map(|&(at, n)| {
+                    let done = ((t - at) / len).clamp(0.0, 1.0);
+                    (n as f64 * done).floor() as u64
+                })
+                .sum()
+        };
+        let mut pts = Series::new(100_000);
+        let mut before = Duration::ZERO;
+        let mut t = Duration::from_millis(phase_ms.max(1));
+        while t.as_secs_f64() <= end {
+            let a = allocs_by(t.as_secs_f64());
+            if a > 0 {
+                record(&mut pts, before, t, c(a, a * size, a, a * size));
+            }
+            before = t;
+            t += Duration::from_millis(step_ms);
+        }
+        let series = pts.into_vec();
+        let last = series.last().map_or(Counters::default(), |p| p.counters);
+        let mut s = site(1, 1, vec![], last);
+        s.series = series;
+        s.size_hist = crate::testkit::hist(&[(size, last.allocs)]);
+        s.life_hist = crate::testkit::hist(&[(100, last.frees)]);
+        let mut p = profile((end * 1000.0) as u64, vec![]);
+        p.resolution = Duration::from_millis(step_ms);
+        (p, s)
     }
 
+    fn class_of(x: &(Profile, Site)) -> SitePattern {
+        classify(&x.0, &x.1, &Options::default())
+    }
+
+    /// Bursts are bursts wherever the drains fall: inside a burst (splitting it across two
+    /// drains), at its start or end, for every phase of the drain grid.
+    #[test]
+    fn bursts_whatever_the_drain_phase() {
+        // phases.c: 2,000 blocks in ~5 ms every 400 ms; at the default 20 ms and at 100 ms.
+        // demo.c: 5,000 in ~15 ms every 165 ms, at 20 ms. guide.c: 1,000 every 250 ms.
+        type Shape<'a> = (&'a [(f64, u64)], f64, u64);
+        let shapes: [Shape; 4] = [
+            (&[(0.1, 2000), (0.5, 2000), (0.9, 2000)], 0.005, 20),
+            (&[(0.1, 2000), (0.5, 2000), (0.9, 2000)], 0.005, 100),
+            (&[(0.05, 5000), (0.215, 5000), (0.38, 5000)], 0.015, 20),
+            (
+                &[
+                    (0.0, 1000),
+                    (0.25, 1000),
+                    (0.5, 1000),
+                    (0.75, 1000),
+                    (1.0, 1000),
+                ],
+                0.003,
+                20,
+            ),
+        ];
+        for (events, len, step) in shapes {
+            for phase in (0..step).step_by((step / 20).max(1) as usize) {
+                let x = class_of(&drained(256, events, len, step, phase));
+                assert_eq!(
+                    (x.class, x.bursts),
+                    (PatternClass::Burst, events.len()),
+                    "{} bursts at a {step} ms resolution, phase {phase} ms: {}",
+                    events.len(),
+                    x.reason
+                );
+            }
+        }
+    }
+
+    /// A steady site that stalls once (the workload descheduled) is not a burst; nor is a
+    /// start-up spike followed by a trickle. One spike in a low stream is.
     #[test]
     fn burst_shapes() {
-        let o = Options::default();
-        let mut p = profile(1000, vec![]);
-        p.interval = Duration::from_millis(200);
-        // The phases workload: 2,000 blocks every 400 ms, drained every 200 ms.
-        let pts = [(200, 2000, 2000), (600, 4000, 4000), (1000, 6000, 6000)];
-        let x = classify(&p, &series_site(256, &pts, 100), &o);
-        assert_eq!(x.class, PatternClass::Burst, "{}", x.reason);
-        assert_eq!((x.intervals, x.idle_intervals), (5, 2));
-        // One spike in a low steady stream.
-        p.interval = Duration::from_secs(1);
-        let cum = [10, 20, 5020, 5030, 5040];
-        let pts: Vec<_> = cum
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| ((i as u64 + 1) * 1000, a, a))
-            .collect();
-        let x = classify(&p, &series_site(64, &pts, 100), &o);
-        assert_eq!(x.class, PatternClass::Burst, "{}", x.reason);
-        // Steady with a partial first interval (300 ms) and last (100 ms): not a burst.
-        let pts = [
-            (300, 300, 300),
-            (1300, 1300, 1300),
-            (2300, 2300, 2300),
-            (3300, 3300, 3300),
-            (3400, 3310, 3310),
-        ];
-        let x = classify(&p, &series_site(64, &pts, 100), &o);
-        assert_eq!(x.class, PatternClass::SmallFrequent, "{}", x.reason);
-        // A start-up spike then a trickle: not a burst.
-        let cum = [5000, 5001, 5002, 5003];
-        let pts: Vec<_> = cum
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| ((i as u64 + 1) * 1000, a, a))
-            .collect();
-        let x = classify(&p, &series_site(64, &pts, 100), &o);
+        // 2,000/s for 2 s, with an 80 ms stall in the middle.
+        let x = class_of(&drained(64, &[(0.0, 2000), (1.08, 1840)], 1.0, 20, 7));
+        let y = class_of(&drained(64, &[(0.0, 2000), (1.08, 1840)], 0.92, 20, 7));
+        for p in [x, y] {
+            assert_eq!(p.class, PatternClass::SmallFrequent, "{}", p.reason);
+        }
+        // A spike at the start, then one block every 100 ms.
+        let mut ev = vec![(0.0, 5000)];
+        ev.extend((1..20).map(|i| (i as f64 * 0.1, 1)));
+        let x = class_of(&drained(64, &ev, 0.002, 20, 3));
         assert_ne!(x.class, PatternClass::Burst, "{}", x.reason);
+        // A steady 100/s stream with one spike of 5,000 in the middle.
+        let mut ev: Vec<(f64, u64)> = (0..300).map(|i| (i as f64 * 0.01, 1)).collect();
+        ev.push((1.5, 5000));
+        let x = class_of(&drained(64, &ev, 0.004, 20, 3));
+        assert_eq!(
+            (x.class, x.bursts),
+            (PatternClass::Burst, 1),
+            "{}",
+            x.reason
+        );
+        // Steady with the last drain partial: not a burst.
+        let x = class_of(&drained(64, &[(0.0, 3000)], 3.0, 20, 13));
+        assert_eq!(x.class, PatternClass::SmallFrequent, "{}", x.reason);
     }
 
     #[test]
@@ -595,19 +559,46 @@ mod tests {
     }
 
     #[test]
-    fn interval_lengths() {
-        // Points 3 s apart with a 1 s interval: two idle intervals, then one active of 1 s.
-        let s = series_site(8, &[(1000, 10, 0), (4000, 30, 0)], 0);
-        let iv = intervals(&s, 1.0);
-        assert_eq!(iv.len(), 4);
-        assert!(iv[1].idle && iv[2].idle && !iv[3].idle);
-        assert_eq!((iv[1].end, iv[2].end), (2.0, 3.0));
-        assert_eq!((iv[3].secs, iv[3].allocs), (1.0, 20));
-        // A partial final drain 0.2 s after the previous one.
-        let s = series_site(8, &[(1000, 10, 0), (1200, 30, 0)], 0);
-        let iv = intervals(&s, 1.0);
-        assert_eq!(iv.len(), 2);
-        assert!((iv[1].secs - 0.2).abs() < 1e-9);
-        let _ = Duration::ZERO;
+    fn periods_of_a_series() {
+        // A first point not at zero (older files) counts from one step before it.
+        let s = series_site(8, &[(1000, 10, 0), (4000, 30, 0), (4000, 31, 0)], 0);
+        let ps = periods(&s, 1.0);
+        assert_eq!(ps.len(), 3);
+        assert_eq!((ps[0].start, ps[0].end, ps[0].allocs), (0.0, 1.0, 10));
+        assert_eq!((ps[1].secs(), ps[1].allocs), (3.0, 20));
+        // Zero length: as long as a step for its rate.
+        assert_eq!((ps[2].secs(), ps[2].rate(1.0)), (0.0, 1.0));
+        // A zero first point (the drainer's) starts the first period.
+        let s = series_site(8, &[(300, 0, 0), (400, 5, 0)], 0);
+        let ps = periods(&s, 0.1);
+        assert_eq!(ps.len(), 1);
+        assert!((ps[0].start - 0.3).abs() < 1e-9 && ps[0].allocs == 5);
+    }
+
+    /// Growth with idle stretches: the time-weighted fit sees the line, not the busy drains.
+    #[test]
+    fn growth_over_idle_stretches() {
+        // 50 blocks of 64 B every 500 ms for 5 s, never freed: busy drains 20 ms long.
+        let ev: Vec<(f64, u64)> = (0..10).map(|i| (i as f64 * 0.5, 50)).collect();
+        let (p, mut s) = drained(64, &ev, 0.004, 20, 5);
+        for pt in &mut s.series {
+            pt.counters.frees = 0;
+            pt.counters.freed_bytes = 0;
+        }
+        s.counters = s.series.last().unwrap().counters;
+        let x = classify(&p, &s, &Options::default());
+        assert_eq!(x.class, PatternClass::Growing, "{}", x.reason);
+        let t = x.trend.unwrap();
+        assert!((t.slope - 6400.0).abs() < 800.0 && t.r2 > 0.95, "{t:?}");
+        assert!(x.reason.contains("least-squares fit: R²"), "{}", x.reason);
+        // Evenly spaced points weigh alike: the plain fit.
+        let pts = [(0.0, 1.0), (1.0, 3.0), (2.0, 4.0), (3.0, 8.0)];
+        let (a, b) = (fit(&pts).unwrap(), fit_over_time(&pts).unwrap());
+        assert!((a.slope - 2.2).abs() < 1e-9, "{a:?}");
+        assert!(
+            (b.slope - a.slope).abs() > 0.01 && b.r2 > 0.8,
+            "the ends weigh half: {b:?}"
+        );
+        assert_eq!(fit_over_time(&[(1.0, 1.0), (1.0, 2.0)]), None);
     }
 }

@@ -1,10 +1,12 @@
 //! The allocation-rate tracker (the guide's `AllocationTracker`): per process and overall, one
-//! point per drained sample with the cumulative totals, the live set and the rates over the
+//! point per drained sample (a drain every `--resolution`, not every print interval) with the
+//! cumulative totals, the live set and the rates over the
 //! preceding period; and a summary (averages, peaks and when they happened, live heap at the
 //! end and its high-water mark).
 //!
-//! The samples are bounded (the oldest are dropped); totals come from the process counters,
-//! which are never dropped, so a long run loses resolution but never totals.
+//! The samples are bounded by merging adjacent ones (the older part of a long run coarser,
+//! its start kept); totals come from the process counters, so a long run loses resolution but
+//! never totals.
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -47,7 +49,7 @@ pub struct RateSummary {
     pub avg_alloc_rate: Option<f64>,
     /// Allocations per second over the whole run; `None` for a zero-length run.
     pub avg_object_rate: Option<f64>,
-    /// The busiest period by bytes. Periods shorter than half the interval (the final drain's
+    /// The busiest period by bytes. Periods shorter than half a drain step (the final drain's
     /// partial period) are ignored unless nothing else is there; the earliest wins a tie.
     pub peak_alloc_rate: Option<Peak>,
     pub peak_object_rate: Option<Peak>,
@@ -85,7 +87,7 @@ struct Step {
 
 /// The steps of one process (`Some(pid)`: the samples it appears in) or of everything. The
 /// first sample also counts from t = 0 when it is the first drain of the run (taken within two
-/// intervals of the start; the buffer is bounded and may have dropped the oldest). Deltas are
+/// drain steps of the start; older files' bounded samples may have dropped it). Deltas are
 /// summed per process, so a process retired from later samples does not make a period look
 /// negative.
 fn steps(p: &Profile, pid: Option<u32>) -> Vec<Step> {
@@ -94,7 +96,8 @@ fn steps(p: &Profile, pid: Option<u32>) -> Vec<Step> {
     };
     let zero_sample = Sample::default();
     let zero = Counters::default();
-    let from_start = p.interval.is_zero() || first.t < p.interval * 2;
+    let step = p.drain_step();
+    let from_start = step.is_zero() || first.t < step * 2;
     let mut out = Vec::new();
     for (i, s) in p.samples.iter().enumerate() {
         let prev = match i {
@@ -203,8 +206,8 @@ fn summary(p: &Profile, steps: &[Step], totals: Counters) -> RateSummary {
         totals,
         avg_alloc_rate: per_sec(totals.bytes, dur),
         avg_object_rate: per_sec(totals.allocs, dur),
-        peak_alloc_rate: peak_rate(steps, p.interval, |c| c.bytes),
-        peak_object_rate: peak_rate(steps, p.interval, |c| c.allocs),
+        peak_alloc_rate: peak_rate(steps, p.drain_step(), |c| c.bytes),
+        peak_object_rate: peak_rate(steps, p.drain_step(), |c| c.allocs),
         live_bytes_end: totals.live_bytes(),
         live_objects_end: totals.live_objects(),
         peak_live_bytes: peak_live,

@@ -3,9 +3,11 @@
 //! counted twice between drains however they interleave with the probes.
 pub mod live_blocks;
 pub mod sampling;
+pub mod series;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use alloctrace_common::{self as abi, ProcStats, SiteStats, StackKey, StackTrace};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -16,6 +18,7 @@ use crate::kmaps::map_batch;
 use crate::kmaps::owned_totals::OwnedSlots;
 use crate::kmaps::site_table::{SiteCounters, SiteTable};
 use crate::model::{Counters, Losses, Sample, SitePoint};
+use series::Series;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
@@ -50,8 +53,7 @@ pub struct RawSite {
     pub ips: Vec<u64>,
     /// Why the kernel ended the stack where it did (`abi::stack_cut`).
     pub cut: u32,
-    /// The site's cumulative counters at the drains where they changed (oldest dropped
-    /// beyond the sample bound).
+    /// The site's cumulative counters over the run (see `series::record`).
     pub series: Vec<SitePoint>,
     /// Its blocks never freed, once `read_live` has read them.
     pub live: Option<live_blocks::Births>,
@@ -69,10 +71,12 @@ pub struct Drainer {
     /// (system-wide mode), so their totals and sites still reach the report.
     retired_procs: BTreeMap<u32, ProcTotals>,
     retired_sites: Vec<RawSite>,
-    series: StdHashMap<StackKey, VecDeque<SitePoint>>,
+    series: StdHashMap<StackKey, Series<SitePoint>>,
     /// The blocks of retired processes, read as they were swept from the in-flight table.
     retired_live: StdHashMap<StackKey, live_blocks::Births>,
     max_points: usize,
+    /// When the last drain was (zero before the first: the run's start).
+    last_drain: Duration,
     live_sweep_due: bool,
 }
 
@@ -125,7 +129,7 @@ fn counters(allocs: u64, bytes: u64, frees: u64, freed_bytes: u64) -> Counters {
 impl Drainer {
     /// Takes the maps out of `ebpf`, so they outlive the programs: dropping `ebpf` detaches
     /// every probe while the final drain can still read what they counted.
-    /// `max_points` bounds each site's series (the oldest points are dropped).
+    /// `max_points` bounds each site's series (adjacent points merged, `series::Series`).
     pub fn take(
         ebpf: &mut Ebpf,
         max_points: usize,
@@ -148,7 +152,8 @@ impl Drainer {
             retired_sites: Vec::new(),
             series: StdHashMap::new(),
             retired_live: StdHashMap::new(),
-            max_points: max_points.max(1),
+            max_points,
+            last_drain: Duration::ZERO,
             live_sweep_due: false,
         })
     }
@@ -168,9 +173,14 @@ impl Drainer {
     /// site (unsampled allocations, stacks that could not be stored), which it keeps in the
     /// process map and in the per-CPU slots the process owns: that spares an allocation whose
     /// site is known a second map update, and one without a site a hash lookup.
+    ///
+    /// `names`: a live process's name is read from /proc (see `current_comm`); without, the
+    /// kernel's record serves (a fine drain's sample has no names: that spares a file read
+    /// per process per drain).
     fn processes_with(
         &self,
         sites: impl IntoIterator<Item = (u32, Counters)>,
+        names: bool,
     ) -> BTreeMap<u32, ProcTotals> {
         let mut live = BTreeMap::new();
         // Per CPU in the kernel (threads on different CPUs share no cache line): summed here.
@@ -185,21 +195,25 @@ impl Drainer {
                     comm = Some(comm_str(&p.comm));
                 }
             }
-            t.comm = current_comm(pid).or(comm).unwrap_or_default();
+            let current = if names { current_comm(pid) } else { None };
+            t.comm = current.or(comm).unwrap_or_default();
             live.insert(pid, t);
         }
         // A process without an entry of its own in the process map (normally there is one).
-        fn of(live: &mut BTreeMap<u32, ProcTotals>, pid: u32) -> &mut ProcTotals {
-            live.entry(pid).or_insert_with(|| ProcTotals {
-                comm: current_comm(pid).unwrap_or_default(),
-                ..ProcTotals::default()
-            })
+        fn of(live: &mut BTreeMap<u32, ProcTotals>, pid: u32, names: bool) -> &mut Counters {
+            &mut live
+                .entry(pid)
+                .or_insert_with(|| ProcTotals {
+                    comm: if names { current_comm(pid) } else { None }.unwrap_or_default(),
+                    ..ProcTotals::default()
+                })
+                .counters
         }
         for (pid, u) in self.owned.read() {
-            of(&mut live, pid).counters.add(&unattributed(&u));
+            of(&mut live, pid, names).add(&unattributed(&u));
         }
         for (pid, c) in sites {
-            of(&mut live, pid).counters.add(&c);
+            of(&mut live, pid, names).add(&c);
         }
         let mut out = self.retired_procs.clone();
         out.extend(live);
@@ -207,11 +221,14 @@ impl Drainer {
     }
 
     /// One drain: a series point for every site that moved, and every process's totals, from
-    /// one read of the site map's counters.
-    pub fn sample(&mut self, t: std::time::Duration) -> (Sample, BTreeMap<u32, ProcTotals>) {
-        let sites = self.sites.read_counters();
+    /// one read of the site map's counters. `full`: an interval's drain, which reads every
+    /// process's name (`processes_with`) and every site's histograms; the others read a
+    /// site's histograms only when its bytes moved (`SiteTable::read_counters`).
+    pub fn sample(&mut self, t: Duration, full: bool) -> (Sample, BTreeMap<u32, ProcTotals>) {
+        let sites = self.sites.read_counters(!full);
         self.record_series(t, &sites);
-        let procs = self.processes_with(sites.iter().map(|s| (s.key.tgid, s.counters)));
+        self.last_drain = self.last_drain.max(t);
+        let procs = self.processes_with(sites.iter().map(|s| (s.key.tgid, s.counters)), full);
         let sample = Sample {
             t,
             processes: procs.iter().map(|(p, v)| (*p, v.counters)).collect(),
@@ -296,21 +313,20 @@ impl Drainer {
     }
 
     /// Adds a point at `t` to the series of every site whose counters moved since its last
-    /// point: the per-site, per-interval data the pattern analyzers need.
-    fn record_series(&mut self, t: std::time::Duration, sites: &[SiteCounters]) {
+    /// point (`series::record`): the per-site data the pattern analyzers and the pictures
+    /// need.
+    fn record_series(&mut self, t: Duration, sites: &[SiteCounters]) {
+        let before = self.last_drain.min(t);
         for s in sites.iter().filter(|s| s.changed) {
             let (key, c) = (s.key, s.counters);
             if c == Counters::default() {
                 continue;
             }
-            let pts = self.series.entry(key).or_default();
-            if pts.back().is_some_and(|p| p.counters == c) {
-                continue;
-            }
-            if pts.len() == self.max_points {
-                pts.pop_front();
-            }
-            pts.push_back(SitePoint { t, counters: c });
+            let pts = self
+                .series
+                .entry(key)
+                .or_insert_with(|| Series::new(self.max_points));
+            series::record(pts, before, t, c);
         }
     }
 
@@ -344,7 +360,10 @@ impl Drainer {
         }
         // One read of the site map serves the dead processes' totals and their sites.
         let sites = self.sites.read();
-        let all = self.processes_with(sites.iter().map(|(k, st)| (k.tgid, site_counters(st))));
+        let all = self.processes_with(
+            sites.iter().map(|(k, st)| (k.tgid, site_counters(st))),
+            true,
+        );
         for pid in &dead {
             if let Some(p) = all.get(pid) {
                 self.retired_procs.insert(*pid, p.clone());

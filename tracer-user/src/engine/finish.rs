@@ -117,7 +117,7 @@ impl Engine {
             .into_iter()
             .collect();
         revoked.extend(children.iter().flat_map(|c| c.revoked()));
-        for s in &mut samples {
+        for s in samples.iter_mut() {
             s.processes.retain(|pid, _| !revoked.contains(pid));
         }
         let mut unseen: Vec<(Unseen, u32)> = exe
@@ -135,7 +135,8 @@ impl Engine {
             start_unix_secs,
             duration: ended.duration,
             interval: settings.interval,
-            samples: samples.into(),
+            resolution: settings.resolution,
+            samples: samples.into_vec(),
             processes: unseen.into_iter().map(Some).fold(
                 ended
                     .processes

@@ -1,6 +1,7 @@
-//! One trace: set up (`setup`), then, interval by interval until the end condition, drain the
-//! kernel's counters and publish them as a plain-data `Snapshot`; at the end (`finish`), the
-//! final `Profile` and the probes' detach. What is done with the results is a front end's
+//! One trace: set up (`setup`), then, until the end condition, drain the kernel's counters at
+//! every tick of the resolution (`--resolution`, into the processes' samples and the sites'
+//! series) and, every interval, publish them as a plain-data `Snapshot`; at the end
+//! (`finish`), the final `Profile` and the probes' detach. What is done with the results is a front end's
 //! (`frontend/`): the engine prints only what it decides (the tracing line, exec decisions,
 //! probes moved, the detach), never the intervals or the report.
 //!
@@ -17,7 +18,7 @@ mod setup;
 mod system;
 mod tasks;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::pin::Pin;
@@ -31,12 +32,17 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
+use crate::drain::series::Series;
 use crate::drain::{Drainer, ProcTotals};
 use crate::model::{Losses, Process, Sample, Target, TraceMode};
 use crate::probe::{children, follow, ProbeSet};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, launch};
+
+/// Drains between intervals take at most 1/this of the time: one that takes longer (a program
+/// with tens of thousands of sites) stretches their spacing past `--resolution`.
+const DRAIN_SHARE: u32 = 100;
 
 /// Why a trace ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +92,9 @@ struct Settings {
     mode: TraceMode,
     sample_bytes: Option<u64>,
     interval: Duration,
+    /// The drains' spacing; the interval is a whole number of them.
+    resolution: Duration,
     duration: Option<Duration>,
-    max_samples: usize,
     system_wide: bool,
     /// `--older`: the live blocks older than this are counted apart.
     older: Option<Duration>,
@@ -113,10 +120,21 @@ pub struct Engine {
     children: Option<children::Children>,
     start: Instant,
     start_unix_secs: u64,
-    samples: VecDeque<Sample>,
+    /// Every drain's sample (bounded by merging, `Series`).
+    samples: Series<Sample>,
+    /// The last snapshot's sample: the start of the next interval.
+    published_sample: Option<Sample>,
     published: watch::Sender<Arc<Snapshot>>,
     /// Made at the first `advance`, in the runtime that drives the engine.
     waits: Option<Waits>,
+    /// Drain ticks since the last snapshot.
+    drains: u64,
+    /// The last drain between intervals: when it ended, and the CPU time drains take (a
+    /// moving average: one drain preempted, or slow once, does not stretch the next ones).
+    last_drain: Option<(Instant, Duration)>,
+    /// Drain ticks let pass to keep drains within their share of the time.
+    drains_skipped: u64,
+    /// Snapshots published.
     ticks: u64,
     /// The system-wide sweep of exited processes, done when the engine goes on after an
     /// interval's snapshot was read (its log lines come after that interval's line).
@@ -135,7 +153,8 @@ struct Waits {
 impl Waits {
     fn new(e: &Engine) -> Result<Waits> {
         let start = tokio::time::Instant::from_std(e.start);
-        let mut tick = tokio::time::interval_at(start + e.settings.interval, e.settings.interval);
+        let step = e.settings.resolution;
+        let mut tick = tokio::time::interval_at(start + step, step);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let duration = e.settings.duration;
         let deadline = Box::pin(async move {
@@ -173,6 +192,7 @@ impl Waits {
 enum Wake {
     TaskEnded,
     Exec,
+    /// A drain's tick (the interval's end every `per_interval` of them).
     Tick,
     End(End),
 }
@@ -229,7 +249,28 @@ impl Engine {
                         return self.end(End::Revoked).map(Some);
                     }
                 }
-                Wake::Tick => return self.interval(),
+                Wake::Tick => {
+                    self.drains += 1;
+                    if self.drains >= self.per_interval() {
+                        self.drains = 0;
+                        return self.interval();
+                    }
+                    match self.last_drain {
+                        Some((at, took)) if at.elapsed() < took * DRAIN_SHARE => {
+                            if self.drains_skipped == 0 {
+                                log::info!(
+                                    "a drain takes {:.2} ms: drains every {:.0} ms or more, \
+                                     not every {:?}",
+                                    took.as_secs_f64() * 1e3,
+                                    (took * DRAIN_SHARE).as_secs_f64() * 1e3,
+                                    self.settings.resolution
+                                );
+                            }
+                            self.drains_skipped += 1;
+                        }
+                        _ => self.drain(),
+                    }
+                }
                 Wake::End(end) => return self.end(end).map(Some),
             }
         }
@@ -260,11 +301,33 @@ impl Engine {
         Ok(false)
     }
 
+    /// Drains per interval (the settings make the interval a whole number of them).
+    fn per_interval(&self) -> u64 {
+        let step = self.settings.resolution.as_nanos().max(1);
+        (self.settings.interval.as_nanos() / step).max(1) as u64
+    }
+
+    /// A drain between intervals: into the samples and the sites' series only. Cheap: the
+    /// site table is read in place and only the sites that moved cost more; no process's
+    /// name is read.
+    fn drain(&mut self) {
+        let cpu0 = thread_cpu();
+        let t = self.start.elapsed();
+        let (s, _) = self.drainer.sample(t, false);
+        self.samples.push(s);
+        let took = thread_cpu().saturating_sub(cpu0);
+        // From zero: the first drains also scan the whole site table for the sites new since
+        // (a cost that comes once per new site, which letting drains pass would not spare).
+        let avg = self.last_drain.map_or(Duration::ZERO, |(_, avg)| avg);
+        let avg = (avg * 7 + took) / 8;
+        self.last_drain = Some((Instant::now(), avg));
+    }
+
     /// One interval: drains, decides the execs seen since, publishes.
     fn interval(&mut self) -> Result<Option<Ended>> {
         self.count_late()?;
         let t = self.start.elapsed();
-        let (mut s, procs) = self.drainer.sample(t);
+        let (mut s, procs) = self.drainer.sample(t, true);
         // Before the interval's line: a target that may no longer be traced shows nothing
         // more.
         if self.execs(false)? {
@@ -286,10 +349,10 @@ impl Engine {
         // state; the (slow) detach waits until the report is out.
         self.drainer.stop_probes()?;
         self.count_late()?;
-        let (last, procs) = self.drainer.sample(duration);
+        let (last, procs) = self.drainer.sample(duration, true);
         let processes = self.processes_of(procs);
         if end == End::Revoked {
-            push_sample(&mut self.samples, last, self.settings.max_samples);
+            self.samples.push(last);
         } else {
             self.publish(last, processes.clone());
         }
@@ -302,13 +365,13 @@ impl Engine {
 
     fn publish(&mut self, sample: Sample, processes: Vec<Process>) {
         let snapshot = Snapshot {
-            previous: self.samples.back().cloned(),
+            previous: self.published_sample.replace(sample.clone()),
             sample: sample.clone(),
             processes,
             losses: self.drainer.losses(),
         };
         self.published.send_replace(Arc::new(snapshot));
-        push_sample(&mut self.samples, sample, self.settings.max_samples);
+        self.samples.push(sample);
     }
 }
 
@@ -386,11 +449,18 @@ fn processes_of(procs: BTreeMap<u32, ProcTotals>) -> Vec<Process> {
         .collect()
 }
 
-fn push_sample(samples: &mut VecDeque<Sample>, s: Sample, max: usize) {
-    if samples.len() >= max.max(1) {
-        samples.pop_front();
+/// The CPU time the calling thread has used: what a drain costs, whatever else runs.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, a local here.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
     }
-    samples.push_back(s);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Resolves when `pid` exits (a pidfd turns readable), whether or not it is our child.
@@ -417,12 +487,10 @@ async fn wait_exit(pid: u32) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, VecDeque};
-    use std::time::Duration;
+    use std::collections::BTreeMap;
 
-    use super::{processes_of, push_sample, Snapshot};
+    use super::{processes_of, Snapshot};
     use crate::drain::ProcTotals;
-    use crate::model::Sample;
 
     #[test]
     fn a_snapshot_names_its_processes_and_not_others() {
@@ -442,19 +510,5 @@ mod tests {
             (s.comm(10), s.comm(30), s.comm(20)),
             ("a".into(), "c".into(), "".into())
         );
-    }
-
-    #[test]
-    fn samples_keep_the_newest_within_their_bound() {
-        let mut samples = VecDeque::new();
-        for t in 1..=5 {
-            let s = Sample {
-                t: Duration::from_secs(t),
-                ..Sample::default()
-            };
-            push_sample(&mut samples, s, 3);
-        }
-        let ts: Vec<u64> = samples.iter().map(|s| s.t.as_secs()).collect();
-        assert_eq!(ts, [3, 4, 5]);
     }
 }

@@ -2,7 +2,6 @@
 //! checked, or every process), the mmap watch, the probes resolved, loaded and attached, the
 //! drainer, the symbolizer and the event thread; then the tracing line and the held command
 //! released.
-use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -17,6 +16,7 @@ use super::system::SystemSets;
 use super::tasks::{retarget_for, Tasks};
 use super::{Engine, Settings};
 use crate::config::{Config, TargetSpec};
+use crate::drain::series::Series;
 use crate::drain::{self, Drainer};
 use crate::kmaps::loader::{self, Sizes};
 use crate::model::Target;
@@ -324,8 +324,8 @@ impl Engine {
                 mode: cfg.mode,
                 sample_bytes: cfg.sample_bytes,
                 interval: cfg.interval,
+                resolution: cfg.resolution,
                 duration: cfg.duration,
-                max_samples: cfg.max_samples,
                 system_wide: matches!(cfg.target, TargetSpec::System),
                 older: cfg.analyze.older,
             },
@@ -351,9 +351,13 @@ impl Engine {
             children,
             start,
             start_unix_secs,
-            samples: VecDeque::new(),
+            samples: Series::new(cfg.max_samples),
+            published_sample: None,
             published: watch::Sender::new(Arc::default()),
             waits: None,
+            drains: 0,
+            last_drain: None,
+            drains_skipped: 0,
             ticks: 0,
             sweep_due: false,
         })

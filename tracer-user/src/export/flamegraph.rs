@@ -187,6 +187,7 @@ mod tests {
             start_unix_secs: 0,
             duration: Duration::from_millis(2500),
             interval: Duration::from_secs(1),
+            resolution: Duration::from_millis(100),
             samples: vec![],
             processes: vec![Process {
                 pid: 7,

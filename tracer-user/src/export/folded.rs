@@ -180,6 +180,7 @@ mod tests {
             start_unix_secs: 0,
             duration: Duration::from_secs(1),
             interval: Duration::from_secs(1),
+            resolution: Duration::from_millis(100),
             samples: vec![],
             processes: processes
                 .iter()

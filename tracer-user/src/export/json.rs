@@ -125,6 +125,8 @@ struct Document<'a> {
     duration: Duration,
     #[serde(with = "duration_secs")]
     interval: Duration,
+    #[serde(with = "duration_secs")]
+    resolution: Duration,
     totals: Totals,
     processes: Vec<WithLive<'a, Process>>,
     frames: &'a [&'a Frame],
@@ -371,6 +373,7 @@ pub fn to_json_with(p: &Profile, analysis: &Analysis) -> String {
         start_unix_secs: p.start_unix_secs,
         duration: p.duration,
         interval: p.interval,
+        resolution: p.resolution,
         totals: Totals::of(p.total(), p.mode),
         processes: p
             .processes
@@ -413,6 +416,8 @@ struct DocIn {
     duration: Duration,
     #[serde(with = "duration_secs")]
     interval: Duration,
+    #[serde(default, with = "duration_secs")]
+    resolution: Duration,
     samples: Vec<Sample>,
     processes: Vec<Process>,
     #[serde(default)]
@@ -509,6 +514,7 @@ impl DocIn {
             start_unix_secs: self.start_unix_secs,
             duration: self.duration,
             interval: self.interval,
+            resolution: self.resolution,
             samples: self.samples,
             processes: self.processes,
             sites,
@@ -562,6 +568,7 @@ mod tests {
             start_unix_secs: 1_700_000_000,
             duration: Duration::from_millis(2500),
             interval: Duration::from_secs(1),
+            resolution: Duration::from_millis(100),
             samples: vec![
                 Sample {
                     t: Duration::from_millis(1000),

@@ -1,6 +1,7 @@
 //! `--plot FILE.svg|png`: the allocation rate (bytes/s and allocations/s) and the live heap over
 //! time, one panel each, drawn with `plotters` from the rate analyzer's overall series (one
-//! point per drain: `Analysis::rate.series`). The same panels, as SVG text, are the plots of
+//! point per drain, a drain every `--resolution` whatever the print interval, the older part
+//! of a long run merged: `Analysis::rate.series`), on a time axis from the run's start. The same panels, as SVG text, are the plots of
 //! the HTML page ([`svg_charts`]).
 //!
 //! Text is laid out (SVG) and rasterized (PNG) with a bundled DejaVu Sans, so neither needs
@@ -44,6 +45,8 @@ pub const WIDTH: u32 = 1200;
 pub const HEIGHT: u32 = TITLE_HEIGHT + 3 * PANEL_HEIGHT + leak_plot::PANEL_HEIGHT;
 const TITLE_HEIGHT: u32 = 50;
 const PANEL_HEIGHT: u32 = 300;
+/// Lines of at most this many points mark each point.
+const MARKED_POINTS: usize = 60;
 /// Width of the HTML page's plots.
 const HTML_WIDTH: u32 = 1100;
 
@@ -76,7 +79,7 @@ fn drawing<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 /// What a panel's values count, for the y axis: its ticks are plain numbers in the unit that
 /// suits the largest value (`MiB`, `k`), named in the axis' description.
 #[derive(Clone, Copy)]
-enum Quantity {
+pub(crate) enum Quantity {
     Bytes,
     Count,
 }
@@ -98,16 +101,17 @@ impl Quantity {
     }
 }
 
-/// One panel: a quantity over time.
-struct Panel {
-    caption: &'static str,
-    quantity: Quantity,
+/// One panel: a quantity over time (another file's panel, e.g. of leak candidates, is one
+/// of these drawn with [`draw_panel`]).
+pub(crate) struct Panel {
+    pub caption: &'static str,
+    pub quantity: Quantity,
     /// The y axis' description, `{}` standing for the unit (`MiB allocated per second`).
-    y_desc: &'static str,
-    color: RGBColor,
-    legend: String,
+    pub y_desc: &'static str,
+    pub color: RGBColor,
+    pub legend: String,
     /// (seconds since the start, value), oldest first.
-    points: Vec<(f64, f64)>,
+    pub points: Vec<(f64, f64)>,
 }
 
 fn fmt_rate_bytes(v: f64) -> String {
@@ -222,7 +226,7 @@ pub fn shorten(s: &str, max: usize) -> String {
     format!("…{tail}")
 }
 
-/// `alloctrace: TARGET — 3.8 s, 19 samples every 200ms`.
+/// `alloctrace: TARGET — 3.8 s, 190 samples every 20ms`.
 pub fn title(p: &Profile) -> String {
     let n = p.samples.len();
     format!(
@@ -230,7 +234,7 @@ pub fn title(p: &Profile) -> String {
         shorten(&p.target.to_string(), 60),
         p.duration.as_secs_f64(),
         if n == 1 { "" } else { "s" },
-        humantime::format_duration(p.interval)
+        humantime::format_duration(p.drain_step())
     )
 }
 
@@ -245,7 +249,7 @@ fn x_max(p: &Profile, a: &Analysis) -> f64 {
     }
 }
 
-fn draw_panel<DB: DrawingBackend>(
+pub(crate) fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     x_max: f64,
@@ -293,7 +297,13 @@ fn draw_panel<DB: DrawingBackend>(
                 panel.points.iter().map(|&(t, v)| (t, v / scale)),
                 color.stroke_width(2),
             )
-            .point_size(3),
+            // Marks show where the drains were on a sparse line; on a fine one they would
+            // hide it.
+            .point_size(if panel.points.len() <= MARKED_POINTS {
+                3
+            } else {
+                0
+            }),
         )
         .map_err(drawing)?
         .label(panel.legend.as_str())

@@ -733,6 +733,7 @@ mod tests {
             start_unix_secs: 1_700_000_000,
             duration: Duration::from_millis(2500),
             interval: Duration::from_secs(1),
+            resolution: Duration::from_millis(100),
             samples: vec![],
             processes: processes
                 .iter()

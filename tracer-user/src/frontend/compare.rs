@@ -471,6 +471,7 @@ mod tests {
             start_unix_secs: 0,
             duration: Duration::from_secs(secs),
             interval: Duration::from_secs(1),
+            resolution: Duration::from_millis(100),
             samples: vec![],
             processes: vec![crate::model::Process {
                 pid,

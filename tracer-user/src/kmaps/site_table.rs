@@ -7,7 +7,9 @@
 //! kernel's count of claims has moved since the last one: its cost follows the sites, not
 //! the table's capacity. An interval's drain ([`SiteTable::read_counters`]) sums each site's
 //! histograms in place into its four counters, with no copy of the histograms, and says which
-//! sites moved since the last read, so that only those cost more than the read.
+//! sites moved since the last read, so that only those cost more than the read. A quick read
+//! (the drains between intervals, every `--resolution`) sums a slot's histograms only when its
+//! byte counters moved: an idle site costs one cache line.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -41,6 +43,9 @@ pub struct SiteTable {
     keys: Vec<StackKey>,
     /// Each site's counters at the last `read_counters` (None: not read since grouping).
     last: Vec<Option<Counters>>,
+    /// Each slot of `known`'s counters at the last `read_counters` (None: not read since
+    /// grouping).
+    slot_last: Vec<Option<Counters>>,
     /// The kernel's count of claims the last scan saw.
     scanned_at: Option<u64>,
 }
@@ -107,6 +112,7 @@ impl SiteTable {
             sites_of: Vec::new(),
             keys: Vec::new(),
             last: Vec::new(),
+            slot_last: Vec::new(),
             scanned_at: None,
         })
     }
@@ -154,23 +160,30 @@ impl SiteTable {
             self.sites_of.push(site);
         }
         self.last = vec![None; self.keys.len()];
+        self.slot_last = vec![None; self.known.len()];
     }
 
     /// The slots of `known` that still hold the site they were grouped under, each with that
     /// site's index in `keys` (a slot retired and claimed again since the scan is left out:
     /// the next read rescans).
     fn held_slots(&self) -> impl Iterator<Item = (usize, *mut SiteSlot)> + '_ {
+        self.held_slots_at().map(|(_, site, s)| (site, s))
+    }
+
+    /// As `held_slots`, each with its index in `known`.
+    fn held_slots_at(&self) -> impl Iterator<Item = (usize, usize, *mut SiteSlot)> + '_ {
         self.known
             .iter()
             .zip(&self.sites_of)
-            .filter_map(|(&i, &site)| {
+            .enumerate()
+            .filter_map(|(j, (&i, &site))| {
                 let key = self.keys[site];
                 let s = self.slots.slot(i);
                 // SAFETY: a known slot is within the mapping.
                 let (hash, tgid) = unsafe { header(s) };
                 let held = tgid.load(Ordering::Acquire) == key.tgid
                     && hash.load(Ordering::Acquire) == key.hash;
-                held.then_some((site, s))
+                held.then_some((j, site, s))
             })
     }
 
@@ -178,21 +191,37 @@ impl SiteTable {
     /// changed since the last call: what an interval's drain needs, at a fraction of
     /// [`SiteTable::read`]'s cost (no copy of the histograms, no per-site allocation). The
     /// slots are read in table order, which the memory system streams.
-    pub fn read_counters(&mut self) -> Vec<SiteCounters> {
+    ///
+    /// `quick`: a slot whose bytes and freed bytes did not move since the last read is taken
+    /// as unchanged without summing its histograms. Only an allocation or a free of zero
+    /// bytes moves neither: it is seen at the next read that is not quick.
+    pub fn read_counters(&mut self, quick: bool) -> Vec<SiteCounters> {
         self.in_use();
         let mut sums: Vec<Option<Counters>> = vec![None; self.keys.len()];
-        for (site, s) in self.held_slots() {
+        let mut slot_now = Vec::with_capacity(self.slot_last.len());
+        for (j, site, s) in self.held_slots_at() {
             // SAFETY: a known slot is within the mapping; `w < STATS_WORDS`.
             let w = |w: usize| unsafe { stat_word(s, w) }.load(Ordering::Relaxed);
-            let sum = |r: std::ops::Range<usize>| r.fold(0u64, |a, i| a.wrapping_add(w(i)));
+            let (bytes, freed_bytes) = (w(0), w(1));
+            let c = match self.slot_last[j] {
+                Some(c) if quick && c.bytes == bytes && c.freed_bytes == freed_bytes => c,
+                _ => {
+                    let sum = |r: std::ops::Range<usize>| r.fold(0u64, |a, i| a.wrapping_add(w(i)));
+                    Counters {
+                        allocs: sum(SIZE_HIST),
+                        bytes,
+                        frees: sum(LIFE_HIST),
+                        freed_bytes,
+                    }
+                }
+            };
+            slot_now.push((j, c));
             sums[site]
                 .get_or_insert_with(Counters::default)
-                .add_wrapping(&Counters {
-                    allocs: sum(SIZE_HIST),
-                    bytes: w(0),
-                    frees: sum(LIFE_HIST),
-                    freed_bytes: w(1),
-                });
+                .add_wrapping(&c);
+        }
+        for (j, c) in slot_now {
+            self.slot_last[j] = Some(c);
         }
         let mut out = Vec::with_capacity(self.keys.len());
         for (site, c) in sums.into_iter().enumerate() {

@@ -65,8 +65,8 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     let _ = writeln!(out, "=== Allocation Report: {} ===", p.target);
     let samples = match p.samples.len() {
         0 => "no samples".to_string(),
-        1 => format!("1 sample, every {}", fmt_interval(p.interval)),
-        n => format!("{n} samples every {}", fmt_interval(p.interval)),
+        1 => format!("1 sample, every {}", fmt_interval(p.drain_step())),
+        n => format!("{n} samples every {}", fmt_interval(p.drain_step())),
     };
     label(&mut out, "Duration", &format!("{dur:.2}s   ({samples})"));
     let sees_frees = p.mode.sees_frees();
@@ -644,7 +644,7 @@ Patterns of the top 2 sites (sizes and lifetimes are log2 bucket bounds):
    1. parse_token: small-frequent (typical size 64 B–127 B < 1.0 KiB, sustained 1.0k/s > 100/s)
       size 64 B–127 B, 1.0k/s over 4.0s, peak 1.0k/s at 1.0s
       lifetimes of 4.0k freed: median 64 ns–128 ns, p90 64 ns–128 ns, 100% under 524 µs
-   2. cache_insert: growing (live bytes rise 12.5 KiB/s (R² 1.00 over 4 points), 0% of blocks freed)
+   2. cache_insert: growing (live bytes rise 12.5 KiB/s over 3.0s (least-squares fit: R² 1.00 over 4 points), 0% of blocks freed)
       size 256 B–511 B, 50.0/s over 4.0s, peak 50.0/s at 1.0s
       lifetimes: no block freed
 
@@ -668,7 +668,7 @@ Advice:
         );
         // One sample long after the start (older samples dropped): no period, average only.
         p.samples = vec![sample(2000, &[(1, counters)])];
-        p.interval = Duration::from_millis(500);
+        p.resolution = Duration::from_millis(500);
         let text = render_text(&p, 10);
         assert!(text.contains("(1 sample, every 0.5s)"), "{text}");
         assert!(
@@ -676,7 +676,7 @@ Advice:
             "{text}"
         );
         // The first drain of the run counts from t = 0.
-        p.interval = Duration::from_secs(2);
+        p.resolution = Duration::from_secs(2);
         let text = render_text(&p, 10);
         assert!(
             text.contains("Alloc rate:         avg 5.0 KiB/s, peak 5.0 KiB/s at 2.0s\n"),

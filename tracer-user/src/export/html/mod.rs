@@ -86,11 +86,12 @@ fn plots(out: &mut String, p: &Profile, a: &Analysis) -> Result<()> {
     let _ = write!(
         out,
         "<section id=\"rate\">\n<h2>Allocation rate over time</h2>\n\
-         <p class=\"note\">Per drain interval: bytes and allocations per second over the interval ending at each point.</p>\n\
+         <p class=\"note\">Per drain (every {}, the older part of a long run merged): bytes and allocations per second over the period ending at each point.</p>\n\
          <div class=\"plot\" id=\"rate-plot\" data-points=\"{}\">\n{}\n</div>\n</section>\n\
          <section id=\"live\">\n<h2>Live heap over time</h2>\n\
          <p class=\"note\">Bytes allocated and not yet freed, at each drain.</p>\n\
          <div class=\"plot\" id=\"live-plot\" data-points=\"{}\">\n{}\n</div>\n</section>\n",
+        humantime::format_duration(p.drain_step()),
         a.rate.series.iter().filter(|x| x.alloc_rate.is_some()).count(),
         charts.rate.trim(),
         a.rate.series.len(),

@@ -30,7 +30,7 @@ pub(super) fn summary(out: &mut String, p: &Profile, a: &Analysis) {
             p.duration.as_secs_f64(),
             p.samples.len(),
             if p.samples.len() == 1 { "" } else { "s" },
-            humantime::format_duration(p.interval)
+            humantime::format_duration(p.drain_step())
         ),
     );
     if p.is_multi_process() {
