@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::{bucket_range, ns_range_text};
 use super::hotspots::site_name;
-use super::patterns::{fit, Trend};
+use super::trend::{fit_over_time, Trend};
 use crate::model::{OlderBlocks, Profile, Site};
 use crate::numfmt::{fmt_bytes, fmt_count, fmt_ns};
 
@@ -139,7 +139,7 @@ pub fn series_evidence(s: &Site) -> SeriesEvidence {
         .map(|p| (p.t.as_secs_f64(), p.counters.live_bytes() as f64))
         .collect();
     e.trend = (pts.len() >= THROUGHOUT_MIN_STEPS)
-        .then(|| fit(&pts))
+        .then(|| fit_over_time(&pts))
         .flatten();
     e
 }
