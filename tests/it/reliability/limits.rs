@@ -87,11 +87,22 @@ fn long_run_keeps_memory_bounded() {
 /// fail to load on another kernel or after a small change (with --sample-bytes, calloc's and
 /// reallocarray's programs once took 854k and 862k). alloctrace -vv gives each program's
 /// count, from the kernel's account of its verification (bpf_prog_info.verified_insns).
+///
+/// The table searches and the stack walk that stores a stack run in `bpf_loop` callbacks and
+/// the site search is a BPF-to-BPF call, so the verifier walks each once per call site, not
+/// once per iteration and path: measured on kernel 6.18, every entry program ~17-19k (realloc
+/// in alloc-only mode ~36k), glibc's default-mode set for /bin/true 141k in all (1.50M
+/// before). The bounds leave room for another compiler or kernel, not for a loop unrolled
+/// again.
+const MOST_PER_PROGRAM: u64 = 50_000;
+/// The bound on the sum over the programs loaded for `alloctrace -- /bin/true` (glibc's
+/// default-mode set, nine programs).
+const MOST_DEFAULT_SET: u64 = 160_000;
+
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn every_program_verifies_far_below_the_verifier_limit() {
     alloctrace_bin();
-    const MOST: u64 = 600_000;
     let modes: [(&[&str], &[&str]); 4] = [
         (
             &[],
@@ -116,6 +127,7 @@ fn every_program_verifies_far_below_the_verifier_limit() {
         ),
     ];
     let mut over = Vec::new();
+    let mut default_total = None;
     for (extra, must) in modes {
         let mut args: Vec<&OsStr> = vec![os("-vv")];
         args.extend(extra.iter().map(|a| os(a)));
@@ -143,16 +155,25 @@ fn every_program_verifies_far_below_the_verifier_limit() {
                 run.describe()
             );
         }
+        if extra.is_empty() {
+            default_total = Some(counts.iter().map(|(_, n)| n).sum::<u64>());
+        }
         over.extend(
             counts
                 .into_iter()
-                .filter(|(_, n)| *n > MOST)
+                .filter(|(_, n)| *n > MOST_PER_PROGRAM)
                 .map(|(name, n)| format!("{name} with {extra:?}: {n}")),
         );
     }
     assert!(
         over.is_empty(),
-        "programs the verifier walked more than {MOST} instructions of:\n  {}",
+        "programs the verifier walked more than {MOST_PER_PROGRAM} instructions of:\n  {}",
         over.join("\n  ")
+    );
+    let total = default_total.unwrap_or(0);
+    assert!(
+        total <= MOST_DEFAULT_SET,
+        "the verifier walked {total} instructions of the default-mode programs for /bin/true \
+         in all (bound {MOST_DEFAULT_SET})"
     );
 }
