@@ -119,16 +119,26 @@ pub struct LiveBlocks {
     #[serde(with = "duration_secs")]
     pub at: Duration,
     pub blocks: u64,
+    // The ages are written only when not zero (empty): most sites of a program that frees
+    // have no live block, and every byte per site counts in a report of 100k sites.
     pub bytes: u64,
     /// log2 histogram of the blocks' ages at `at`, ns (buckets as `Site::life_hist`), without
     /// the empty buckets past the last non-empty one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub age_hist: Vec<u64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub oldest_ns: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub median_ns: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub youngest_ns: u64,
     /// `--older DUR`: those of the blocks older than DUR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub older: Option<OlderBlocks>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl LiveBlocks {

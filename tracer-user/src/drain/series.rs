@@ -63,6 +63,7 @@ impl<T: Timed> Series<T> {
         self.points.last()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.points.len()
     }

@@ -86,7 +86,9 @@ impl Engine {
                 let files = allocators_of::mapped_files(via)?;
                 program = Some(PathBuf::from(format!("/proc/{via}/exe")));
                 let found = probe::sets::sets_of(&files, cfg.probe_at);
-                let nz = NonZeroU32::new(via).context("pid 0")?;
+                // Links name the thread group (a link on another thread's id is refused), and
+                // cover its every thread, the main one's end included.
+                let nz = NonZeroU32::new(*pid).context("pid 0")?;
                 // Its execs (and the mappings of the programs it runs) are recorded as they
                 // happen: one that execs and exits between two looks is not missed. From
                 // every thread, those started before alloctrace too.
@@ -178,11 +180,6 @@ impl Engine {
         let unseen_reason = sets
             .is_empty()
             .then(|| probe::sets::no_allocator_reason(program.as_deref(), &found.failures));
-        if unseen_reason.is_none() {
-            for f in &found.failures {
-                eprintln!("alloctrace: warning: {f}; skipped");
-            }
-        }
 
         // Which program each exec of the target brings.
         let exec_log = match (mmap_watch.as_mut(), target_pid) {
@@ -301,6 +298,13 @@ impl Engine {
                     _ => p.clone(),
                 };
                 w.unseen_from_start(p.display().to_string(), reason.clone());
+            }
+        }
+        // Said once the probes are in: a --pid target that died meanwhile is said as such
+        // (above), not as files of it that could not be read.
+        if unseen_reason.is_none() {
+            for f in &found.failures {
+                eprintln!("alloctrace: warning: {f}; skipped");
             }
         }
         eprintln!(

@@ -5,10 +5,10 @@ use std::fs;
 use super::TargetError;
 
 /// Refuses a pid that is not a process of its own: a thread's id (the probes and the
-/// report go by process), alloctrace's own, or a zombie. Returns the thread to read the
-/// process's mappings through and to attach to: the pid itself, or, once its main thread has
-/// exited while others live (its maps, root and exe then read as empty), a live thread's id
-/// (the kernel's uprobe filter goes by the thread's memory, which every thread shares).
+/// report go by process), alloctrace's own, a zombie, or a process whose main thread has
+/// exited while others live: a uprobe_multi link with a pid installs its breakpoints only in
+/// the memory of the pid's task, which an exited main thread no longer has (a link on another
+/// thread's id is refused). Returns the thread to read the process's mappings through.
 pub fn check_process(pid: u32) -> Result<u32, TargetError> {
     if pid == std::process::id() {
         return Err(TargetError::SelfPid(pid));
@@ -39,13 +39,7 @@ pub fn check_process(pid: u32) -> Result<u32, TargetError> {
                     .is_some_and(|s| !exited_state(s))
         });
     match live {
-        Some(tid) => {
-            eprintln!(
-                "alloctrace: pid {pid}'s main thread has exited; its other threads live: \
-                 tracing it through thread {tid}"
-            );
-            Ok(tid)
-        }
+        Some(tid) => Err(TargetError::MainThreadGone { pid, tid }),
         None => Err(TargetError::Zombie(pid)),
     }
 }

@@ -1,6 +1,6 @@
 //! The bench's two measurements that are not per-call overheads (`bench/special/*.c`):
 //! - alloctrace's own cost: CPU time and peak memory of alloctrace itself while a target does
-//!   200k allocations (and frees) per second, traced with `--pid` at the default interval;
+//!   200k allocations (and frees) per second, traced with `--pid` at default options;
 //! - the final drain and symbolization of 131,072 distinct stacks (alloctrace's `-v` line
 //!   "final drain: N sites in X ms; symbolized in Y ms"), and before it, the CPU alloctrace
 //!   spends per drain while those sites sit unchanged (the target idle), and what a call on a
@@ -174,7 +174,7 @@ fn calls_ns(line: &str) -> Result<f64> {
 }
 
 /// The final drain and symbolization of 2^(STACKS_DEPTH+1) distinct stacks, and alloctrace's
-/// CPU while the target idles with them (default 1 s interval: one drain per second).
+/// CPU while the target idles with them (default options).
 pub fn stacks(alloctrace: &Path, scratch: &Path, root: &Path) -> Result<Stacks> {
     let exe: PathBuf = scratch.join("stacks");
     let flags = [&CFLAGS[..], &["-fno-optimize-sibling-calls"]].concat();
@@ -251,7 +251,7 @@ pub fn render(own: &[OwnCost], stacks: &[Stacks]) -> String {
         let rate = med(own.iter().map(|o| o.target_rate).collect());
         let _ = writeln!(
             s,
-            "\n## alloctrace's own cost\n\nalloctrace --pid (full mode, default 1 s interval) on \
+            "\n## alloctrace's own cost\n\nalloctrace --pid (full mode, default options: drains every 20 ms, interval lines every 1 s) on \
              `bench/special/paced.c` doing {PACED_RATE} malloc(64)+free pairs per second \
              (measured: {rate:.0} allocations/s traced), over {} s, median of {} runs: \
              **{cpu:.3}% of one core** (target ≤ 2%: {}), peak RSS **{:.1} MiB**.",
@@ -274,7 +274,7 @@ pub fn render(own: &[OwnCost], stacks: &[Stacks]) -> String {
              and building the symbolized sites **{y:.0} ms** (median of {} runs): \
              {per_100k:.0} ms per 100k stacks (target < 1 s: {}). Before that, while the \
              target sat idle with those sites for {} s, alloctrace used **{idle:.0} ms of CPU \
-             per second** (one drain a second, default interval; measured over {} s).",
+             per second** (default options: drains every 20 ms, held to 1% of a core between interval lines, a full drain every 1 s; measured over {} s).",
             stacks.len(),
             if per_100k < 1000.0 { "met" } else { "not met" },
             STACKS_IDLE.as_secs(),
