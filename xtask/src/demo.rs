@@ -32,10 +32,11 @@ pub fn demo() -> Result<ExitCode> {
         ],
     )?;
 
-    // A 200 ms interval: the demo's phases last about a second each.
+    // Default options: the analyses read the fine series (every --resolution), whatever the
+    // interval of the lines printed.
     let st = cmd::status(
         Command::new(&bin)
-            .args(["--interval", "200ms", "--folded"])
+            .args(["--folded"])
             .arg(&folded)
             .arg("--flamegraph")
             .arg(&svg)

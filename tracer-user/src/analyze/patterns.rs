@@ -224,18 +224,18 @@ pub fn classify(p: &Profile, s: &Site, o: &Options) -> SitePattern {
         (
             PatternClass::Burst,
             format!(
-                "{n} burst{} of ~{} allocations, busy {:.0}% of the time between the first and the last; peak {}/s at {:.2}s is {}x the median {}/s",
+                "{n} burst{} of ~{} allocations, busy {:.0}% of the time between the first and the last; peak {}/s at {:.2}s, {}",
                 if n == 1 { "" } else { "s" },
                 fmt_count_f(per as f64),
                 b.duty.min(1.0) * 100.0,
                 fmt_count_f(pr),
                 pk.end,
+                // Quiet most of the time, the median rate is 0: no ratio to it to speak of.
                 if med > 0.0 {
-                    format!("{:.0}", pr / med)
+                    format!("{:.0}x the median {}/s", pr / med, fmt_count_f(med))
                 } else {
-                    "∞".to_string()
-                },
-                fmt_count_f(med)
+                    "quiet in between (median 0/s)".to_string()
+                }
             ),
         )
     } else if let Some((t, f)) = large {
