@@ -185,21 +185,8 @@ pub fn svg(p: &Profile, a: &Analysis, width: u32) -> Result<Option<String>> {
 mod tests {
     use super::*;
     use crate::analyze::{analyze, Options};
+    use crate::export::plot::tests::polylines;
     use crate::testkit::{profile, series_site};
-
-    /// The point counts of the polylines drawn in `color`.
-    fn polylines(svg: &str, color: RGBColor) -> Vec<usize> {
-        let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
-        svg.split("<polyline")
-            .skip(1)
-            .map(|t| &t[..t.find("/>").unwrap()])
-            .filter(|t| t.contains(&stroke))
-            .map(|t| {
-                let pts = t.split("points=\"").nth(1).unwrap();
-                pts[..pts.find('"').unwrap()].split_whitespace().count()
-            })
-            .collect()
-    }
 
     #[test]
     fn one_line_per_advised_candidate_from_zero() {

@@ -441,7 +441,7 @@ pub fn svg_charts(p: &Profile, a: &Analysis) -> Result<SvgCharts> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::analyze::{analyze, Options};
     use crate::model::{Process, Target};
@@ -472,8 +472,8 @@ mod tests {
         p
     }
 
-    /// The `points` of the polylines drawn in `color`.
-    fn polylines(svg: &str, color: RGBColor) -> Vec<usize> {
+    /// The `points` of the polylines drawn in `color` (the leak plot's tests read them too).
+    pub(crate) fn polylines(svg: &str, color: RGBColor) -> Vec<usize> {
         let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
         svg.split("<polyline")
             .skip(1)

@@ -26,7 +26,9 @@ fn first_line(cmd: &mut Command) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn machine(env: &Env) -> String {
+/// The CPU's model name, the number of CPUs and the kernel's release, as every results file
+/// heads its list with them.
+pub fn cpu_nproc_kernel() -> (String, usize, String) {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -41,6 +43,11 @@ fn machine(env: &Env) -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
+    (cpu, nproc, kernel)
+}
+
+fn machine(env: &Env) -> String {
+    let (cpu, nproc, kernel) = cpu_nproc_kernel();
     let glibc = first_line(Command::new("ldd").arg("--version"));
     let mut s = format!(
         "- CPU: {cpu}, nproc {nproc}\n- kernel: {kernel}\n- libc: {} ({glibc})\n",

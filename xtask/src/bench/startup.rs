@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd;
 
-use super::render::median;
+use super::render::{cpu_nproc_kernel, median};
 
 /// A target for `--pid`: one malloc and free per millisecond until killed (it waits as a
 /// long-running service would).
@@ -308,20 +308,7 @@ pub fn default_output(root: &Path) -> PathBuf {
 
 /// The machine, the kernel and heaptrack's version, as lines of a list.
 pub fn machine(heaptrack: Option<&Path>) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")?
-                    .split_once(':')
-                    .map(|(_, m)| m.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let (cpu, nproc, kernel) = cpu_nproc_kernel();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load
         .split_whitespace()
