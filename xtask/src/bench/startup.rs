@@ -11,7 +11,8 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -107,17 +108,7 @@ fn measure(alloctrace: &Path, ticker: &Path) -> Result<Figures> {
 
 /// `alloctrace -- /bin/true`: (wall, start to the "tracing" line).
 fn launch_true(alloctrace: &Path) -> Result<(f64, f64)> {
-    let t0 = Instant::now();
-    let mut child = Command::new(alloctrace)
-        .args(["--", "/bin/true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start alloctrace")?;
-    let started = tracing_line(&mut child, t0)?;
-    // The rest of its stderr, so that it never blocks on a full pipe.
-    let rest = child.stderr.take();
-    let drain = std::thread::spawn(move || rest.map(|e| BufReader::new(e).lines().count()));
+    let (t0, mut child, started, drain) = start_tracing(alloctrace, &["--", "/bin/true"])?;
     let status = child.wait()?;
     let wall = t0.elapsed().as_secs_f64();
     let _ = drain.join();
@@ -155,16 +146,7 @@ fn heaptrack_true(heaptrack: &Path, scratch: &Path) -> Result<f64> {
 /// Starts `alloctrace ARGS` (report on stdout, to nothing), waits for its "tracing" line,
 /// sends SIGINT: (start to the line, SIGINT to exit).
 fn start_and_interrupt(alloctrace: &Path, args: &[&str]) -> Result<(f64, f64)> {
-    let t0 = Instant::now();
-    let mut child = Command::new(alloctrace)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start alloctrace")?;
-    let started = tracing_line(&mut child, t0)?;
-    let rest = child.stderr.take();
-    let drain = std::thread::spawn(move || rest.map(|e| BufReader::new(e).lines().count()));
+    let (_, mut child, started, drain) = start_tracing(alloctrace, args)?;
     // Past its first interval's set-up: a real user's Ctrl-C comes later still.
     std::thread::sleep(Duration::from_millis(200));
     let t1 = Instant::now();
@@ -180,8 +162,28 @@ fn start_and_interrupt(alloctrace: &Path, args: &[&str]) -> Result<(f64, f64)> {
     Ok((started, end))
 }
 
+/// Starts `alloctrace ARGS` (stdout to nothing) and waits for its "tracing" line: when it
+/// started, the child, seconds to the line, and the thread reading the rest of its stderr (so
+/// that it never blocks on a full pipe).
+fn start_tracing(
+    alloctrace: &Path,
+    args: &[&str],
+) -> Result<(Instant, Child, f64, JoinHandle<Option<usize>>)> {
+    let t0 = Instant::now();
+    let mut child = Command::new(alloctrace)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start alloctrace")?;
+    let started = tracing_line(&mut child, t0)?;
+    let rest = child.stderr.take();
+    let drain = std::thread::spawn(move || rest.map(|e| BufReader::new(e).lines().count()));
+    Ok((t0, child, started, drain))
+}
+
 /// Seconds from `t0` to the child's "alloctrace: tracing" line on stderr (its probes are in).
-fn tracing_line(child: &mut std::process::Child, t0: Instant) -> Result<f64> {
+fn tracing_line(child: &mut Child, t0: Instant) -> Result<f64> {
     let stderr = child.stderr.take().context("no stderr pipe")?;
     let mut lines = BufReader::new(stderr);
     let mut line = String::new();
