@@ -215,9 +215,10 @@ fn heaptrack() -> Result<()> {
     )
 }
 
-/// Debian packages tests/it/allocators builds its workloads with and runs: musl-gcc, jemalloc,
-/// tcmalloc (gperftools), mimalloc (shared and static builds, headers) and Debian's redis,
-/// which runs on jemalloc.
+/// Debian packages the tests build workloads with and run: musl-gcc, jemalloc, tcmalloc
+/// (gperftools), mimalloc (shared and static builds, headers) and Debian's redis, which runs
+/// on jemalloc (tests/it/allocators); Go for the Go workloads and `go tool pprof`; Prometheus
+/// scraping the daemon; tmux driving the live view; sqlite3 as an unmodified Debian program.
 const ALLOCATOR_PACKAGES: &[&str] = &[
     "musl-tools",
     "libjemalloc-dev",
@@ -228,6 +229,10 @@ const ALLOCATOR_PACKAGES: &[&str] = &[
     "libmimalloc2.0",
     "redis-server",
     "redis-tools",
+    "golang-go",
+    "prometheus",
+    "tmux",
+    "sqlite3",
 ];
 
 /// Installs the missing [`ALLOCATOR_PACKAGES`] with one apt-get call when we are root;
@@ -236,7 +241,7 @@ const ALLOCATOR_PACKAGES: &[&str] = &[
 fn allocator_packages() -> Result<()> {
     let Some(listed) = dpkg_query(ALLOCATOR_PACKAGES) else {
         eprintln!(
-            "xtask: note: dpkg-query is missing (not Debian?): the allocator tests need {}",
+            "xtask: note: dpkg-query is missing (not Debian?): the tests need {}",
             ALLOCATOR_PACKAGES.join(" ")
         );
         return Ok(());
@@ -250,14 +255,14 @@ fn allocator_packages() -> Result<()> {
     let root = unsafe { libc::geteuid() } == 0;
     if !apt || !root {
         eprintln!(
-            "xtask: note: the allocator tests need {} (on Debian, as root: apt-get update && \
+            "xtask: note: the tests need {} (on Debian, as root: apt-get update && \
              apt-get install -y --no-install-recommends {0})",
             missing.join(" ")
         );
         return Ok(());
     }
     eprintln!(
-        "xtask: installing {} with apt-get (allocator tests)",
+        "xtask: installing {} with apt-get (tests)",
         missing.join(" ")
     );
     cmd::run(Command::new("apt-get").arg("update"))?;
