@@ -273,7 +273,7 @@ fn with_unseen(mut procs: Vec<Process>, unseen: Option<(Unseen, u32)>) -> Vec<Pr
 
 /// alloctrace's own use so far (`getrusage(RUSAGE_SELF)`: every thread, live or ended; not the
 /// command it launched, a child), or None if the kernel will not say.
-fn own_cost() -> Option<TracerCost> {
+pub(super) fn own_cost() -> Option<TracerCost> {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a rusage into the pointer it is given.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) } != 0 {

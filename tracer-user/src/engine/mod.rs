@@ -11,6 +11,7 @@
 //! (a `watch` channel keeps only the newest), after that interval's exec checks and before the
 //! next interval's lines. A front end that wants only the newest (a daemon's endpoint, a live
 //! view) drives the engine from one task and reads the channel from others.
+mod current;
 mod events;
 mod execs;
 mod finish;
