@@ -46,7 +46,7 @@ impl Engine {
             sites.len(),
             t.elapsed().as_secs_f64() * 1e3
         );
-        let mut losses = snapshot.losses.clone();
+        let mut losses = snapshot.losses;
         losses.stacks_cut = stacks_cut;
         Profile {
             target: self.target.clone(),
