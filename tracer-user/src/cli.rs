@@ -24,43 +24,49 @@ pub enum ReportFormat {
 #[command(name = "alloctrace", version, max_term_width = 100)]
 pub struct Cli {
     /// Trace a running process (all its threads) until it exits, Ctrl-C, or --duration.
-    #[arg(short, long, value_name = "PID")]
+    #[arg(short, long, value_name = "PID", global = true)]
     pub pid: Option<u32>,
 
     /// Trace the processes the target starts too (fork, vfork, clone of a process; and theirs),
     /// each under its own pid with its own allocator, through their execs, as `strace -f`
     /// does; the run lasts until every one of them has exited.
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long, global = true)]
     pub follow_forks: bool,
 
     /// How often to print a line per process (e.g. 250ms, 2s).
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration, global = true)]
     pub interval: Duration,
 
     /// How often to drain the kernel maps into the time series the analyses and plots read
     /// (at most the interval, which is made a whole number of drains): bursts shorter than
     /// this blur together.
-    #[arg(long, value_name = "DUR", default_value = "20ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "20ms", value_parser = parse_duration, global = true)]
     pub resolution: Duration,
 
     /// Stop after this long (e.g. 30s, 5m).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, global = true)]
     pub duration: Option<Duration>,
 
     /// What to measure: `full` (allocations, frees, live bytes, lifetimes) or `alloc-only`
     /// (allocations, bytes and sizes per stack, at the lowest cost: entry probes only).
-    #[arg(long, value_enum, value_name = "MODE", default_value = "full")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "full",
+        global = true
+    )]
     pub mode: TraceMode,
 
     /// Sample allocations by bytes: record the stack of one allocation per N bytes on average
     /// (random exponential intervals, as Go's and tcmalloc's heap profilers do); per-site
     /// numbers become unbiased estimates, per-process totals stay exact (in full mode every
     /// block is still tracked: frees and live bytes per process stay exact too).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     pub sample_bytes: Option<u64>,
 
     /// Allocation sites shown in the text report.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10, global = true)]
     pub top: usize,
 
     #[command(flatten)]
@@ -73,70 +79,89 @@ pub struct Cli {
         alias = "folded-weight",
         value_enum,
         value_name = "WEIGHT",
-        default_value = "bytes"
+        default_value = "bytes",
+        global = true
     )]
     pub weight: FoldedWeight,
 
     /// Format of the final report.
-    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub report: ReportFormat,
 
     /// Write the final report to FILE (atomically) instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     pub output: Option<PathBuf>,
 
     /// Distinct allocation sites (process + stack) the kernel maps can hold.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    #[arg(long, value_name = "N", default_value_t = 16384, global = true)]
     pub max_stacks: u32,
 
     /// Room for N allocated-but-not-freed blocks: the kernel's in-flight table gets 2N slots
     /// (rounded up to a power of two); a block that finds none of its 64 slots free is lost.
-    #[arg(long, value_name = "N", default_value_t = 524288)]
+    #[arg(long, value_name = "N", default_value_t = 524288, global = true)]
     pub max_live: u32,
 
     /// Points kept per time series (the processes' samples, and each site's series): beyond,
     /// adjacent points are merged, the older part of the run coarser; never the start of the
     /// run, never the totals.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, global = true)]
     pub max_samples: usize,
 
     /// What a hot spot is: the first function outside the allocator and libc, or the whole stack.
-    #[arg(long, value_enum, value_name = "BY", default_value = "function")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "BY",
+        default_value = "function",
+        global = true
+    )]
     pub group_by: GroupBy,
 
     /// Order of the hot spots.
-    #[arg(long, value_enum, value_name = "KEY", default_value = "bytes")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KEY",
+        default_value = "bytes",
+        global = true
+    )]
     pub sort: SortBy,
 
     /// Pattern thresholds: small-frequent sites allocate below this size (bytes)...
-    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1024, global = true)]
     pub small_max_size: u64,
 
     /// ...at more than this many allocations per second.
-    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0)]
+    #[arg(long, value_name = "PER_SEC", default_value_t = 100.0, global = true)]
     pub small_min_rate: f64,
 
     /// Large-infrequent sites allocate above this size (bytes)...
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, global = true)]
     pub large_min_size: u64,
 
     /// ...at fewer than this many allocations per second.
-    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0)]
+    #[arg(long, value_name = "PER_SEC", default_value_t = 10.0, global = true)]
     pub large_max_rate: f64,
 
     /// Blocks freed sooner than this are short-lived.
-    #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = parse_duration, global = true)]
     pub short_lived: Duration,
 
     /// List, per site, the blocks still allocated at the end that are older than DUR
     /// (memleak's "outstanding allocations older than"), e.g. 500ms, 5m. Without it the leak
     /// section shows every site's live blocks with their ages (oldest, median).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, global = true)]
     pub older: Option<Duration>,
 
     /// Show what alloctrace does (probe placement, drain times); -vv also its bookkeeping
     /// (exited processes retired, per-CPU slots freed).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// The command to launch and trace.
@@ -147,6 +172,10 @@ pub struct Cli {
     pub subcommand: Option<Sub>,
 }
 
+/// The front ends besides the batch run. The tracing options are global (`global = true`):
+/// a front end that traces (`serve`, `top`) takes them after its name, as `alloctrace serve
+/// --pid N` reads; each such front end has its own `-- CMD` (a last positional cannot be
+/// global).
 #[derive(Debug, clap::Subcommand)]
 pub enum Sub {
     /// Compare two `--report json` files: per site and in total, how allocations, bytes, rate
@@ -173,4 +202,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("a duration can be at most a year (365d)".into());
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracing_options_after_a_subcommand_reach_the_settings() {
+        let cli = Cli::try_parse_from([
+            "alloctrace",
+            "compare",
+            "a.json",
+            "b.json",
+            "--interval",
+            "2s",
+            "--html",
+            "x.html",
+        ])
+        .unwrap();
+        assert_eq!(cli.interval, Duration::from_secs(2));
+        assert_eq!(cli.files.0.len(), 1);
+        assert!(matches!(cli.subcommand, Some(Sub::Compare { .. })));
+    }
 }

@@ -98,6 +98,7 @@ impl clap::Args for Files {
                     .long(f.option())
                     .value_name("FILE")
                     .value_parser(clap::value_parser!(PathBuf))
+                    .global(true)
                     .help(f.help()),
             )
         })
