@@ -1,6 +1,6 @@
 //! What alloctrace refuses, and how: a non-zero exit status and exactly one stderr line starting
 //! with `alloctrace: error: ` that names the problem; and odd input it must not refuse
-//! (non-UTF-8 paths and arguments, a process whose main thread has exited).
+//! (non-UTF-8 paths and arguments).
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`). Run
 //! unprivileged, alloctrace would fail for lack of root instead and these would prove nothing.
@@ -306,31 +306,6 @@ fn zombie_pid_is_named_a_zombie() {
     let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", &pid_s], &[]);
     let _ = child.wait();
     finished.assert_one_line_error(&[&format!("pid {pid} is a zombie"), "not yet reaped"]);
-}
-
-/// A process whose main thread has exited (pthread_exit) while another thread lives is not a
-/// kernel thread nor a zombie: alloctrace says what happened and why it cannot probe it (a
-/// uprobe_multi link with a pid puts its breakpoints in the main thread's memory), in one line.
-#[test]
-#[ignore = "needs root and BPF: run with cargo xtask test"]
-fn process_without_its_main_thread_is_refused_saying_why() {
-    alloctrace_bin();
-    let scratch = Scratch::new();
-    let truth_path = scratch.path("truth.txt");
-    let mut w = Workload::start(
-        "main_exits",
-        &[],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    let pid_s = w.pid().to_string();
-    let finished = run_alloctrace(&[BOUND[0], BOUND[1], "--pid", &pid_s], &[]);
-    w.release();
-    w.wait_for_line("done");
-    w.wait_code(0);
-    finished.assert_one_line_error(&[
-        &format!("pid {pid_s}'s main thread has exited"),
-        "system-wide mode (no --pid) sees its allocations",
-    ]);
 }
 
 /// A --pid target that exits while alloctrace loads its programs: one line saying so, not the

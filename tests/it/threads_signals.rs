@@ -380,3 +380,53 @@ fn signal_handler_allocations_inside_malloc_count_exactly() {
         assert_no_losses(&report);
     }
 }
+
+/// `main_exits`, its main thread already a zombie when alloctrace starts: a link with a pid
+/// cannot reach such a process (the kernel filters it on the main thread's memory), so its
+/// links name no process and the programs keep only its calls (the link's cookie). Asserted:
+/// the surviving thread's allocations exactly as its ground truth; the one line saying what
+/// was done and its cost to other processes; no other process in the report although another
+/// program ran through the same libc meanwhile.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn pid_whose_main_thread_has_exited_is_traced_exactly() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let report_path = scratch.path("report.json");
+    let truth_path = scratch.path("truth.txt");
+    let mut w = Workload::start(
+        "main_exits",
+        &[],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    let pid = w.pid();
+    let mut tracer = Running::spawn(&pid_args(pid, &report_path, &[]), &[]);
+    tracer.wait_until_tracing();
+    // Another program allocating through the same libc while the probes are in it.
+    let other = std::process::Command::new("ls")
+        .args(["-lR", "/usr/include"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run ls");
+    assert!(other.success());
+    w.release();
+    w.wait_for_line("done");
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("pid {pid}'s main thread has exited")),
+        "no line saying how the process is probed\n{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    let truth = GroundTruth::read(&truth_path, &context);
+    assert_sites_match(&report, &truth, &["thread_alloc"]);
+    assert_eq!(
+        report.pids(),
+        vec![u64::from(pid)],
+        "only the traced process is counted\n{context}"
+    );
+}

@@ -11,6 +11,11 @@ pub static SELF_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 pub static TARGET_TGID: u32 = 0;
 
+/// Non-zero when a link's cookie may name the one process it counts. Set by the loader. A
+/// constant to the verifier (read-only data): at 0 the cookie's check is not even walked.
+#[unsafe(no_mangle)]
+pub static BY_COOKIE: u32 = 0;
+
 /// Mean bytes between sampled allocations; 0 samples every one. Set by the loader.
 #[unsafe(no_mangle)]
 pub static SAMPLE_BYTES: u64 = 0;

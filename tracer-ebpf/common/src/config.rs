@@ -6,6 +6,9 @@
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
 /// tgid of the one process traced (--pid, or a command); 0 when every process is.
 pub const GLOBAL_TARGET_TGID: &str = "TARGET_TGID";
+/// Non-zero when some links count one process only, named by their probes' cookies (a
+/// `--pid` target whose main thread has exited): the programs read the cookie only then.
+pub const GLOBAL_BY_COOKIE: &str = "BY_COOKIE";
 /// Mean bytes between sampled allocations (`--sample-bytes`); 0 samples every allocation.
 pub const GLOBAL_SAMPLE_BYTES: &str = "SAMPLE_BYTES";
 /// Slots of the in-flight table minus one (`live::slots`: a power of two).

@@ -2,7 +2,7 @@
 //! the entry of the call glibc runs it in, once: a call that hands its request to malloc
 //! tells malloc to skip it.
 use alloctrace_common::{loss, MALLOC_ALIGNMENT, PTRDIFF_MAX};
-use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::{programs::ProbeContext, EbpfContext};
 
 use crate::account::count_alloc;
 use crate::account::loss::bump_loss;
@@ -24,7 +24,7 @@ use crate::{arch, sample, unwind};
 /// most of what the verifier walks, and two calls would be two copies to walk.
 #[inline(always)]
 pub fn count_entry(ctx: &ProbeContext, size: u64, delegates: bool) -> u32 {
-    let Some(tgid) = current() else {
+    let Some(tgid) = current(ctx.as_ptr()) else {
         return 0;
     };
     count_at_entry(ctx, tgid, size);
@@ -58,7 +58,7 @@ pub fn count_entry(ctx: &ProbeContext, size: u64, delegates: bool) -> u32 {
 /// request to malloc (see `count_entry`) already counted it.
 #[inline(always)]
 pub fn count_malloc(ctx: &ProbeContext, size: u64) -> u32 {
-    let Some(tgid) = current() else {
+    let Some(tgid) = current(ctx.as_ptr()) else {
         return 0;
     };
     // Most calls come straight from the program: skip the thread-storage lookup when no

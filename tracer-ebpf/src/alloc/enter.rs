@@ -1,7 +1,7 @@
 //! An allocator call's entry: choose its call state, capture its stack (when sampled), count
 //! the request, and remember it for the return.
 use alloctrace_common::{loss, CallKind, PTRDIFF_MAX};
-use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::{programs::ProbeContext, EbpfContext};
 
 use crate::account::count_alloc;
 use crate::account::loss::bump_loss;
@@ -13,7 +13,7 @@ use crate::{arch, sample, unwind};
 
 #[inline(always)]
 pub fn enter(ctx: &ProbeContext, kind: CallKind, size: u64, ptr_arg: u64) -> u32 {
-    let Some(tgid) = current() else {
+    let Some(tgid) = current(ctx.as_ptr()) else {
         return 0;
     };
     let (sp, fp) = arch::sp_fp(ctx);

@@ -1,7 +1,7 @@
 //! An allocator call's return: the new block tracked, a realloc's old block settled, a failed
 //! call's count taken back.
 use alloctrace_common::{CallKind, PTRDIFF_MAX};
-use aya_ebpf::{helpers::bpf_probe_read_user, programs::RetProbeContext};
+use aya_ebpf::{helpers::bpf_probe_read_user, programs::RetProbeContext, EbpfContext};
 
 use crate::account::blocks::{store, track, Now};
 use crate::account::{count_unknown_free, record_freed, uncount_alloc};
@@ -11,7 +11,7 @@ use crate::tables::maps::CALLS;
 
 #[inline(always)]
 pub fn exit(ctx: &RetProbeContext) -> u32 {
-    let Some(tgid) = current() else {
+    let Some(tgid) = current(ctx.as_ptr()) else {
         return 0;
     };
     let Some(calls) = CALLS.current() else {

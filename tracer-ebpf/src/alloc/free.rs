@@ -1,5 +1,5 @@
 //! free's entry: the block taken out of the in-flight table and counted freed at its site.
-use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::{programs::ProbeContext, EbpfContext};
 
 use crate::account::blocks::Now;
 use crate::account::{count_unknown_free, record_freed};
@@ -14,7 +14,7 @@ pub fn free(ctx: &ProbeContext, addr: u64) -> u32 {
     if addr == 0 {
         return 0;
     }
-    let Some(tgid) = current() else {
+    let Some(tgid) = current(ctx.as_ptr()) else {
         return 0;
     };
     let sp = arch::sp(ctx);

@@ -43,6 +43,13 @@ impl Engine {
             target::check_system_wide()?;
         }
         target::check_kernel()?;
+        // The thread a --pid target is read and attached through (see check_process): before
+        // the maps are made, whose settings depend on whether its main thread is gone.
+        let pid_via = match &cfg.target {
+            TargetSpec::Pid(pid) => Some(target::check_process(*pid)?),
+            _ => None,
+        };
+        let main_gone = matches!(&cfg.target, TargetSpec::Pid(pid) if pid_via != Some(*pid));
         let sizes = |tgid: Option<u32>| Sizes {
             max_stacks: cfg.max_stacks,
             max_live: cfg.max_live,
@@ -55,6 +62,7 @@ impl Engine {
             } else {
                 tgid.unwrap_or(0)
             },
+            by_cookie: main_gone,
         };
         // Without a command to launch (forked before any thread of ours exists), the maps are
         // created (and the kernel's BTF read) while the target is resolved: their sizes and
@@ -72,14 +80,13 @@ impl Engine {
         });
 
         let mut mmap_watch;
-        // The thread a --pid target is read and attached through (see check_process).
         let mut via = None;
         // The target's program (or the command's), for the line saying why it is unseen.
         let mut program = None;
         let mut system_uses = None;
         let (found, scope, mut held, model_target) = match &cfg.target {
             TargetSpec::Pid(pid) => {
-                let tid = target::check_process(*pid)?;
+                let tid = pid_via.context("checked above")?;
                 target::check_may_trace(*pid)?;
                 via = Some(tid);
                 let via = tid;
@@ -87,8 +94,22 @@ impl Engine {
                 program = Some(PathBuf::from(format!("/proc/{via}/exe")));
                 let found = probe::sets::sets_of(&files, cfg.probe_at);
                 // Links name the thread group (a link on another thread's id is refused), and
-                // cover its every thread, the main one's end included.
+                // cover its every thread, the main one's end included. One whose main thread
+                // has already exited cannot be named (the kernel filters such a link on the
+                // main thread's memory): its links name no process, and the programs drop
+                // every other process's hits.
                 let nz = NonZeroU32::new(*pid).context("pid 0")?;
+                let scope = if tid == *pid {
+                    Scope::Pid(nz)
+                } else {
+                    eprintln!(
+                        "alloctrace: pid {pid}'s main thread has exited (thread {tid} lives): \
+                         its probes go into every process that maps its allocator's files and \
+                         count only pid {pid}'s calls; the others pay a probe hit per call \
+                         (~0.5 µs) while alloctrace runs"
+                    );
+                    Scope::Only(nz)
+                };
                 // Its execs (and the mappings of the programs it runs) are recorded as they
                 // happen: one that execs and exits between two looks is not missed. From
                 // every thread, those started before alloctrace too.
@@ -112,7 +133,7 @@ impl Engine {
                         None
                     }
                 };
-                (found, Scope::Pid(nz), None, Target::Pid { pid: *pid })
+                (found, scope, None, Target::Pid { pid: *pid })
             }
             TargetSpec::Command(argv) => {
                 let exe = target::resolve_command(&argv[0])?;

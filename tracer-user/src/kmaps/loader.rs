@@ -46,6 +46,8 @@ pub struct Sizes {
     pub sample_bytes: u64,
     /// The one process traced (its probes are attached to it alone); 0 for every process.
     pub target_tgid: u32,
+    /// Some links count one process only, named by their cookies (`probe::Scope::Only`).
+    pub by_cookie: bool,
 }
 
 /// The embedded eBPF object's bytes (its programs are loaded from them: `probe::Programs`).
@@ -83,6 +85,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .btf(None)
         .override_global(abi::GLOBAL_SELF_TGID, &self_tgid, true)
         .override_global(abi::GLOBAL_TARGET_TGID, &sizes.target_tgid, true)
+        .override_global(abi::GLOBAL_BY_COOKIE, &u32::from(sizes.by_cookie), true)
         .override_global(abi::GLOBAL_SAMPLE_BYTES, &sizes.sample_bytes, true)
         .override_global(abi::GLOBAL_LIVE_MASK, &live_mask, true)
         .override_global(abi::GLOBAL_SITE_HOMES, &site_homes, true)

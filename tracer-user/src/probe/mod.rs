@@ -167,7 +167,13 @@ pub struct Entry {
 #[derive(Clone, Copy, Debug)]
 pub enum Scope {
     All,
+    /// The thread group of this pid, filtered by the kernel (its breakpoints only in its
+    /// memory).
     Pid(NonZeroU32),
+    /// This process only, its probes in every process that maps the file and the others'
+    /// hits dropped by the programs (the link's cookie): for a process whose main thread has
+    /// exited, which a link with a pid cannot reach (see `target::check_process`).
+    Only(NonZeroU32),
 }
 
 #[cfg(test)]

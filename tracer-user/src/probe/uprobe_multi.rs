@@ -73,9 +73,18 @@ pub fn attach(
         0
     };
     um.pid = match scope {
-        Scope::All => 0,
+        Scope::All | Scope::Only(_) => 0,
         Scope::Pid(pid) => pid.get(),
     };
+    // The programs count a hit of a probe whose cookie is not 0 only in that process
+    // (tracer-ebpf's `alloc::traced`).
+    let cookies: Vec<u64> = match scope {
+        Scope::Only(pid) => vec![u64::from(pid.get()); spec.offsets.len()],
+        _ => Vec::new(),
+    };
+    if !cookies.is_empty() {
+        um.cookies = cookies.as_ptr() as u64;
+    }
     let link = link_create(&mut a).map_err(failed)?;
     Ok(Attached {
         _link: link,

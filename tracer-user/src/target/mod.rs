@@ -39,8 +39,6 @@ pub enum TargetError {
     KernelThread(u32),
     #[error("pid {0} is a zombie (exited, not yet reaped by its parent): it allocates no more")]
     Zombie(u32),
-    #[error("pid {pid}'s main thread has exited (thread {tid} lives): the kernel's uprobe_multi links, which alloctrace probes through, filter on the main thread's memory and put no breakpoint in this process; system-wide mode (no --pid) sees its allocations")]
-    MainThreadGone { pid: u32, tid: u32 },
     #[error("pid {0} exited while alloctrace was starting")]
     ExitedWhileStarting(u32),
     #[error("cannot read the mappings of pid {pid}: {source}")]

@@ -5,10 +5,10 @@ use std::fs;
 use super::TargetError;
 
 /// Refuses a pid that is not a process of its own: a thread's id (the probes and the
-/// report go by process), alloctrace's own, a zombie, or a process whose main thread has
-/// exited while others live: a uprobe_multi link with a pid installs its breakpoints only in
-/// the memory of the pid's task, which an exited main thread no longer has (a link on another
-/// thread's id is refused). Returns the thread to read the process's mappings through.
+/// report go by process), alloctrace's own, or a zombie. Returns the thread to read the
+/// process's mappings through: the pid itself, or for a process whose main thread has exited
+/// while others live, one of those (the exited one has no mappings left; see `Scope::Only`
+/// for how such a process is probed).
 pub fn check_process(pid: u32) -> Result<u32, TargetError> {
     if pid == std::process::id() {
         return Err(TargetError::SelfPid(pid));
@@ -39,7 +39,7 @@ pub fn check_process(pid: u32) -> Result<u32, TargetError> {
                     .is_some_and(|s| !exited_state(s))
         });
     match live {
-        Some(tid) => Err(TargetError::MainThreadGone { pid, tid }),
+        Some(tid) => Ok(tid),
         None => Err(TargetError::Zombie(pid)),
     }
 }
