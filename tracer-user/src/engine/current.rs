@@ -16,8 +16,6 @@ impl Engine {
     ///
     /// Symbolizing costs what it costs at the end, less for addresses seen before (the
     /// symbolizer keeps them); `-v` logs it.
-    // Called by the front ends that show a running trace (`serve`, `top`; being built).
-    #[allow(dead_code)]
     pub fn profile_now(&mut self) -> Profile {
         let t = Instant::now();
         let snapshot = self.published.borrow().clone();
