@@ -233,7 +233,7 @@ fn bad_requests_get_clear_errors() {
         &[("Authorization", "Bearer s3cret-token")],
     );
     assert_eq!(status, 200);
-    assert!(String::from_utf8_lossy(&body).contains("alloctrace_allocations_total{"));
+    assert!(String::from_utf8_lossy(&body).contains("# TYPE alloctrace_allocations_total counter"));
     drop(s);
     w.close_stdin();
     w.wait_code(0);

@@ -67,4 +67,18 @@ impl Engine {
             tracer: super::finish::own_cost(),
         }
     }
+
+    /// Forgets the processes that exited (system-wide mode retires them from the kernel's
+    /// tables at each interval): their totals, sites and blocks leave the next profiles and
+    /// snapshots, their mappings the symbolizer. For a front end that runs for days (`serve`): what it keeps is then bounded
+    /// by the processes running at once, not by every process the machine ever ran.
+    pub fn forget_exited(&mut self) {
+        let pids = self.drainer.forget_retired();
+        for &pid in &pids {
+            self.symbolizer.forget_process(pid);
+        }
+        if !pids.is_empty() {
+            log::debug!("{} exited processes forgotten", pids.len());
+        }
+    }
 }

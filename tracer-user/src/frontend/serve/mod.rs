@@ -107,6 +107,8 @@ pub fn run(cfg: Config, opts: Options) -> Result<i32> {
                     if let Some(ended) = r? {
                         break ended;
                     }
+                    // Exited processes leave the endpoints, and alloctrace's memory.
+                    engine.forget_exited();
                 }
             }
         };
