@@ -115,7 +115,8 @@ fn go_pprof_reads_allocs_heap_and_a_delta_exactly() {
 
 /// Refusals, each a status and a one-line reason: an unknown or exited pid (404), `seconds=-1`
 /// and a huge `seconds` (400), a pid that is not a number, an unknown path, a POST, a body;
-/// a non-loopback `--listen` without `--allow-remote` (alloctrace refuses to start); with
+/// a non-loopback `--listen` without `--allow-remote` and an output file (alloctrace refuses
+/// to start); with
 /// `--auth-token-file`, a missing or wrong token (401) and the right one (200).
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
