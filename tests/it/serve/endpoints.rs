@@ -114,7 +114,8 @@ fn go_pprof_reads_allocs_heap_and_a_delta_exactly() {
 }
 
 /// Refusals, each a status and a one-line reason: an unknown or exited pid (404), `seconds=-1`
-/// and a huge `seconds` (400), a pid that is not a number, an unknown path, a POST, a body;
+/// and a huge `seconds` (400), a pid that is not a number, an unknown path, a POST, a body,
+/// a 33rd connection at once (503);
 /// a non-loopback `--listen` without `--allow-remote` and an output file (alloctrace refuses
 /// to start); with
 /// `--auth-token-file`, a missing or wrong token (401) and the right one (200).
@@ -195,6 +196,18 @@ fn bad_requests_get_clear_errors() {
         "GET /metrics HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
     );
     assert_eq!(status, 413, "{body}");
+    // 32 connections at most: the 33rd is answered 503 at once; a slot freed serves again.
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(&s.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = get(&s.addr, "/metrics", &[]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("busy: 32 requests in progress"), "{body}");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&s.addr, "/metrics", &[]).0, 200);
     let (status, body) = get(&s.addr, "/debug/pprof/", &[]);
     let page = String::from_utf8_lossy(&body);
     assert_eq!(status, 200);
