@@ -131,6 +131,7 @@ async fn pprof_endpoint(req: &Request, st: &State, shown: &str) -> Result<Respon
         None => first,
         Some(s) => {
             log::info!("delta profile: window of {s} s opened");
+            let opened = std::time::Instant::now();
             let mut stopping = st.stopping.clone();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(s)) => {}
@@ -142,7 +143,11 @@ async fn pprof_endpoint(req: &Request, st: &State, shown: &str) -> Result<Respon
                 Some(pid) => profiles::of_pid(&last, pid).ok_or_else(|| unknown(pid))?,
                 None => (*last).clone(),
             };
-            profiles::delta(&first, &last)
+            let mut d = profiles::delta(&first, &last);
+            // The snapshots' times move by intervals; the window is what was waited (its
+            // counts are as of the drains at its ends, `--resolution` apart at most).
+            d.duration = opened.elapsed();
+            d
         }
     };
     let name = if shown == "inuse_space" {
