@@ -78,3 +78,7 @@ mod threads_signals;
 // new/delete on tcmalloc, Rust on tikv-jemallocator and mimalloc, each exact in launch and
 // --pid mode with its allocator named; system-wide, exec into static musl, alloc-only.
 mod allocators;
+
+// The daemon (`alloctrace serve`) read by the real `go tool pprof` and a real Prometheus;
+// bad requests, the bearer token, SIGTERM during a request.
+mod serve;

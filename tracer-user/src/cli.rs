@@ -186,6 +186,25 @@ pub enum Sub {
         /// The report after the change.
         after: PathBuf,
     },
+    /// Trace until stopped (SIGINT, SIGTERM) and serve the running trace over HTTP, as Go's
+    /// net/http/pprof does: `/debug/pprof/allocs` and `/debug/pprof/heap` (pprof, `?pid=N`,
+    /// `?seconds=S` delta), `/metrics` (Prometheus), `/debug/pprof/` (index), `/` (HTML report).
+    Serve {
+        /// Address and port to listen on. Another address than loopback only with
+        /// --allow-remote: the data names every traced process's functions.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6060")]
+        listen: std::net::SocketAddr,
+        /// Let --listen be an address other than loopback (reachable from other machines).
+        #[arg(long)]
+        allow_remote: bool,
+        /// Require `Authorization: Bearer TOKEN` on every request, TOKEN being this file's
+        /// content (surrounding whitespace ignored).
+        #[arg(long, value_name = "FILE")]
+        auth_token_file: Option<PathBuf>,
+        /// The command to launch and trace.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
 }
 
 /// The longest duration any option takes: a run's deadline and the interval's ticks are
@@ -224,5 +243,36 @@ mod tests {
         assert_eq!(cli.interval, Duration::from_secs(2));
         assert_eq!(cli.files.0.len(), 1);
         assert!(matches!(cli.subcommand, Some(Sub::Compare { .. })));
+    }
+
+    #[test]
+    fn serve_takes_the_tracing_options_and_its_own_command() {
+        let cli = Cli::try_parse_from([
+            "alloctrace",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "500ms",
+            "--",
+            "prog",
+            "arg",
+        ])
+        .unwrap();
+        assert_eq!(cli.interval, Duration::from_millis(500));
+        let Some(Sub::Serve {
+            listen, command, ..
+        }) = cli.subcommand
+        else {
+            panic!("not serve: {:?}", cli.subcommand)
+        };
+        assert_eq!(listen.port(), 0);
+        assert_eq!(command, ["prog", "arg"]);
+        let cli = Cli::try_parse_from(["alloctrace", "serve", "--pid", "7"]).unwrap();
+        assert_eq!(cli.pid, Some(7));
+        let Some(Sub::Serve { listen, .. }) = cli.subcommand else {
+            panic!("not serve")
+        };
+        assert_eq!(listen, "127.0.0.1:6060".parse().unwrap());
     }
 }

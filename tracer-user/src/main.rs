@@ -24,7 +24,7 @@ use alloctrace_model as model;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let mut cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
@@ -62,6 +62,26 @@ fn main() -> ExitCode {
         .filter_module(module_path!(), own)
         .format_target(false)
         .init();
+    // `serve` traces as the batch run does, its own `-- CMD` being the command.
+    let serve = match cli.subcommand.take() {
+        Some(cli::Sub::Serve {
+            listen,
+            allow_remote,
+            auth_token_file,
+            command,
+        }) => {
+            cli.command = command;
+            Some(frontend::serve::Options {
+                listen,
+                allow_remote,
+                auth_token_file,
+            })
+        }
+        other => {
+            cli.subcommand = other;
+            None
+        }
+    };
     let cfg = match config::validate(cli) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -69,7 +89,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match frontend::batch::run(cfg) {
+    let run = match serve {
+        Some(opts) => frontend::serve::run(cfg, opts),
+        None => frontend::batch::run(cfg),
+    };
+    match run {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("alloctrace: error: {}", one_line(&e));

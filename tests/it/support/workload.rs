@@ -100,6 +100,21 @@ impl Workload {
             });
     }
 
+    /// Writes `text` to the workload's stdin (a command, for workloads that read them).
+    pub fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("the workload's stdin is open");
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|_| stdin.flush())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot write to workload {} (pid {}): {e}",
+                    self.name,
+                    self.child.id()
+                )
+            });
+    }
+
     /// Waits for the workload to print `line` on stdout; panics after [`WORKLOAD_TIMEOUT`].
     pub fn wait_for_line(&mut self, line: &str) {
         if let Err(why) = self.stdout.wait_for(line, WORKLOAD_TIMEOUT) {

@@ -411,6 +411,21 @@ impl Drainer {
         Ok(())
     }
 
+    /// Forgets the processes retired so far (their totals, sites and leaked blocks), once
+    /// their blocks have been swept from the in-flight table: a daemon that runs for days
+    /// keeps only the processes still running, where a run's report keeps every one. Returns
+    /// their pids (none while a sweep is due).
+    pub fn forget_retired(&mut self) -> Vec<u32> {
+        if self.live_sweep_due {
+            return Vec::new();
+        }
+        self.retired_sites = Vec::new();
+        self.retired_live = StdHashMap::new();
+        std::mem::take(&mut self.retired_procs)
+            .into_keys()
+            .collect()
+    }
+
     /// Drops in-flight blocks of processes that are gone (their frees can never come).
     pub fn sweep_live(&mut self) {
         if !std::mem::take(&mut self.live_sweep_due) {

@@ -16,8 +16,6 @@ impl Engine {
     ///
     /// Symbolizing costs what it costs at the end, less for addresses seen before (the
     /// symbolizer keeps them); `-v` logs it.
-    // Called by the front ends that show a running trace (`serve`, `top`; being built).
-    #[allow(dead_code)]
     pub fn profile_now(&mut self) -> Profile {
         let t = Instant::now();
         let snapshot = self.published.borrow().clone();
@@ -67,6 +65,20 @@ impl Engine {
             modules,
             losses,
             tracer: super::finish::own_cost(),
+        }
+    }
+
+    /// Forgets the processes that exited (system-wide mode retires them from the kernel's
+    /// tables at each interval): their totals, sites and blocks leave the next profiles and
+    /// snapshots, their mappings the symbolizer. For a front end that runs for days (`serve`): what it keeps is then bounded
+    /// by the processes running at once, not by every process the machine ever ran.
+    pub fn forget_exited(&mut self) {
+        let pids = self.drainer.forget_retired();
+        for &pid in &pids {
+            self.symbolizer.forget_process(pid);
+        }
+        if !pids.is_empty() {
+            log::debug!("{} exited processes forgotten", pids.len());
         }
     }
 }

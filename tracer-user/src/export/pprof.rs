@@ -54,7 +54,14 @@ impl Exporter for Pprof {
 
 /// `p` as a gzipped `perftools.profiles.Profile`.
 pub fn encode(p: &Profile) -> Result<Vec<u8>> {
-    let raw = encode_raw(p);
+    encode_showing(p, DEFAULT_SAMPLE_TYPE)
+}
+
+/// `p` as `encode` makes it, with `default` as the sample type pprof shows first (Go's
+/// `/debug/pprof/heap` shows `inuse_space`, its `allocs` `alloc_space`); `alloc_space` when
+/// the profile has no such type (alloc-only mode has no in-use data).
+pub fn encode_showing(p: &Profile, default: &str) -> Result<Vec<u8>> {
+    let raw = encode_raw(p, default);
     let mut gz = GzEncoder::new(
         Vec::with_capacity(raw.len() / 4 + 64),
         Compression::default(),
@@ -212,7 +219,7 @@ fn is_shared_library(path: &str) -> bool {
     base.contains(".so") || base.starts_with('[')
 }
 
-fn encode_raw(p: &Profile) -> Vec<u8> {
+fn encode_raw(p: &Profile, default: &str) -> Vec<u8> {
     let mut st = Strings::new();
     let mut out = Msg::default();
 
@@ -397,7 +404,12 @@ fn encode_raw(p: &Profile) -> Vec<u8> {
     }
     let comment_ids: Vec<u64> = comments.iter().map(|c| st.id(c) as u64).collect();
     out.packed(field::COMMENT, comment_ids);
-    out.int(field::DEFAULT_SAMPLE_TYPE, st.id(DEFAULT_SAMPLE_TYPE));
+    let default = if SAMPLE_TYPES[..n_types].iter().any(|(t, _)| *t == default) {
+        default
+    } else {
+        DEFAULT_SAMPLE_TYPE
+    };
+    out.int(field::DEFAULT_SAMPLE_TYPE, st.id(default));
 
     // Last, now that every string is in it.
     for s in &st.table {
@@ -973,6 +985,16 @@ mod tests {
             "{:?}",
             d.comments
         );
+    }
+
+    #[test]
+    fn heap_shows_inuse_first_when_there_is_inuse_data() {
+        let mut p = one_process();
+        let d = Decoded::new(&encode_showing(&p, "inuse_space").unwrap());
+        assert_eq!(d.default_sample_type, "inuse_space");
+        p.mode = TraceMode::AllocOnly;
+        let d = Decoded::new(&encode_showing(&p, "inuse_space").unwrap());
+        assert_eq!(d.default_sample_type, "alloc_space");
     }
 
     #[test]

@@ -102,7 +102,6 @@ impl Symbolizer {
 
     /// Drops what is held for `pid` (its mappings, and binaries no other process maps):
     /// its stacks no longer symbolize afterwards.
-    #[allow(dead_code)]
     pub fn forget_process(&self, pid: u32) {
         self.send(Request::Forget(pid));
     }

@@ -1,0 +1,212 @@
+//! `/metrics`: the newest snapshot in Prometheus' text format (version 0.0.4). Per live
+//! process (labels `pid`, `comm`, `allocator`): allocations, bytes, frees, freed bytes and
+//! unknown frees as counters, live bytes and objects as gauges; the losses; alloctrace's own
+//! CPU time and resident memory. A process that exited leaves the page, so the series do not
+//! grow with every pid the machine ever ran.
+use std::fmt::Write;
+
+use crate::engine::Snapshot;
+use crate::model::Process;
+
+/// alloctrace's own cost, as Prometheus' client libraries name it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Own {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub start_unix_secs: u64,
+}
+
+/// The page, listing the processes `alive` says are still running.
+pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
+    let live: Vec<&Process> = s.processes.iter().filter(|p| alive(p.pid)).collect();
+    let mut out = String::with_capacity(256 + live.len() * 900);
+    type Value = fn(&Process) -> u64;
+    let per_process: [(&str, &str, &str, Value); 7] = [
+        (
+            "alloctrace_allocations_total",
+            "counter",
+            "Allocations (malloc, calloc, realloc, aligned and allocator-specific calls) since tracing began.",
+            |p| p.counters.allocs,
+        ),
+        (
+            "alloctrace_allocated_bytes_total",
+            "counter",
+            "Bytes requested by those allocations.",
+            |p| p.counters.bytes,
+        ),
+        (
+            "alloctrace_frees_total",
+            "counter",
+            "Frees of blocks allocated while traced.",
+            |p| p.counters.frees,
+        ),
+        (
+            "alloctrace_freed_bytes_total",
+            "counter",
+            "Bytes of those blocks.",
+            |p| p.counters.freed_bytes,
+        ),
+        (
+            "alloctrace_unknown_frees_total",
+            "counter",
+            "Frees of blocks allocated before tracing began (or lost).",
+            |p| p.unknown_frees,
+        ),
+        (
+            "alloctrace_live_bytes",
+            "gauge",
+            "Bytes allocated while traced and not freed yet.",
+            |p| p.counters.live_bytes(),
+        ),
+        (
+            "alloctrace_live_objects",
+            "gauge",
+            "Blocks allocated while traced and not freed yet.",
+            |p| p.counters.live_objects(),
+        ),
+    ];
+    for (name, kind, help, value) in per_process {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in &live {
+            let allocators: Vec<&str> = p.allocators.iter().map(|a| a.name.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "{name}{{pid=\"{}\",comm=\"{}\",allocator=\"{}\"}} {}",
+                p.pid,
+                escape(&p.comm),
+                escape(&allocators.join(",")),
+                value(p)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alloctrace_processes Traced processes still running.\n\
+         # TYPE alloctrace_processes gauge\nalloctrace_processes {}",
+        live.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP alloctrace_lost_total Data alloctrace could not record, by what was lost.\n\
+         # TYPE alloctrace_lost_total counter"
+    );
+    for (what, n, _) in s.losses.nonzero() {
+        let _ = writeln!(
+            out,
+            "alloctrace_lost_total{{what=\"{}\"}} {n}",
+            escape(what)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alloctrace_trace_seconds Time since tracing began, as of the last snapshot.\n\
+         # TYPE alloctrace_trace_seconds gauge\nalloctrace_trace_seconds {:.3}",
+        s.sample.t.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP process_cpu_seconds_total alloctrace's own user and system CPU time.\n\
+         # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {:.3}\n\
+         # HELP process_resident_memory_bytes alloctrace's own resident memory.\n\
+         # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n\
+         # HELP process_start_time_seconds When alloctrace started tracing, Unix time.\n\
+         # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}",
+        own.cpu_seconds, own.resident_bytes, own.start_unix_secs
+    );
+    out
+}
+
+/// A label value as the format wants it: backslash, double quote and newline escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// alloctrace's CPU time (getrusage) and resident memory (/proc/self/statm) now.
+pub fn own(start_unix_secs: u64) -> Own {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the pointer it is given.
+    let cpu_seconds = if unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) } == 0 {
+        // SAFETY: filled by the successful call above.
+        let ru = unsafe { ru.assume_init() };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    } else {
+        0.0
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    let resident_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Own {
+        cpu_seconds,
+        resident_bytes: resident_pages * page,
+        start_unix_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AllocatorUse, Counters, Losses};
+
+    fn process(pid: u32, comm: &str, allocs: u64) -> Process {
+        Process {
+            pid,
+            comm: comm.to_string(),
+            counters: Counters {
+                allocs,
+                bytes: allocs * 100,
+                frees: 1,
+                freed_bytes: 100,
+            },
+            unknown_frees: 2,
+            unseen: None,
+            allocators: vec![AllocatorUse {
+                name: "glibc".into(),
+                path: "/lib/libc.so.6".into(),
+                version: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn live_processes_only_with_their_labels() {
+        let s = Snapshot {
+            processes: vec![process(10, "a\"b", 5), process(20, "gone", 7)],
+            losses: Losses {
+                stack_map_full: 3,
+                ..Losses::default()
+            },
+            ..Snapshot::default()
+        };
+        let text = render(&s, |pid| pid == 10, Own::default());
+        assert!(text.contains(
+            "alloctrace_allocations_total{pid=\"10\",comm=\"a\\\"b\",allocator=\"glibc\"} 5\n"
+        ));
+        assert!(text.contains("alloctrace_allocated_bytes_total{pid=\"10\",comm=\"a\\\"b\",allocator=\"glibc\"} 500\n"));
+        assert!(text.contains(
+            "alloctrace_live_objects{pid=\"10\",comm=\"a\\\"b\",allocator=\"glibc\"} 4\n"
+        ));
+        assert!(
+            !text.contains("pid=\"20\""),
+            "an exited process leaves:\n{text}"
+        );
+        assert!(text.contains("alloctrace_lost_total{what=\"stack map full\"} 3\n"));
+        assert!(text.contains("alloctrace_processes 1\n"));
+        // Every sample line belongs to a declared family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
+        }
+    }
+
+    #[test]
+    fn own_cost_is_measured() {
+        let o = own(1);
+        assert!(o.resident_bytes > 0);
+    }
+}
