@@ -78,3 +78,7 @@ mod threads_signals;
 // new/delete on tcmalloc, Rust on tikv-jemallocator and mimalloc, each exact in launch and
 // --pid mode with its allocator named; system-wide, exec into static musl, alloc-only.
 mod allocators;
+
+// `alloctrace top`, the live view, in a real terminal (tmux): rows and counts that grow, sort
+// keys, `q` and SIGTERM giving the terminal back with the probes gone.
+mod top;

@@ -24,7 +24,7 @@ use alloctrace_model as model;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let mut cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
@@ -62,6 +62,14 @@ fn main() -> ExitCode {
         .filter_module(module_path!(), own)
         .format_target(false)
         .init();
+    // `top -- CMD`: the subcommand's own command line (a last positional cannot be global).
+    let top = match &mut cli.subcommand {
+        Some(cli::Sub::Top { command }) => {
+            cli.command.append(command);
+            true
+        }
+        _ => false,
+    };
     let cfg = match config::validate(cli) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -69,7 +77,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match frontend::batch::run(cfg) {
+    let run = if top {
+        frontend::top::run
+    } else {
+        frontend::batch::run
+    };
+    match run(cfg) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("alloctrace: error: {}", one_line(&e));

@@ -4,7 +4,9 @@
 //! (`finish`).
 use std::time::Instant;
 
-use super::Engine;
+use anyhow::Result;
+
+use super::{End, Ended, Engine};
 use crate::model::Profile;
 use crate::symbolize::sites::{modules_of, symbolize_sites};
 
@@ -16,8 +18,6 @@ impl Engine {
     ///
     /// Symbolizing costs what it costs at the end, less for addresses seen before (the
     /// symbolizer keeps them); `-v` logs it.
-    // Called by the front ends that show a running trace (`serve`, `top`; being built).
-    #[allow(dead_code)]
     pub fn profile_now(&mut self) -> Profile {
         let t = Instant::now();
         let snapshot = self.published.borrow().clone();
@@ -68,5 +68,14 @@ impl Engine {
             losses,
             tracer: super::finish::own_cost(),
         }
+    }
+}
+
+impl Engine {
+    /// Ends the trace now, at the front end's request (the live view's `q`): as if
+    /// `--duration` ran out (a launched command goes on running, the exit code is 0). To be
+    /// called between two `advance`s, instead of the next one; `finish` follows.
+    pub fn stop(&mut self) -> Result<Ended> {
+        self.end(End::Duration)
     }
 }

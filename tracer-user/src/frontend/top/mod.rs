@@ -1,0 +1,113 @@
+//! `alloctrace top`, the live view, one front end over the engine: a full-screen view of the
+//! running trace, drawn every interval and on every key, until `q` (or SIGTERM/SIGINT, or the
+//! target's end). Here: the run, the terminal check, and the loop that drives the engine and
+//! the keys. State in `app`, drawing in `draw`, keys in `keys`, the terminal's guard in
+//! `terminal`, alloctrace's own messages meanwhile in `stderr`.
+mod app;
+mod draw;
+mod keys;
+mod stderr;
+mod terminal;
+
+use std::io::IsTerminal;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::Config;
+use crate::engine::{Ended, Engine};
+use app::App;
+use keys::Action;
+use terminal::Screen;
+
+/// Runs the live view and returns the process exit code.
+pub fn run(cfg: Config) -> Result<i32> {
+    // Before anything is traced: the view needs a terminal to draw on.
+    if !std::io::stdout().is_terminal() {
+        bail!(
+            "alloctrace top draws on a terminal and standard output is not one (for a report \
+             in a file or a pipe, run alloctrace without `top`)"
+        );
+    }
+    if !cfg.files.0.is_empty() || cfg.output.is_some() {
+        bail!(
+            "alloctrace top shows the trace live and writes no report or file: for those, run \
+             alloctrace without `top`"
+        );
+    }
+    let mut engine = Engine::start(&cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let mut app = App::new(cfg.analyze.clone());
+    // Every way out of the view gives the terminal and standard error back (the guards'
+    // drops; the panic hook); the engine's probes come off in `finish`, or with the engine's
+    // drop on an error.
+    let ended = {
+        let mut screen = Screen::enter()?;
+        let captured = stderr::capture()?;
+        let ended = rt.block_on(view(&mut engine, &mut app, &mut screen, &captured));
+        drop(screen);
+        captured.finish();
+        ended?
+    };
+    let finished = engine.finish(ended)?;
+    Ok(finished.close())
+}
+
+/// What woke the view.
+enum Wake {
+    Advanced(Result<Option<Ended>>),
+    Key(crossterm::event::Event),
+}
+
+/// Drives the engine and the keys until the trace ends or `q`.
+async fn view(
+    engine: &mut Engine,
+    app: &mut App,
+    screen: &mut Screen,
+    captured: &stderr::Captured,
+) -> Result<Ended> {
+    let mut snapshots = engine.subscribe();
+    let (mut keys, stop_keys) = keys::reader();
+    let _stop_keys = StopOnDrop(stop_keys);
+    screen.draw(app)?;
+    loop {
+        // A key cancels the engine's `advance` where it waits (its select of the tick, the
+        // signals, the target's exit): what it waits on lives in the engine, not in the
+        // future, so the next `advance` goes on from there, as its own loop does.
+        let wake = tokio::select! {
+            r = engine.advance() => Wake::Advanced(r),
+            Some(ev) = keys.recv() => Wake::Key(ev),
+        };
+        match wake {
+            Wake::Advanced(r) => {
+                if let Some(ended) = r? {
+                    return Ok(ended);
+                }
+                if snapshots.has_changed()? {
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    app.update(snapshot, engine.profile_now());
+                }
+            }
+            Wake::Key(ev) => match keys::action(&ev) {
+                Some(Action::Quit) => return engine.stop(),
+                Some(Action::Sort(key)) => app.sort = key,
+                Some(Action::Move(by)) => app.select(by),
+                Some(Action::Redraw) => {}
+                None => continue,
+            },
+        }
+        app.note = captured.last();
+        screen.draw(app)?;
+    }
+}
+
+/// Stops the key thread when the view ends, however it ends.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
