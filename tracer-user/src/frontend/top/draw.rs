@@ -92,12 +92,12 @@ fn draw_procs(f: &mut Frame, app: &App, area: Rect) {
     // As top's: the numbers first, the command name last, taking the rest of the line.
     let widths = [
         Constraint::Length(8),
-        Constraint::Length(14),
+        Constraint::Length(12),
+        Constraint::Length(9),
+        Constraint::Length(9),
         Constraint::Length(10),
         Constraint::Length(10),
-        Constraint::Length(12),
-        Constraint::Length(14),
-        Constraint::Length(12),
+        Constraint::Length(10),
         Constraint::Fill(1),
     ];
     let title = format!(" processes ({}) ", app.procs.len());
@@ -162,14 +162,16 @@ fn draw_sites(f: &mut Frame, app: &App, area: Rect) {
         Cell::from("  PATTERN"),
     ])
     .bold();
+    // The numbers' widest values: `1023.9 MiB/s`, ten digits, `1023.9 MiB`; the class
+    // with its indent (`  large-infrequent`).
     let widths = [
-        Constraint::Min(24),
+        Constraint::Min(16),
+        Constraint::Length(9),
+        Constraint::Length(12),
         Constraint::Length(10),
-        Constraint::Length(14),
-        Constraint::Length(14),
-        Constraint::Length(12),
-        Constraint::Length(12),
-        Constraint::Length(20),
+        Constraint::Length(10),
+        Constraint::Length(10),
+        Constraint::Length(18),
     ];
     let title = match app.selected_proc() {
         Some(p) => format!(

@@ -111,3 +111,37 @@ impl Drop for StopOnDrop {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use crate::cli::{Cli, Sub};
+
+    #[test]
+    fn top_takes_the_tracing_options_and_its_own_command() {
+        let cli = Cli::try_parse_from([
+            "alloctrace",
+            "top",
+            "--interval",
+            "2s",
+            "--mode",
+            "alloc-only",
+            "--",
+            "./prog",
+            "-x",
+        ])
+        .unwrap();
+        assert_eq!(cli.interval, Duration::from_secs(2));
+        assert!(!cli.mode.sees_frees());
+        match cli.subcommand {
+            Some(Sub::Top { command }) => assert_eq!(command, ["./prog", "-x"]),
+            other => panic!("not top: {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["alloctrace", "top", "--pid", "42"]).unwrap();
+        assert_eq!(cli.pid, Some(42));
+        assert!(matches!(cli.subcommand, Some(Sub::Top { command }) if command.is_empty()));
+    }
+}
