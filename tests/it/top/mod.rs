@@ -3,7 +3,8 @@
 //! process and sites appear and their counts grow, every sort key puts its own site first,
 //! `q` and SIGTERM end alloctrace with the terminal given back as it was (the alternate
 //! screen left, the cursor shown, the line discipline out of raw mode) and the probes gone
-//! from the still-running workload.
+//! from the still-running workload; a target that exits leaves its final numbers (equal to
+//! its ground truth) on the screen until `q`.
 mod tmux;
 
 use std::os::unix::fs::FileExt;
@@ -195,6 +196,51 @@ fn top_launch_shows_the_workload_sorts_and_q_restores_the_terminal() {
         "the workload did not outlive alloctrace: the probe check proves nothing"
     );
     assert_probe_gone(&info);
+}
+
+/// A launched workload that exits by itself: the view stays with the final numbers, each
+/// site's allocations equal to the workload's ground truth, until `q`; alloctrace then exits
+/// with the workload's exit code (0) and the terminal restored.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn top_keeps_the_final_view_when_the_target_exits() {
+    let bin = alloctrace_bin();
+    let scratch = Scratch::new();
+    let truth_path = scratch.path("truth");
+    let command = format!(
+        "GROUND_TRUTH={truth} {bin} top --interval 500ms -- {wl} 2 {RATE} {info}; \
+         echo alloctrace exited $?; sleep 600",
+        truth = truth_path.display(),
+        bin = bin.display(),
+        wl = workload("live_sites").display(),
+        info = scratch.path("info").display(),
+    );
+    let t = Tmux::start(&command, 200, 50);
+    let screen = t.wait_for(
+        "the view did not say the program exited",
+        RUN_TIMEOUT,
+        |s| s.contains("the traced program exited; q quits"),
+    );
+    let truth = GroundTruth::read(&truth_path, &screen);
+    assert_eq!(truth.sites.len(), 4, "{}", truth.text);
+    for site in &truth.sites {
+        assert_eq!(
+            site_cell(&screen, &site.function, "ALLOCS"),
+            Some(site.counters.allocs),
+            "site {}'s final count differs from the ground truth:\n{screen}",
+            site.function
+        );
+    }
+    assert_eq!(t.var("alternate_on"), "1", "the final view is not shown");
+    t.send_keys("q");
+    let screen = t.wait_for("q did not end alloctrace", SHOW, |s| {
+        s.contains("alloctrace exited")
+    });
+    assert!(
+        screen.contains("alloctrace exited 0"),
+        "alloctrace must exit with the workload's code:\n{screen}"
+    );
+    assert_terminal_restored(&t, &screen);
 }
 
 /// `alloctrace top --pid N`, ended by SIGTERM: the rows appear and grow, alloctrace exits

@@ -79,3 +79,10 @@ impl Engine {
         self.end(End::Duration)
     }
 }
+
+impl Ended {
+    /// Why the trace ended (a front end that shows it may keep its last view).
+    pub fn end(&self) -> End {
+        self.end
+    }
+}

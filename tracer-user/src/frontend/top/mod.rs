@@ -14,7 +14,11 @@ use std::io::IsTerminal;
 use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
-use crate::engine::{Ended, Engine};
+use crossterm::event::Event;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::engine::{End, Ended, Engine};
 use app::App;
 use keys::Action;
 use terminal::Screen;
@@ -43,15 +47,40 @@ pub fn run(cfg: Config) -> Result<i32> {
     // Every way out of the view gives the terminal and standard error back (the guards'
     // drops; the panic hook); the engine's probes come off in `finish`, or with the engine's
     // drop on an error.
-    let ended = {
+    let finished = {
         let mut screen = Screen::enter()?;
         let captured = stderr::capture()?;
-        let ended = rt.block_on(view(&mut engine, &mut app, &mut screen, &captured));
+        let (mut events, stop_keys) = keys::reader();
+        let _stop_keys = StopOnDrop(stop_keys);
+        let mut snapshots = engine.subscribe();
+        let ended = rt.block_on(view(
+            &mut engine,
+            &mut app,
+            &mut screen,
+            &mut events,
+            &captured,
+        ));
+        let finished = ended.and_then(|(ended, quit)| {
+            let end = ended.end();
+            let finished = engine.finish(ended)?;
+            // The trace ended by itself (the target exited, --duration): the final numbers
+            // stay on the screen, the probes already off, until the user quits.
+            if !quit && matches!(end, End::TargetExited | End::Duration) {
+                let snapshot = snapshots.borrow_and_update().clone();
+                app.update(snapshot, finished.profile.clone());
+                app.note = Some(match end {
+                    End::TargetExited => "the traced program exited; q quits".to_string(),
+                    _ => "--duration reached; q quits".to_string(),
+                });
+                screen.draw(&app)?;
+                rt.block_on(browse(&mut app, &mut screen, &mut events))?;
+            }
+            Ok(finished)
+        });
         drop(screen);
         captured.finish();
-        ended?
+        finished?
     };
-    let finished = engine.finish(ended)?;
     Ok(finished.close())
 }
 
@@ -61,16 +90,15 @@ enum Wake {
     Key(crossterm::event::Event),
 }
 
-/// Drives the engine and the keys until the trace ends or `q`.
+/// Drives the engine and the keys until the trace ends (its end, and false) or `q` (true).
 async fn view(
     engine: &mut Engine,
     app: &mut App,
     screen: &mut Screen,
+    events: &mut mpsc::UnboundedReceiver<Event>,
     captured: &stderr::Captured,
-) -> Result<Ended> {
+) -> Result<(Ended, bool)> {
     let mut snapshots = engine.subscribe();
-    let (mut keys, stop_keys) = keys::reader();
-    let _stop_keys = StopOnDrop(stop_keys);
     screen.draw(app)?;
     loop {
         // A key cancels the engine's `advance` where it waits (its select of the tick, the
@@ -78,12 +106,12 @@ async fn view(
         // future, so the next `advance` goes on from there, as its own loop does.
         let wake = tokio::select! {
             r = engine.advance() => Wake::Advanced(r),
-            Some(ev) = keys.recv() => Wake::Key(ev),
+            Some(ev) = events.recv() => Wake::Key(ev),
         };
         match wake {
             Wake::Advanced(r) => {
                 if let Some(ended) = r? {
-                    return Ok(ended);
+                    return Ok((ended, false));
                 }
                 if snapshots.has_changed()? {
                     let snapshot = snapshots.borrow_and_update().clone();
@@ -91,15 +119,46 @@ async fn view(
                 }
             }
             Wake::Key(ev) => match keys::action(&ev) {
-                Some(Action::Quit) => return engine.stop(),
-                Some(Action::Sort(key)) => app.sort = key,
-                Some(Action::Move(by)) => app.select(by),
-                Some(Action::Redraw) => {}
+                Some(Action::Quit) => return Ok((engine.stop()?, true)),
+                Some(action) => apply(app, action),
                 None => continue,
             },
         }
         app.note = captured.last();
         screen.draw(app)?;
+    }
+}
+
+/// The final view of an ended trace, its keys working, until `q`, SIGTERM or SIGINT.
+async fn browse(
+    app: &mut App,
+    screen: &mut Screen,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = sigterm.recv() => None,
+            _ = sigint.recv() => None,
+        };
+        match ev.as_ref().map(keys::action) {
+            // No more keys (the reader ended) or a signal: the view ends.
+            None | Some(Some(Action::Quit)) => return Ok(()),
+            Some(Some(action)) => apply(app, action),
+            Some(None) => continue,
+        }
+        screen.draw(app)?;
+    }
+}
+
+/// What a key other than `q` does to the view.
+fn apply(app: &mut App, action: Action) {
+    match action {
+        Action::Sort(key) => app.sort = key,
+        Action::Move(by) => app.select(by),
+        Action::Quit | Action::Redraw => {}
     }
 }
 
