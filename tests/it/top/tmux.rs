@@ -2,6 +2,7 @@
 //! and people's sessions untouched), driven with send-keys and read with capture-pane; and
 //! reading the view's tables off the captured screen.
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// One tmux session running one shell command, killed (with its server) on drop.
@@ -12,7 +13,10 @@ pub struct Tmux {
 impl Tmux {
     /// Starts `command` (run by `sh -c`) in a detached session of `width` x `height`.
     pub fn start(command: &str, width: u16, height: u16) -> Tmux {
-        let socket = format!("alloctrace-test-{}", std::process::id());
+        // A server per session: one killed by the last test's drop may still be going away.
+        static SESSIONS: AtomicU32 = AtomicU32::new(0);
+        let n = SESSIONS.fetch_add(1, Ordering::Relaxed);
+        let socket = format!("alloctrace-test-{}-{n}", std::process::id());
         let t = Tmux { socket };
         t.run(&[
             "new-session",

@@ -19,7 +19,7 @@ pub enum Action {
     Sort(SortKey),
     /// Select the process this many rows down (negative: up).
     Move(isize),
-    /// Draw again (the terminal was resized).
+    /// Clear the screen and draw it all again (Ctrl-L, as in top and less; a resize).
     Redraw,
 }
 
@@ -35,7 +35,11 @@ pub fn action(ev: &Event) -> Option<Action> {
     } = *key;
     // Raw mode: Ctrl-C reaches us as a key, not as SIGINT.
     if modifiers.contains(KeyModifiers::CONTROL) {
-        return (code == KeyCode::Char('c')).then_some(Action::Quit);
+        return match code {
+            KeyCode::Char('c') => Some(Action::Quit),
+            KeyCode::Char('l') => Some(Action::Redraw),
+            _ => None,
+        };
     }
     Some(match code {
         KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
@@ -114,5 +118,9 @@ mod tests {
         assert_eq!(action(&key(KeyCode::Down, none)), Some(Action::Move(1)));
         assert_eq!(action(&key(KeyCode::Char('x'), none)), None);
         assert_eq!(action(&Event::Resize(80, 24)), Some(Action::Redraw));
+        assert_eq!(
+            action(&key(KeyCode::Char('l'), KeyModifiers::CONTROL)),
+            Some(Action::Redraw)
+        );
     }
 }

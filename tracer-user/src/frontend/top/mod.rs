@@ -72,7 +72,8 @@ pub fn run(cfg: Config) -> Result<i32> {
                     End::TargetExited => "the traced program exited; q quits".to_string(),
                     _ => "--duration reached; q quits".to_string(),
                 });
-                screen.draw(&app)?;
+                // The command's last words may be on the screen: cleared.
+                screen.redraw(&app)?;
                 rt.block_on(browse(&mut app, &mut screen, &mut events))?;
             }
             Ok(finished)
@@ -120,7 +121,11 @@ async fn view(
             }
             Wake::Key(ev) => match keys::action(&ev) {
                 Some(Action::Quit) => return Ok((engine.stop()?, true)),
-                Some(action) => apply(app, action),
+                Some(action) => {
+                    app.note = captured.last();
+                    apply(app, screen, action)?;
+                    continue;
+                }
                 None => continue,
             },
         }
@@ -146,20 +151,21 @@ async fn browse(
         match ev.as_ref().map(keys::action) {
             // No more keys (the reader ended) or a signal: the view ends.
             None | Some(Some(Action::Quit)) => return Ok(()),
-            Some(Some(action)) => apply(app, action),
-            Some(None) => continue,
+            Some(Some(action)) => apply(app, screen, action)?,
+            Some(None) => {}
         }
-        screen.draw(app)?;
     }
 }
 
-/// What a key other than `q` does to the view.
-fn apply(app: &mut App, action: Action) {
+/// What a key other than `q` does to the view, drawn.
+fn apply(app: &mut App, screen: &mut Screen, action: Action) -> Result<()> {
     match action {
         Action::Sort(key) => app.sort = key,
         Action::Move(by) => app.select(by),
-        Action::Quit | Action::Redraw => {}
+        Action::Redraw => return screen.redraw(app),
+        Action::Quit => return Ok(()),
     }
+    screen.draw(app)
 }
 
 /// Stops the key thread when the view ends, however it ends.

@@ -54,6 +54,15 @@ impl Screen {
     }
 }
 
+impl Screen {
+    /// Clears the screen and draws the whole view: what else wrote on the terminal (a
+    /// launched command shares it) is gone, which a diffed draw would leave.
+    pub fn redraw(&mut self, app: &App) -> Result<()> {
+        self.terminal.clear().context("cannot clear the terminal")?;
+        self.draw(app)
+    }
+}
+
 impl Drop for Screen {
     fn drop(&mut self) {
         restore();
