@@ -82,3 +82,7 @@ mod allocators;
 // The daemon (`alloctrace serve`) read by the real `go tool pprof` and a real Prometheus;
 // bad requests, the bearer token, SIGTERM during a request.
 mod serve;
+
+// `alloctrace top`, the live view, in a real terminal (tmux): rows and counts that grow, sort
+// keys, `q` and SIGTERM giving the terminal back with the probes gone.
+mod top;

@@ -205,6 +205,15 @@ pub enum Sub {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
+    /// A live, full-screen view of the trace (the processes' allocation rates, the selected
+    /// process's top sites), refreshed every --interval; keys: b/c/l/r sort the sites by
+    /// bytes, count, live bytes or rate, up/down select a process, q quits. Targets as for
+    /// the batch run: `top --pid N`, `top -- CMD ARGS`, or `top` (every process).
+    Top {
+        /// The command to launch and trace.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
 }
 
 /// The longest duration any option takes: a run's deadline and the interval's ticks are

@@ -62,8 +62,14 @@ fn main() -> ExitCode {
         .filter_module(module_path!(), own)
         .format_target(false)
         .init();
-    // `serve` traces as the batch run does, its own `-- CMD` being the command.
-    let serve = match cli.subcommand.take() {
+    // `serve` and `top` trace as the batch run does, their own `-- CMD` being the command (a
+    // last positional cannot be global).
+    enum Front {
+        Batch,
+        Serve(frontend::serve::Options),
+        Top,
+    }
+    let front = match cli.subcommand.take() {
         Some(cli::Sub::Serve {
             listen,
             allow_remote,
@@ -71,15 +77,19 @@ fn main() -> ExitCode {
             command,
         }) => {
             cli.command = command;
-            Some(frontend::serve::Options {
+            Front::Serve(frontend::serve::Options {
                 listen,
                 allow_remote,
                 auth_token_file,
             })
         }
+        Some(cli::Sub::Top { command }) => {
+            cli.command = command;
+            Front::Top
+        }
         other => {
             cli.subcommand = other;
-            None
+            Front::Batch
         }
     };
     let cfg = match config::validate(cli) {
@@ -89,9 +99,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let run = match serve {
-        Some(opts) => frontend::serve::run(cfg, opts),
-        None => frontend::batch::run(cfg),
+    let run = match front {
+        Front::Batch => frontend::batch::run(cfg),
+        Front::Serve(opts) => frontend::serve::run(cfg, opts),
+        Front::Top => frontend::top::run(cfg),
     };
     match run {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

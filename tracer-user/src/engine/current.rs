@@ -4,7 +4,9 @@
 //! (`finish`).
 use std::time::Instant;
 
-use super::Engine;
+use anyhow::Result;
+
+use super::{End, Ended, Engine};
 use crate::model::Profile;
 use crate::symbolize::sites::{modules_of, symbolize_sites};
 
@@ -80,5 +82,21 @@ impl Engine {
         if !pids.is_empty() {
             log::debug!("{} exited processes forgotten", pids.len());
         }
+    }
+}
+
+impl Engine {
+    /// Ends the trace now, at the front end's request (the live view's `q`): as if
+    /// `--duration` ran out (a launched command goes on running, the exit code is 0). To be
+    /// called between two `advance`s, instead of the next one; `finish` follows.
+    pub fn stop(&mut self) -> Result<Ended> {
+        self.end(End::Duration)
+    }
+}
+
+impl Ended {
+    /// Why the trace ended (a front end that shows it may keep its last view).
+    pub fn end(&self) -> End {
+        self.end
     }
 }

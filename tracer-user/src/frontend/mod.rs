@@ -2,3 +2,4 @@
 pub mod batch;
 pub mod compare;
 pub mod serve;
+pub mod top;
