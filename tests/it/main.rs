@@ -78,3 +78,8 @@ mod threads_signals;
 // new/delete on tcmalloc, Rust on tikv-jemallocator and mimalloc, each exact in launch and
 // --pid mode with its allocator named; system-wide, exec into static musl, alloc-only.
 mod allocators;
+
+// Go programs (issue 24): runtime.mallocgc counted per stack from an entry probe only, exact
+// per //go:noinline function against the program's own ground truth, in launch and --pid
+// mode, with goroutines on several threads, stack growth and GC; the program's output intact.
+mod golang;

@@ -19,7 +19,7 @@ use crate::config::{Config, TargetSpec};
 use crate::drain::series::Series;
 use crate::drain::{self, Drainer};
 use crate::kmaps::loader::{self, Sizes};
-use crate::model::Target;
+use crate::model::{Target, TraceMode};
 use crate::probe::{self, children, follow, Scope};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
@@ -174,6 +174,7 @@ impl Engine {
             Target::System => None,
         };
         let sets = found.sets;
+        let mode = go_mode(cfg.mode, &sets);
         mark("target and its allocators resolved (probe placement included)");
         // Said once each: a file whose allocator cannot be probed while others can is skipped;
         // with none left, the process is unseen (said below).
@@ -204,9 +205,9 @@ impl Engine {
         };
         mark("maps created");
         let mut programs = probe::Programs::new(ebpf, loader::object())?;
+        crate::golang::gc::prepare(&mut programs.ebpf);
         mark("programs relocated");
-        let probes_in = match probe::attach(&mut programs, &sets, scope, cfg.mode, cfg.bench_floor)
-        {
+        let probes_in = match probe::attach(&mut programs, &sets, scope, mode, cfg.bench_floor) {
             Ok(p) => p,
             Err(e) => match cfg.target {
                 TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
@@ -217,7 +218,7 @@ impl Engine {
         };
         mark("programs loaded (verified) and linked");
         let attached: usize = probes_in.iter().map(|a| a.points()).sum();
-        let (retarget, loose) = retarget_for(scope, &sets, cfg.mode, probes_in);
+        let (retarget, loose) = retarget_for(scope, &sets, mode, probes_in);
         let drainer = Drainer::take(
             &mut programs.ebpf,
             cfg.max_samples,
@@ -251,14 +252,14 @@ impl Engine {
             .unwrap_or(0);
         let (follower, children) = if cfg.follow_forks {
             let (f, shared) =
-                follow::Follower::new(ebpf.clone(), sets.clone(), cfg.mode, cfg.probe_at, start_ns);
+                follow::Follower::new(ebpf.clone(), sets.clone(), mode, cfg.probe_at, start_ns);
             let c = children::Children::new(shared, start_ns);
             (Some(f), Some(c))
         } else {
             (None, None)
         };
         let system = system_uses
-            .map(|uses| SystemSets::new(ebpf.clone(), cfg.mode, cfg.probe_at, sets.clone(), uses));
+            .map(|uses| SystemSets::new(ebpf.clone(), mode, cfg.probe_at, sets.clone(), uses));
         let exec_wake = Arc::new(tokio::sync::Notify::new());
         let events_thread = {
             let (sym, stop) = (symbolizer.clone(), stop_events.clone());
@@ -325,7 +326,7 @@ impl Engine {
         }
         Ok(Engine {
             settings: Settings {
-                mode: cfg.mode,
+                mode,
                 sample_bytes: cfg.sample_bytes,
                 interval: cfg.interval,
                 resolution: cfg.resolution,
@@ -345,7 +346,7 @@ impl Engine {
                 retarget,
                 sets,
                 scope,
-                mode: cfg.mode,
+                mode,
                 probe_at: cfg.probe_at,
                 loose,
             },
@@ -366,4 +367,19 @@ impl Engine {
             sweep_due: false,
         })
     }
+}
+
+/// The mode a trace runs in: alloc-only when the target runs Go code (Go frees nothing by a
+/// call: the collector sweeps, so a full trace would show every Go allocation as live). Said
+/// once, as the report says it.
+fn go_mode(asked: TraceMode, sets: &[probe::ProbeSet]) -> TraceMode {
+    let go = sets.iter().any(|s| s.found.allocator.name() == "go");
+    if go && asked == TraceMode::Full {
+        log::warn!(
+            "the target runs Go: allocations only (alloc-only mode); Go frees by garbage \
+             collection, not by calls, so no free is seen"
+        );
+        return TraceMode::AllocOnly;
+    }
+    asked
 }
