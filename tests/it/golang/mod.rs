@@ -285,3 +285,72 @@ fn go_http_server_by_pid_is_exact_and_keeps_serving() {
         report.describe_sites(server.pid())
     );
 }
+
+/// Every output of a Go run: `go tool pprof -top` on the pprof profile lists the program's
+/// functions with their exact counts, as Go's own `allocs` profile does (the runtime's frames
+/// hidden); the folded stacks end in the runtime's allocation frame with the exact bytes; the
+/// HTML page names the functions.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn go_outputs_read_like_gos_own_profiles() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (pprof, folded, html) = (
+        scratch.path("go.pb.gz"),
+        scratch.path("go.folded"),
+        scratch.path("go.html"),
+    );
+    let extra = [
+        OsStr::new("--pprof"),
+        pprof.as_os_str(),
+        OsStr::new("--folded"),
+        folded.as_os_str(),
+        OsStr::new("--html"),
+        html.as_os_str(),
+    ];
+    let run = launch("go_alloc", &[], &extra, scratch);
+    run.finished.assert_code(0);
+    let context = run.finished.describe();
+    let top = std::process::Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-sample_index=alloc_objects",
+            "-nodecount=100",
+        ])
+        .arg(&pprof)
+        .output()
+        .expect("go tool pprof runs");
+    let top = String::from_utf8_lossy(&top.stdout);
+    let flat = |function: &str| {
+        top.lines().find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words.last() == Some(&function)).then(|| words[0].to_string())
+        })
+    };
+    // Both run before the first GC cycle can start (no assist inside their mallocgc calls).
+    for (function, allocs) in [("main.allocNodes", "1000"), ("main.allocInts", "200")] {
+        assert_eq!(
+            flat(function).as_deref(),
+            Some(allocs),
+            "go tool pprof -top: {function}\n{top}\n{context}"
+        );
+    }
+    assert!(
+        !top.contains("runtime.newobject"),
+        "the runtime's allocation frames are shown as leaves\n{top}"
+    );
+    let folded = std::fs::read_to_string(&folded).expect("folded stacks written");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.ends_with("main.allocNodes;runtime.newobject 32000")),
+        "{folded}"
+    );
+    let html = std::fs::read_to_string(&html).expect("HTML written");
+    assert!(
+        html.contains("main.allocBytes"),
+        "the HTML page names no Go function"
+    );
+}

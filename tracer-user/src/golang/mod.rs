@@ -47,8 +47,8 @@ pub fn runtime_line(p: &Profile) -> Option<String> {
         format!(", the last ending at {:.2}s", t.as_secs_f64())
     });
     Some(format!(
-        "{cycles} GC cycles completed ({whose}){when}; frees not counted: Go frees by garbage \
-         collection, not by calls"
+        "{cycles} GC cycles completed ({whose}){when}; frees and live heap not measured: Go \
+         frees by garbage collection, not by calls"
     ))
 }
 
@@ -82,8 +82,8 @@ mod tests {
         p.processes = vec![g];
         assert_eq!(
             runtime_line(&p).unwrap(),
-            "3 GC cycles completed (pid 42), the last ending at 1.50s; frees not counted: Go \
-             frees by garbage collection, not by calls"
+            "3 GC cycles completed (pid 42), the last ending at 1.50s; frees and live heap not \
+             measured: Go frees by garbage collection, not by calls"
         );
     }
 }
