@@ -354,3 +354,69 @@ fn go_outputs_read_like_gos_own_profiles() {
         "the HTML page names no Go function"
     );
 }
+
+/// System-wide, alloc-only: a Go process running when alloctrace starts is traced exactly.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn system_wide_alloc_only_traces_a_go_process_exactly() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
+    let mut w = Workload::start(
+        "go_alloc",
+        &["wait"],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    let extra = [
+        OsStr::new("--mode"),
+        OsStr::new("alloc-only"),
+        OsStr::new("--duration"),
+        OsStr::new("5s"),
+    ];
+    let mut tracer = Running::spawn(&report_args(INTERVAL, &report_path, &extra), &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_for_line(DONE);
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let truth = GroundTruth::read(&truth_path, &context);
+    let report = Report::read(&report_path, &context);
+    assert_go_exact(&report, &truth, &context);
+}
+
+/// System-wide in full mode, a Go runtime is left out and said so (its allocations would all
+/// look live: Go frees by collection), never counted with live bytes it does not have.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn system_wide_full_mode_leaves_go_out_and_says_so() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
+    let mut w = Workload::start(
+        "go_alloc",
+        &["wait"],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    let extra = [OsStr::new("--duration"), OsStr::new("3s")];
+    let mut tracer = Running::spawn(&report_args(INTERVAL, &report_path, &extra), &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    assert!(
+        finished
+            .stderr
+            .lines()
+            .any(|l| l.contains("go_alloc runs Go") && l.contains("--mode alloc-only")),
+        "no line says the Go process is left out of a full trace\n{context}"
+    );
+    let report = Report::read(&report_path, &context);
+    assert!(
+        report.sites_of(w.pid()).is_empty(),
+        "the Go process has sites in a full trace\n{context}"
+    );
+}

@@ -14,6 +14,7 @@
 mod events;
 mod execs;
 mod finish;
+mod go_mode;
 mod setup;
 mod system;
 mod tasks;

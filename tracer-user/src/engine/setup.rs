@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use super::events::{watch_events, EventsCtx};
+use super::go_mode;
 use super::system::SystemSets;
 use super::tasks::{retarget_for, Tasks};
 use super::{Engine, Settings};
@@ -19,7 +20,7 @@ use crate::config::{Config, TargetSpec};
 use crate::drain::series::Series;
 use crate::drain::{self, Drainer};
 use crate::kmaps::loader::{self, Sizes};
-use crate::model::{Target, TraceMode};
+use crate::model::Target;
 use crate::probe::{self, children, follow, Scope};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
@@ -173,8 +174,16 @@ impl Engine {
             Target::Pid { pid } | Target::Command { pid, .. } => Some(*pid),
             Target::System => None,
         };
-        let sets = found.sets;
-        let mode = go_mode(cfg.mode, &sets);
+        let (sets, mode) = match cfg.target {
+            TargetSpec::System => (
+                go_mode::skip_go_in_full_mode(found.sets, cfg.mode, "at start"),
+                cfg.mode,
+            ),
+            _ => {
+                let mode = go_mode::go_mode(cfg.mode, &found.sets);
+                (found.sets, mode)
+            }
+        };
         mark("target and its allocators resolved (probe placement included)");
         // Said once each: a file whose allocator cannot be probed while others can is skipped;
         // with none left, the process is unseen (said below).
@@ -367,19 +376,4 @@ impl Engine {
             sweep_due: false,
         })
     }
-}
-
-/// The mode a trace runs in: alloc-only when the target runs Go code (Go frees nothing by a
-/// call: the collector sweeps, so a full trace would show every Go allocation as live). Said
-/// once, as the report says it.
-fn go_mode(asked: TraceMode, sets: &[probe::ProbeSet]) -> TraceMode {
-    let go = sets.iter().any(|s| s.found.allocator.name() == "go");
-    if go && asked == TraceMode::Full {
-        log::warn!(
-            "the target runs Go: allocations only (alloc-only mode); Go frees by garbage \
-             collection, not by calls, so no free is seen"
-        );
-        return TraceMode::AllocOnly;
-    }
-    asked
 }

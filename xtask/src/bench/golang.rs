@@ -47,7 +47,7 @@ const CONFIGS: &[GoConfig] = &[
     GoConfig {
         name: "alloctrace --sample-bytes 512K",
         rate: None,
-        alloctrace: Some(&["--sample-bytes", "512K"]),
+        alloctrace: Some(&["--sample-bytes", "524288"]),
     },
 ];
 
@@ -200,6 +200,13 @@ fn render(
     );
     let base = median(&mut runs[0].iter().map(|r| r.ns_per_alloc).collect::<Vec<_>>());
     for (cfg, rs) in CONFIGS.iter().zip(runs) {
+        if rs.is_empty() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut t,
+                format_args!("| {} | no valid run | | |\n", cfg.name),
+            );
+            continue;
+        }
         let mut v: Vec<f64> = rs.iter().map(|r| r.ns_per_alloc).collect();
         let (lo, hi) = v
             .iter()
