@@ -420,3 +420,33 @@ fn system_wide_full_mode_leaves_go_out_and_says_so() {
         "the Go process has sites in a full trace\n{context}"
     );
 }
+
+/// A full trace of a C program that executes a Go program: the Go program is marked unseen
+/// with the reason (never counted with every allocation looking live); the program itself runs
+/// to its normal end.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn exec_into_go_in_full_mode_is_marked_unseen() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let report_path = scratch.path("report.json");
+    let script = format!("exec {}", workload("go_alloc").display());
+    let mut args = report_args(INTERVAL, &report_path, &[]);
+    args.extend(["--", "/bin/sh", "-c", &script].map(Into::into));
+    let finished = run_alloctrace(&args, &[]);
+    finished.assert_code(0);
+    let context = finished.describe();
+    assert!(finished.stdout.contains(DONE), "{context}");
+    let report = Report::read(&report_path, &context);
+    let reasons: Vec<String> = report
+        .processes()
+        .iter()
+        .filter_map(|p| p["unseen"]["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("runs Go") && r.contains("--mode alloc-only")),
+        "no process is marked unseen for running Go: {reasons:?}\n{context}"
+    );
+}

@@ -45,3 +45,16 @@ pub(super) fn go_mode(asked: TraceMode, sets: &[probe::ProbeSet]) -> TraceMode {
     }
     asked
 }
+
+/// Why a full trace cannot take `sets` on (a program the target executed runs Go): None when
+/// it can. The exec's program is then unseen with this reason, not counted as all live.
+pub(super) fn refused_in(sets: &[probe::ProbeSet], mode: TraceMode) -> Option<String> {
+    let go = sets.iter().find(|s| s.found.allocator.name() == "go")?;
+    (mode == TraceMode::Full).then(|| {
+        format!(
+            "{} runs Go, which a full trace does not probe (Go frees by garbage collection, so \
+             its allocations would all look live); --mode alloc-only traces it",
+            go.shown
+        )
+    })
+}
