@@ -2,9 +2,10 @@
 //! Go program goes through (`new`, `make`, `append`'s growth, string concatenation, boxing into
 //! interfaces), linked into the program itself (Go binaries are static, with no libc).
 //!
-//! Supported: amd64 binaries of Go 1.17 or later (the register ABI: the size is in `rax`);
-//! the version is read from the binary's `.go.buildinfo` (`go version -m` reads the same) and
-//! an older one is refused by name. Only the allocations are counted: Go frees nothing by a
+//! Supported: amd64 binaries of Go 1.18 or later (the register ABI, Go 1.17+, puts the size in
+//! `rax`; 1.18 is the first whose `.go.buildinfo` holds its version inline, which alloctrace
+//! reads as `go version -m` does). Older binaries are refused with the reason, never probed
+//! with the wrong ABI. Tested with Debian's Go 1.19. Only the allocations are counted: Go frees nothing by a
 //! call (the collector sweeps), so Go processes are traced in alloc-only mode.
 use alloctrace_common as abi;
 
@@ -157,8 +158,8 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
 }
 
 /// Whether alloctrace can probe a Go binary of version `v` (its buildinfo's): the register ABI
-/// (1.17+) on amd64. Unknown versions (no inline buildinfo: before 1.18) are refused with the
-/// reason, as are older ones.
+/// (1.17+) on amd64. A binary whose buildinfo does not say its version inline (before 1.18) is
+/// refused with the reason, as are older versions.
 pub fn check_version(v: Option<&str>) -> Result<(), String> {
     match v.map(|v| (v, parse_version(v))) {
         Some((_, Some(ver))) if ver >= (1, 17) => Ok(()),
