@@ -14,6 +14,16 @@ use super::{Allocator, ProbeSpec, Symbols};
 pub struct Go;
 
 pub const MALLOCGC: &str = "runtime.mallocgc";
+/// Its `Allocator::name`.
+pub const NAME: &str = "go";
+
+/// Why a full trace leaves the Go program `shown` out (a target's exec, a followed child's).
+pub fn refused_in_full_mode(shown: &str) -> String {
+    format!(
+        "{shown} runs Go, which a full trace does not probe (Go frees by garbage collection, \
+         so its allocations would all look live); --mode alloc-only traces it"
+    )
+}
 
 /// Entry only, in both modes: never a return probe in Go code (Go moves goroutine stacks, and
 /// a uretprobe rewrites a return address on them).
@@ -83,7 +93,7 @@ const ALLOCATING_PREFIXES: &[&str] = &[
 
 impl Allocator for Go {
     fn name(&self) -> &'static str {
-        "go"
+        NAME
     }
 
     /// Never by a file's name: the runtime is in the program.

@@ -1,6 +1,7 @@
 //! The trace mode for Go runtimes: Go frees by garbage collection, not by calls, so a full
 //! trace would show every Go allocation as live. A launched or --pid target that runs Go is
 //! traced alloc-only; system-wide, full mode leaves Go runtimes out and says so.
+use crate::allocator::go;
 use crate::model::TraceMode;
 use crate::probe;
 
@@ -17,7 +18,7 @@ pub(super) fn skip_go_in_full_mode(
     }
     sets.into_iter()
         .filter(|s| {
-            let go = s.found.allocator.name() == "go";
+            let go = s.found.allocator.name() == go::NAME;
             if go {
                 eprintln!(
                     "alloctrace: {} runs Go ({when}): not probed in full mode (Go frees by \
@@ -35,7 +36,7 @@ pub(super) fn skip_go_in_full_mode(
 /// call: the collector sweeps, so a full trace would show every Go allocation as live). Said
 /// once, as the report says it.
 pub(super) fn go_mode(asked: TraceMode, sets: &[probe::ProbeSet]) -> TraceMode {
-    let go = sets.iter().any(|s| s.found.allocator.name() == "go");
+    let go = sets.iter().any(|s| s.found.allocator.name() == go::NAME);
     if go && asked == TraceMode::Full {
         log::warn!(
             "the target runs Go: allocations only (alloc-only mode); Go frees by garbage \
@@ -49,12 +50,6 @@ pub(super) fn go_mode(asked: TraceMode, sets: &[probe::ProbeSet]) -> TraceMode {
 /// Why a full trace cannot take `sets` on (a program the target executed runs Go): None when
 /// it can. The exec's program is then unseen with this reason, not counted as all live.
 pub(super) fn refused_in(sets: &[probe::ProbeSet], mode: TraceMode) -> Option<String> {
-    let go = sets.iter().find(|s| s.found.allocator.name() == "go")?;
-    (mode == TraceMode::Full).then(|| {
-        format!(
-            "{} runs Go, which a full trace does not probe (Go frees by garbage collection, so \
-             its allocations would all look live); --mode alloc-only traces it",
-            go.shown
-        )
-    })
+    let go = sets.iter().find(|s| s.found.allocator.name() == go::NAME)?;
+    (mode == TraceMode::Full).then(|| go::refused_in_full_mode(&go.shown))
 }
