@@ -303,6 +303,12 @@ const GO_WORKLOADS: &[(&str, &str, &[&str])] = &[
     ("go_alloc", "./goalloc", &[]),
     // No .symtab, no DWARF: only .gopclntab names the functions.
     ("go_alloc_stripped", "./goalloc", &["-ldflags=-s -w"]),
+    // Position-independent: the table is `.data.rel.ro.gopclntab` there.
+    (
+        "go_alloc_pie_stripped",
+        "./goalloc",
+        &["-buildmode=pie", "-ldflags=-s -w"],
+    ),
     // Go and C in one process: mallocgc and glibc's malloc both probed.
     ("go_cgo", "./gocgo", &[]),
     ("go_http", "./gohttp", &[]),

@@ -182,24 +182,27 @@ fn go_program_by_pid_is_exact() {
     assert_go_exact(&report, &truth, &context);
 }
 
-/// Stripped with `-ldflags='-s -w'` (no .symtab, no DWARF): mallocgc is found and the frames
-/// named through the Go function table (.gopclntab): exact per function.
+/// Stripped with `-ldflags='-s -w'` (no .symtab, no DWARF), as an executable and as a
+/// position-independent one: mallocgc is found and the frames named through the Go function
+/// table (.gopclntab, .data.rel.ro.gopclntab in the PIE): exact per function.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn stripped_go_program_is_exact_per_function() {
-    let exe = workload("go_alloc_stripped");
-    let symtab = std::process::Command::new("readelf")
-        .arg("-S")
-        .arg(&exe)
-        .output()
-        .expect("readelf");
-    let sections = String::from_utf8_lossy(&symtab.stdout);
-    assert!(
-        !sections.contains(".symtab") && sections.contains(".gopclntab"),
-        "the workload is not stripped as the test needs:\n{sections}"
-    );
-    let run = launch_go("go_alloc_stripped", &[], &[]);
-    assert_go_exact(&run.report, &run.truth, &run.finished.describe());
+    for name in ["go_alloc_stripped", "go_alloc_pie_stripped"] {
+        let exe = workload(name);
+        let symtab = std::process::Command::new("readelf")
+            .args(["-S", "-W"])
+            .arg(&exe)
+            .output()
+            .expect("readelf");
+        let sections = String::from_utf8_lossy(&symtab.stdout);
+        assert!(
+            !sections.contains(".symtab") && sections.contains("gopclntab"),
+            "{name} is not stripped as the test needs:\n{sections}"
+        );
+        let run = launch_go(name, &[], &[]);
+        assert_go_exact(&run.report, &run.truth, &run.finished.describe());
+    }
 }
 
 /// A cgo program: Go's allocations (mallocgc) and C's (glibc's malloc, from C code in the

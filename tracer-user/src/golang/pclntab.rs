@@ -124,12 +124,15 @@ impl Functions {
     }
 }
 
-/// The function table of an ELF file, if it has one (a Go binary).
+/// The function table of an ELF file, if it has one (a Go binary): `.gopclntab`, or in a
+/// position-independent build `.data.rel.ro.gopclntab`.
 pub fn of_elf<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
 ) -> Option<Result<Functions, PclnError>> {
     use object::{Object, ObjectSection};
-    let section = elf.section_by_name(".gopclntab")?;
+    let section = elf
+        .section_by_name(".gopclntab")
+        .or_else(|| elf.section_by_name(".data.rel.ro.gopclntab"))?;
     let text = elf.section_by_name(".text").map_or(0, |s| s.address());
     Some(
         section
