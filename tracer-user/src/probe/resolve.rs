@@ -251,10 +251,7 @@ fn go_functions<'a>(
     let Some(functions) = crate::golang::pclntab::of_elf(elf) else {
         return Ok(());
     };
-    let functions = functions.map_err(|e| ProbeError::Elf {
-        path: path.to_string(),
-        reason: e.to_string(),
-    })?;
+    let functions = functions.map_err(|e| ProbeError::Mode(format!("{path}: {e}")))?;
     for p in probes {
         if let Some(found) = functions.find(p.symbol) {
             by_name.entry(p.symbol).or_insert(found);
@@ -277,10 +274,7 @@ fn go_placement(
         .section_by_name(".go.buildinfo")
         .and_then(|s| s.data().ok())
         .and_then(go::buildinfo_version);
-    let refuse = |reason: String| ProbeError::Elf {
-        path: path.to_string(),
-        reason,
-    };
+    let refuse = |reason: String| ProbeError::Mode(format!("{path}: {reason}"));
     go::check_version(version.as_deref()).map_err(refuse)?;
     let offset = go::stack_check_branch(code).ok_or_else(|| {
         refuse(format!(
