@@ -73,6 +73,7 @@ fn main() {
         build_variant(v, &src_dir, &out_dir);
     }
     rust_workloads(&manifest.join("rust-workloads"), &out_dir);
+    go_workloads(&manifest.join("go-workloads"), &out_dir);
 }
 
 /// One more build of a workload source: with another compiler, linked with an allocator, or
@@ -292,6 +293,40 @@ fn rust_workloads(dir: &Path, out_dir: &Path) {
                 .map_err(|e| format!("cannot copy {}: {e}", built.display()))
         });
         settle(&name, out_dir, result);
+    }
+}
+
+/// The Go programs of `go-workloads/` (one module, a package per program), built with the
+/// system's `go` (Debian's golang-go): `(binary, package, extra go build arguments)`. A build
+/// that fails leaves `<name>.build-error`, as the C variants do.
+const GO_WORKLOADS: &[(&str, &str, &[&str])] = &[
+    ("go_alloc", "./goalloc", &[]),
+    // No .symtab, no DWARF: only .gopclntab names the functions.
+    ("go_alloc_stripped", "./goalloc", &["-ldflags=-s -w"]),
+    // Position-independent: the table is `.data.rel.ro.gopclntab` there.
+    (
+        "go_alloc_pie_stripped",
+        "./goalloc",
+        &["-buildmode=pie", "-ldflags=-s -w"],
+    ),
+    // Go and C in one process: mallocgc and glibc's malloc both probed.
+    ("go_cgo", "./gocgo", &[]),
+    ("go_http", "./gohttp", &[]),
+];
+
+fn go_workloads(dir: &Path, out_dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    for (name, package, extra) in GO_WORKLOADS {
+        let mut cmd = Command::new("go");
+        cmd.current_dir(dir)
+            .args(["build", "-trimpath", "-o"])
+            .arg(out_dir.join(name))
+            .args(*extra)
+            .arg(package)
+            // Offline and self-contained: the module has no dependencies.
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local");
+        settle(name, out_dir, run(&mut cmd));
     }
 }
 

@@ -86,3 +86,8 @@ mod serve;
 // `alloctrace top`, the live view, in a real terminal (tmux): rows and counts that grow, sort
 // keys, `q` and SIGTERM giving the terminal back with the probes gone.
 mod top;
+
+// Go programs (issue 24): runtime.mallocgc counted per stack from an entry probe only, exact
+// per //go:noinline function against the program's own ground truth, in launch and --pid
+// mode, with goroutines on several threads, stack growth and GC; the program's output intact.
+mod golang;

@@ -27,3 +27,20 @@ pub fn sp_fp(ctx: &ProbeContext) -> (u64, u64) {
     // SAFETY: as in `sp`.
     unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) }
 }
+
+/// Go's first integer argument (`rax` in Go's register ABI, Go 1.17+ on amd64).
+#[inline(always)]
+pub fn go_arg0(ctx: &ProbeContext) -> u64 {
+    // SAFETY: as in `sp`.
+    unsafe { (*ctx.regs).rax }
+}
+
+/// Whether a `jbe` probed before the kernel runs it is taken: CF or ZF set in the flags the
+/// preceding `cmp` left.
+#[inline(always)]
+pub fn below_or_equal(ctx: &ProbeContext) -> bool {
+    const CF: u64 = 1 << 0;
+    const ZF: u64 = 1 << 6;
+    // SAFETY: as in `sp`.
+    unsafe { (*ctx.regs).eflags & (CF | ZF) != 0 }
+}

@@ -191,6 +191,18 @@ pub fn size_first_count_to_malloc(ctx: ProbeContext) -> u32 {
     alloc::count_entry(&ctx, arg(&ctx, 0), true)
 }
 
+/// Go's runtime.mallocgc, probed at its stack check's `jbe` (see `alloc::count_go`).
+#[uprobe]
+pub fn go_mallocgc_count(ctx: ProbeContext) -> u32 {
+    alloc::count_go(&ctx)
+}
+
+/// Go's runtime.gcMarkTermination: one completed GC cycle (see `alloc::count_gc`).
+#[uprobe]
+pub fn go_gc_count(ctx: ProbeContext) -> u32 {
+    alloc::count_gc(&ctx)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -182,6 +182,24 @@ pub struct Process {
     /// told, and for a process none of whose allocators could be probed: see `unseen`).
     #[serde(default)]
     pub allocators: Vec<AllocatorUse>,
+    /// A process running Go code: what alloctrace saw of its runtime. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoRuntime>,
+}
+
+/// What alloctrace saw of a Go process's runtime from outside. Go frees by collection, not by
+/// calls: no free is counted (the counters' frees are not measured for Go allocations).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoRuntime {
+    /// GC cycles the process completed while traced (entries of `runtime.gcMarkTermination`,
+    /// where the runtime counts `MemStats.NumGC`).
+    pub gc_cycles: u64,
+    /// When the first and the last of them ended, since the start of the trace (zero when
+    /// there was none).
+    #[serde(with = "duration_secs")]
+    pub first_gc: Duration,
+    #[serde(with = "duration_secs")]
+    pub last_gc: Duration,
 }
 
 /// One allocator a process used, as probed: its name (`glibc`, `musl`, `jemalloc`,

@@ -7,6 +7,7 @@ mod drain;
 mod engine;
 mod export;
 mod frontend;
+mod golang;
 mod kmaps;
 mod numfmt;
 mod probe;

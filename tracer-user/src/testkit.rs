@@ -84,6 +84,7 @@ pub fn proc_(pid: u32, comm: &str, counters: Counters) -> Process {
         unknown_frees: 0,
         unseen: None,
         allocators: Vec::new(),
+        go: None,
     }
 }
 

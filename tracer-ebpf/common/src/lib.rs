@@ -11,6 +11,7 @@
 mod call;
 mod config;
 pub mod event;
+pub mod go;
 mod hash;
 mod hist;
 pub mod live;
@@ -31,6 +32,7 @@ pub use call::{
 };
 pub use config::*;
 pub use event::Event;
+pub use go::GoGc;
 pub use hash::{fmix64, stack_hash_step, FNV_OFFSET, FNV_PRIME};
 pub use hist::{bucket_floor, log2_bucket, log2_bucket_searched, HIST_BUCKETS};
 pub use live::{AllocInfo, LiveSlot};

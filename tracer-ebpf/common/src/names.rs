@@ -61,12 +61,22 @@ pub const PROG_POSIX_MEMALIGN_COUNT_TO_MALLOC: &str = "posix_memalign_count_to_m
 /// mimalloc's mi_new_aligned(size, alignment): `call`s mi_malloc_aligned, as above.
 pub const PROG_SIZE_FIRST_COUNT_TO_MALLOC: &str = "size_first_count_to_malloc";
 
+/// Go's `runtime.mallocgc(size, typ, needzero)`: an entry probe on the stack check's
+/// conditional branch (never a return probe: Go moves goroutine stacks). Reads `rax` (Go's
+/// register ABI, Go 1.17+), not the C argument registers.
+pub const PROG_GO_MALLOCGC_COUNT: &str = "go_mallocgc_count";
+/// Go's `runtime.gcMarkTermination`: one completed GC cycle (`alloctrace_common::go`), placed
+/// as mallocgc's probe.
+pub const PROG_GO_GC_COUNT: &str = "go_gc_count";
+
 /// How many of a program's function's arguments it reads (`rdi`, `rsi`, `rdx`, ... in that
 /// order; the highest one read counts): user space's probe placement lets a probe move past
 /// instructions that write the others. Unknown names read all six.
 pub fn args_read(program: &str) -> usize {
     match program {
-        PROG_ALLOC_RETURN => 0,
+        // Go's probe reads rax and the flags, and is placed by its own rule (at the stack
+        // check's branch), never moved by the C placement.
+        PROG_ALLOC_RETURN | PROG_GO_MALLOCGC_COUNT | PROG_GO_GC_COUNT => 0,
         PROG_MALLOC_ENTER
         | PROG_VALLOC_ENTER
         | PROG_FREE_ENTER

@@ -11,3 +11,4 @@ unsafe impl aya::Pod for CallState {}
 unsafe impl aya::Pod for ProcStats {}
 unsafe impl aya::Pod for OwnedTotals {}
 unsafe impl aya::Pod for Event {}
+unsafe impl aya::Pod for GoGc {}

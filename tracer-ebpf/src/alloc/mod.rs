@@ -11,9 +11,11 @@ mod count;
 mod enter;
 mod exit;
 mod free;
+mod go;
 mod traced;
 
 pub use count::{count_aligned, count_aligned_direct, count_entry, count_malloc};
 pub use enter::enter;
 pub use exit::exit;
 pub use free::free;
+pub use go::{count_gc, count_go};

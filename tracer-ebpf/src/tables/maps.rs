@@ -2,7 +2,7 @@
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
 use crate::tables::task_storage::TaskStorage;
 use alloctrace_common::{
-    loss, CallStates, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
+    loss, CallStates, GoGc, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
 };
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -81,3 +81,8 @@ pub static PENDING: Array<u64> = Array::with_max_entries(1, 0);
 /// 0 until the first draw.
 #[map]
 pub static SAMPLER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// tgid -> the Go GC cycles it completed (`alloctrace_common::go`).
+#[map]
+pub static GO_GC: HashMap<u32, GoGc> =
+    HashMap::with_max_entries(alloctrace_common::go::GO_GC_PROCS, 0);

@@ -87,7 +87,11 @@ fn detect_uncached(path: &Path, file: &File) -> io::Result<Detected> {
         .flat_map(|a| a.markers().iter().copied())
         .chain(["malloc"])
         .collect();
-    let symbols = Symbols::of_elf(&elf, &wanted);
+    let mut symbols = Symbols::of_elf(&elf, &wanted);
+    // A Go binary stripped of .symtab still names its functions in .gopclntab.
+    if !symbols.has(super::go::MALLOCGC) {
+        symbols.add_go_functions(&elf, &wanted);
+    }
     let found: Vec<Found> = REGISTRY
         .iter()
         .filter_map(|&allocator| {
@@ -108,6 +112,9 @@ pub fn version(path: &Path, allocator: &dyn Allocator) -> Option<String> {
     let file = File::open(path).ok()?;
     let data = ReadCache::new(&file);
     let elf = object::File::parse(&data).ok()?;
-    let rodata = elf.section_by_name(".rodata")?.data().ok()?;
-    allocator.version(rodata)
+    let section = elf
+        .section_by_name(allocator.version_section())?
+        .data()
+        .ok()?;
+    allocator.version(section)
 }

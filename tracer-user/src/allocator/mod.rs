@@ -8,6 +8,7 @@
 pub mod cxx;
 mod detect;
 pub mod glibc;
+pub mod go;
 pub mod jemalloc;
 pub mod mimalloc;
 pub mod musl;
@@ -108,6 +109,11 @@ pub trait Allocator: Sync {
         ""
     }
 
+    /// The section `version` reads.
+    fn version_section(&self) -> &'static str {
+        ".rodata"
+    }
+
     /// Its version, where the file (`data`, its bytes) says it cheaply (a string in
     /// `.rodata`).
     fn version(&self, _data: &[u8]) -> Option<String> {
@@ -126,6 +132,7 @@ pub const REGISTRY: &[&dyn Allocator] = &[
     &jemalloc::Jemalloc,
     &tcmalloc::Tcmalloc,
     &mimalloc::Mimalloc,
+    &go::Go,
 ];
 
 /// One allocator found in one file: what `probe::resolve` probes there.

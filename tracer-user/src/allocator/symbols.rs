@@ -43,6 +43,23 @@ impl Symbols {
         Symbols { defined }
     }
 
+    /// Adds the names of `wanted` that the Go function table (`.gopclntab`) of `elf` has, if it
+    /// has one that alloctrace reads (a Go binary stripped of its symbol table).
+    pub fn add_go_functions<'data, R: ReadRef<'data>>(
+        &mut self,
+        elf: &object::File<'data, R>,
+        wanted: &HashSet<&'static str>,
+    ) {
+        let Some(Ok(functions)) = crate::golang::pclntab::of_elf(elf) else {
+            return;
+        };
+        for &name in wanted {
+            if let Some((entry, _)) = functions.find(name) {
+                self.defined.entry(name).or_insert(entry);
+            }
+        }
+    }
+
     /// A set of symbols, for tests.
     #[cfg(test)]
     pub fn from_pairs(pairs: &[(&'static str, u64)]) -> Symbols {

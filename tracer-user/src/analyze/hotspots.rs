@@ -19,10 +19,16 @@ pub fn caller_frame(s: &Site) -> Option<&Frame> {
         .or_else(|| s.frames.first())
 }
 
-/// The name of a site: its first frame's, or `[no stack]`.
+/// The name of a site: its first frame's, or `[no stack]`. In Go the allocator's caller is a
+/// runtime function that only turns `new`, `make` or a concatenation into an allocation
+/// (`runtime.newobject`): the site is named after the frame that asked for it, as `go tool
+/// pprof` names it.
 pub fn site_name(s: &Site) -> String {
+    let go = &crate::allocator::go::Go as &dyn crate::allocator::Allocator;
     s.frames
-        .first()
+        .iter()
+        .find(|f| !f.function.as_deref().is_some_and(|n| go.owns_function(n)))
+        .or_else(|| s.frames.first())
         .map_or_else(|| "[no stack]".to_string(), Frame::name)
 }
 
@@ -215,6 +221,22 @@ mod tests {
             None,
             "/usr/lib/libcrypto.so.3"
         )));
+    }
+
+    #[test]
+    fn go_sites_are_named_after_the_function_that_asked() {
+        let prog = "/usr/bin/goprog";
+        let frames = vec![
+            frame(Some("runtime.makeslice"), prog),
+            frame(Some("main.buildIndex"), prog),
+            frame(Some("main.main"), prog),
+        ];
+        let s = site(1, 1, frames, c(1, 48, 0, 0));
+        assert_eq!(site_name(&s), "main.buildIndex");
+        assert_eq!(caller_frame(&s).unwrap().name(), "main.buildIndex");
+        // C sites keep their first frame's name (a wrapper included).
+        let s = site(1, 1, vec![frame(Some("operator new"), prog)], c(1, 1, 0, 0));
+        assert_eq!(site_name(&s), "operator new");
     }
 
     #[test]

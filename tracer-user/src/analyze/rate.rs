@@ -272,6 +272,7 @@ mod tests {
             unknown_frees: 0,
             unseen: None,
             allocators: Vec::new(),
+            go: None,
         }
     }
 

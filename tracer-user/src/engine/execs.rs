@@ -42,7 +42,9 @@ pub(super) fn reprobe_target(
                 reprobe::Decision::Unseen(reason) => ExecProbed::Unseen(reason),
                 reprobe::Decision::Sets { all, new } => {
                     let sets = all.iter().map(ProbeSet::describe).collect();
-                    if new.is_empty() {
+                    if let Some(reason) = super::go_mode::refused_in(&new, tasks.mode) {
+                        ExecProbed::Unseen(reason)
+                    } else if new.is_empty() {
                         ExecProbed::Through {
                             sets,
                             late_us: None,

@@ -96,6 +96,12 @@ impl Engine {
                 .map(|f| std::mem::take(&mut f.live))
                 .unwrap_or_default(),
         );
+        let go_gc = {
+            let start_ns = monotonic_ns()
+                .saturating_sub(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            let programs = tasks.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+            crate::golang::gc::read(&programs.ebpf, start_ns)
+        };
         let kept_ebpf = tasks.ebpf;
         let detach = std::thread::Builder::new()
             .name("alloctrace-detach".into())
@@ -128,7 +134,7 @@ impl Engine {
         unseen.extend(children.map(|c| c.unseen()).unwrap_or_default());
         unseen.extend(system.iter().flat_map(|s| s.unprobed()));
 
-        let profile = Profile {
+        let mut profile = Profile {
             target,
             mode: settings.mode,
             sample_bytes: settings.sample_bytes,
@@ -150,6 +156,7 @@ impl Engine {
             modules: vec![],
             tracer: None,
         };
+        crate::golang::gc::annotate(&mut profile.processes, go_gc);
         // Timed for `cargo xtask bench` (the drain + symbolize cost of many distinct stacks).
         let t0 = Instant::now();
         let mut raw = drainer.sites();
@@ -264,6 +271,7 @@ fn with_unseen(mut procs: Vec<Process>, unseen: Option<(Unseen, u32)>) -> Vec<Pr
                     unknown_frees: 0,
                     unseen: Some(unseen),
                     allocators: Vec::new(),
+                    go: None,
                 },
             );
         }
@@ -306,6 +314,7 @@ mod tests {
             unknown_frees: 0,
             unseen: None,
             allocators: Vec::new(),
+            go: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod current;
 mod events;
 mod execs;
 mod finish;
+mod go_mode;
 mod setup;
 mod system;
 mod tasks;
@@ -199,6 +200,11 @@ enum Wake {
 }
 
 impl Engine {
+    /// The mode the trace runs in: the one asked for, or alloc-only for a Go target.
+    pub fn mode(&self) -> crate::model::TraceMode {
+        self.settings.mode
+    }
+
     /// The snapshots, each published when its interval is drained. A receiver started now
     /// sees the next one as changed.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
@@ -446,6 +452,7 @@ fn processes_of(procs: BTreeMap<u32, ProcTotals>) -> Vec<Process> {
             unknown_frees: p.unknown_frees,
             unseen: None,
             allocators: Vec::new(),
+            go: None,
         })
         .collect()
 }

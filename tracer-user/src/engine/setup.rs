@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use super::events::{watch_events, EventsCtx};
+use super::go_mode;
 use super::system::SystemSets;
 use super::tasks::{retarget_for, Tasks};
 use super::{Engine, Settings};
@@ -194,7 +195,16 @@ impl Engine {
             Target::Pid { pid } | Target::Command { pid, .. } => Some(*pid),
             Target::System => None,
         };
-        let sets = found.sets;
+        let (sets, mode) = match cfg.target {
+            TargetSpec::System => (
+                go_mode::skip_go_in_full_mode(found.sets, cfg.mode, "at start"),
+                cfg.mode,
+            ),
+            _ => {
+                let mode = go_mode::go_mode(cfg.mode, &found.sets);
+                (found.sets, mode)
+            }
+        };
         mark("target and its allocators resolved (probe placement included)");
         // Said once each: a file whose allocator cannot be probed while others can is skipped;
         // with none left, the process is unseen (said below).
@@ -225,9 +235,9 @@ impl Engine {
         };
         mark("maps created");
         let mut programs = probe::Programs::new(ebpf, loader::object())?;
+        crate::golang::gc::prepare(&mut programs.ebpf);
         mark("programs relocated");
-        let probes_in = match probe::attach(&mut programs, &sets, scope, cfg.mode, cfg.bench_floor)
-        {
+        let probes_in = match probe::attach(&mut programs, &sets, scope, mode, cfg.bench_floor) {
             Ok(p) => p,
             Err(e) => match cfg.target {
                 TargetSpec::Pid(pid) if target::exited_during_start(pid, &e) => {
@@ -238,7 +248,7 @@ impl Engine {
         };
         mark("programs loaded (verified) and linked");
         let attached: usize = probes_in.iter().map(|a| a.points()).sum();
-        let (retarget, loose) = retarget_for(scope, &sets, cfg.mode, probes_in);
+        let (retarget, loose) = retarget_for(scope, &sets, mode, probes_in);
         let drainer = Drainer::take(
             &mut programs.ebpf,
             cfg.max_samples,
@@ -272,14 +282,14 @@ impl Engine {
             .unwrap_or(0);
         let (follower, children) = if cfg.follow_forks {
             let (f, shared) =
-                follow::Follower::new(ebpf.clone(), sets.clone(), cfg.mode, cfg.probe_at, start_ns);
+                follow::Follower::new(ebpf.clone(), sets.clone(), mode, cfg.probe_at, start_ns);
             let c = children::Children::new(shared, start_ns);
             (Some(f), Some(c))
         } else {
             (None, None)
         };
         let system = system_uses
-            .map(|uses| SystemSets::new(ebpf.clone(), cfg.mode, cfg.probe_at, sets.clone(), uses));
+            .map(|uses| SystemSets::new(ebpf.clone(), mode, cfg.probe_at, sets.clone(), uses));
         let exec_wake = Arc::new(tokio::sync::Notify::new());
         let events_thread = {
             let (sym, stop) = (symbolizer.clone(), stop_events.clone());
@@ -346,7 +356,7 @@ impl Engine {
         }
         Ok(Engine {
             settings: Settings {
-                mode: cfg.mode,
+                mode,
                 sample_bytes: cfg.sample_bytes,
                 interval: cfg.interval,
                 resolution: cfg.resolution,
@@ -366,7 +376,7 @@ impl Engine {
                 retarget,
                 sets,
                 scope,
-                mode: cfg.mode,
+                mode,
                 probe_at: cfg.probe_at,
                 loose,
             },

@@ -182,10 +182,11 @@ fn probe_new(inner: &Mutex<Inner>, ebpf: &Weak<Mutex<Programs>>, pid: u32, time:
         let i = lock();
         (i.mode, i.probe_at)
     };
-    let found = probe::sets::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
+    let mut found = probe::sets::sets_of(&[allocators_of::mapping_file(pid, m)], probe_at);
     for f in &found.failures {
         eprintln!("alloctrace: warning: pid {pid}: {f}; skipped");
     }
+    found.sets = super::go_mode::skip_go_in_full_mode(found.sets, mode, &format!("pid {pid}"));
     if found.sets.is_empty() {
         return;
     }

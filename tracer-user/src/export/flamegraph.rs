@@ -196,6 +196,7 @@ mod tests {
                 unknown_frees: 0,
                 unseen: None,
                 allocators: Vec::new(),
+                go: None,
             }],
             sites,
             losses: Losses::default(),

@@ -191,6 +191,7 @@ mod tests {
                     unknown_frees: 0,
                     unseen: None,
                     allocators: Vec::new(),
+                    go: None,
                 })
                 .collect(),
             sites,

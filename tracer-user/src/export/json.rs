@@ -587,6 +587,7 @@ mod tests {
                     unknown_frees: 2,
                     unseen: None,
                     allocators: Vec::new(),
+                    go: None,
                 },
                 Process {
                     pid: 8,
@@ -595,6 +596,7 @@ mod tests {
                     unknown_frees: 0,
                     unseen: None,
                     allocators: Vec::new(),
+                    go: None,
                 },
             ],
             sites: vec![

@@ -464,6 +464,7 @@ pub(crate) mod tests {
             unknown_frees: 0,
             unseen: None,
             allocators: Vec::new(),
+            go: None,
         }];
         p.target = Target::Command {
             argv: vec!["./prog".into(), "<&>".into()],

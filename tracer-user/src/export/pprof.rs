@@ -308,8 +308,20 @@ fn encode_raw(p: &Profile, default: &str) -> Vec<u8> {
         .map(|x| (x.pid, x.comm.as_str()))
         .collect();
 
+    // Go processes' stacks as Go's own heap profiles write them.
+    let go_pids: std::collections::HashSet<u32> = p
+        .processes
+        .iter()
+        .filter(|x| x.go.is_some())
+        .map(|x| x.pid)
+        .collect();
     let mut samples: Vec<Msg> = Vec::with_capacity(sites.len());
     for s in &sites {
+        let frames = if go_pids.contains(&s.pid) {
+            crate::golang::profile_frames(&s.frames)
+        } else {
+            &s.frames[..]
+        };
         let mut ids: Vec<u64> = Vec::with_capacity(s.frames.len().max(1));
         if s.frames.is_empty() {
             let id = *no_stack_location.get_or_insert_with(|| {
@@ -320,7 +332,7 @@ fn encode_raw(p: &Profile, default: &str) -> Vec<u8> {
             });
             ids.push(id);
         }
-        for f in &s.frames {
+        for f in frames {
             let id = match location_of.get(&(s.pid, f.addr)) {
                 Some(&id) => id,
                 None => {
@@ -756,6 +768,7 @@ mod tests {
                     unknown_frees: 0,
                     unseen: None,
                     allocators: Vec::new(),
+                    go: None,
                 })
                 .collect(),
             sites,

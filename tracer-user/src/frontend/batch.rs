@@ -25,7 +25,7 @@ pub fn run(cfg: Config) -> Result<i32> {
             // This front end drives the engine: the snapshot just published (if any) is the
             // one read, printed before the engine goes on (see `engine`'s comment).
             if snapshots.has_changed()? {
-                print_interval(&snapshots.borrow_and_update(), cfg.mode);
+                print_interval(&snapshots.borrow_and_update(), engine.mode());
             }
             if let Some(ended) = ended {
                 return Ok::<_, anyhow::Error>(ended);

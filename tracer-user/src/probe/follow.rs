@@ -188,6 +188,13 @@ impl Follower {
             reprobe::Decision::Unseen(reason) => return ExecProbed::Unseen(reason),
             reprobe::Decision::Sets { all, new } => (all, new),
         };
+        // Go frees by collection: a full trace would count its allocations as all live.
+        if self.mode == TraceMode::Full {
+            let go = crate::allocator::go::NAME;
+            if let Some(s) = new.iter().find(|s| s.found.allocator.name() == go) {
+                return ExecProbed::Unseen(crate::allocator::go::refused_in_full_mode(&s.shown));
+            }
+        }
         let describe = all.iter().map(ProbeSet::describe).collect();
         if new.is_empty() {
             return ExecProbed::Through {

@@ -131,6 +131,9 @@ fn resolve_elf(
             by_name.entry(name).or_insert((sym.address(), sym.size()));
         }
     }
+    if probes.iter().any(|p| !by_name.contains_key(p.symbol)) {
+        go_functions(path, elf, probes, &mut by_name)?;
+    }
     let path = path.to_string();
     let probed: BTreeSet<u64> = by_name.values().map(|&(vaddr, _)| vaddr).collect();
     let mut seen = Vec::new();
@@ -172,7 +175,18 @@ fn resolve_elf(
             continue;
         }
         seen.push(file_offset);
-        let placement = placement::place(code, vaddr, mode, &BTreeSet::new(), args_read(p));
+        let placement = if placed_by_go_rule(p) {
+            match go_placement(&path, elf, p.symbol, code) {
+                Ok(placement) => placement,
+                Err(e) if !p.required => {
+                    log::warn!("{e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            placement::place(code, vaddr, mode, &BTreeSet::new(), args_read(p))
+        };
         out.push((
             p,
             vaddr,
@@ -188,7 +202,7 @@ fn resolve_elf(
     // jump): one linear sweep of the code checks every moved probe at once.
     let windows: Vec<(u64, u64)> = out
         .iter()
-        .filter(|(_, _, e)| e.placement.offset > 0)
+        .filter(|(p, _, e)| e.placement.offset > 0 && !placed_by_go_rule(p))
         .map(|(_, vaddr, e)| (*vaddr, vaddr + e.placement.offset))
         .collect();
     if !windows.is_empty() {
@@ -197,7 +211,10 @@ fn resolve_elf(
             outside.extend(placement::branch_targets_in(bytes, vaddr, &windows));
         }
         if !outside.is_empty() {
-            for (p, vaddr, e) in out.iter_mut().filter(|(_, _, e)| e.placement.offset > 0) {
+            let moved = |(p, _, e): &&mut (&ProbeSpec, u64, Entry)| {
+                e.placement.offset > 0 && !placed_by_go_rule(p)
+            };
+            for (p, vaddr, e) in out.iter_mut().filter(moved) {
                 let size = by_name.get(p.symbol).map_or(0, |s| s.1);
                 let code = function_bytes(data, e.function_offset, size);
                 e.placement = placement::place(code, *vaddr, mode, &outside, args_read(p));
@@ -209,6 +226,68 @@ fn resolve_elf(
         log::info!("probe placement: {} {}", p.symbol, e.placement);
     }
     Ok(out.into_iter().map(|(p, _, e)| (p, e)).collect())
+}
+
+/// Go's probe goes on its stack check's branch, whatever the placement mode: its program
+/// tells a pass that will go through `runtime.morestack` (and come back to the entry) by the
+/// flags that branch reads, so it counts each call once. Nothing branches into a Go function's
+/// prologue but its own morestack path, which returns to the entry.
+fn placed_by_go_rule(p: &ProbeSpec) -> bool {
+    matches!(
+        p.program,
+        alloctrace_common::PROG_GO_MALLOCGC_COUNT | alloctrace_common::PROG_GO_GC_COUNT
+    )
+}
+
+/// The functions of `probes` that a Go binary stripped of `.symtab` names in its function
+/// table (`.gopclntab`), into `by_name`; nothing for a binary without one. A table alloctrace
+/// cannot read is an error naming why (its Go version).
+fn go_functions<'a>(
+    path: &str,
+    elf: &object::File<'_>,
+    probes: &'a [ProbeSpec],
+    by_name: &mut BTreeMap<&'a str, (u64, u64)>,
+) -> Result<(), ProbeError> {
+    let Some(functions) = crate::golang::pclntab::of_elf(elf) else {
+        return Ok(());
+    };
+    let functions = functions.map_err(|e| ProbeError::Mode(format!("{path}: {e}")))?;
+    for p in probes {
+        if let Some(found) = functions.find(p.symbol) {
+            by_name.entry(p.symbol).or_insert(found);
+        }
+    }
+    Ok(())
+}
+
+/// The placement of a Go runtime function's probe (see `placed_by_go_rule`), once the
+/// binary's Go version is one alloctrace supports (`go::check_version`).
+fn go_placement(
+    path: &str,
+    elf: &object::File<'_>,
+    symbol: &str,
+    code: &[u8],
+) -> Result<placement::Placement, ProbeError> {
+    use crate::allocator::go;
+    use object::ObjectSection;
+    let version = elf
+        .section_by_name(".go.buildinfo")
+        .and_then(|s| s.data().ok())
+        .and_then(go::buildinfo_version);
+    let refuse = |reason: String| ProbeError::Mode(format!("{path}: {reason}"));
+    go::check_version(version.as_deref()).map_err(refuse)?;
+    let offset = go::stack_check_branch(code).ok_or_else(|| {
+        refuse(format!(
+            "{symbol} does not start with Go's stack check (cmp against g.stackguard0, then \
+             jbe): not probed"
+        ))
+    })?;
+    Ok(placement::Placement {
+        offset,
+        probed: "jbe (to runtime.morestack)".into(),
+        emulated: true,
+        why: placement::Why::Past(vec!["Go's stack check".into()]),
+    })
 }
 
 #[cfg(test)]

@@ -77,6 +77,13 @@ pub fn no_allocator_reason(exe: Option<&Path>, failures: &[String]) -> String {
         );
     }
     let data = exe.and_then(|p| fs::read(p).ok()).unwrap_or_default();
+    // A Go program whose function table alloctrace cannot read (stripped, of an older Go).
+    if let Some(Err(e)) = object::File::parse(&*data)
+        .ok()
+        .and_then(|elf| crate::golang::pclntab::of_elf(&elf))
+    {
+        return format!("a Go program alloctrace cannot probe: {e}");
+    }
     let names: Vec<&str> = allocator::REGISTRY.iter().map(|a| a.name()).collect();
     if data.starts_with(b"\x7fELF") && crate::target::command::is_static_elf(&data) {
         if has_symbols(&data) {

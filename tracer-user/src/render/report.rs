@@ -92,6 +92,9 @@ pub fn render_report(p: &Profile, a: &Analysis, top: usize) -> String {
     if let Some(line) = allocators_line(p, multi) {
         label(&mut out, "Probed through", &line);
     }
+    if let Some(line) = crate::golang::runtime_line(p) {
+        label(&mut out, "Go runtime", &line);
+    }
     let avg = if total.allocs > 0 {
         format!(
             " (avg {})",

@@ -7,6 +7,7 @@
 //! file per binary, so stacks of processes that have exited (or whose binaries were deleted,
 //! or that live in another mount namespace) still symbolize. Each binary is symbolized by file
 //! offset through `/proc/self/fd/N`, once per distinct offset.
+mod go_fallback;
 pub mod sites;
 
 use std::collections::HashMap;
@@ -179,6 +180,8 @@ struct Worker {
     build_ids: HashMap<BinaryId, Option<Vec<u8>>>,
     /// Refreshes deferred by the rate limit: pid -> when it is due.
     pending: HashMap<u32, Instant>,
+    /// Per binary blazesym could not name a frame of: its Go function table, if any.
+    go: HashMap<BinaryId, Option<go_fallback::GoTable>>,
 }
 
 impl Worker {
@@ -199,6 +202,7 @@ impl Worker {
             resolved: HashMap::new(),
             build_ids: HashMap::new(),
             pending: HashMap::new(),
+            go: HashMap::new(),
         }
     }
 
@@ -333,7 +337,20 @@ impl Worker {
                         .map(|ci| ci.to_path().display().to_string().into()),
                     line: sym.code_info.as_ref().and_then(|ci| ci.line),
                 },
-                Some(Symbolized::Unknown(_)) | None => Resolved::default(),
+                Some(Symbolized::Unknown(_)) | None => {
+                    let go = self
+                        .go
+                        .entry(id)
+                        .or_insert_with(|| go_fallback::GoTable::load(&bin.read_path()));
+                    match go.as_ref().and_then(|t| t.lookup(at)) {
+                        Some((name, from_entry)) => Resolved {
+                            function: Some(name.into()),
+                            function_offset: from_entry + (off - at),
+                            ..Resolved::default()
+                        },
+                        None => Resolved::default(),
+                    }
+                }
             };
             cache.insert(off, r);
         }
@@ -384,6 +401,7 @@ impl Worker {
         for (id, bin) in self.maps.forget(pid) {
             self.resolved.remove(&id);
             self.build_ids.remove(&id);
+            self.go.remove(&id);
             // Before the file closes: its fd number may be reused by another binary.
             let _ = self.bz.evict(&evict::Elf::new(bin.read_path()).into());
         }

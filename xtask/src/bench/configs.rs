@@ -34,6 +34,11 @@ pub struct BenchOpts {
     /// unless --output says otherwise.
     #[arg(long)]
     pub startup_only: bool,
+    /// Run only the Go section (bench/go/churn: alloctrace against Go's own MemProfileRate = 1
+    /// and default-rate profiling, 10 × --iterations loop iterations); its results go to
+    /// bench/RESULTS-go.md unless --output says otherwise.
+    #[arg(long)]
+    pub go_only: bool,
     /// Another alloctrace binary (the build before a change) measured in the start-up
     /// section's rounds too, side by side.
     #[arg(long, value_name = "FILE")]

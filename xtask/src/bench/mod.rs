@@ -39,6 +39,10 @@
 //! report counted fewer allocations than the loop made says so instead of giving a cost.
 //! `--allocators-only` runs just that section.
 //!
+//! Go (`golang`): an allocation-heavy Go program under alloctrace against the same program
+//! profiling itself with runtime.MemProfileRate = 1 and at Go's default rate; `--go-only` runs
+//! just that section (bench/RESULTS-go.md).
+//!
 //! The command (`bench`) here; the configurations, the runs, the tables, BCC memleak, the
 //! per-allocator section and the two special measurements each in their own module.
 use std::{fs, path::Path};
@@ -53,6 +57,7 @@ use crate::{
 mod allocators;
 mod bcc;
 mod configs;
+mod golang;
 mod outcome;
 mod render;
 mod runs;
@@ -83,6 +88,24 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
     if opts.startup_only {
         return startup_section(opts, &alloctrace, &scratch, &root, opts.output.clone());
+    }
+    if opts.go_only {
+        let text = format!(
+            "# alloctrace on Go programs (`cargo xtask bench --go-only`)\n{}",
+            golang::run(
+                &alloctrace,
+                &root,
+                &scratch,
+                opts.iterations * 10,
+                opts.repeat
+            )?
+        );
+        return finish(
+            &text,
+            opts.output
+                .clone()
+                .unwrap_or_else(|| root.join("bench/RESULTS-go.md")),
+        );
     }
 
     let workloads = if opts.allocators_only {

@@ -242,6 +242,7 @@ mod tests {
             unknown_frees: 0,
             unseen: None,
             allocators: Vec::new(),
+            go: None,
         }];
         p.target = Target::Command {
             argv: vec!["./prog".into(), "--x=<&>".into()],

@@ -165,6 +165,7 @@ mod tests {
             },
             unknown_frees: 2,
             unseen: None,
+            go: None,
             allocators: vec![AllocatorUse {
                 name: "glibc".into(),
                 path: "/lib/libc.so.6".into(),

@@ -63,6 +63,7 @@ mod tests {
             counters: Counters::default(),
             unknown_frees: 0,
             unseen: None,
+            go: None,
             allocators: Vec::new(),
         };
         let s = Snapshot {

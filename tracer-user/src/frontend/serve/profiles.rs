@@ -156,6 +156,7 @@ mod tests {
                     ),
                     unknown_frees: 0,
                     unseen: None,
+                    go: None,
                     allocators: Vec::new(),
                 })
                 .collect(),

@@ -1,0 +1,3 @@
+module alloctrace/benchgo
+
+go 1.19

@@ -1,0 +1,3 @@
+module alloctrace/goworkloads
+
+go 1.19
