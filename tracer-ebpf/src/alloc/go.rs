@@ -9,7 +9,7 @@
 use alloctrace_common::GoGc;
 use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use aya_ebpf::programs::ProbeContext;
+use aya_ebpf::{programs::ProbeContext, EbpfContext};
 
 use crate::alloc::count_entry;
 use crate::alloc::traced::current;
@@ -40,7 +40,7 @@ pub fn count_gc(ctx: &ProbeContext) -> u32 {
     if arch::below_or_equal(ctx) {
         return 0;
     }
-    let Some(tgid) = current() else {
+    let Some(tgid) = current(ctx.as_ptr()) else {
         return 0;
     };
     // SAFETY: reads the kernel's monotonic clock.
