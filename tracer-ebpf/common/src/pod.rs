@@ -11,3 +11,5 @@ unsafe impl aya::Pod for CallState {}
 unsafe impl aya::Pod for ProcStats {}
 unsafe impl aya::Pod for OwnedTotals {}
 unsafe impl aya::Pod for Event {}
+unsafe impl aya::Pod for unwind_table::FileKey {}
+unsafe impl aya::Pod for unwind_table::FileRows {}

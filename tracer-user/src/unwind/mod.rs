@@ -3,6 +3,7 @@
 //! meets code built without frame pointers is cut there, and sites that differ only past the
 //! cut are one site again here (`site_merge`). Unwinders that need user-side work (DWARF CFI
 //! turned into tables for the kernel) come here.
+pub mod cfi;
 pub mod site_merge;
 
 use alloctrace_common as abi;
