@@ -172,6 +172,7 @@ fn file_offset(loads: &[(u64, u64, u64)], addr: u64) -> Option<u64> {
 }
 
 /// The rule in force at file offset `off` (what the kernel's binary search finds).
+#[cfg(test)]
 pub fn rule_at(rows: &[u64], off: u32) -> Option<Rule> {
     let i = rows.partition_point(|&r| r <= alloctrace_common::unwind_table::row_bound(off));
     i.checked_sub(1).map(|i| Rule::unpack(rows[i] as u32))

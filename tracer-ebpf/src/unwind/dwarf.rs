@@ -1,0 +1,285 @@
+//! The DWARF unwinder: from the caller's return address on top of the stack, frame by frame,
+//! each pc's mapping (`vma`), its binary's rows (user space's tables of its CFI), the rule in
+//! force at its file offset (a bounded binary search), and from it the caller's stack pointer
+//! (the CFA), return address (at CFA - 8) and rbp. Where a binary has no rule for a pc (no
+//! table, a gap, a rule the tables do not hold: Go's code, JIT code, the vDSO), one
+//! frame-pointer step instead.
+//!
+//! Every frame is checked on the way (its mapping must be code: the same lookup), so one walk
+//! both finds a known stack's site and writes out a new one: it runs once per recorded
+//! allocation, writing into the held per-CPU scratch.
+use core::ptr::write_volatile;
+
+use alloctrace_common::unwind_table::{
+    row_bound, Rule, CFA_END, CFA_PLT, CFA_RBP, CFA_RSP, RBP_AT_CFA, SEARCH_STEPS,
+};
+use alloctrace_common::{stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, MAX_FRAMES};
+use aya_ebpf::{cty::c_void, helpers::bpf_probe_read_user, macros::map, maps::PerCpuArray};
+
+use super::vma::{find, Found, Vma};
+use crate::bounded::repeat;
+use crate::tables::maps::{STACK_SCRATCH, UNWIND_FILES, UNWIND_ROWS};
+
+/// The walk's state, per CPU, used only by the program holding the CPU's stack scratch (see
+/// `unwind::record`). In a map, not on the program's stack: the verifier does not track
+/// values in a map, so it verifies each loop body once or twice rather than once per
+/// distinct state (a frame count on the stack is a new state every frame: ~70k more walked
+/// instructions per program).
+#[map]
+static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The walk's state (see `UNWIND_WALK`).
+#[inline(always)]
+fn state() -> Option<&'static mut Walk> {
+    // SAFETY: this CPU's slot, used by the scratch's holder only.
+    UNWIND_WALK.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The walk's state.
+#[repr(C)]
+pub struct Walk {
+    /// The current frame's return address, stack pointer (its CFA in the frame below) and rbp.
+    ret: u64,
+    sp: u64,
+    fp: u64,
+    hash: u64,
+    len: u64,
+    /// `stack_cut::*`.
+    cut: u64,
+    /// The walk reached the thread's outermost frame.
+    ended: u64,
+}
+
+/// A binary search's bound and range (see `search`), per CPU as the walk's state.
+#[repr(C)]
+pub struct Search {
+    bound: u64,
+    lo: u32,
+    hi: u32,
+}
+
+#[map]
+static UNWIND_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn search_state() -> Option<&'static mut Search> {
+    // SAFETY: as in `state`.
+    UNWIND_SEARCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Walks the stack of a probe at a function's entry (`sp`, `fp` its rsp and rbp; `first`
+/// the return address at `sp`, if `has_first`), writing the frames into `st`. Returns the
+/// stack's hash, never 0 or 1; sets `st.cut` to why it ended.
+#[inline(never)]
+pub fn walk(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
+    // No slot may keep an earlier stack's frame (of another process, maybe) past this one's
+    // end: the whole record reaches user space.
+    for ip in st.ips.iter_mut() {
+        put(ip, 0);
+    }
+    put(&mut st.len, 0);
+    let Some(w) = state() else {
+        put(&mut st.cut, stack_cut::TRUNCATED);
+        return 2;
+    };
+    w.ret = first;
+    // The caller's stack pointer once the probed function returns.
+    w.sp = sp + 8;
+    w.fp = fp;
+    w.hash = FNV_OFFSET;
+    w.len = 0;
+    w.cut = stack_cut::NONE as u64;
+    w.ended = 0;
+    if has_first != 0 {
+        let mut unused = 0u64;
+        repeat(MAX_FRAMES as u32, step, &mut unused);
+        if w.ended == 0 && w.cut == stack_cut::NONE as u64 {
+            w.cut = stack_cut::TRUNCATED as u64;
+        }
+    } else {
+        w.cut = stack_cut::TRUNCATED as u64;
+    }
+    let st = st as *mut StackTrace;
+    // SAFETY: `st` is the reference passed in.
+    unsafe { put(&mut (*st).cut, w.cut as u32) };
+    // The cut is part of the key: a walk the kernel could not check (busy) never shares a
+    // site with a stack that ends there for good.
+    let mut hash = stack_hash_step(w.hash, w.len | w.cut << 32);
+    if hash < 2 {
+        hash += 2;
+    }
+    hash
+}
+
+/// A store into the held scratch, kept before its release (see `unwind::record`).
+#[inline(always)]
+fn put<T>(to: &mut T, v: T) {
+    // SAFETY: `to` is a valid reference.
+    unsafe { write_volatile(to, v) };
+}
+
+/// Reads a user word; None if unreadable.
+#[inline(always)]
+fn read(at: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting.
+    unsafe { bpf_probe_read_user(at as *const u64) }.ok()
+}
+
+/// Step `i`: keeps frame `i` (the return address in `ret`) if it lies in code, then unwinds
+/// one frame to the next return address. Returns 1 to end the walk.
+extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(w) = state() else {
+        return 1;
+    };
+    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let i = i as usize;
+    if i >= MAX_FRAMES {
+        return 1;
+    }
+    let ret = w.ret;
+    // The call instruction, not the one after it: a call to a function that does not
+    // return may be its function's last instruction.
+    let pc = ret.wrapping_sub(1);
+    let mut vma = Vma::default();
+    match find(pc, &mut vma) {
+        Found::Code => {}
+        Found::NotCode => {
+            w.cut = stack_cut::NOT_CODE as u64;
+            return 1;
+        }
+        Found::Busy => {
+            w.cut = stack_cut::UNCHECKED as u64;
+            return 1;
+        }
+    }
+    w.hash = stack_hash_step(w.hash, ret);
+    w.len += 1;
+    // SAFETY: the held scratch, the record `walk` was given; `i` is in bounds.
+    unsafe {
+        put(&mut (*scratch).trace.ips[i], ret);
+        put(&mut (*scratch).trace.len, (i + 1) as u32);
+    }
+    let rule = Rule::unpack(rule_of(&vma, pc));
+    if rule.cfa == CFA_END {
+        w.ended = 1;
+        return 1;
+    }
+    if i + 1 >= MAX_FRAMES {
+        // More frames: cut by the depth limit (marked by `walk`).
+        return 1;
+    }
+    let (cfa, fp) = match rule.cfa {
+        CFA_RSP => (w.sp + rule.cfa_offset as u64, w.fp),
+        CFA_RBP => (w.fp.wrapping_add(rule.cfa_offset as u64), w.fp),
+        CFA_PLT => {
+            let pushed = if pc & 15 >= rule.cfa_offset as u64 {
+                8
+            } else {
+                0
+            };
+            (w.sp + 8 + pushed, w.fp)
+        }
+        _ => {
+            // No rule: a frame record at rbp, if rbp points at the stack above sp.
+            if w.fp < w.sp || w.fp & 7 != 0 {
+                w.cut = stack_cut::TRUNCATED as u64;
+                return 1;
+            }
+            match read(w.fp) {
+                Some(saved) => (w.fp + 16, saved),
+                None => {
+                    w.cut = stack_cut::TRUNCATED as u64;
+                    return 1;
+                }
+            }
+        }
+    };
+    // The stack grows down: a caller's frame lies above, past at least its return address.
+    if cfa < w.sp + 8 {
+        w.cut = stack_cut::TRUNCATED as u64;
+        return 1;
+    }
+    let Some(next) = read(cfa - 8) else {
+        w.cut = stack_cut::TRUNCATED as u64;
+        return 1;
+    };
+    let fp = if rule.cfa != 0 && rule.rbp == RBP_AT_CFA {
+        match read(cfa - 8 * rule.rbp_words as u64) {
+            Some(v) => v,
+            None => {
+                w.cut = stack_cut::TRUNCATED as u64;
+                return 1;
+            }
+        }
+    } else {
+        fp
+    };
+    // A zero return address ends a frame-pointer chain (`_start` clears rbp).
+    if next == 0 {
+        w.ended = 1;
+        return 1;
+    }
+    w.ret = next;
+    w.sp = cfa;
+    w.fp = fp;
+    0
+}
+
+/// The packed rule in force at `pc` of mapping `vma`; 0 (`CFA_NONE`) if its binary has no
+/// table or the table no row there.
+#[inline(always)]
+fn rule_of(vma: &Vma, pc: u64) -> u32 {
+    if vma.file.dev == 0 && vma.file.ino == 0 {
+        return 0;
+    }
+    // SAFETY: a hash map lookup; the value is copied out at once.
+    let Some(rows) = (unsafe { UNWIND_FILES.get(&vma.file) }).copied() else {
+        return 0;
+    };
+    let off = pc - vma.start + (vma.pgoff << 12);
+    if off > u32::MAX as u64 {
+        return 0;
+    }
+    search(rows.first, rows.count, off as u32).unwrap_or(0)
+}
+
+/// The rule of the last row at or below file offset `off` among `count` rows from `first`;
+/// 0 if there is none (or the slice is beyond the search's reach). In a `bpf_loop`: the
+/// verifier walks its step once, not once per step and branch.
+#[inline(always)]
+fn search(first: u32, count: u32, off: u32) -> Option<u32> {
+    let s = search_state()?;
+    s.bound = row_bound(off);
+    s.lo = first;
+    s.hi = first.saturating_add(count);
+    let mut unused = 0u64;
+    repeat(SEARCH_STEPS, search_step, &mut unused);
+    let s = search_state()?;
+    if s.lo < s.hi || s.lo == first {
+        return None;
+    }
+    UNWIND_ROWS.get(s.lo - 1).map(|&r| r as u32)
+}
+
+/// A step of `search`. Invariant: rows below `lo` are <= `bound`, rows from `hi` on above it.
+extern "C" fn search_step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = search_state() else {
+        return 1;
+    };
+    if s.lo >= s.hi {
+        return 1;
+    }
+    let mid = s.lo + (s.hi - s.lo) / 2;
+    match UNWIND_ROWS.get(mid) {
+        Some(&r) if r <= s.bound => s.lo = mid + 1,
+        Some(_) => s.hi = mid,
+        None => {
+            // Unreachable for a slice inside the array; ends the search with no row.
+            s.hi = s.lo;
+            return 1;
+        }
+    }
+    0
+}
