@@ -5,8 +5,8 @@
  * leaf, main -> nofp_route_a -> nofp_mid -> nofp_leaf (A_CALLS times on the main thread and
  * T_CALLS times on a thread of its own, whose stack starts in start_thread) and main ->
  * nofp_route_b -> nofp_mid -> nofp_leaf (B_CALLS times). Each leaf call allocates SIZE
- * bytes once and frees them. The test knows the three counts (keep them in step).
- * Ground truth: gt.h.
+ * bytes once and frees them. The test knows the three counts (keep them in step). With the
+ * argument `wait`, says ready and waits for the go first (--pid tests). Ground truth: gt.h.
  */
 #include <pthread.h>
 
@@ -65,8 +65,10 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "wait") == 0)
+        gt_ready_and_wait();
     pthread_t t;
     if (pthread_create(&t, NULL, thread_main, NULL) != 0)
         gt_die("pthread_create");

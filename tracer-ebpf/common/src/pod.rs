@@ -13,3 +13,5 @@ unsafe impl aya::Pod for OwnedTotals {}
 unsafe impl aya::Pod for Event {}
 unsafe impl aya::Pod for unwind_table::FileKey {}
 unsafe impl aya::Pod for unwind_table::FileRows {}
+unsafe impl aya::Pod for unwind_table::VmaKey {}
+unsafe impl aya::Pod for unwind_table::VmaEntry {}

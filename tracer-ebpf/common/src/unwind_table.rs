@@ -149,6 +149,42 @@ pub const GLOBAL_INODE_INO_OFFSET: &str = "INODE_INO_OFFSET";
 pub const GLOBAL_INODE_SB_OFFSET: &str = "INODE_SB_OFFSET";
 pub const GLOBAL_SB_DEV_OFFSET: &str = "SB_DEV_OFFSET";
 
+/// The kernel's cache of the mappings pcs were found in (an LRU hash): what `bpf_find_vma`
+/// said of a pc, for every pc of the same process in the same granule that the mapping
+/// covers. Cheaper than the lookup, and it needs no lock on the process's mappings (a
+/// lookup fails while another thread maps or unmaps memory). User space removes a process's
+/// entries over the range of each executable mapping it is seen to make.
+pub const MAP_VMA_CACHE: &str = "VMA_CACHE";
+pub const VMA_CACHE_ENTRIES: u32 = 16384;
+/// log2 of a granule's size (64 KiB).
+pub const VMA_GRANULE_SHIFT: u32 = 16;
+/// `vm_area_struct`'s `vm_end` (see `GLOBAL_VMA_START_OFFSET`).
+pub const GLOBAL_VMA_END_OFFSET: &str = "VMA_END_OFFSET";
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VmaKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// pc >> VMA_GRANULE_SHIFT.
+    pub granule: u64,
+}
+const _: () = assert!(size_of::<VmaKey>() == 16);
+
+/// A mapping found for a pc: its flags, range, page offset and file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaEntry {
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    /// In pages.
+    pub pgoff: u64,
+    /// dev 0 and ino 0: anonymous (or the file could not be read).
+    pub file: FileKey,
+}
+const _: () = assert!(size_of::<VmaEntry>() == 48);
+
 /// How stacks are walked (`GLOBAL_UNWIND_MODE`).
 pub const UNWIND_FP: u32 = 0;
 pub const UNWIND_DWARF: u32 = 1;

@@ -14,11 +14,17 @@ use alloctrace_common::unwind_table::{
     row_bound, Rule, CFA_END, CFA_PLT, CFA_RBP, CFA_RSP, RBP_AT_CFA, SEARCH_STEPS,
 };
 use alloctrace_common::{stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, MAX_FRAMES};
-use aya_ebpf::{cty::c_void, helpers::bpf_probe_read_user, macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::map,
+    maps::PerCpuArray,
+};
 
-use super::vma::{find, Found, Vma};
+use super::vma::{find, Found};
 use crate::bounded::repeat;
 use crate::tables::maps::{STACK_SCRATCH, UNWIND_FILES, UNWIND_ROWS};
+use alloctrace_common::unwind_table::VmaEntry;
 
 /// The walk's state, per CPU, used only by the program holding the CPU's stack scratch (see
 /// `unwind::record`). In a map, not on the program's stack: the verifier does not track
@@ -46,6 +52,7 @@ pub struct Walk {
     len: u64,
     /// `stack_cut::*`.
     cut: u64,
+    tgid: u64,
     /// The walk reached the thread's outermost frame.
     ended: u64,
 }
@@ -90,6 +97,7 @@ pub fn walk(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -
     w.len = 0;
     w.cut = stack_cut::NONE as u64;
     w.ended = 0;
+    w.tgid = bpf_get_current_pid_tgid() >> 32;
     if has_first != 0 {
         let mut unused = 0u64;
         repeat(MAX_FRAMES as u32, step, &mut unused);
@@ -142,18 +150,17 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
     // The call instruction, not the one after it: a call to a function that does not
     // return may be its function's last instruction.
     let pc = ret.wrapping_sub(1);
-    let mut vma = Vma::default();
-    match find(pc, &mut vma) {
-        Found::Code => {}
-        Found::NotCode => {
+    let vma = match find(w.tgid as u32, pc) {
+        (Found::Code, Some(v)) => v,
+        (Found::NotCode, _) => {
             w.cut = stack_cut::NOT_CODE as u64;
             return 1;
         }
-        Found::Busy => {
+        _ => {
             w.cut = stack_cut::UNCHECKED as u64;
             return 1;
         }
-    }
+    };
     w.hash = stack_hash_step(w.hash, ret);
     w.len += 1;
     // SAFETY: the held scratch, the record `walk` was given; `i` is in bounds.
@@ -161,7 +168,7 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
         put(&mut (*scratch).trace.ips[i], ret);
         put(&mut (*scratch).trace.len, (i + 1) as u32);
     }
-    let rule = Rule::unpack(rule_of(&vma, pc));
+    let rule = Rule::unpack(rule_of(vma, pc));
     if rule.cfa == CFA_END {
         w.ended = 1;
         return 1;
@@ -230,7 +237,7 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
 /// The packed rule in force at `pc` of mapping `vma`; 0 (`CFA_NONE`) if its binary has no
 /// table or the table no row there.
 #[inline(always)]
-fn rule_of(vma: &Vma, pc: u64) -> u32 {
+fn rule_of(vma: &VmaEntry, pc: u64) -> u32 {
     if vma.file.dev == 0 && vma.file.ino == 0 {
         return 0;
     }

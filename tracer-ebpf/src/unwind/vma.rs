@@ -1,10 +1,15 @@
 //! Where a pc lies, for the DWARF walk: the mapping `bpf_find_vma` finds for it (is it code,
 //! where does it start, at which page of which file) and the file as the kernel names it
-//! (`s_dev`, `i_ino`), read at the struct offsets the loader took from the kernel's BTF.
-use alloctrace_common::{unwind_table::FileKey, VM_EXEC};
+//! (`s_dev`, `i_ino`), read at the struct offsets the loader took from the kernel's BTF;
+//! kept in a cache per process and 64 KiB granule (`VMA_CACHE`), so a known stack's walk
+//! takes no lock on the process's mappings.
+use alloctrace_common::unwind_table::{VmaEntry, VmaKey, VMA_CACHE_ENTRIES, VMA_GRANULE_SHIFT};
+use alloctrace_common::VM_EXEC;
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_find_vma, bpf_get_current_task_btf, bpf_probe_read_kernel},
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
 };
 
 use crate::config::{global, VMA_FLAGS_OFFSET};
@@ -13,6 +18,8 @@ use crate::config::{global, VMA_FLAGS_OFFSET};
 /// (`alloctrace_common::unwind_table::GLOBAL_*_OFFSET`).
 #[unsafe(no_mangle)]
 pub static VMA_START_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+pub static VMA_END_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 pub static VMA_PGOFF_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
@@ -28,16 +35,21 @@ pub static SB_DEV_OFFSET: u64 = 0;
 
 const ENOENT: i64 = 2;
 
-/// A pc's mapping.
-#[repr(C)]
-#[derive(Default)]
-pub struct Vma {
-    pub flags: u64,
-    pub start: u64,
-    /// In pages.
-    pub pgoff: u64,
-    /// dev 0: an anonymous mapping (or one whose file could not be read).
-    pub file: FileKey,
+/// (process, granule) -> the code mapping last found there (see
+/// `alloctrace_common::unwind_table::MAP_VMA_CACHE`).
+#[map]
+static VMA_CACHE: LruHashMap<VmaKey, VmaEntry> = LruHashMap::with_max_entries(VMA_CACHE_ENTRIES, 0);
+
+/// The mapping of the pc looked up last, per CPU (used by the stack scratch's holder only):
+/// in a map rather than on the stack, which the walk's nested loops and callbacks share
+/// (512 bytes in all).
+#[map]
+static VMA_FOUND: PerCpuArray<VmaEntry> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn found_slot() -> Option<&'static mut VmaEntry> {
+    // SAFETY: this CPU's slot, used by the scratch's holder only.
+    VMA_FOUND.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 /// What `find` learned of a pc.
@@ -50,26 +62,49 @@ pub enum Found {
     Busy,
 }
 
-/// Looks `pc` up in the current task's mappings, filling `vma`.
+/// Looks `pc` of process `tgid` up: in the cache, else in the current task's mappings
+/// (and a code mapping found is cached). The mapping is returned with `Found::Code`.
 #[inline(always)]
-pub fn find(pc: u64, vma: &mut Vma) -> Found {
+pub fn find(tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) {
+    let Some(vma) = found_slot() else {
+        return (Found::Busy, None);
+    };
+    let key = VmaKey {
+        tgid,
+        _pad: 0,
+        granule: pc >> VMA_GRANULE_SHIFT,
+    };
+    // SAFETY: a hash map lookup; the value is copied out at once.
+    if let Some(v) = unsafe { VMA_CACHE.get(&key) } {
+        if v.start <= pc && pc < v.end {
+            *vma = *v;
+            return (Found::Code, Some(vma));
+        }
+    }
+    *vma = VmaEntry::default();
     // SAFETY: the current task is valid for the whole program; the callback is a BPF
-    // subprogram of the signature bpf_find_vma calls; its context is `vma`, alive for the
-    // call.
+    // subprogram of the signature bpf_find_vma calls; it writes into `VMA_FOUND` itself
+    // (bpf_find_vma's context must be on the stack).
     let r = unsafe {
         bpf_find_vma(
             bpf_get_current_task_btf(),
             pc,
             read_vma as *mut c_void,
-            vma as *mut Vma as *mut c_void,
+            core::ptr::null_mut(),
             0,
         )
     };
+    let Some(vma) = found_slot() else {
+        return (Found::Busy, None);
+    };
     match r {
-        0 if vma.flags & VM_EXEC != 0 => Found::Code,
-        0 => Found::NotCode,
-        e if e == -ENOENT => Found::NotCode,
-        _ => Found::Busy,
+        0 if vma.flags & VM_EXEC != 0 => {
+            let _ = VMA_CACHE.insert(&key, &*vma, 0);
+            (Found::Code, Some(vma))
+        }
+        0 => (Found::NotCode, None),
+        e if e == -ENOENT => (Found::NotCode, None),
+        _ => (Found::Busy, None),
     }
 }
 
@@ -80,14 +115,16 @@ fn kread(base: u64, off: u64) -> u64 {
     unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.unwrap_or(0)
 }
 
-/// bpf_find_vma's callback: the mapping's flags, start, page offset and file key into the
-/// `Vma` passed as context. A field that cannot be read stays 0.
-extern "C" fn read_vma(_task: *mut c_void, vma: *mut c_void, out: *mut c_void) -> i64 {
-    // SAFETY: `out` is the `Vma` `find` passed as the callback's context.
-    let out = unsafe { &mut *(out as *mut Vma) };
+/// bpf_find_vma's callback: the mapping's flags, range, page offset and file key into
+/// `VMA_FOUND`. A field that cannot be read stays 0.
+extern "C" fn read_vma(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) -> i64 {
+    let Some(out) = found_slot() else {
+        return 0;
+    };
     let vma = vma as u64;
     out.flags = kread(vma, global(&VMA_FLAGS_OFFSET));
     out.start = kread(vma, global(&VMA_START_OFFSET));
+    out.end = kread(vma, global(&VMA_END_OFFSET));
     out.pgoff = kread(vma, global(&VMA_PGOFF_OFFSET));
     let file = kread(vma, global(&VMA_FILE_OFFSET));
     if file == 0 {

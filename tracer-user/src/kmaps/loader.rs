@@ -83,6 +83,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
             ("inode", "i_ino"),
             ("inode", "i_sb"),
             ("super_block", "s_dev"),
+            ("vm_area_struct", "vm_end"),
         ],
     )
     .map_err(LoadError::Btf)?;
@@ -110,6 +111,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .override_global(ut::GLOBAL_INODE_INO_OFFSET, &offsets[5], true)
         .override_global(ut::GLOBAL_INODE_SB_OFFSET, &offsets[6], true)
         .override_global(ut::GLOBAL_SB_DEV_OFFSET, &offsets[7], true)
+        .override_global(ut::GLOBAL_VMA_END_OFFSET, &offsets[8], true)
         .override_global(ut::GLOBAL_UNWIND_MODE, &sizes.unwind_mode, true)
         .map_max_entries(ut::MAP_UNWIND_ROWS, sizes.unwind_rows)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)

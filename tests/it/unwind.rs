@@ -1,0 +1,120 @@
+//! Full stacks in code built without frame pointers (DWARF unwinding, `--unwind dwarf`, the
+//! default): `workloads/nofp_paths.c` (-O2 -fomit-frame-pointer, rbp an ordinary register)
+//! reaches one leaf by two paths, one of them on a second thread too; each full path, root
+//! to leaf, carries exactly its own count, in launch and --pid mode, and every stack reaches
+//! its thread's entry (`_start`, or `clone3` under `start_thread`). With `--unwind fp` the
+//! same stacks end early.
+//!
+//! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use crate::support::*;
+
+/// nofp_paths.c's counts per path (A_CALLS, T_CALLS, B_CALLS there).
+const A_MAIN: u64 = 300;
+const A_THREAD: u64 = 100;
+const B_MAIN: u64 = 200;
+
+const MAIN_ROOT: &[&str] = &[
+    "main",
+    "__libc_start_call_main",
+    "__libc_start_main_impl",
+    "_start",
+];
+const THREAD_ROOT: &[&str] = &["thread_main", "start_thread", "clone3"];
+
+/// The workload's leaf sites of `pid`: full frame names (innermost first) -> allocations.
+fn leaf_paths(report: &Report, pid: u32) -> BTreeMap<Vec<String>, u64> {
+    let mut out = BTreeMap::new();
+    for s in report.sites_in(pid, "nofp_leaf") {
+        *out.entry(Report::frame_names(s)).or_insert(0) +=
+            s["counters"]["allocs"].as_u64().unwrap_or(0);
+    }
+    out
+}
+
+fn path(route: &str, root: &[&str]) -> Vec<String> {
+    ["nofp_leaf", "nofp_mid", route]
+        .iter()
+        .chain(root)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The three full paths with exactly their counts, and nothing else at the leaf.
+fn assert_full_paths(report: &Report, pid: u32, context: &str) {
+    let want: BTreeMap<Vec<String>, u64> = [
+        (path("nofp_route_a", MAIN_ROOT), A_MAIN),
+        (path("nofp_route_a", THREAD_ROOT), A_THREAD),
+        (path("nofp_route_b", MAIN_ROOT), B_MAIN),
+    ]
+    .into_iter()
+    .collect();
+    let got = leaf_paths(report, pid);
+    assert_eq!(
+        got,
+        want,
+        "paths to nofp_leaf\n{}\n{context}",
+        report.describe_sites(pid)
+    );
+    let cut = report.losses().get("stacks_cut").copied().unwrap_or(0);
+    assert_eq!(cut, 0, "stacks cut\n{context}");
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn launch_mode_walks_full_paths_without_frame_pointers() {
+    let run = launch("nofp_paths", &[], &[], Scratch::new());
+    run.finished.assert_code(0);
+    let context = run.finished.describe();
+    assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
+    assert_full_paths(&run.report, run.truth.pid, &context);
+}
+
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn pid_mode_walks_full_paths_without_frame_pointers() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
+    let mut w = Workload::start(
+        "nofp_paths",
+        &["wait"],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    let mut args = vec![OsString::from("--pid"), w.pid().to_string().into()];
+    args.extend(report_args("250ms", &report_path, &[]));
+    let mut tracer = Running::spawn(&args, &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let report = Report::read(&report_path, &context);
+    let truth = GroundTruth::read(&truth_path, &context);
+    assert_sites_match(&report, &truth, &["nofp_leaf"]);
+    assert_full_paths(&report, w.pid(), &context);
+}
+
+/// The frame-pointer walk on the same code: no leaf stack reaches the thread's entry (rbp
+/// holds data, so the walk stops early).
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn fp_mode_cuts_the_same_stacks() {
+    let run = launch(
+        "nofp_paths",
+        &[],
+        &[std::ffi::OsStr::new("--unwind"), std::ffi::OsStr::new("fp")],
+        Scratch::new(),
+    );
+    run.finished.assert_code(0);
+    let context = run.finished.describe();
+    assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
+    let got = leaf_paths(&run.report, run.truth.pid);
+    assert!(
+        got.keys().all(|p| !p.iter().any(|f| f == "_start")),
+        "a frame-pointer walk reached _start through code without frame pointers: {got:?}\n{context}"
+    );
+}
