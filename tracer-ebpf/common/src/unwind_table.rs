@@ -29,6 +29,11 @@ pub const CFA_PLT: u32 = 3;
 /// The return address is undefined: the outermost frame of a thread (`_start`,
 /// `clone`/`clone3`'s child). The stack is complete.
 pub const CFA_END: u32 = 4;
+/// A signal frame (`__restore_rt`): rsp points at the kernel's `ucontext`, whose saved
+/// registers give the interrupted frame: rsp at rsp + offset, rip 8 bytes above it, rbp
+/// `SIGNAL_RBP_BELOW_RSP` bytes below it (x86-64's `struct sigcontext`).
+pub const CFA_SIGNAL: u32 = 5;
+pub const SIGNAL_RBP_BELOW_RSP: u32 = 40;
 
 /// rbp is unchanged by this frame.
 pub const RBP_SAME: u32 = 0;
@@ -69,7 +74,7 @@ impl Rule {
     /// The rule packed into a row's low 32 bits; None when it does not fit (the range gets
     /// `Rule::NONE`).
     pub fn pack(&self) -> Option<u32> {
-        if self.cfa > CFA_END
+        if self.cfa > CFA_SIGNAL
             || self.rbp > RBP_AT_CFA
             || self.cfa_offset > MAX_CFA_OFFSET
             || self.rbp_words > MAX_RBP_WORDS

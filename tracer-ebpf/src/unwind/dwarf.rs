@@ -11,7 +11,8 @@
 use core::ptr::write_volatile;
 
 use alloctrace_common::unwind_table::{
-    row_bound, Rule, CFA_END, CFA_PLT, CFA_RBP, CFA_RSP, RBP_AT_CFA, SEARCH_STEPS,
+    row_bound, Rule, CFA_END, CFA_PLT, CFA_RBP, CFA_RSP, CFA_SIGNAL, RBP_AT_CFA, SEARCH_STEPS,
+    SIGNAL_RBP_BELOW_RSP,
 };
 use alloctrace_common::{stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, MAX_FRAMES};
 use aya_ebpf::{
@@ -55,6 +56,8 @@ pub struct Walk {
     tgid: u64,
     /// The walk reached the thread's outermost frame.
     ended: u64,
+    /// `ret` is the pc a signal interrupted, not a return address.
+    interrupted: u64,
 }
 
 /// A binary search's bound and range (see `search`), per CPU as the walk's state.
@@ -97,6 +100,7 @@ pub fn walk(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -
     w.len = 0;
     w.cut = stack_cut::NONE as u64;
     w.ended = 0;
+    w.interrupted = 0;
     w.tgid = bpf_get_current_pid_tgid() >> 32;
     if has_first != 0 {
         let mut unused = 0u64;
@@ -149,7 +153,9 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
     let ret = w.ret;
     // The call instruction, not the one after it: a call to a function that does not
     // return may be its function's last instruction.
-    let pc = ret.wrapping_sub(1);
+    // A pc a signal interrupted is looked up as it is: the instruction it names has not run.
+    let pc = ret.wrapping_sub(1 - w.interrupted.min(1));
+    w.interrupted = 0;
     let vma = match find(w.tgid as u32, pc) {
         (Found::Code, Some(v)) => v,
         (Found::NotCode, _) => {
@@ -176,6 +182,27 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
     if i + 1 >= MAX_FRAMES {
         // More frames: cut by the depth limit (marked by `walk`).
         return 1;
+    }
+    if rule.cfa == CFA_SIGNAL {
+        // The interrupted frame's registers, as the kernel saved them in the signal frame.
+        let at = w.sp + rule.cfa_offset as u64;
+        let (Some(sp), Some(pc), Some(fp)) = (
+            read(at),
+            read(at + 8),
+            read(at - SIGNAL_RBP_BELOW_RSP as u64),
+        ) else {
+            w.cut = stack_cut::TRUNCATED as u64;
+            return 1;
+        };
+        if pc == 0 {
+            w.ended = 1;
+            return 1;
+        }
+        w.ret = pc;
+        w.sp = sp;
+        w.fp = fp;
+        w.interrupted = 1;
+        return 0;
     }
     let (cfa, fp) = match rule.cfa {
         CFA_RSP => (w.sp + rule.cfa_offset as u64, w.fp),

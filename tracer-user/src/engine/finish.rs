@@ -201,7 +201,8 @@ impl Engine {
             modules,
             tracer: own_cost(),
             losses: Losses {
-                stacks_cut,
+                stacks_cut: stacks_cut.sites,
+                stacks_cut_bytes: stacks_cut.bytes,
                 ..profile.losses
             },
             ..profile

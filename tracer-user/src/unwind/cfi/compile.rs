@@ -259,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn glibcs_signal_frame_is_recognized() {
+        let data = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").expect("glibc");
+        let t = compile(&data).unwrap();
+        // __restore_rt (not in the stripped library's symbols): one range, from the nop
+        // before it (the walk looks up the byte before a return address).
+        let signal: Vec<Rule> = t
+            .rows
+            .iter()
+            .map(|&r| Rule::unpack(r as u32))
+            .filter(|r| r.cfa == alloctrace_common::unwind_table::CFA_SIGNAL)
+            .collect();
+        assert_eq!(signal.len(), 1, "{signal:?}");
+        assert_eq!(signal[0].cfa_offset, 160);
+    }
+
+    #[test]
     fn pythons_tables_are_compiled() {
         let data = std::fs::read("/usr/bin/python3").expect("Debian's python3 is installed");
         let t = compile(&data).unwrap();

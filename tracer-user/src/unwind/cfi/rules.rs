@@ -4,8 +4,8 @@
 //! (return address undefined), and where the caller's rbp was saved. Anything else becomes
 //! `Rule::NONE`: the kernel falls back to frame pointers there.
 use alloctrace_common::unwind_table::{
-    Rule, CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, MAX_CFA_OFFSET, MAX_RBP_WORDS, RBP_AT_CFA,
-    RBP_SAME,
+    Rule, CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_SIGNAL, MAX_CFA_OFFSET, MAX_RBP_WORDS,
+    RBP_AT_CFA, RBP_SAME, SIGNAL_RBP_BELOW_RSP,
 };
 use gimli::{CfaRule, Reader, RegisterRule, UnwindSection, UnwindTableRow, X86_64};
 
@@ -32,10 +32,22 @@ pub fn reduce<R: Reader, S: UnwindSection<R>>(
                 _ => return Rule::NONE,
             }
         }
-        CfaRule::Expression(e) => match e.get(section).ok().and_then(|e| plt_threshold(e.0)) {
-            Some(t) => (CFA_PLT, t),
-            None => return Rule::NONE,
-        },
+        CfaRule::Expression(e) => {
+            let Ok(e) = e.get(section) else {
+                return Rule::NONE;
+            };
+            if let Some(t) = plt_threshold(e.0.clone()) {
+                (CFA_PLT, t)
+            } else if let Some(off) = signal_frame(row, section, e.0) {
+                return Rule {
+                    cfa: CFA_SIGNAL,
+                    cfa_offset: off,
+                    ..Rule::NONE
+                };
+            } else {
+                return Rule::NONE;
+            }
+        }
     };
     // The return address is at CFA - 8 on x86-64 (the call pushed it); a row that says
     // otherwise is one the walk cannot follow.
@@ -76,6 +88,34 @@ fn plt_threshold<R: Reader>(mut e: R) -> Option<u32> {
     let lit = b[6];
     b[6] = 0;
     (b == pattern && (0x30..=0x4f).contains(&lit)).then(|| (lit - 0x30) as u32)
+}
+
+/// The rsp-slot offset N of a signal frame (glibc's `__restore_rt`: CFA = `[rsp + N]`, rip
+/// saved at `rsp + N + 8`, rbp at `rsp + N - 40`), None for any other rule.
+fn signal_frame<R: Reader, S: UnwindSection<R>>(
+    row: &UnwindTableRow<R::Offset>,
+    section: &S,
+    cfa: R,
+) -> Option<u32> {
+    let off = breg7(cfa, true)?;
+    let saved = |reg| match row.register(reg) {
+        Some(RegisterRule::Expression(e)) => e.get(section).ok().and_then(|e| breg7(e.0, false)),
+        _ => None,
+    };
+    (saved(X86_64::RA) == Some(off + 8) && saved(X86_64::RBP) == Some(off - SIGNAL_RBP_BELOW_RSP))
+        .then_some(off)
+}
+
+/// N of the expression `DW_OP_breg7 N` (with `deref`, `DW_OP_breg7 N; DW_OP_deref`).
+fn breg7<R: Reader>(mut e: R, deref: bool) -> Option<u32> {
+    if e.read_u8().ok()? != 0x77 {
+        return None;
+    }
+    let n = u32::try_from(e.read_sleb128().ok()?).ok()?;
+    if deref && e.read_u8().ok()? != 0x06 {
+        return None;
+    }
+    (e.is_empty() && (SIGNAL_RBP_BELOW_RSP..=MAX_CFA_OFFSET).contains(&n)).then_some(n)
 }
 
 #[cfg(test)]
