@@ -118,3 +118,129 @@ fn fp_mode_cuts_the_same_stacks() {
         "a frame-pointer walk reached _start through code without frame pointers: {got:?}\n{context}"
     );
 }
+
+/// Share of a run's allocated bytes whose stacks reach their thread's entry (not cut).
+fn complete_share(report: &Report) -> f64 {
+    let total: u64 = report
+        .sites()
+        .iter()
+        .map(|s| s["counters"]["bytes"].as_u64().unwrap_or(0))
+        .sum();
+    let cut = report
+        .losses()
+        .get("stacks_cut_bytes")
+        .copied()
+        .unwrap_or(0);
+    1.0 - cut as f64 / total.max(1) as f64
+}
+
+/// heaptrack's share, on the same command, of allocations whose stacks reach the thread's
+/// entry (its folded stacks count allocations, not bytes), for the comparison printed.
+fn heaptrack_share(scratch: &Scratch, argv: &[&str]) -> Option<f64> {
+    let out = scratch.path("heaptrack");
+    let ok = std::process::Command::new("heaptrack")
+        .arg("-o")
+        .arg(&out)
+        .args(argv)
+        .output()
+        .ok()?
+        .status
+        .success();
+    let folded = scratch.path("heaptrack.folded");
+    let data = std::path::PathBuf::from(format!("{}.zst", out.display()));
+    let printed = std::process::Command::new("heaptrack_print")
+        .arg("-f")
+        .arg(&data)
+        .arg("--print-flamegraph")
+        .arg(&folded)
+        .args(["--flamegraph-cost-type", "allocations"])
+        .output()
+        .ok()?;
+    if !ok || !printed.status.success() {
+        return None;
+    }
+    let entry = [
+        "_start",
+        "__libc_start_main_impl",
+        "__libc_start_call_main",
+        "start_thread",
+        "clone3",
+    ];
+    let (mut all, mut complete) = (0u64, 0u64);
+    for line in std::fs::read_to_string(&folded).ok()?.lines() {
+        let (stack, n) = line.rsplit_once(' ')?;
+        let n: u64 = n.parse().ok()?;
+        all += n;
+        // Root first; unnamed `_start` (stripped binaries) shows as an address before libc's.
+        if stack
+            .split(';')
+            .take(2)
+            .any(|f| entry.contains(&f.split(' ').next().unwrap_or("")))
+        {
+            complete += n;
+        }
+    }
+    Some(complete as f64 / all.max(1) as f64)
+}
+
+/// Debian's own python3, sqlite3 and git (built without frame pointers): at least 90% of the
+/// bytes they allocate have stacks that reach the thread's entry. heaptrack's share on the
+/// same command is printed beside (measured: python3 94.1% of bytes here, the rest past the
+/// 32-frame depth limit, heaptrack 98.4% of allocations; sqlite3 and git 100% both).
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn debian_programs_stacks_reach_the_thread_entry() {
+    alloctrace_bin();
+    let script = "import json, re, collections\n\
+                  d = {str(i): [i] * (i % 7) for i in range(20000)}\n\
+                  s = json.dumps(d)\n\
+                  json.loads(s)\n\
+                  re.findall(r'\\d+', s[:100000])\n\
+                  collections.Counter(s)\n";
+    let sql = "create table t(a,b); with recursive c(x) as (select 1 union all select x+1 \
+               from c limit 20000) insert into t select x, hex(randomblob(40)) from c; \
+               select count(*), sum(length(b)) from t group by a % 10;";
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let commands: [&[&str]; 3] = [
+        &["/usr/bin/python3", "-c", script],
+        &["/usr/bin/sqlite3", ":memory:", sql],
+        &[
+            "/usr/bin/git",
+            "--no-pager",
+            "-C",
+            repo,
+            "log",
+            "-50",
+            "--stat",
+        ],
+    ];
+    for argv in commands {
+        let scratch = Scratch::new();
+        let report_path = scratch.path("report.json");
+        let mut args: Vec<OsString> = ["--report", "json", "-o"].map(OsString::from).to_vec();
+        args.push(report_path.clone().into());
+        args.push("--".into());
+        args.extend(argv.iter().map(OsString::from));
+        let finished = run_alloctrace(&args, &[]);
+        finished.assert_code(0);
+        let context = finished.describe();
+        let report = Report::read(&report_path, &context);
+        let share = complete_share(&report);
+        let theirs = heaptrack_share(&scratch, argv);
+        eprintln!(
+            "{}: {:.1}% of bytes with complete stacks; heaptrack: {}",
+            argv[0],
+            share * 100.0,
+            theirs.map_or("did not run".to_string(), |s| format!(
+                "{:.1}% of allocations",
+                s * 100.0
+            ))
+        );
+        assert!(
+            share >= 0.9,
+            "{}: only {:.1}% of bytes have stacks reaching the thread's entry\n{context}",
+            argv[0],
+            share * 100.0
+        );
+    }
+}
