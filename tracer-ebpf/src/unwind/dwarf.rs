@@ -19,13 +19,13 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::map,
-    maps::PerCpuArray,
+    maps::{LruHashMap, PerCpuArray},
 };
 
 use super::vma::{find, Found};
 use crate::bounded::repeat;
 use crate::tables::maps::{STACK_SCRATCH, UNWIND_FILES, UNWIND_ROWS};
-use alloctrace_common::unwind_table::VmaEntry;
+use alloctrace_common::unwind_table::{FileKey, VmaEntry};
 
 /// The walk's state, per CPU, used only by the program holding the CPU's stack scratch (see
 /// `unwind::record`). In a map, not on the program's stack: the verifier does not track
@@ -268,16 +268,40 @@ fn rule_of(vma: &VmaEntry, pc: u64) -> u32 {
     if vma.file.dev == 0 && vma.file.ino == 0 {
         return 0;
     }
-    // SAFETY: a hash map lookup; the value is copied out at once.
-    let Some(rows) = (unsafe { UNWIND_FILES.get(&vma.file) }).copied() else {
-        return 0;
-    };
     let off = pc - vma.start + (vma.pgoff << 12);
     if off > u32::MAX as u64 {
         return 0;
     }
-    search(rows.first, rows.count, off as u32).unwrap_or(0)
+    let key = RuleKey {
+        file: vma.file,
+        offset: off,
+    };
+    // SAFETY: a hash map lookup; the value is copied out at once.
+    if let Some(&rule) = unsafe { RULE_CACHE.get(&key) } {
+        return rule;
+    }
+    // SAFETY: as above.
+    let Some(rows) = (unsafe { UNWIND_FILES.get(&vma.file) }).copied() else {
+        // No table (yet): not cached, so the rule is found once the table is in.
+        return 0;
+    };
+    let rule = search(rows.first, rows.count, off as u32).unwrap_or(0);
+    let _ = RULE_CACHE.insert(&key, &rule, 0);
+    rule
 }
+
+/// A pc as its binary's file and offset: the key of a rule found, valid for every process
+/// mapping the file (a binary's table never changes during a run).
+#[repr(C)]
+pub struct RuleKey {
+    file: FileKey,
+    offset: u64,
+}
+
+/// (file, offset) -> the rule the search found there: one hash lookup in place of the file
+/// map's and the search's ~20 steps for a return address seen before.
+#[map]
+static RULE_CACHE: LruHashMap<RuleKey, u32> = LruHashMap::with_max_entries(65536, 0);
 
 /// The rule of the last row at or below file offset `off` among `count` rows from `first`;
 /// 0 if there is none (or the slice is beyond the search's reach). In a `bpf_loop`: the

@@ -58,6 +58,7 @@ mod render;
 mod runs;
 mod special;
 mod startup;
+mod unwinding;
 mod workloads;
 
 pub use configs::BenchOpts;
@@ -83,6 +84,25 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
     if opts.startup_only {
         return startup_section(opts, &alloctrace, &scratch, &root, opts.output.clone());
+    }
+    if opts.unwinding_only {
+        let env = Env {
+            alloctrace,
+            bpftrace: None,
+            heaptrack: None,
+            bcc: None,
+            notes: Vec::new(),
+            libc: libc_of(&std::env::current_exe()?)?,
+            scratch,
+            iterations: opts.iterations,
+        };
+        let text = unwinding::section(&env, &root, opts.repeat)?;
+        return finish(
+            &text,
+            opts.output
+                .clone()
+                .unwrap_or(env.scratch.join("RESULTS-unwinding.md")),
+        );
     }
 
     let workloads = if opts.allocators_only {
@@ -222,6 +242,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         stacks.push(special::stacks(&env.alloctrace, &env.scratch, &root)?);
     }
     text.push_str(&special::render(&own, &stacks));
+    text.push_str(&unwinding::section(&env, &root, opts.repeat)?);
     finish(
         &text,
         opts.output
