@@ -182,6 +182,14 @@ const VARIANTS: &[Variant] = &[
         &["-std=c++20"],
         &["-ltcmalloc"],
     ),
+    // A library without frame pointers, dlopen'ed by nofp_dlopen (tests/it/unwind.rs).
+    variant(
+        "libnofp_lib.so",
+        "lib/nofp_lib.c",
+        "gcc",
+        &["-shared", "-fPIC", "-O2", "-fomit-frame-pointer"],
+        &[],
+    ),
     variant(
         "newdelete_glibc",
         "newdelete.cpp",

@@ -244,3 +244,43 @@ fn debian_programs_stacks_reach_the_thread_entry() {
         );
     }
 }
+
+/// A library of our own without frame pointers, dlopen'ed after the start
+/// (`workloads/nofp_dlopen.c`): its table is loaded from the mapping's record, and its
+/// allocations carry the full path through it to `_start`, exactly.
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn a_dlopened_library_without_frame_pointers_unwinds() {
+    let lib = workload("libnofp_lib.so");
+    let lib = lib.to_str().expect("UTF-8 workload path");
+    let run = launch("nofp_dlopen", &[lib], &[], Scratch::new());
+    run.finished.assert_code(0);
+    let context = run.finished.describe();
+    assert_sites_match(&run.report, &run.truth, &["nofp_lib_leaf"]);
+    let got: BTreeMap<Vec<String>, u64> = run
+        .report
+        .sites_in(run.truth.pid, "nofp_lib_leaf")
+        .iter()
+        .map(|s| {
+            (
+                Report::frame_names(s),
+                s["counters"]["allocs"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let path: Vec<String> = [
+        "nofp_lib_leaf",
+        "nofp_lib_mid",
+        "nofp_lib_run",
+        "nofp_call_lib",
+    ]
+    .iter()
+    .chain(MAIN_ROOT)
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(
+        got,
+        [(path, 250)].into_iter().collect(),
+        "paths to nofp_lib_leaf\n{context}"
+    );
+}

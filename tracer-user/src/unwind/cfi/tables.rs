@@ -116,7 +116,7 @@ impl Tables {
         {
             Ok(t) => t,
             Err(e) => {
-                log::info!("no unwind table for {shown}: {e}; frame pointers there");
+                log::debug!("no unwind table for {shown}: {e}; frame pointers there");
                 self.stats.without += 1;
                 return;
             }
