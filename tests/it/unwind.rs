@@ -284,3 +284,50 @@ fn a_dlopened_library_without_frame_pointers_unwinds() {
         "paths to nofp_lib_leaf\n{context}"
     );
 }
+
+/// A Rust release program built without frame pointers (`rust-workloads/nofp`, glibc's
+/// malloc): each function's allocations and bytes exact (wherever it is on the stack), and
+/// every stack reaches `_start`.
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn a_rust_release_binary_without_frame_pointers_unwinds() {
+    let run = launch("rust_nofp", &[], &[], Scratch::new());
+    run.finished.assert_code(0);
+    let context = run.finished.describe();
+    let pid = run.truth.pid;
+    // Each function's allocations, found anywhere on the stacks: with the system allocator,
+    // Rust's aligned allocation calls posix_memalign from std, one frame below the function.
+    for t in &run.truth.sites {
+        let (mut allocs, mut bytes) = (0, 0);
+        for s in run.report.sites_of(pid) {
+            if Report::frame_names(s).contains(&t.function) {
+                allocs += s["counters"]["allocs"].as_u64().unwrap_or(0);
+                bytes += s["counters"]["bytes"].as_u64().unwrap_or(0);
+            }
+        }
+        assert_eq!(
+            (allocs, bytes),
+            (t.counters.allocs, t.counters.bytes),
+            "{}: (allocs, bytes)\n{}\n{context}",
+            t.function,
+            run.report.describe_sites(pid)
+        );
+    }
+    let incomplete: Vec<Vec<String>> = run
+        .report
+        .sites_of(pid)
+        .iter()
+        .map(|s| Report::frame_names(s))
+        .filter(|f| f.last().map(String::as_str) != Some("_start"))
+        .collect();
+    assert!(
+        incomplete.is_empty(),
+        "stacks that do not reach _start: {incomplete:?}\n{}\n{context}",
+        run.report.describe_sites(pid)
+    );
+    assert_eq!(
+        run.report.losses().get("stacks_cut").copied(),
+        Some(0),
+        "{context}"
+    );
+}
