@@ -7,7 +7,7 @@
 //!
 //! Every frame is checked on the way (its mapping must be code: the same lookup), so one walk
 //! both finds a known stack's site and writes out a new one: it runs once per recorded
-//! allocation, writing into the held per-CPU scratch.
+//! allocation, writing into a per-CPU slot it claims (`claim`).
 use core::ptr::write_volatile;
 
 use alloctrace_common::unwind_table::{
@@ -24,22 +24,78 @@ use aya_ebpf::{
 
 use super::vma::{find, Found};
 use crate::bounded::repeat;
-use crate::tables::maps::{STACK_SCRATCH, UNWIND_FILES, UNWIND_ROWS};
+use crate::tables::maps::{UNWIND_FILES, UNWIND_ROWS};
 use alloctrace_common::unwind_table::{FileKey, VmaEntry};
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
-/// The walk's state, per CPU, used only by the program holding the CPU's stack scratch (see
-/// `unwind::record`). In a map, not on the program's stack: the verifier does not track
-/// values in a map, so it verifies each loop body once or twice rather than once per
-/// distinct state (a frame count on the stack is a new state every frame: ~70k more walked
-/// instructions per program).
+/// Slots of per-CPU room for walks in progress: a uprobe's program runs with migration
+/// disabled, not preemption, so on kernels that preempt kernel code another traced thread's
+/// walk can start on this CPU in the middle of one. Each walk claims a slot (`claim`) and
+/// passes its index down; with all four taken, the allocation has no site (counted).
+pub const SLOTS: u32 = 4;
+
+/// A walk's room: its state, its binary search's, the mapping looked up last, the frames.
+/// In a map, not on the program's stack: the verifier does not track values in a map, so it
+/// verifies each loop body once or twice rather than once per distinct state (a frame count
+/// on the stack is a new state every frame: ~70k more walked instructions per program).
+#[repr(C)]
+pub struct Slot {
+    held: u64,
+    walk: Walk,
+    search: Search,
+    pub vma: VmaEntry,
+    pub trace: StackTrace,
+}
+
 #[map]
-static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+static DWARF_SLOTS: PerCpuArray<Slot> = PerCpuArray::with_max_entries(SLOTS, 0);
 
-/// The walk's state (see `UNWIND_WALK`).
+/// Slot `idx` of this CPU, owned by the walk that claimed it.
 #[inline(always)]
-fn state() -> Option<&'static mut Walk> {
-    // SAFETY: this CPU's slot, used by the scratch's holder only.
-    UNWIND_WALK.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+pub fn slot(idx: u64) -> Option<&'static mut Slot> {
+    // SAFETY: this CPU's slot, used by the walk holding it only.
+    DWARF_SLOTS
+        .get_ptr_mut(idx as u32)
+        .map(|p| unsafe { &mut *p })
+}
+
+/// Claims a free slot of this CPU (compare-and-swap of its `held`); None if all are taken.
+/// In a `bpf_loop`: the index comes out as a value the verifier does not know, so it walks
+/// the rest of the program once, not once per slot (~14k walked instructions more).
+#[inline(always)]
+pub fn claim() -> Option<u64> {
+    let mut won = SLOTS as u64;
+    repeat(SLOTS, claim_step, &mut won);
+    (won < SLOTS as u64).then_some(won)
+}
+
+extern "C" fn claim_step(i: u64, ctx: *mut c_void) -> i64 {
+    let Some(s) = slot(i) else {
+        return 1;
+    };
+    // SAFETY: a compare-and-swap on a map value.
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            &mut s.held,
+            0,
+            1,
+        )
+    };
+    if won {
+        // SAFETY: `ctx` is `claim`'s `won`, on its stack.
+        unsafe { *(ctx as *mut u64) = i };
+        return 1;
+    }
+    0
+}
+
+/// Gives slot `idx` back. Volatile, as are the stores into it (`put`): the compiler keeps
+/// them before it.
+#[inline(always)]
+pub fn release(idx: u64) {
+    if let Some(s) = slot(idx) {
+        put(&mut s.held, 0);
+    }
 }
 
 /// The walk's state.
@@ -60,7 +116,7 @@ pub struct Walk {
     interrupted: u64,
 }
 
-/// A binary search's bound and range (see `search`), per CPU as the walk's state.
+/// A binary search's bound and range (see `search`).
 #[repr(C)]
 pub struct Search {
     bound: u64,
@@ -68,30 +124,21 @@ pub struct Search {
     hi: u32,
 }
 
-#[map]
-static UNWIND_SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-fn search_state() -> Option<&'static mut Search> {
-    // SAFETY: as in `state`.
-    UNWIND_SEARCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
-}
-
 /// Walks the stack of a probe at a function's entry (`sp`, `fp` its rsp and rbp; `first`
 /// the return address at `sp`, if `has_first`), writing the frames into `st`. Returns the
 /// stack's hash, never 0 or 1; sets `st.cut` to why it ended.
 #[inline(never)]
-pub fn walk(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
-    // No slot may keep an earlier stack's frame (of another process, maybe) past this one's
-    // end: the whole record reaches user space.
-    for ip in st.ips.iter_mut() {
-        put(ip, 0);
-    }
-    put(&mut st.len, 0);
-    let Some(w) = state() else {
-        put(&mut st.cut, stack_cut::TRUNCATED);
+pub fn walk(idx: u64, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
+    let Some(s) = slot(idx) else {
         return 2;
     };
+    // No slot may keep an earlier stack's frame (of another process, maybe) past this one's
+    // end: the whole record reaches user space.
+    for ip in s.trace.ips.iter_mut() {
+        put(ip, 0);
+    }
+    put(&mut s.trace.len, 0);
+    let w = &mut s.walk;
     w.ret = first;
     // The caller's stack pointer once the probed function returns.
     w.sp = sp + 8;
@@ -102,18 +149,18 @@ pub fn walk(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -
     w.ended = 0;
     w.interrupted = 0;
     w.tgid = bpf_get_current_pid_tgid() >> 32;
+    let mut ctx = idx;
     if has_first != 0 {
-        let mut unused = 0u64;
-        repeat(MAX_FRAMES as u32, step, &mut unused);
-        if w.ended == 0 && w.cut == stack_cut::NONE as u64 {
-            w.cut = stack_cut::TRUNCATED as u64;
-        }
-    } else {
+        repeat(MAX_FRAMES as u32, step, &mut ctx);
+    }
+    let Some(s) = slot(idx) else {
+        return 2;
+    };
+    let w = &mut s.walk;
+    if has_first == 0 || (w.ended == 0 && w.cut == stack_cut::NONE as u64) {
         w.cut = stack_cut::TRUNCATED as u64;
     }
-    let st = st as *mut StackTrace;
-    // SAFETY: `st` is the reference passed in.
-    unsafe { put(&mut (*st).cut, w.cut as u32) };
+    put(&mut s.trace.cut, w.cut as u32);
     // The cut is part of the key: a walk the kernel could not check (busy) never shares a
     // site with a stack that ends there for good.
     let mut hash = stack_hash_step(w.hash, w.len | w.cut << 32);
@@ -123,7 +170,7 @@ pub fn walk(st: &mut StackTrace, sp: u64, fp: u64, has_first: u64, first: u64) -
     hash
 }
 
-/// A store into the held scratch, kept before its release (see `unwind::record`).
+/// A store into a held slot, kept before its release.
 #[inline(always)]
 fn put<T>(to: &mut T, v: T) {
     // SAFETY: `to` is a valid reference.
@@ -139,13 +186,13 @@ fn read(at: u64) -> Option<u64> {
 
 /// Step `i`: keeps frame `i` (the return address in `ret`) if it lies in code, then unwinds
 /// one frame to the next return address. Returns 1 to end the walk.
-extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
-    let Some(w) = state() else {
+extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the slot index `walk` passed, on its stack.
+    let idx = unsafe { *(ctx as *const u64) };
+    let Some(s) = slot(idx) else {
         return 1;
     };
-    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
+    let (w, trace) = (&mut s.walk, &mut s.trace);
     let i = i as usize;
     if i >= MAX_FRAMES {
         return 1;
@@ -156,7 +203,7 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
     // A pc a signal interrupted is looked up as it is: the instruction it names has not run.
     let pc = ret.wrapping_sub(1 - w.interrupted.min(1));
     w.interrupted = 0;
-    let vma = match find(w.tgid as u32, pc) {
+    let vma = match find(idx, w.tgid as u32, pc) {
         (Found::Code, Some(v)) => v,
         (Found::NotCode, _) => {
             w.cut = stack_cut::NOT_CODE as u64;
@@ -169,12 +216,9 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
     };
     w.hash = stack_hash_step(w.hash, ret);
     w.len += 1;
-    // SAFETY: the held scratch, the record `walk` was given; `i` is in bounds.
-    unsafe {
-        put(&mut (*scratch).trace.ips[i], ret);
-        put(&mut (*scratch).trace.len, (i + 1) as u32);
-    }
-    let rule = Rule::unpack(rule_of(vma, pc));
+    put(&mut trace.ips[i], ret);
+    put(&mut trace.len, (i + 1) as u32);
+    let rule = Rule::unpack(rule_of(idx, vma, pc));
     if rule.cfa == CFA_END {
         w.ended = 1;
         return 1;
@@ -264,7 +308,7 @@ extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
 /// The packed rule in force at `pc` of mapping `vma`; 0 (`CFA_NONE`) if its binary has no
 /// table or the table no row there.
 #[inline(always)]
-fn rule_of(vma: &VmaEntry, pc: u64) -> u32 {
+fn rule_of(idx: u64, vma: &VmaEntry, pc: u64) -> u32 {
     if vma.file.dev == 0 && vma.file.ino == 0 {
         return 0;
     }
@@ -285,7 +329,7 @@ fn rule_of(vma: &VmaEntry, pc: u64) -> u32 {
         // No table (yet): not cached, so the rule is found once the table is in.
         return 0;
     };
-    let rule = search(rows.first, rows.count, off as u32).unwrap_or(0);
+    let rule = search(idx, rows.first, rows.count, off as u32).unwrap_or(0);
     let _ = RULE_CACHE.insert(&key, &rule, 0);
     rule
 }
@@ -307,14 +351,14 @@ static RULE_CACHE: LruHashMap<RuleKey, u32> = LruHashMap::with_max_entries(65536
 /// 0 if there is none (or the slice is beyond the search's reach). In a `bpf_loop`: the
 /// verifier walks its step once, not once per step and branch.
 #[inline(always)]
-fn search(first: u32, count: u32, off: u32) -> Option<u32> {
-    let s = search_state()?;
+fn search(idx: u64, first: u32, count: u32, off: u32) -> Option<u32> {
+    let s = &mut slot(idx)?.search;
     s.bound = row_bound(off);
     s.lo = first;
     s.hi = first.saturating_add(count);
-    let mut unused = 0u64;
-    repeat(SEARCH_STEPS, search_step, &mut unused);
-    let s = search_state()?;
+    let mut ctx = idx;
+    repeat(SEARCH_STEPS, search_step, &mut ctx);
+    let s = &slot(idx)?.search;
     if s.lo < s.hi || s.lo == first {
         return None;
     }
@@ -322,8 +366,10 @@ fn search(first: u32, count: u32, off: u32) -> Option<u32> {
 }
 
 /// A step of `search`. Invariant: rows below `lo` are <= `bound`, rows from `hi` on above it.
-extern "C" fn search_step(_i: u64, _ctx: *mut c_void) -> i64 {
-    let Some(s) = search_state() else {
+extern "C" fn search_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the slot index `search` passed, on its stack.
+    let idx = unsafe { *(ctx as *const u64) };
+    let Some(s) = slot(idx).map(|s| &mut s.search) else {
         return 1;
     };
     if s.lo >= s.hi {

@@ -71,7 +71,13 @@ pub fn record(
             bump_loss(ctx, loss::STACK_READ_FAILED);
         }
         let (has, first) = (first.is_some() as u64, first.unwrap_or(0));
-        return keep_new(ctx, tgid, true, |st| dwarf::walk(st, sp, fp, has, first));
+        let Some(idx) = dwarf::claim() else {
+            bump_loss(ctx, loss::STACK_PREEMPTED);
+            return (0, None);
+        };
+        let found = record_dwarf(ctx, tgid, idx, sp, fp, has, first);
+        dwarf::release(idx);
+        return found;
     }
     // One read of the 128 bytes above the stack pointer holds the return address and, for
     // most callers, their frame record: a separate bpf_probe_read_user measured ~25 ns here,
@@ -107,19 +113,44 @@ pub fn record(
     }
     // The same walk again, checking and writing the frames out (the thread is stopped in the
     // probe: its stack has not changed); its hash is the one stored.
-    keep_new(ctx, tgid, false, |st| {
+    keep_new(ctx, tgid, |st| {
         walk_and_keep(st, sp, fp, first.is_some() as u64, first.unwrap_or(0))
     })
 }
 
+/// The DWARF walk in slot `idx`: the site of a known stack, else the new stack stored.
+#[inline(always)]
+fn record_dwarf(
+    ctx: &ProbeContext,
+    tgid: u32,
+    idx: u64,
+    sp: u64,
+    fp: u64,
+    has: u64,
+    first: u64,
+) -> (u64, Option<&'static mut SiteStats>) {
+    let hash = dwarf::walk(idx, sp, fp, has, first);
+    if let Some(site) = sites::counters(tgid, hash) {
+        return (hash, Some(&mut site.stats));
+    }
+    let Some(slot) = dwarf::slot(idx) else {
+        return (0, None);
+    };
+    // A frame the kernel could not check (its mapping lock was busy) would cut this site's
+    // stack for the whole run: store nothing, and let the next call from it try again.
+    if slot.trace.cut == stack_cut::UNCHECKED {
+        bump_loss(ctx, loss::STACK_UNCHECKED);
+        return (0, None);
+    }
+    store(ctx, tgid, hash, &mut slot.trace)
+}
+
 /// Stores a stack its walk did not find a site for: `walk` writes its frames into the
-/// per-CPU scratch and returns its hash. With `known_first`, the site is looked up first
-/// (the DWARF walk runs once, here, for a known stack as for a new one).
+/// per-CPU scratch and returns its hash.
 #[inline(always)]
 fn keep_new(
     ctx: &ProbeContext,
     tgid: u32,
-    known_first: bool,
     walk: impl FnOnce(&mut StackTrace) -> u64,
 ) -> (u64, Option<&'static mut SiteStats>) {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
@@ -143,13 +174,6 @@ fn keep_new(
     // SAFETY: this CPU's slot, held by this program until the release below.
     let st = unsafe { &mut (*scratch).trace };
     let hash = walk(st);
-    if known_first {
-        if let Some(site) = sites::counters(tgid, hash) {
-            // SAFETY: as below.
-            unsafe { write_volatile(held, 0) };
-            return (hash, Some(&mut site.stats));
-        }
-    }
     // A frame the kernel could not check (its mapping lock was busy) would cut this site's
     // stack for the whole run: store nothing, and let the next call from it try again.
     let found = if st.cut == stack_cut::UNCHECKED {

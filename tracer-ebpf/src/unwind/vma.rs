@@ -9,7 +9,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_find_vma, bpf_get_current_task_btf, bpf_probe_read_kernel},
     macros::map,
-    maps::{LruHashMap, PerCpuArray},
+    maps::LruHashMap,
 };
 
 use crate::config::{global, VMA_FLAGS_OFFSET};
@@ -40,16 +40,10 @@ const ENOENT: i64 = 2;
 #[map]
 static VMA_CACHE: LruHashMap<VmaKey, VmaEntry> = LruHashMap::with_max_entries(VMA_CACHE_ENTRIES, 0);
 
-/// The mapping of the pc looked up last, per CPU (used by the stack scratch's holder only):
-/// in a map rather than on the stack, which the walk's nested loops and callbacks share
-/// (512 bytes in all).
-#[map]
-static VMA_FOUND: PerCpuArray<VmaEntry> = PerCpuArray::with_max_entries(1, 0);
-
+/// The mapping looked up last by the walk holding slot `idx` (`dwarf::Slot::vma`).
 #[inline(always)]
-fn found_slot() -> Option<&'static mut VmaEntry> {
-    // SAFETY: this CPU's slot, used by the scratch's holder only.
-    VMA_FOUND.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+fn found_slot(idx: u64) -> Option<&'static mut VmaEntry> {
+    super::dwarf::slot(idx).map(|s| &mut s.vma)
 }
 
 /// What `find` learned of a pc.
@@ -65,8 +59,8 @@ pub enum Found {
 /// Looks `pc` of process `tgid` up: in the cache, else in the current task's mappings
 /// (and a code mapping found is cached). The mapping is returned with `Found::Code`.
 #[inline(always)]
-pub fn find(tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) {
-    let Some(vma) = found_slot() else {
+pub fn find(idx: u64, tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) {
+    let Some(vma) = found_slot(idx) else {
         return (Found::Busy, None);
     };
     let key = VmaKey {
@@ -82,19 +76,20 @@ pub fn find(tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) {
         }
     }
     *vma = VmaEntry::default();
+    let mut ctx = idx;
     // SAFETY: the current task is valid for the whole program; the callback is a BPF
-    // subprogram of the signature bpf_find_vma calls; it writes into `VMA_FOUND` itself
-    // (bpf_find_vma's context must be on the stack).
+    // subprogram of the signature bpf_find_vma calls; its context is the slot index (on the
+    // stack, as bpf_find_vma requires), into whose `vma` it writes.
     let r = unsafe {
         bpf_find_vma(
             bpf_get_current_task_btf(),
             pc,
             read_vma as *mut c_void,
-            core::ptr::null_mut(),
+            &mut ctx as *mut u64 as *mut c_void,
             0,
         )
     };
-    let Some(vma) = found_slot() else {
+    let Some(vma) = found_slot(idx) else {
         return (Found::Busy, None);
     };
     match r {
@@ -116,9 +111,11 @@ fn kread(base: u64, off: u64) -> u64 {
 }
 
 /// bpf_find_vma's callback: the mapping's flags, range, page offset and file key into
-/// `VMA_FOUND`. A field that cannot be read stays 0.
-extern "C" fn read_vma(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) -> i64 {
-    let Some(out) = found_slot() else {
+/// the walk's slot. A field that cannot be read stays 0.
+extern "C" fn read_vma(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the slot index `find` passed, on its stack.
+    let idx = unsafe { *(ctx as *const u64) };
+    let Some(out) = found_slot(idx) else {
         return 0;
     };
     let vma = vma as u64;
