@@ -110,10 +110,7 @@ impl Tables {
         if !self.seen.insert(key) {
             return;
         }
-        let table = match std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|d| compile(&d).map_err(|e| e.to_string()))
-        {
+        let table = match map_file(path).and_then(|d| compile(&d).map_err(|e| e.to_string())) {
             Ok(t) => t,
             Err(e) => {
                 log::debug!("no unwind table for {shown}: {e}; frame pointers there");
@@ -163,4 +160,12 @@ impl Tables {
             table.took.as_secs_f64() * 1e3
         );
     }
+}
+
+/// The file at `path`, mapped read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    // SAFETY: a private read-only mapping; a binary a process has mapped is not written in
+    // place (a write would only garble this one table, which the walk checks frame by frame).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())
 }
