@@ -183,6 +183,14 @@ const VARIANTS: &[Variant] = &[
         &["-std=c++20"],
         &["-ltcmalloc"],
     ),
+    // A library without frame pointers, dlopen'ed by nofp_dlopen (tests/it/unwind.rs).
+    variant(
+        "libnofp_lib.so",
+        "lib/nofp_lib.c",
+        "gcc",
+        &["-shared", "-fPIC", "-O2", "-fomit-frame-pointer"],
+        &[],
+    ),
     variant(
         "newdelete_glibc",
         "newdelete.cpp",
@@ -257,7 +265,7 @@ fn rust_workloads(dir: &Path, out_dir: &Path) {
         .map(|profile_dir| profile_dir.join("rust-workloads"))
         .unwrap_or_else(|| out_dir.join("rust-workloads"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    for project in ["rjem", "mimalloc"] {
+    for project in ["rjem", "mimalloc", "nofp"] {
         let manifest = dir.join(project).join("Cargo.toml");
         let name = format!("rust_{project}");
         let mut cmd = Command::new(&cargo);
@@ -285,7 +293,12 @@ fn rust_workloads(dir: &Path, out_dir: &Path) {
         ] {
             cmd.env_remove(var);
         }
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Cforce-frame-pointers=yes");
+        // `nofp` is built as Rust release builds are by default: without (tests/it/unwind).
+        let fp = if project == "nofp" { "no" } else { "yes" };
+        cmd.env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("-Cforce-frame-pointers={fp}"),
+        );
         let built = target_dir.join("release").join(project);
         let result = run(&mut cmd).and_then(|()| {
             fs::copy(&built, out_dir.join(&name))

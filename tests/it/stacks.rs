@@ -107,10 +107,20 @@ fn no_stack_data_reaches_any_output() {
 
     let text = run.scratch.path("report.txt");
     let truth = run.scratch.path("truth-text.txt");
-    let mut args: Vec<OsString> = ["--report", "text", "--group-by", "stack", "-o"]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    // The frame-pointer walk, which meets the secret (DWARF unwinding never reads rbp's chain
+    // in this code: the run above).
+    let mut args: Vec<OsString> = [
+        "--unwind",
+        "fp",
+        "--report",
+        "text",
+        "--group-by",
+        "stack",
+        "-o",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     args.push(text.clone().into());
     args.push("--".into());
     args.push(workload("nofp_secret").into());
@@ -130,12 +140,13 @@ fn no_stack_data_reaches_any_output() {
 }
 
 /// The junk beyond each stack's first frame differs on every call, which gave one kernel site
-/// per call: the report shows each function as one site with exactly its ground truth, and
+/// per call (`--unwind fp`, which reads rbp's chain): the report shows each function as one site with exactly its ground truth, and
 /// counts the sites whose stacks were cut.
 #[test]
 #[ignore = "needs root and BPF: run with `cargo xtask test`"]
 fn junk_frames_do_not_split_sites() {
-    let run = launch("nofp_secret", &[], &[], Scratch::new());
+    let fp = [OsStr::new("--unwind"), OsStr::new("fp")];
+    let run = launch("nofp_secret", &[], &fp, Scratch::new());
     run.finished.assert_code(0);
     let context = run.finished.describe();
     let functions = run.report.functions(run.truth.pid);

@@ -29,7 +29,7 @@ fn assert_moves_reported(report: &Report, moves: std::ops::RangeInclusive<u64>, 
     );
     let others: Vec<_> = losses
         .iter()
-        .filter(|(k, n)| **n > 0 && !k.starts_with("retarget") && k.as_str() != "stacks_cut")
+        .filter(|(k, n)| **n > 0 && !k.starts_with("retarget") && !k.starts_with("stacks_cut"))
         .collect();
     assert!(others.is_empty(), "other losses: {others:?}\n{context}");
 }
@@ -164,7 +164,7 @@ fn assert_no_loss_but_cut_stacks(report: &Report, context: &str) {
     let losses = report.losses();
     let others: Vec<_> = losses
         .iter()
-        .filter(|(k, n)| **n > 0 && k.as_str() != "stacks_cut")
+        .filter(|(k, n)| **n > 0 && !k.starts_with("stacks_cut"))
         .collect();
     assert!(others.is_empty(), "losses: {others:?}\n{context}");
 }
@@ -377,7 +377,9 @@ fn signal_handler_allocations_inside_malloc_count_exactly() {
         for f in ["loop_alloc", "handler_alloc"] {
             assert_function_exact(&report, &truth, f, mode, &context);
         }
-        assert_no_losses(&report);
+        // A handler that interrupted an allocator holding a uretprobe: the interrupted frame's
+        // return address is the kernel's return trampoline, where the walk ends (cut).
+        assert_no_loss_but_cut_stacks(&report, &context);
     }
 }
 

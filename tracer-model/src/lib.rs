@@ -246,6 +246,11 @@ pub struct Losses {
     /// from files written before it was counted.
     #[serde(default)]
     pub stacks_cut: u64,
+    /// Bytes allocated at those sites (estimated, with sampling): their share of all bytes
+    /// is the share whose call paths are incomplete. Absent from files written before it
+    /// was counted.
+    #[serde(default)]
+    pub stacks_cut_bytes: u64,
     /// Moves of the probes to another task of the traced process (`retarget`). Absent from
     /// files written before it was counted.
     #[serde(default)]
@@ -325,8 +330,14 @@ impl Losses {
             (
                 "stacks cut",
                 self.stacks_cut,
-                "sites whose outer frames were dropped: the frame-pointer walk met a value \
-                 that is not a return address (code built without frame pointers)",
+                "sites whose stacks end before their thread's entry: the walk met a frame \
+                 with no unwind info and no frame pointer, a value that is not a return \
+                 address, or the depth limit",
+            ),
+            (
+                "bytes at cut stacks",
+                self.stacks_cut_bytes,
+                "allocated at those sites: their call paths are incomplete",
             ),
             (
                 "probes moved to another thread",

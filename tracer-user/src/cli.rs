@@ -98,6 +98,17 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE", global = true)]
     pub output: Option<PathBuf>,
 
+    /// How stacks are walked: `dwarf` (each binary's unwind tables, compiled from its CFI:
+    /// full stacks in code built without frame pointers, frame pointers where a binary has
+    /// none) or `fp` (frame pointers only).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "dwarf")]
+    pub unwind: crate::unwind::Unwind,
+
+    /// Rows the kernel's DWARF unwind tables hold (8 bytes each; python3 needs ~65k): a
+    /// binary whose table does not fit is walked by frame pointers (said once).
+    #[arg(long, value_name = "N", default_value_t = alloctrace_common::unwind_table::DEFAULT_ROWS)]
+    pub unwind_rows: u32,
+
     /// Distinct allocation sites (process + stack) the kernel maps can hold.
     #[arg(long, value_name = "N", default_value_t = 16384, global = true)]
     pub max_stacks: u32,

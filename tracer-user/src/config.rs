@@ -42,6 +42,9 @@ pub struct Config {
     pub max_stacks: u32,
     pub max_live: u32,
     pub max_samples: usize,
+    /// How stacks are walked (`--unwind`), and the rows of the DWARF tables.
+    pub unwind: crate::unwind::Unwind,
+    pub unwind_rows: u32,
     pub analyze: crate::analyze::Options,
     /// Where on each allocator function the probes go: `ALLOCTRACE_PROBE_AT` (`entry`, or
     /// `auto` by default), the bench's knob.
@@ -179,6 +182,8 @@ pub fn validate(cli: Cli) -> Result<Config, ConfigError> {
         max_stacks: cli.max_stacks,
         max_live: cli.max_live,
         max_samples: cli.max_samples,
+        unwind: cli.unwind,
+        unwind_rows: cli.unwind_rows.max(1),
         analyze: crate::analyze::Options {
             group_by: cli.group_by,
             sort: cli.sort,

@@ -389,7 +389,8 @@ fn samples_are_cumulative_and_end_at_the_totals() {
 
 /// 2,048 distinct stacks sharing a dozen frames (`workloads/tree.c 10`): the JSON report writes
 /// each frame once (`Report::parse` also checks that its table holds no frame twice) and stays
-/// under 1,500 bytes per site; the counts are exact. Version 1 repeated ~14 frame objects of
+/// under 1,600 bytes per site (1,500 until DWARF unwinding: its stacks reach `_start`, two
+/// frames more per site than the frame-pointer walk's); the counts are exact. Version 1 repeated ~14 frame objects of
 /// ~250 bytes in every site: ~9 KB per site. One drain (`--resolution 1s`, the run lasting
 /// tens of ms): each site's series is then its one step, so the size measured is the frames'
 /// and the fixed fields', not how many 20 ms drains happened to fall between a site's malloc
@@ -422,7 +423,7 @@ fn many_stacks_share_their_frames_in_the_json_report() {
     );
     let per_site = run.report.text.len() / run.report.sites().len();
     assert!(
-        per_site < 1500,
+        per_site < 1600,
         "{per_site} bytes per site ({} bytes, {} sites)",
         run.report.text.len(),
         run.report.sites().len()

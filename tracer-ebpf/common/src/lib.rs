@@ -22,6 +22,7 @@ pub mod sampling;
 pub mod sites;
 mod stack;
 pub mod stack_cut;
+pub mod unwind_table;
 
 #[cfg(feature = "user")]
 mod pod;

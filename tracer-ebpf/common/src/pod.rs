@@ -12,3 +12,7 @@ unsafe impl aya::Pod for ProcStats {}
 unsafe impl aya::Pod for OwnedTotals {}
 unsafe impl aya::Pod for Event {}
 unsafe impl aya::Pod for GoGc {}
+unsafe impl aya::Pod for unwind_table::FileKey {}
+unsafe impl aya::Pod for unwind_table::FileRows {}
+unsafe impl aya::Pod for unwind_table::VmaKey {}
+unsafe impl aya::Pod for unwind_table::VmaEntry {}

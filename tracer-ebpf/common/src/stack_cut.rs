@@ -9,3 +9,8 @@ pub const NOT_CODE: u32 = 1;
 /// was contended). Such a stack is never stored (`loss::STACK_UNCHECKED`): stored, it
 /// would keep the cut for the rest of the run.
 pub const UNCHECKED: u32 = 2;
+/// The DWARF walk stopped before the thread's entry (`_start`, the clone child's frame): a
+/// frame with neither unwind info nor a frame pointer, a stack read that failed, a stack
+/// pointer that did not grow, or `MAX_FRAMES` reached. Its frames are all real; the outer
+/// ones are missing.
+pub const TRUNCATED: u32 = 3;

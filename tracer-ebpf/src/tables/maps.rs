@@ -1,6 +1,7 @@
 //! Every map of the tracer. Sizes here are defaults: the loader sets the real ones from
 //! `--max-stacks` / `--max-live` with `EbpfLoader::map_max_entries`.
 use crate::tables::task_storage::TaskStorage;
+use alloctrace_common::unwind_table::{FileKey, FileRows, DEFAULT_ROWS, MAX_FILES};
 use alloctrace_common::{
     loss, CallStates, GoGc, LiveSlot, OwnedTotals, ProcStats, SiteSlot, StackKey, StackTrace,
 };
@@ -86,3 +87,13 @@ pub static SAMPLER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static GO_GC: HashMap<u32, GoGc> =
     HashMap::with_max_entries(alloctrace_common::go::GO_GC_PROCS, 0);
+
+/// The DWARF unwind tables' rows, every binary's in its own slice (see
+/// `alloctrace_common::unwind_table`). Written by user space once per binary per run, in
+/// place (mmapable).
+#[map]
+pub static UNWIND_ROWS: Array<u64> = Array::with_max_entries(DEFAULT_ROWS, BPF_F_MMAPABLE);
+
+/// A binary (its device and inode) -> its slice of UNWIND_ROWS.
+#[map]
+pub static UNWIND_FILES: HashMap<FileKey, FileRows> = HashMap::with_max_entries(MAX_FILES, 0);

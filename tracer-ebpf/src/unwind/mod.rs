@@ -16,13 +16,21 @@
 //! marked cut. The hot path (a known stack) only hashes the raw walk and checks nothing, so
 //! two raw walks that differ only beyond the cut are two kernel sites with the same stored
 //! frames: user space merges them.
+//!
+//! With DWARF unwinding (`--unwind dwarf`, the default) the walk is `dwarf`'s instead: user
+//! space's tables of each binary's CFI say where every frame's caller is, so code built
+//! without frame pointers unwinds in full; each frame is checked as it is walked, on the hot
+//! path too, and a stack that ends before the thread's entry is marked truncated.
+mod dwarf;
 mod frame_check;
 mod frame_pointer;
+mod vma;
 
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 use core::mem::MaybeUninit;
 use core::ptr::write_volatile;
 
+use alloctrace_common::unwind_table::UNWIND_DWARF;
 use alloctrace_common::{event, loss, stack_cut, Event, SiteStats, StackKey, StackTrace};
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
@@ -31,11 +39,16 @@ use aya_ebpf::{
 
 use crate::account::loss::{bump_loss, notify};
 use crate::account::process::proc_stats;
+use crate::config::global;
 use crate::tables::maps::{STACKS, STACK_SCRATCH};
 use crate::tables::{sites, BPF_NOEXIST};
 use frame_pointer::{walk, walk_and_keep, Chunk, CHUNK_BYTES};
 
 const EEXIST: i32 = 17;
+
+/// How stacks are walked (`alloctrace_common::unwind_table::UNWIND_*`). Set by the loader.
+#[unsafe(no_mangle)]
+pub static UNWIND_MODE: u32 = 0;
 
 /// Captures the current user stack, stores it (and an empty site for it) if it is new, and
 /// returns its hash and its site, or 0 and None when it could not be stored (counted as a
@@ -51,6 +64,21 @@ pub fn record(
     sp: u64,
     fp: u64,
 ) -> (u64, Option<&'static mut SiteStats>) {
+    if global(&UNWIND_MODE) == UNWIND_DWARF {
+        // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting.
+        let first = unsafe { bpf_probe_read_user(sp as *const u64) }.ok();
+        if first.is_none() {
+            bump_loss(ctx, loss::STACK_READ_FAILED);
+        }
+        let (has, first) = (first.is_some() as u64, first.unwrap_or(0));
+        let Some(idx) = dwarf::claim() else {
+            bump_loss(ctx, loss::STACK_PREEMPTED);
+            return (0, None);
+        };
+        let found = record_dwarf(ctx, tgid, idx, sp, fp, has, first);
+        dwarf::release(idx);
+        return found;
+    }
     // One read of the 128 bytes above the stack pointer holds the return address and, for
     // most callers, their frame record: a separate bpf_probe_read_user measured ~25 ns here,
     // a read of 128 bytes instead of 8 ~3 ns more (larger chunks cost more than they saved).
@@ -83,6 +111,48 @@ pub fn record(
     if let Some(site) = sites::counters(tgid, hash) {
         return (hash, Some(&mut site.stats));
     }
+    // The same walk again, checking and writing the frames out (the thread is stopped in the
+    // probe: its stack has not changed); its hash is the one stored.
+    keep_new(ctx, tgid, |st| {
+        walk_and_keep(st, sp, fp, first.is_some() as u64, first.unwrap_or(0))
+    })
+}
+
+/// The DWARF walk in slot `idx`: the site of a known stack, else the new stack stored.
+#[inline(always)]
+fn record_dwarf(
+    ctx: &ProbeContext,
+    tgid: u32,
+    idx: u64,
+    sp: u64,
+    fp: u64,
+    has: u64,
+    first: u64,
+) -> (u64, Option<&'static mut SiteStats>) {
+    let hash = dwarf::walk(idx, sp, fp, has, first);
+    if let Some(site) = sites::counters(tgid, hash) {
+        return (hash, Some(&mut site.stats));
+    }
+    let Some(slot) = dwarf::slot(idx) else {
+        return (0, None);
+    };
+    // A frame the kernel could not check (its mapping lock was busy) would cut this site's
+    // stack for the whole run: store nothing, and let the next call from it try again.
+    if slot.trace.cut == stack_cut::UNCHECKED {
+        bump_loss(ctx, loss::STACK_UNCHECKED);
+        return (0, None);
+    }
+    store(ctx, tgid, hash, &mut slot.trace)
+}
+
+/// Stores a stack its walk did not find a site for: `walk` writes its frames into the
+/// per-CPU scratch and returns its hash.
+#[inline(always)]
+fn keep_new(
+    ctx: &ProbeContext,
+    tgid: u32,
+    walk: impl FnOnce(&mut StackTrace) -> u64,
+) -> (u64, Option<&'static mut SiteStats>) {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
         return (0, None);
     };
@@ -103,9 +173,7 @@ pub fn record(
     }
     // SAFETY: this CPU's slot, held by this program until the release below.
     let st = unsafe { &mut (*scratch).trace };
-    // The same walk again, checking and writing the frames out (the thread is stopped in the
-    // probe: its stack has not changed); its hash is the one stored.
-    let hash = walk_and_keep(st, sp, fp, first.is_some() as u64, first.unwrap_or(0));
+    let hash = walk(st);
     // A frame the kernel could not check (its mapping lock was busy) would cut this site's
     // stack for the whole run: store nothing, and let the next call from it try again.
     let found = if st.cut == stack_cut::UNCHECKED {

@@ -251,6 +251,7 @@ impl Drainer {
             stale_block: get(abi::loss::STALE_BLOCK),
             // Counted per site once the stacks are symbolized (`trace::symbolize_sites`).
             stacks_cut: 0,
+            stacks_cut_bytes: 0,
             retargets: get(abi::loss::RETARGETS),
             retarget_gap_us: get(abi::loss::RETARGET_GAP_US),
             reentry_too_deep: get(abi::loss::REENTRY_TOO_DEEP),

@@ -47,7 +47,8 @@ impl Engine {
             t.elapsed().as_secs_f64() * 1e3
         );
         let mut losses = snapshot.losses;
-        losses.stacks_cut = stacks_cut;
+        losses.stacks_cut = stacks_cut.sites;
+        losses.stacks_cut_bytes = stacks_cut.bytes;
         Profile {
             target: self.target.clone(),
             mode: self.settings.mode,

@@ -12,6 +12,7 @@ use super::system::SystemSets;
 use crate::probe::follow;
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
+use crate::unwind::cfi::feed::Feed;
 
 /// What the event thread acts on besides the symbolizer.
 pub(super) struct EventsCtx {
@@ -23,6 +24,8 @@ pub(super) struct EventsCtx {
     /// program at once.
     pub target: Option<u32>,
     pub exec_wake: Arc<tokio::sync::Notify>,
+    /// DWARF unwinding: the loader of new files' unwind tables.
+    pub cfi: Option<Feed>,
 }
 
 /// Reads the kernel's rare notifications (new process, new stack) and has the symbolizer
@@ -40,6 +43,7 @@ pub(super) fn watch_events(
         system,
         target,
         exec_wake,
+        mut cfi,
     } = ctx;
     let mut said_unfollowed = false;
     let mut pfds = vec![libc::pollfd {
@@ -64,7 +68,7 @@ pub(super) fn watch_events(
         }
         // Mappings first: a new stack's note may find the process gone already.
         if let Some(w) = mmaps.as_mut() {
-            feed_mappings(w, sym);
+            feed_mappings(w, sym, cfi.as_mut());
             if let Some(sys) = &system {
                 for (time, pid, m) in w.take_files() {
                     sys.mapped(pid, time, &m);
@@ -102,8 +106,12 @@ pub(super) fn watch_events(
     (mmaps, follower)
 }
 
-pub(super) fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer) {
+pub(super) fn feed_mappings(w: &mut MmapWatch, sym: &Symbolizer, cfi: Option<&mut Feed>) {
+    let mut cfi = cfi;
     for (pid, mappings) in w.drain() {
+        if let Some(c) = cfi.as_deref_mut() {
+            c.mapped(pid, &mappings);
+        }
         sym.add_mappings(pid, mappings);
     }
 }

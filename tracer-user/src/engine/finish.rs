@@ -51,7 +51,7 @@ impl Engine {
         // (ahead of the requests below: one channel, in order).
         let (watch, follower) = events.join().unwrap_or_default();
         if let Some(mut w) = watch {
-            feed_mappings(&mut w, &symbolizer);
+            feed_mappings(&mut w, &symbolizer, None);
         }
         let followed = follower.map(|f| f.finish());
         // Processes followed after the final drain count too.
@@ -208,7 +208,8 @@ impl Engine {
             modules,
             tracer: own_cost(),
             losses: Losses {
-                stacks_cut,
+                stacks_cut: stacks_cut.sites,
+                stacks_cut_bytes: stacks_cut.bytes,
                 ..profile.losses
             },
             ..profile

@@ -25,6 +25,8 @@ use crate::probe::{self, children, follow, Scope};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, allocators_of, launch};
+use crate::unwind::cfi::{feed::Feed, tables::Tables};
+use crate::unwind::Unwind;
 
 impl Engine {
     /// Sets the trace up and starts it: from here on the target runs traced. To be driven
@@ -55,6 +57,8 @@ impl Engine {
             max_stacks: cfg.max_stacks,
             max_live: cfg.max_live,
             sample_bytes: cfg.sample_bytes.unwrap_or(0),
+            unwind_mode: cfg.unwind.kernel_mode(),
+            unwind_rows: cfg.unwind_rows,
             // Must match the probes' scope (the process, not the thread attached through): the
             // programs take the tgid as given. Following forks, the probes fire in several
             // processes: 0 has the programs ask the kernel, as in system-wide mode.
@@ -85,6 +89,8 @@ impl Engine {
         // The target's program (or the command's), for the line saying why it is unseen.
         let mut program = None;
         let mut system_uses = None;
+        // Files whose unwind tables are loaded before the target runs (`unwind::cfi`).
+        let unwind_files;
         let (found, scope, mut held, model_target) = match &cfg.target {
             TargetSpec::Pid(pid) => {
                 let tid = pid_via.context("checked above")?;
@@ -92,6 +98,7 @@ impl Engine {
                 via = Some(tid);
                 let via = tid;
                 let files = allocators_of::mapped_files(via)?;
+                unwind_files = files.clone();
                 program = Some(PathBuf::from(format!("/proc/{via}/exe")));
                 let found = probe::sets::sets_of(&files, cfg.probe_at);
                 // Links name the thread group (a link on another thread's id is refused), and
@@ -139,7 +146,9 @@ impl Engine {
             TargetSpec::Command(argv) => {
                 let exe = target::resolve_command(&argv[0])?;
                 // The command's own allocators, read from its files before it runs.
-                let found = probe::sets::sets_of(&allocators_of::command_files(&exe), cfg.probe_at);
+                let files = allocators_of::command_files(&exe);
+                let found = probe::sets::sets_of(&files, cfg.probe_at);
+                unwind_files = files;
                 program = Some(exe.clone());
                 // Forked before any thread of ours exists; it waits for the probes.
                 let held = launch::hold(&exe, argv)?;
@@ -186,6 +195,7 @@ impl Engine {
                     }
                 };
                 let (files, uses) = allocators_of::system_files();
+                unwind_files = files.clone();
                 system_uses = Some(uses);
                 let found = probe::sets::sets_of(&files, cfg.probe_at);
                 (found, Scope::All, None, Target::System)
@@ -237,6 +247,23 @@ impl Engine {
         let mut programs = probe::Programs::new(ebpf, loader::object())?;
         crate::golang::gc::prepare(&mut programs.ebpf);
         mark("programs relocated");
+        let cfi = match cfg.unwind {
+            Unwind::Dwarf => {
+                let tables = Tables::take(&mut programs.ebpf, cfg.unwind_rows)?;
+                let feed = Feed::start(tables, &unwind_files)?;
+                let st = feed.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                log::info!(
+                    "unwind tables: {} files, {} rows, built in {:.1} ms ({} files without)",
+                    st.files,
+                    st.rows,
+                    st.build_time.as_secs_f64() * 1e3,
+                    st.without
+                );
+                Some(feed)
+            }
+            Unwind::Fp => None,
+        };
+        mark("unwind tables loaded");
         let probes_in = match probe::attach(&mut programs, &sets, scope, mode, cfg.bench_floor) {
             Ok(p) => p,
             Err(e) => match cfg.target {
@@ -298,6 +325,7 @@ impl Engine {
                 system: system.clone(),
                 target: target_pid,
                 exec_wake: exec_wake.clone(),
+                cfi,
             };
             std::thread::Builder::new()
                 .name("alloctrace-events".into())

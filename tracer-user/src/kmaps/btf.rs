@@ -32,6 +32,7 @@ pub enum BtfError {
 }
 
 /// Byte offset of `member` in struct `strukt` of the BTF file at `path`.
+#[cfg(test)]
 pub fn member_offset_in_file(path: &Path, strukt: &str, member: &str) -> Result<u64, BtfError> {
     let data = std::fs::read(path).map_err(|source| BtfError::Read {
         path: path.display().to_string(),
@@ -51,8 +52,25 @@ struct Type<'a> {
 
 /// Byte offset of `member` in struct `strukt` of a BTF blob (native byte order). Members of
 /// anonymous structs and unions inside it are found too, their offsets added.
+#[cfg(test)]
 pub fn member_offset(data: &[u8], strukt: &str, member: &str) -> Result<u64, BtfError> {
-    let types = parse(data)?;
+    member_offset_in(&parse(data)?, strukt, member)
+}
+
+/// Byte offsets of several (struct, member) pairs in the BTF file at `path`, parsed once.
+pub fn member_offsets_in_file(path: &Path, wanted: &[(&str, &str)]) -> Result<Vec<u64>, BtfError> {
+    let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let types = parse(&data)?;
+    wanted
+        .iter()
+        .map(|(s, m)| member_offset_in(&types, s, m))
+        .collect()
+}
+
+fn member_offset_in(types: &[Type<'_>], strukt: &str, member: &str) -> Result<u64, BtfError> {
     let by_id = |id: u32| types.get(id.checked_sub(1)? as usize);
     let root = types
         .iter()

@@ -1,5 +1,6 @@
 //! Loads the embedded eBPF object with the map sizes and globals of this run.
 use alloctrace_common as abi;
+use alloctrace_common::unwind_table as ut;
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 
 /// The eBPF object, built by `cargo xtask build` and embedded by build.rs (empty when the
@@ -34,6 +35,7 @@ fn size_hint(e: &aya::EbpfError) -> &'static str {
     match name.as_str() {
         abi::MAP_LIVE => " (lower --max-live)",
         abi::MAP_SITES | abi::MAP_STACKS => " (lower --max-stacks)",
+        ut::MAP_UNWIND_ROWS => " (lower --unwind-rows)",
         _ => "",
     }
 }
@@ -48,6 +50,10 @@ pub struct Sizes {
     pub target_tgid: u32,
     /// Some links count one process only, named by their cookies (`probe::Scope::Only`).
     pub by_cookie: bool,
+    /// `ut::UNWIND_FP` or `ut::UNWIND_DWARF` (`--unwind`).
+    pub unwind_mode: u32,
+    /// Rows of the DWARF unwind tables (`--unwind-rows`).
+    pub unwind_rows: u32,
 }
 
 /// The embedded eBPF object's bytes (its programs are loaded from them: `probe::Programs`).
@@ -67,12 +73,23 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
     let owned_slots = crate::kmaps::owned_totals::slots().map_err(LoadError::Owned)?;
     let t = std::time::Instant::now();
     // Where the kernel keeps a mapping's flags moves between versions and configurations.
-    let vma_flags_offset = crate::kmaps::btf::member_offset_in_file(
+    // The DWARF walk reads a pc's mapping and file by the offsets after it (`unwind::cfi`).
+    let offsets = crate::kmaps::btf::member_offsets_in_file(
         std::path::Path::new(KERNEL_BTF),
-        "vm_area_struct",
-        "vm_flags",
+        &[
+            ("vm_area_struct", "vm_flags"),
+            ("vm_area_struct", "vm_start"),
+            ("vm_area_struct", "vm_pgoff"),
+            ("vm_area_struct", "vm_file"),
+            ("file", "f_inode"),
+            ("inode", "i_ino"),
+            ("inode", "i_sb"),
+            ("super_block", "s_dev"),
+            ("vm_area_struct", "vm_end"),
+        ],
     )
     .map_err(LoadError::Btf)?;
+    let vma_flags_offset = offsets[0];
     log::info!(
         "kernel BTF read in {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
@@ -90,6 +107,16 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .override_global(abi::GLOBAL_LIVE_MASK, &live_mask, true)
         .override_global(abi::GLOBAL_SITE_HOMES, &site_homes, true)
         .override_global(abi::GLOBAL_VMA_FLAGS_OFFSET, &vma_flags_offset, true)
+        .override_global(ut::GLOBAL_VMA_START_OFFSET, &offsets[1], true)
+        .override_global(ut::GLOBAL_VMA_PGOFF_OFFSET, &offsets[2], true)
+        .override_global(ut::GLOBAL_VMA_FILE_OFFSET, &offsets[3], true)
+        .override_global(ut::GLOBAL_FILE_INODE_OFFSET, &offsets[4], true)
+        .override_global(ut::GLOBAL_INODE_INO_OFFSET, &offsets[5], true)
+        .override_global(ut::GLOBAL_INODE_SB_OFFSET, &offsets[6], true)
+        .override_global(ut::GLOBAL_SB_DEV_OFFSET, &offsets[7], true)
+        .override_global(ut::GLOBAL_VMA_END_OFFSET, &offsets[8], true)
+        .override_global(ut::GLOBAL_UNWIND_MODE, &sizes.unwind_mode, true)
+        .map_max_entries(ut::MAP_UNWIND_ROWS, sizes.unwind_rows)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, site_slots)
         .map_max_entries(abi::MAP_LIVE, live_slots)

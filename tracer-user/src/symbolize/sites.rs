@@ -19,7 +19,8 @@ type SiteFrames = (u32, Vec<u64>);
 /// A binary some frame of a process falls in, and one address inside it (for its build id).
 pub type ModulesSeen = BTreeMap<(u32, Arc<str>), u64>;
 
-/// Symbolized sites, the binaries their frames fall in, and how many sites' stacks were cut;
+/// Symbolized sites, the binaries their frames fall in, and how many sites' stacks were cut
+/// (with their bytes);
 /// with sampling (`sample_bytes`), their counters, size histograms and series are scaled to
 /// estimates (`sampling::estimate`). Each distinct address of a process is symbolized once;
 /// its frame is shared by every stack it appears in (the names are `Arc<str>`s).
@@ -33,7 +34,7 @@ pub fn symbolize_sites(
     raw: Vec<RawSite>,
     sample_bytes: Option<u64>,
     ages: Option<AgeBasis>,
-) -> (Vec<Site>, ModulesSeen, u64) {
+) -> (Vec<Site>, ModulesSeen, CutStacks) {
     let mut by_pid: BTreeMap<u32, Vec<RawSite>> = BTreeMap::new();
     for s in raw {
         by_pid.entry(s.key.tgid).or_default().push(s);
@@ -81,7 +82,7 @@ pub fn symbolize_sites(
             });
         }
     }
-    let (mut sites, n_cut) = site_merge::merge(sites, &cut);
+    let (mut sites, cut) = site_merge::merge_marked(sites, &cut);
     if let Some(basis) = ages {
         attach_live(&mut sites, births, &basis);
     }
@@ -92,7 +93,28 @@ pub fn symbolize_sites(
             .collect(),
         None => sites,
     };
-    (sites, modules, n_cut)
+    let n_cut = cut.iter().filter(|&&c| c).count() as u64;
+    let cut_bytes = sites
+        .iter()
+        .zip(&cut)
+        .filter(|(_, &c)| c)
+        .map(|(s, _)| s.counters.bytes)
+        .sum();
+    (
+        sites,
+        modules,
+        CutStacks {
+            sites: n_cut,
+            bytes: cut_bytes,
+        },
+    )
+}
+
+/// Sites whose stacks end before their thread's entry, and the bytes allocated there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CutStacks {
+    pub sites: u64,
+    pub bytes: u64,
 }
 
 /// Each merged site's live blocks: those of every kernel site it was made of (matched as

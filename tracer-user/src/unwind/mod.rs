@@ -3,9 +3,30 @@
 //! meets code built without frame pointers is cut there, and sites that differ only past the
 //! cut are one site again here (`site_merge`). Unwinders that need user-side work (DWARF CFI
 //! turned into tables for the kernel) come here.
+pub mod cfi;
 pub mod site_merge;
 
 use alloctrace_common as abi;
+
+/// How the kernel walks stacks (`--unwind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unwind {
+    /// Each binary's DWARF CFI, compiled into tables for the kernel (`cfi`); frame pointers
+    /// where a binary has none.
+    Dwarf,
+    /// Frame pointers only.
+    Fp,
+}
+
+impl Unwind {
+    /// The kernel's `GLOBAL_UNWIND_MODE`.
+    pub fn kernel_mode(self) -> u32 {
+        match self {
+            Unwind::Dwarf => abi::unwind_table::UNWIND_DWARF,
+            Unwind::Fp => abi::unwind_table::UNWIND_FP,
+        }
+    }
+}
 
 /// How many of a stack's frames are kept, and whether the stack was cut. The kernel keeps
 /// only frames inside executable mappings (`kernel_cut` says where it stopped and why); as a

@@ -29,7 +29,14 @@ pub fn stack_id(addrs: impl ExactSizeIterator<Item = u64>) -> u64 {
 /// counters, histograms and series), in the order each was first seen, each with the id of
 /// its frames (`stack_id`). `cut[i]` says whether `sites[i]`'s stack was cut; returns the
 /// sites and how many of them were cut.
+#[cfg(test)]
 pub fn merge(sites: Vec<Site>, cut: &[bool]) -> (Vec<Site>, u64) {
+    let (out, out_cut) = merge_marked(sites, cut);
+    (out, out_cut.iter().filter(|&&c| c).count() as u64)
+}
+
+/// `merge`, with each merged site's mark: whether any of its kernel sites was cut.
+pub fn merge_marked(sites: Vec<Site>, cut: &[bool]) -> (Vec<Site>, Vec<bool>) {
     let mut out: Vec<Site> = Vec::with_capacity(sites.len());
     let mut out_cut: Vec<bool> = Vec::with_capacity(sites.len());
     let mut index: HashMap<(u32, Vec<u64>), usize> = HashMap::with_capacity(sites.len());
@@ -49,8 +56,7 @@ pub fn merge(sites: Vec<Site>, cut: &[bool]) -> (Vec<Site>, u64) {
             }
         }
     }
-    let n_cut = out_cut.iter().filter(|&&c| c).count() as u64;
-    (out, n_cut)
+    (out, out_cut)
 }
 
 /// `into += from`, for two sites of the same stack.

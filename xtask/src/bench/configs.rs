@@ -39,6 +39,12 @@ pub struct BenchOpts {
     /// bench/RESULTS-go.md unless --output says otherwise.
     #[arg(long)]
     pub go_only: bool,
+
+    /// Run only the unwinding section (a no-frame-pointer call chain under the floor,
+    /// `--unwind fp` and `--unwind dwarf`); its results go to target/bench/RESULTS-unwinding.md
+    /// unless --output says otherwise.
+    #[arg(long)]
+    pub unwinding_only: bool,
     /// Another alloctrace binary (the build before a change) measured in the start-up
     /// section's rounds too, side by side.
     #[arg(long, value_name = "FILE")]

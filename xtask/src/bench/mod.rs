@@ -63,6 +63,7 @@ mod render;
 mod runs;
 mod special;
 mod startup;
+mod unwinding;
 mod workloads;
 
 pub use configs::BenchOpts;
@@ -105,6 +106,25 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
             opts.output
                 .clone()
                 .unwrap_or_else(|| root.join("bench/RESULTS-go.md")),
+        );
+    }
+    if opts.unwinding_only {
+        let env = Env {
+            alloctrace,
+            bpftrace: None,
+            heaptrack: None,
+            bcc: None,
+            notes: Vec::new(),
+            libc: libc_of(&std::env::current_exe()?)?,
+            scratch,
+            iterations: opts.iterations,
+        };
+        let text = unwinding::section(&env, &root, opts.repeat)?;
+        return finish(
+            &text,
+            opts.output
+                .clone()
+                .unwrap_or(env.scratch.join("RESULTS-unwinding.md")),
         );
     }
 
@@ -245,6 +265,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
         stacks.push(special::stacks(&env.alloctrace, &env.scratch, &root)?);
     }
     text.push_str(&special::render(&own, &stacks));
+    text.push_str(&unwinding::section(&env, &root, opts.repeat)?);
     finish(
         &text,
         opts.output
