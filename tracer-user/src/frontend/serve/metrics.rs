@@ -68,14 +68,22 @@ pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
     for (name, kind, help, value) in per_process {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &live {
-            let allocators: Vec<&str> = p.allocators.iter().map(|a| a.name.as_str()).collect();
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(p), value(p));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alloctrace_go_gc_cycles_total Go GC cycles completed while traced \
+         (runtime.gcMarkTermination entries: MemStats.NumGC's steps), Go processes only.\n\
+         # TYPE alloctrace_go_gc_cycles_total counter"
+    );
+    for p in &live {
+        if let Some(go) = &p.go {
             let _ = writeln!(
                 out,
-                "{name}{{pid=\"{}\",comm=\"{}\",allocator=\"{}\"}} {}",
-                p.pid,
-                escape(&p.comm),
-                escape(&allocators.join(",")),
-                value(p)
+                "alloctrace_go_gc_cycles_total{{{}}} {}",
+                labels(p),
+                go.gc_cycles
             );
         }
     }
@@ -114,6 +122,17 @@ pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
         own.cpu_seconds, own.resident_bytes, own.start_unix_secs
     );
     out
+}
+
+/// A process's labels: `pid`, `comm`, `allocator` (its allocators, comma-separated).
+fn labels(p: &Process) -> String {
+    let allocators: Vec<&str> = p.allocators.iter().map(|a| a.name.as_str()).collect();
+    format!(
+        "pid=\"{}\",comm=\"{}\",allocator=\"{}\"",
+        p.pid,
+        escape(&p.comm),
+        escape(&allocators.join(","))
+    )
 }
 
 /// A label value as the format wants it: backslash, double quote and newline escaped.
@@ -203,6 +222,26 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
         }
+    }
+
+    #[test]
+    fn go_processes_alone_have_gc_cycles() {
+        let mut go = process(30, "goprog", 9);
+        go.allocators[0].name = "go".into();
+        go.go = Some(crate::model::GoRuntime {
+            gc_cycles: 12,
+            ..Default::default()
+        });
+        let s = Snapshot {
+            processes: vec![process(10, "c", 5), go],
+            ..Snapshot::default()
+        };
+        let text = render(&s, |_| true, Own::default());
+        assert!(text.contains(
+            "alloctrace_go_gc_cycles_total{pid=\"30\",comm=\"goprog\",allocator=\"go\"} 12\n"
+        ));
+        assert_eq!(text.matches("alloctrace_go_gc_cycles_total{").count(), 1);
+        assert!(text.contains("# TYPE alloctrace_go_gc_cycles_total counter\n"));
     }
 
     #[test]
