@@ -178,6 +178,8 @@ func main() {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("goroutines done, stack growth done, gc cycles %d\n", ms.NumGC)
+	fmt.Printf("memstats numgc %d numforcedgc %d pausetotalns %d lastgc %d\n",
+		ms.NumGC, ms.NumForcedGC, ms.PauseTotalNs, ms.LastGC)
 	writeTruth()
 	if hold {
 		fmt.Println("holding")

@@ -1,5 +1,5 @@
-//! A Go program under `alloctrace serve --pid`, read while it runs: `/metrics`' GC cycles
-//! against the program's own runtime.ReadMemStats NumGC.
+//! A Go program under `alloctrace serve --pid`, read while it runs: `/metrics`' GC cycles and
+//! its runtime's MemStats fields against the program's own runtime.ReadMemStats.
 use super::*;
 
 /// The line tests/go-workloads/goalloc prints with its NumGC (no cycle runs after it).
@@ -51,6 +51,31 @@ fn metrics_count_a_running_go_programs_gc_cycles() {
         page.contains("# TYPE alloctrace_go_gc_cycles_total counter\n"),
         "{page}"
     );
+    // The runtime's own MemStats, read from its memory: equal to what ReadMemStats gave it.
+    let own: Vec<u64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("memstats "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .step_by(2)
+                .map(|n| n.parse().unwrap())
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("the program printed no memstats line\n{out}"));
+    let families = [
+        "alloctrace_go_memstats_gc_total",
+        "alloctrace_go_memstats_forced_gc_total",
+        "alloctrace_go_memstats_gc_pause_ns_total",
+        "alloctrace_go_memstats_last_gc_unix_ns",
+    ];
+    let read: Vec<Option<u64>> = families.iter().map(|f| metric_of(&page, f, pid)).collect();
+    assert_eq!(
+        read,
+        own.iter().copied().map(Some).collect::<Vec<_>>(),
+        "{families:?}: /metrics against the program's runtime.ReadMemStats\n{page}"
+    );
+    assert!(own[1] >= 1 && own[2] > 0 && own[3] > 0, "{out}");
     drop(s);
     w.release();
     w.wait_code(0);

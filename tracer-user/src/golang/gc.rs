@@ -61,6 +61,7 @@ fn runtimes<T: std::borrow::Borrow<MapData>>(
                 gc_cycles: gc.cycles,
                 first_gc: since(gc.first_ns),
                 last_gc: since(gc.last_ns),
+                memstats: None,
             },
         );
     }
@@ -73,6 +74,8 @@ pub struct Table {
     table: BpfHashMap<MapData, u32, GoGc>,
     /// The trace's start on the kernel's monotonic clock.
     start_ns: u64,
+    /// The runtimes' own statistics, read with the cycles.
+    memstats: std::sync::Mutex<super::memstats::Reader>,
 }
 
 impl Table {
@@ -90,7 +93,11 @@ impl Table {
             .and_then(|fd| Ok(MapData::from_fd(fd)?))
             .and_then(|d| Ok(BpfHashMap::try_from(Map::HashMap(d))?));
         match opened {
-            Ok(table) => Some(Table { table, start_ns }),
+            Ok(table) => Some(Table {
+                table,
+                start_ns,
+                memstats: Default::default(),
+            }),
             Err(e) => {
                 log::warn!("cannot open the Go GC table ({e}): no GC cycles per interval");
                 None
@@ -99,10 +106,14 @@ impl Table {
     }
 
     /// Marks the Go processes among `processes` with the cycles counted so far (as `annotate`
-    /// does at the end): a few system calls per Go process traced, none for others.
+    /// does at the end) and their runtimes' own statistics: a few system calls per Go process traced, none for others.
     pub fn annotate(&self, processes: &mut [Process]) {
         let (counted, _) = runtimes(&self.table, self.start_ns);
         annotate(processes, counted);
+        self.memstats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill(processes);
     }
 }
 
@@ -112,10 +123,15 @@ impl Table {
 pub fn annotate(processes: &mut [Process], mut counted: HashMap<u32, GoRuntime>) {
     for p in processes {
         let runs_go = p.allocators.iter().any(|a| a.name == "go");
+        // The runtime's statistics read at the last interval stay.
+        let memstats = p.go.take().and_then(|g| g.memstats);
         if let Some(gc) = counted.remove(&p.pid) {
-            p.go = Some(gc);
-        } else if runs_go {
-            p.go = Some(GoRuntime::default());
+            p.go = Some(GoRuntime { memstats, ..gc });
+        } else if runs_go || memstats.is_some() {
+            p.go = Some(GoRuntime {
+                memstats,
+                ..GoRuntime::default()
+            });
         }
     }
 }
@@ -143,6 +159,7 @@ mod tests {
             gc_cycles: 3,
             first_gc: Duration::from_millis(5),
             last_gc: Duration::from_millis(50),
+            memstats: None,
         };
         annotate(&mut ps, HashMap::from([(2, gc.clone())]));
         assert_eq!(ps[1].go, Some(gc));

@@ -1,12 +1,13 @@
 //! `/metrics`: the newest snapshot in Prometheus' text format (version 0.0.4). Per live
 //! process (labels `pid`, `comm`, `allocator`): allocations, bytes, frees, freed bytes and
-//! unknown frees as counters, live bytes and objects as gauges; the losses; alloctrace's own
+//! unknown frees as counters, live bytes and objects as gauges; Go processes' GC cycles and
+//! their runtimes' own MemStats fields where read; the losses; alloctrace's own
 //! CPU time and resident memory. A process that exited leaves the page, so the series do not
 //! grow with every pid the machine ever ran.
 use std::fmt::Write;
 
 use crate::engine::Snapshot;
-use crate::model::Process;
+use crate::model::{GoMemStats, Process};
 
 /// alloctrace's own cost, as Prometheus' client libraries name it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,6 +88,7 @@ pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
             );
         }
     }
+    go_memstats(&mut out, &live);
     let _ = writeln!(
         out,
         "# HELP alloctrace_processes Traced processes still running.\n\
@@ -122,6 +124,46 @@ pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
         own.cpu_seconds, own.resident_bytes, own.start_unix_secs
     );
     out
+}
+
+/// The Go runtimes' own MemStats fields, read from their memory (`golang::memstats`), for the
+/// processes where they could be read.
+fn go_memstats(out: &mut String, live: &[&Process]) {
+    type Field = fn(&GoMemStats) -> u64;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "alloctrace_go_memstats_gc_total",
+            "counter",
+            "The Go runtime's MemStats.NumGC (cycles since the program started), read from its memory.",
+            |m| m.num_gc,
+        ),
+        (
+            "alloctrace_go_memstats_forced_gc_total",
+            "counter",
+            "The Go runtime's MemStats.NumForcedGC.",
+            |m| m.num_forced_gc,
+        ),
+        (
+            "alloctrace_go_memstats_gc_pause_ns_total",
+            "counter",
+            "The Go runtime's MemStats.PauseTotalNs.",
+            |m| m.pause_total_ns,
+        ),
+        (
+            "alloctrace_go_memstats_last_gc_unix_ns",
+            "gauge",
+            "The Go runtime's MemStats.LastGC, nanoseconds since the Unix epoch (0: no cycle yet).",
+            |m| m.last_gc_unix_ns,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in live {
+            if let Some(m) = p.go.as_ref().and_then(|g| g.memstats.as_ref()) {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(p), value(m));
+            }
+        }
+    }
 }
 
 /// A process's labels: `pid`, `comm`, `allocator` (its allocators, comma-separated).
@@ -230,6 +272,12 @@ mod tests {
         go.allocators[0].name = "go".into();
         go.go = Some(crate::model::GoRuntime {
             gc_cycles: 12,
+            memstats: Some(GoMemStats {
+                num_gc: 40,
+                num_forced_gc: 2,
+                pause_total_ns: 9000,
+                last_gc_unix_ns: 1_700_000_000_000_000_000,
+            }),
             ..Default::default()
         });
         let s = Snapshot {
@@ -241,6 +289,23 @@ mod tests {
             "alloctrace_go_gc_cycles_total{pid=\"30\",comm=\"goprog\",allocator=\"go\"} 12\n"
         ));
         assert_eq!(text.matches("alloctrace_go_gc_cycles_total{").count(), 1);
+        for (family, value) in [
+            ("alloctrace_go_memstats_gc_total", "40"),
+            ("alloctrace_go_memstats_forced_gc_total", "2"),
+            ("alloctrace_go_memstats_gc_pause_ns_total", "9000"),
+            (
+                "alloctrace_go_memstats_last_gc_unix_ns",
+                "1700000000000000000",
+            ),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "{family}{{pid=\"30\",comm=\"goprog\",allocator=\"go\"}} {value}\n"
+                )),
+                "{family}:\n{text}"
+            );
+            assert_eq!(text.matches(&format!("{family}{{")).count(), 1, "{text}");
+        }
         assert!(text.contains("# TYPE alloctrace_go_gc_cycles_total counter\n"));
     }
 
