@@ -164,20 +164,27 @@ impl Reader {
     pub fn fill(&mut self, processes: &mut [Process]) {
         for p in processes.iter_mut() {
             let Some(go) = p.go.as_mut() else { continue };
-            let layout = self.layouts.entry(p.pid).or_insert_with(|| {
-                let exe = format!("/proc/{}/exe", p.pid);
-                let got = std::fs::read(&exe)
-                    .map_err(|e| format!("its executable cannot be read ({e})"))
-                    .and_then(|data| layout(&data));
-                got.map_err(|why| {
+            if !self.layouts.contains_key(&p.pid) {
+                let data = match std::fs::read(format!("/proc/{}/exe", p.pid)) {
+                    Ok(data) => Ok(data),
+                    // Gone before it was read: nothing to say (its last values, if any, stay).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        go.memstats = self.last.get(&p.pid).cloned();
+                        continue;
+                    }
+                    Err(e) => Err(format!("its executable cannot be read ({e})")),
+                };
+                let got = data.and_then(|d| layout(&d)).map_err(|why| {
                     eprintln!(
                         "alloctrace: pid {} ({}): the Go runtime's MemStats are not read: {why}",
                         p.pid, p.comm
                     )
-                })
-                .ok()
-            });
-            let Some(layout) = layout else { continue };
+                });
+                self.layouts.insert(p.pid, got.ok());
+            }
+            let Some(Some(layout)) = self.layouts.get(&p.pid) else {
+                continue;
+            };
             if let Ok(m) = read(p.pid, layout) {
                 self.last.insert(p.pid, m);
             }
