@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 
 use object::{Object, ObjectKind, ObjectSection, ObjectSymbol};
 
@@ -151,11 +152,14 @@ pub fn read(pid: u32, layout: &Layout) -> std::io::Result<GoMemStats> {
     Ok(m)
 }
 
-/// Each Go process's layout (or why there is none, said once), and its last values: a process
-/// that has just exited keeps the ones read before.
+/// Each Go process's layout (or why there is none, said once per binary), and its last values:
+/// a process that has just exited keeps the ones read before.
 #[derive(Default)]
 pub struct Reader {
     layouts: HashMap<u32, Option<Layout>>,
+    /// By executable (device, inode): a binary's DWARF is read once however many processes
+    /// run it (system-wide mode: a fleet's service restarted every minute).
+    by_file: HashMap<(u64, u64), Option<Layout>>,
     last: HashMap<u32, GoMemStats>,
 }
 
@@ -165,22 +169,38 @@ impl Reader {
         for p in processes.iter_mut() {
             let Some(go) = p.go.as_mut() else { continue };
             if !self.layouts.contains_key(&p.pid) {
-                let data = match std::fs::read(format!("/proc/{}/exe", p.pid)) {
-                    Ok(data) => Ok(data),
+                let exe = format!("/proc/{}/exe", p.pid);
+                let file = match std::fs::metadata(&exe) {
+                    Ok(m) => (m.dev(), m.ino()),
                     // Gone before it was read: nothing to say (its last values, if any, stay).
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         go.memstats = self.last.get(&p.pid).cloned();
                         continue;
                     }
-                    Err(e) => Err(format!("its executable cannot be read ({e})")),
+                    Err(e) => {
+                        eprintln!(
+                            "alloctrace: pid {} ({}): the Go runtime's MemStats are not read: \
+                             its executable cannot be read ({e})",
+                            p.pid, p.comm
+                        );
+                        self.layouts.insert(p.pid, None);
+                        continue;
+                    }
                 };
-                let got = data.and_then(|d| layout(&d)).map_err(|why| {
-                    eprintln!(
-                        "alloctrace: pid {} ({}): the Go runtime's MemStats are not read: {why}",
-                        p.pid, p.comm
-                    )
+                let known = self.by_file.entry(file).or_insert_with(|| {
+                    std::fs::read(&exe)
+                        .map_err(|e| format!("its executable cannot be read ({e})"))
+                        .and_then(|d| layout(&d))
+                        .map_err(|why| {
+                            eprintln!(
+                                "alloctrace: pid {} ({}): the Go runtime's MemStats are not \
+                                 read: {why}",
+                                p.pid, p.comm
+                            )
+                        })
+                        .ok()
                 });
-                self.layouts.insert(p.pid, got.ok());
+                self.layouts.insert(p.pid, known.clone());
             }
             let Some(Some(layout)) = self.layouts.get(&p.pid) else {
                 continue;
