@@ -208,8 +208,7 @@ pub struct GoRuntime {
 
 /// Fields of the process's `runtime.MemStats` as its runtime holds them (`runtime.memstats`),
 /// read from its memory at the last interval it ran, with the layout from its binary's DWARF:
-/// not read for a binary without DWARF or symbols (`-ldflags=-s -w`) or a position-independent
-/// one.
+/// not read for a binary without DWARF or symbols (`-ldflags=-s -w`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoMemStats {
     /// `NumGC`: cycles completed since the program started (traced or not).

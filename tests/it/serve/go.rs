@@ -11,8 +11,19 @@ const DONE: &str = "goroutines done, stack growth done, gc cycles ";
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn metrics_count_a_running_go_programs_gc_cycles() {
+    assert_live_gc_metrics("go_alloc");
+}
+
+/// The same of a position-independent Go binary: its MemStats read at its load address.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn metrics_read_a_position_independent_go_programs_memstats() {
+    assert_live_gc_metrics("go_alloc_pie");
+}
+
+fn assert_live_gc_metrics(name: &str) {
     alloctrace_bin();
-    let mut w = Workload::start("go_alloc", &["hold"], &[]);
+    let mut w = Workload::start(name, &["hold"], &[]);
     let pid = w.pid();
     let s = serve(&["--pid", &pid.to_string()]);
     w.release();

@@ -25,18 +25,56 @@ const FIELDS: [(&str, usize, Setter); 4] = [
     ("last_gc_unix", 8, |m, v| m.last_gc_unix_ns = v),
 ];
 
-/// Where a binary's `runtime.memstats` fields are: their absolute addresses.
+/// Where a binary's `runtime.memstats` fields are: their addresses in the file's own address
+/// space, and, for a position-independent binary, the address its first page is at there
+/// (moved by the load address of each process running it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     addrs: [u64; FIELDS.len()],
+    pie_base: Option<u64>,
+}
+
+impl Layout {
+    /// The layout in the process `pid` (a position-independent one's addresses moved by its
+    /// load address, read from its mappings).
+    fn in_process(&self, pid: u32) -> Result<Layout, String> {
+        let Some(vaddr) = self.pie_base else {
+            return Ok(self.clone());
+        };
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map_err(|e| format!("its mappings cannot be read ({e})"))?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map_err(|e| format!("its executable cannot be read ({e})"))?;
+        let exe = exe.to_string_lossy();
+        // The executable's mapping of file offset 0: its first page.
+        let start = maps
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let at_zero = f
+                    .get(2)
+                    .is_some_and(|o| o.trim_start_matches('0').is_empty());
+                (f.len() >= 6 && at_zero && f[5..].join(" ") == exe)
+                    .then(|| u64::from_str_radix(f[0].split('-').next()?, 16).ok())
+                    .flatten()
+            })
+            .ok_or("no mapping of its executable's first page")?;
+        let bias = start.wrapping_sub(vaddr);
+        Ok(Layout {
+            addrs: self.addrs.map(|a| a.wrapping_add(bias)),
+            pie_base: None,
+        })
+    }
 }
 
 /// The layout of the Go binary `data`, or why it cannot be known.
 pub fn layout(data: &[u8]) -> Result<Layout, String> {
     let elf = object::File::parse(data).map_err(|e| format!("not a readable ELF file ({e})"))?;
-    if elf.kind() != ObjectKind::Executable {
-        return Err("a position-independent binary (its load address is not read)".into());
-    }
+    let pie_base = match elf.kind() {
+        ObjectKind::Executable => None,
+        ObjectKind::Dynamic => Some(first_page(data)?),
+        k => return Err(format!("not an executable ({k:?})")),
+    };
     let base = elf
         .symbols()
         .find(|s| s.name() == Ok("runtime.memstats"))
@@ -50,7 +88,23 @@ pub fn layout(data: &[u8]) -> Result<Layout, String> {
             .ok_or_else(|| format!("runtime.mstats has no field {name} in its DWARF"))?;
         addrs[i] = base + off;
     }
-    Ok(Layout { addrs })
+    Ok(Layout { addrs, pie_base })
+}
+
+/// The address (page-aligned) the loadable segment holding file offset 0 asks for.
+fn first_page(data: &[u8]) -> Result<u64, String> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data)
+        .map_err(|e| format!("not a 64-bit ELF file ({e})"))?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let segments = header
+        .program_headers(endian, data)
+        .map_err(|e| format!("unreadable program headers ({e})"))?;
+    segments
+        .iter()
+        .find(|p| p.p_type(endian) == object::elf::PT_LOAD && p.p_offset(endian) == 0)
+        .map(|p| p.p_vaddr(endian) & !0xfff)
+        .ok_or_else(|| "no loadable segment at file offset 0".to_string())
 }
 
 /// A DWARF section's bytes, decompressed when it is (`.zdebug_*`, or SHF_COMPRESSED).
@@ -200,7 +254,20 @@ impl Reader {
                         })
                         .ok()
                 });
-                self.layouts.insert(p.pid, known.clone());
+                let here = known.as_ref().map(|l| l.in_process(p.pid));
+                let here = match here {
+                    Some(Err(why)) => {
+                        eprintln!(
+                            "alloctrace: pid {} ({}): the Go runtime's MemStats are not read: \
+                             {why}",
+                            p.pid, p.comm
+                        );
+                        None
+                    }
+                    Some(Ok(l)) => Some(l),
+                    None => None,
+                };
+                self.layouts.insert(p.pid, here);
             }
             let Some(Some(layout)) = self.layouts.get(&p.pid) else {
                 continue;
@@ -224,17 +291,18 @@ mod tests {
     fn a_binary_that_is_not_go_has_no_layout() {
         let me = std::fs::read("/proc/self/exe").unwrap();
         let why = layout(&me).unwrap_err();
-        assert!(
-            why.contains("runtime.memstats") || why.contains("position-independent"),
-            "{why}"
-        );
+        assert!(why.contains("runtime.memstats"), "{why}");
     }
 
     #[test]
     fn our_own_memory_is_read_at_a_layout() {
         let fields: [u64; 4] = [7, 3, 123_456_789, 1_700_000_000_000_000_000];
         let addrs = std::array::from_fn(|i| std::ptr::addr_of!(fields[i]) as u64);
-        let m = read(std::process::id(), &Layout { addrs }).unwrap();
+        let layout = Layout {
+            addrs,
+            pie_base: None,
+        };
+        let m = read(std::process::id(), &layout).unwrap();
         assert_eq!(
             m,
             GoMemStats {
