@@ -322,6 +322,8 @@ const GO_WORKLOADS: &[(&str, &str, &[&str])] = &[
         "./goalloc",
         &["-buildmode=pie", "-ldflags=-s -w"],
     ),
+    // Position-independent with its symbols and DWARF: MemStats read at its load address.
+    ("go_alloc_pie", "./goalloc", &["-buildmode=pie"]),
     // Go and C in one process: mallocgc and glibc's malloc both probed.
     ("go_cgo", "./gocgo", &[]),
     ("go_http", "./gohttp", &[]),

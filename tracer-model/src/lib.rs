@@ -200,6 +200,25 @@ pub struct GoRuntime {
     pub first_gc: Duration,
     #[serde(with = "duration_secs")]
     pub last_gc: Duration,
+    /// The runtime's own statistics, read from its memory (absent where they cannot be read:
+    /// see `GoMemStats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memstats: Option<GoMemStats>,
+}
+
+/// Fields of the process's `runtime.MemStats` as its runtime holds them (`runtime.memstats`),
+/// read from its memory at the last interval it ran, with the layout from its binary's DWARF:
+/// not read for a binary without DWARF or symbols (`-ldflags=-s -w`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoMemStats {
+    /// `NumGC`: cycles completed since the program started (traced or not).
+    pub num_gc: u64,
+    /// `NumForcedGC`: those forced by runtime.GC.
+    pub num_forced_gc: u64,
+    /// `PauseTotalNs`: the stop-the-world pauses' total.
+    pub pause_total_ns: u64,
+    /// `LastGC`: when the last cycle ended, in nanoseconds since the Unix epoch (0: none yet).
+    pub last_gc_unix_ns: u64,
 }
 
 /// One allocator a process used, as probed: its name (`glibc`, `musl`, `jemalloc`,

@@ -131,11 +131,14 @@ func churn(n int) {
 }
 
 func main() {
-	wait := len(os.Args) > 1 && os.Args[1] == "wait"
+	// hold: as wait, and it waits again before exiting (still running while a daemon is
+	// read: its GC cycles shown live).
+	hold := len(os.Args) > 1 && os.Args[1] == "hold"
+	wait := hold || len(os.Args) > 1 && os.Args[1] == "wait"
 	threads := len(os.Args) > 1 && os.Args[1] == "threads"
+	var b [1]byte
 	if wait {
 		fmt.Println("ready")
-		var b [1]byte
 		os.Stdin.Read(b[:])
 	}
 	allocNodes(1000)
@@ -175,7 +178,13 @@ func main() {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Printf("goroutines done, stack growth done, gc cycles %d\n", ms.NumGC)
+	fmt.Printf("memstats numgc %d numforcedgc %d pausetotalns %d lastgc %d\n",
+		ms.NumGC, ms.NumForcedGC, ms.PauseTotalNs, ms.LastGC)
 	writeTruth()
+	if hold {
+		fmt.Println("holding")
+		os.Stdin.Read(b[:])
+	}
 }
 
 func writeTruth() {

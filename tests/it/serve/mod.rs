@@ -5,6 +5,7 @@
 //! pprof -raw`'s output parsed.
 mod endpoints;
 mod fleet;
+mod go;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

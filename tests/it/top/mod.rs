@@ -5,6 +5,7 @@
 //! screen left, the cursor shown, the line discipline out of raw mode) and the probes gone
 //! from the still-running workload; a target that exits leaves its final numbers (equal to
 //! its ground truth) on the screen until `q`.
+mod go;
 mod tmux;
 
 use std::os::unix::fs::FileExt;

@@ -141,6 +141,8 @@ pub struct Engine {
     /// The system-wide sweep of exited processes, done when the engine goes on after an
     /// interval's snapshot was read (its log lines come after that interval's line).
     sweep_due: bool,
+    /// The Go processes' GC cycles, read into each snapshot's processes.
+    go_gc: Option<crate::golang::gc::Table>,
 }
 
 /// What an interval waits for besides the tick.
@@ -421,6 +423,9 @@ impl Engine {
             } else {
                 Vec::new()
             };
+        }
+        if let Some(t) = &self.go_gc {
+            t.annotate(&mut out);
         }
         out
     }

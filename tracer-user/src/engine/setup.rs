@@ -303,6 +303,10 @@ impl Engine {
         // "tracing" line below, the held command's release), so no event precedes the start.
         let start_ns = target::monotonic_ns();
         let start = Instant::now();
+        let go_gc = {
+            let programs = ebpf.lock().unwrap_or_else(|e| e.into_inner());
+            crate::golang::gc::Table::open(&programs.ebpf, start_ns)
+        };
         let start_unix_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -423,6 +427,7 @@ impl Engine {
             drains_skipped: 0,
             ticks: 0,
             sweep_due: false,
+            go_gc,
         })
     }
 }

@@ -1,11 +1,12 @@
 //! The Go GC cycles the kernel counted (`alloctrace_common::go`): the table set up before
-//! tracing, read at the end into each Go process's `GoRuntime`.
+//! tracing, read at each interval (`Table`) and at the end into each Go process's `GoRuntime`.
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use alloctrace_common::go::{GO_GC_LOST, MAP_GO_GC};
 use alloctrace_common::GoGc;
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 
 use crate::model::{GoRuntime, Process};
 
@@ -31,17 +32,27 @@ pub fn read(ebpf: &aya::Ebpf, start_ns: u64) -> HashMap<u32, GoRuntime> {
     let Ok(table) = BpfHashMap::<&MapData, u32, GoGc>::try_from(map) else {
         return HashMap::new();
     };
+    let (counted, lost) = runtimes(&table, start_ns);
+    if lost > 0 {
+        eprintln!(
+            "alloctrace: {lost} Go GC cycles not counted: more than {} Go processes",
+            alloctrace_common::go::GO_GC_PROCS - 1
+        );
+    }
+    counted
+}
+
+/// The table's entries as the model says them, and the cycles the full table lost.
+fn runtimes<T: std::borrow::Borrow<MapData>>(
+    table: &BpfHashMap<T, u32, GoGc>,
+    start_ns: u64,
+) -> (HashMap<u32, GoRuntime>, u64) {
     let since = |ns: u64| Duration::from_nanos(ns.saturating_sub(start_ns));
     let mut out = HashMap::new();
+    let mut lost = 0;
     for (tgid, gc) in table.iter().flatten() {
         if tgid == GO_GC_LOST {
-            if gc.cycles > 0 {
-                eprintln!(
-                    "alloctrace: {} Go GC cycles not counted: more than {} Go processes",
-                    gc.cycles,
-                    alloctrace_common::go::GO_GC_PROCS - 1
-                );
-            }
+            lost = gc.cycles;
             continue;
         }
         out.insert(
@@ -50,10 +61,60 @@ pub fn read(ebpf: &aya::Ebpf, start_ns: u64) -> HashMap<u32, GoRuntime> {
                 gc_cycles: gc.cycles,
                 first_gc: since(gc.first_ns),
                 last_gc: since(gc.last_ns),
+                memstats: None,
             },
         );
     }
-    out
+    (out, lost)
+}
+
+/// The GC table read at each interval, through a descriptor of its own: the programs' lock
+/// (held while the event thread attaches a new process's probes) is not waited for.
+pub struct Table {
+    table: BpfHashMap<MapData, u32, GoGc>,
+    /// The trace's start on the kernel's monotonic clock.
+    start_ns: u64,
+    /// The runtimes' own statistics, read with the cycles.
+    memstats: std::sync::Mutex<super::memstats::Reader>,
+}
+
+impl Table {
+    /// The programs' GC table, or None (said once) without one.
+    pub fn open(ebpf: &aya::Ebpf, start_ns: u64) -> Option<Table> {
+        let map = ebpf.map(MAP_GO_GC)?;
+        let Map::HashMap(data) = map else {
+            return None;
+        };
+        let opened = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(anyhow::Error::from)
+            .and_then(|fd| Ok(MapData::from_fd(fd)?))
+            .and_then(|d| Ok(BpfHashMap::try_from(Map::HashMap(d))?));
+        match opened {
+            Ok(table) => Some(Table {
+                table,
+                start_ns,
+                memstats: Default::default(),
+            }),
+            Err(e) => {
+                log::warn!("cannot open the Go GC table ({e}): no GC cycles per interval");
+                None
+            }
+        }
+    }
+
+    /// Marks the Go processes among `processes` with the cycles counted so far (as `annotate`
+    /// does at the end) and their runtimes' own statistics: a few system calls per Go process traced, none for others.
+    pub fn annotate(&self, processes: &mut [Process]) {
+        let (counted, _) = runtimes(&self.table, self.start_ns);
+        annotate(processes, counted);
+        self.memstats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill(processes);
+    }
 }
 
 /// Marks the processes that run Go (`go`: their allocators include Go's runtime) with what
@@ -62,10 +123,15 @@ pub fn read(ebpf: &aya::Ebpf, start_ns: u64) -> HashMap<u32, GoRuntime> {
 pub fn annotate(processes: &mut [Process], mut counted: HashMap<u32, GoRuntime>) {
     for p in processes {
         let runs_go = p.allocators.iter().any(|a| a.name == "go");
+        // The runtime's statistics read at the last interval stay.
+        let memstats = p.go.take().and_then(|g| g.memstats);
         if let Some(gc) = counted.remove(&p.pid) {
-            p.go = Some(gc);
-        } else if runs_go {
-            p.go = Some(GoRuntime::default());
+            p.go = Some(GoRuntime { memstats, ..gc });
+        } else if runs_go || memstats.is_some() {
+            p.go = Some(GoRuntime {
+                memstats,
+                ..GoRuntime::default()
+            });
         }
     }
 }
@@ -93,6 +159,7 @@ mod tests {
             gc_cycles: 3,
             first_gc: Duration::from_millis(5),
             last_gc: Duration::from_millis(50),
+            memstats: None,
         };
         annotate(&mut ps, HashMap::from([(2, gc.clone())]));
         assert_eq!(ps[1].go, Some(gc));

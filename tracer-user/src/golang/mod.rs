@@ -1,6 +1,8 @@
 //! What alloctrace reads of Go programs beyond their symbols: the function table (`pclntab`),
-//! for stripped binaries; the GC cycles the kernel counted (`gc`).
+//! for stripped binaries; the GC cycles the kernel counted (`gc`); the runtime's own
+//! statistics read from its memory (`memstats`).
 pub mod gc;
+pub mod memstats;
 pub mod pclntab;
 
 use crate::model::{Frame, Profile};
@@ -78,6 +80,7 @@ mod tests {
             gc_cycles: 3,
             first_gc: Duration::from_millis(100),
             last_gc: Duration::from_millis(1500),
+            memstats: None,
         });
         p.processes = vec![g];
         assert_eq!(

@@ -1,12 +1,13 @@
 //! `/metrics`: the newest snapshot in Prometheus' text format (version 0.0.4). Per live
 //! process (labels `pid`, `comm`, `allocator`): allocations, bytes, frees, freed bytes and
-//! unknown frees as counters, live bytes and objects as gauges; the losses; alloctrace's own
+//! unknown frees as counters, live bytes and objects as gauges; Go processes' GC cycles and
+//! their runtimes' own MemStats fields where read; the losses; alloctrace's own
 //! CPU time and resident memory. A process that exited leaves the page, so the series do not
 //! grow with every pid the machine ever ran.
 use std::fmt::Write;
 
 use crate::engine::Snapshot;
-use crate::model::Process;
+use crate::model::{GoMemStats, Process};
 
 /// alloctrace's own cost, as Prometheus' client libraries name it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,17 +69,26 @@ pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
     for (name, kind, help, value) in per_process {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &live {
-            let allocators: Vec<&str> = p.allocators.iter().map(|a| a.name.as_str()).collect();
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(p), value(p));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP alloctrace_go_gc_cycles_total Go GC cycles completed while traced \
+         (runtime.gcMarkTermination entries: MemStats.NumGC's steps), Go processes only.\n\
+         # TYPE alloctrace_go_gc_cycles_total counter"
+    );
+    for p in &live {
+        if let Some(go) = &p.go {
             let _ = writeln!(
                 out,
-                "{name}{{pid=\"{}\",comm=\"{}\",allocator=\"{}\"}} {}",
-                p.pid,
-                escape(&p.comm),
-                escape(&allocators.join(",")),
-                value(p)
+                "alloctrace_go_gc_cycles_total{{{}}} {}",
+                labels(p),
+                go.gc_cycles
             );
         }
     }
+    go_memstats(&mut out, &live);
     let _ = writeln!(
         out,
         "# HELP alloctrace_processes Traced processes still running.\n\
@@ -114,6 +124,57 @@ pub fn render(s: &Snapshot, alive: impl Fn(u32) -> bool, own: Own) -> String {
         own.cpu_seconds, own.resident_bytes, own.start_unix_secs
     );
     out
+}
+
+/// The Go runtimes' own MemStats fields, read from their memory (`golang::memstats`), for the
+/// processes where they could be read.
+fn go_memstats(out: &mut String, live: &[&Process]) {
+    type Field = fn(&GoMemStats) -> u64;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "alloctrace_go_memstats_gc_total",
+            "counter",
+            "The Go runtime's MemStats.NumGC (cycles since the program started), read from its memory.",
+            |m| m.num_gc,
+        ),
+        (
+            "alloctrace_go_memstats_forced_gc_total",
+            "counter",
+            "The Go runtime's MemStats.NumForcedGC.",
+            |m| m.num_forced_gc,
+        ),
+        (
+            "alloctrace_go_memstats_gc_pause_ns_total",
+            "counter",
+            "The Go runtime's MemStats.PauseTotalNs.",
+            |m| m.pause_total_ns,
+        ),
+        (
+            "alloctrace_go_memstats_last_gc_unix_ns",
+            "gauge",
+            "The Go runtime's MemStats.LastGC, nanoseconds since the Unix epoch (0: no cycle yet).",
+            |m| m.last_gc_unix_ns,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for p in live {
+            if let Some(m) = p.go.as_ref().and_then(|g| g.memstats.as_ref()) {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(p), value(m));
+            }
+        }
+    }
+}
+
+/// A process's labels: `pid`, `comm`, `allocator` (its allocators, comma-separated).
+fn labels(p: &Process) -> String {
+    let allocators: Vec<&str> = p.allocators.iter().map(|a| a.name.as_str()).collect();
+    format!(
+        "pid=\"{}\",comm=\"{}\",allocator=\"{}\"",
+        p.pid,
+        escape(&p.comm),
+        escape(&allocators.join(","))
+    )
 }
 
 /// A label value as the format wants it: backslash, double quote and newline escaped.
@@ -203,6 +264,49 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
         }
+    }
+
+    #[test]
+    fn go_processes_alone_have_gc_cycles() {
+        let mut go = process(30, "goprog", 9);
+        go.allocators[0].name = "go".into();
+        go.go = Some(crate::model::GoRuntime {
+            gc_cycles: 12,
+            memstats: Some(GoMemStats {
+                num_gc: 40,
+                num_forced_gc: 2,
+                pause_total_ns: 9000,
+                last_gc_unix_ns: 1_700_000_000_000_000_000,
+            }),
+            ..Default::default()
+        });
+        let s = Snapshot {
+            processes: vec![process(10, "c", 5), go],
+            ..Snapshot::default()
+        };
+        let text = render(&s, |_| true, Own::default());
+        assert!(text.contains(
+            "alloctrace_go_gc_cycles_total{pid=\"30\",comm=\"goprog\",allocator=\"go\"} 12\n"
+        ));
+        assert_eq!(text.matches("alloctrace_go_gc_cycles_total{").count(), 1);
+        for (family, value) in [
+            ("alloctrace_go_memstats_gc_total", "40"),
+            ("alloctrace_go_memstats_forced_gc_total", "2"),
+            ("alloctrace_go_memstats_gc_pause_ns_total", "9000"),
+            (
+                "alloctrace_go_memstats_last_gc_unix_ns",
+                "1700000000000000000",
+            ),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "{family}{{pid=\"30\",comm=\"goprog\",allocator=\"go\"}} {value}\n"
+                )),
+                "{family}:\n{text}"
+            );
+            assert_eq!(text.matches(&format!("{family}{{")).count(), 1, "{text}");
+        }
+        assert!(text.contains("# TYPE alloctrace_go_gc_cycles_total counter\n"));
     }
 
     #[test]

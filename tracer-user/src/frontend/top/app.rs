@@ -48,6 +48,8 @@ pub struct ProcRow {
     pub frees_per_s: f64,
     /// Since the trace began.
     pub total: Counters,
+    /// A Go process's GC cycles completed while traced; None for a process not running Go.
+    pub gc_cycles: Option<u64>,
 }
 
 /// One site of the selected process.
@@ -121,6 +123,7 @@ impl App {
                     allocs_per_s: d.allocs as f64 / secs,
                     frees_per_s: d.frees as f64 / secs,
                     total: *now,
+                    gc_cycles: p.go.as_ref().map(|g| g.gc_cycles),
                 }
             })
             .collect();
@@ -304,6 +307,30 @@ mod tests {
         app.select(-3);
         assert_eq!(app.selected, Some(200));
         assert_eq!(app.history(), [40_000]);
+    }
+
+    #[test]
+    fn a_go_process_alone_has_gc_cycles() {
+        let mut app = App::new(Options::default());
+        let zero = c(0, 0, 0, 0);
+        let p = [(zero, c(1, 16, 0, 0)), (zero, c(2, 32, 0, 0))];
+        let snapshot = Snapshot {
+            sample: sample(2000, &[(100, p[0].1), (200, p[1].1)]),
+            previous: Some(sample(1000, &[(100, zero), (200, zero)])),
+            processes: vec![proc_(100, "prog", p[0].1), {
+                let mut g = proc_(200, "goprog", p[1].1);
+                g.go = Some(crate::model::GoRuntime {
+                    gc_cycles: 7,
+                    ..Default::default()
+                });
+                g
+            }],
+            losses: Default::default(),
+        };
+        let profile = command_profile(snapshot.processes.clone(), vec![], vec![], 2000);
+        app.update(Arc::new(snapshot), profile);
+        let gc: Vec<(u32, Option<u64>)> = app.procs.iter().map(|p| (p.pid, p.gc_cycles)).collect();
+        assert_eq!(gc, [(200, Some(7)), (100, None)]);
     }
 
     #[test]

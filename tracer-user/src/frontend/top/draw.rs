@@ -73,6 +73,7 @@ fn draw_procs(f: &mut Frame, app: &App, area: Rect) {
             right(or_dash(fmt_bytes(p.total.live_bytes()))),
             right(p.total.allocs.to_string()),
             right(fmt_bytes(p.total.bytes)),
+            right(p.gc_cycles.map(|n| n.to_string()).unwrap_or_default()),
             Cell::from(format!("  {}", p.comm)),
         ])
     });
@@ -84,6 +85,7 @@ fn draw_procs(f: &mut Frame, app: &App, area: Rect) {
         "LIVE",
         "ALLOCS",
         "BYTES",
+        "GC",
     ]
     .map(|h| Cell::from(Line::from(h).right_aligned()))
     .into();
@@ -98,6 +100,8 @@ fn draw_procs(f: &mut Frame, app: &App, area: Rect) {
         Constraint::Length(10),
         Constraint::Length(10),
         Constraint::Length(10),
+        // A Go process's GC cycles (empty for others).
+        Constraint::Length(7),
         Constraint::Fill(1),
     ];
     let title = format!(" processes ({}) ", app.procs.len());
@@ -268,6 +272,39 @@ mod tests {
             assert!(text.contains(want), "no {want:?} in\n{text}");
         }
         assert!(!text.contains("lost:"), "{text}");
+    }
+
+    #[test]
+    fn a_go_process_shows_its_gc_cycles_and_others_none() {
+        let counters = c(10, 1000, 0, 0);
+        let mut go = proc_(200, "goprog", counters);
+        go.go = Some(crate::model::GoRuntime {
+            gc_cycles: 31,
+            ..Default::default()
+        });
+        let snapshot = Snapshot {
+            sample: sample(2000, &[(100, counters), (200, counters)]),
+            previous: None,
+            processes: vec![proc_(100, "prog", counters), go],
+            losses: Default::default(),
+        };
+        let profile = command_profile(snapshot.processes.clone(), vec![], vec![], 2000);
+        let mut app = App::new(Options::default());
+        app.update(Arc::new(snapshot), profile);
+        let text = screen(&app);
+        let line = |comm: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!("  {comm} ")))
+                .unwrap_or_else(|| panic!("no row of {comm} in\n{text}"))
+                .to_string()
+        };
+        let header = text.lines().find(|l| l.contains("PID")).unwrap();
+        let gc_end = header.find(" GC").expect("a GC column") + 3;
+        // The column's cells, right-aligned under its header (the lines' first character,
+        // the border, is the same in each).
+        let cell = |row: String| row[gc_end - 7..gc_end].trim().to_string();
+        assert_eq!(cell(line("goprog")), "31", "{text}");
+        assert_eq!(cell(line("prog")), "", "no GC for a C process\n{text}");
     }
 
     #[test]
