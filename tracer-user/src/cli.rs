@@ -101,12 +101,23 @@ pub struct Cli {
     /// How stacks are walked: `dwarf` (each binary's unwind tables, compiled from its CFI:
     /// full stacks in code built without frame pointers, frame pointers where a binary has
     /// none) or `fp` (frame pointers only).
-    #[arg(long, value_enum, value_name = "HOW", default_value = "dwarf")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "HOW",
+        default_value = "dwarf",
+        global = true
+    )]
     pub unwind: crate::unwind::Unwind,
 
     /// Rows the kernel's DWARF unwind tables hold (8 bytes each; python3 needs ~65k): a
     /// binary whose table does not fit is walked by frame pointers (said once).
-    #[arg(long, value_name = "N", default_value_t = alloctrace_common::unwind_table::DEFAULT_ROWS)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = alloctrace_common::unwind_table::DEFAULT_ROWS,
+        global = true
+    )]
     pub unwind_rows: u32,
 
     /// Distinct allocation sites (process + stack) the kernel maps can hold.

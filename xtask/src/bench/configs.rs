@@ -41,7 +41,7 @@ pub struct BenchOpts {
     pub go_only: bool,
 
     /// Run only the unwinding section (a no-frame-pointer call chain under the floor,
-    /// `--unwind fp` and `--unwind dwarf`); its results go to target/bench/RESULTS-unwinding.md
+    /// `--unwind fp` and `--unwind dwarf`); its results go to bench/RESULTS-unwinding.md
     /// unless --output says otherwise.
     #[arg(long)]
     pub unwinding_only: bool,

@@ -124,7 +124,7 @@ pub fn bench(opts: &BenchOpts) -> Result<std::process::ExitCode> {
             &text,
             opts.output
                 .clone()
-                .unwrap_or(env.scratch.join("RESULTS-unwinding.md")),
+                .unwrap_or_else(|| root.join("bench/RESULTS-unwinding.md")),
         );
     }
 
