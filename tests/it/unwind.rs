@@ -76,26 +76,9 @@ fn launch_mode_walks_full_paths_without_frame_pointers() {
 #[ignore = "needs root and BPF: run with `cargo xtask test`"]
 fn pid_mode_walks_full_paths_without_frame_pointers() {
     alloctrace_bin();
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let mut w = Workload::start(
-        "nofp_paths",
-        &["wait"],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    let mut args = vec![OsString::from("--pid"), w.pid().to_string().into()];
-    args.extend(report_args("250ms", &report_path, &[]));
-    let mut tracer = Running::spawn(&args, &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let report = Report::read(&report_path, &context);
-    let truth = GroundTruth::read(&truth_path, &context);
-    assert_sites_match(&report, &truth, &["nofp_leaf"]);
-    assert_full_paths(&report, w.pid(), &context);
+    let run = attach("250ms", "nofp_paths", &["wait"], &[], Scratch::new());
+    assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
+    assert_full_paths(&run.report, run.pid, &run.context);
 }
 
 /// The frame-pointer walk on the same code: no leaf stack reaches the thread's entry (rbp

@@ -162,24 +162,8 @@ fn go_goroutines_on_several_threads_are_exact() {
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn go_program_by_pid_is_exact() {
     alloctrace_bin();
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let mut w = Workload::start(
-        "go_alloc",
-        &["wait"],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line(DONE);
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    assert_go_exact(&report, &truth, &context);
+    let run = attach(INTERVAL, "go_alloc", &["wait"], &[], Scratch::new());
+    assert_go_exact(&run.report, &run.truth, &run.context);
 }
 
 /// Stripped with `-ldflags='-s -w'` (no .symtab, no DWARF), as an executable and as a

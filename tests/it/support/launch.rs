@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::assertions::assert_target;
-use super::binary::{run_alloctrace, Finished, INTERVAL};
+use super::binary::{report_args, run_alloctrace, Finished, Running, INTERVAL, RUN_TIMEOUT};
 use super::report::Report;
 use super::scratch::Scratch;
 use super::truth::GroundTruth;
-use super::workload::workload;
+use super::workload::{workload, Workload};
 
 /// One launch-mode run: `alloctrace --interval 250ms --report json -o REPORT EXTRA -- WORKLOAD
 /// ARGS` with `GROUND_TRUTH` set, finished, with its report and the workload's ground truth.
@@ -74,5 +74,53 @@ pub fn launch_every(
         truth,
         command,
         scratch,
+    }
+}
+
+/// One `--pid` run: a workload started by the test (it says `ready` and waits), alloctrace
+/// attached to it, the workload released once alloctrace traces and run to its exit code 0,
+/// then alloctrace's end (the target's exit ends it), with its report and the ground truth.
+pub struct Attached {
+    pub report: Report,
+    pub truth: GroundTruth,
+    /// The workload's pid.
+    pub pid: u32,
+    /// alloctrace's run and the workload's output, for failure messages.
+    pub context: String,
+    /// Holds the report and ground truth files as long as the run is looked at.
+    _scratch: Scratch,
+}
+
+/// Runs workload `name` with `args` (those that make it wait for its go, e.g. `wait`) and
+/// traces it with `alloctrace --pid PID --interval INTERVAL --report json -o REPORT EXTRA`
+/// (see [`Attached`]). Panics unless alloctrace and the workload both exit 0 in time.
+pub fn attach(
+    interval: &str,
+    name: &str,
+    args: &[&str],
+    extra: &[&OsStr],
+    scratch: Scratch,
+) -> Attached {
+    let report_path = scratch.path("report.json");
+    let truth_path = scratch.path("truth.txt");
+    let mut w = Workload::start(name, args, &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    let pid = w.pid();
+    let mut argv = vec![OsString::from("--pid"), OsString::from(pid.to_string())];
+    argv.extend(report_args(interval, &report_path, extra));
+    let mut tracer = Running::spawn(&argv, &[]);
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_code(0);
+    let finished = tracer.wait(RUN_TIMEOUT);
+    finished.assert_code(0);
+    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let truth = GroundTruth::read(&truth_path, &context);
+    let report = Report::read(&report_path, &context);
+    Attached {
+        report,
+        truth,
+        pid,
+        context,
+        _scratch: scratch,
     }
 }
