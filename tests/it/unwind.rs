@@ -1,5 +1,5 @@
-//! Full stacks in code built without frame pointers (DWARF unwinding, `--unwind dwarf`, the
-//! default): `workloads/nofp_paths.c` (-O2 -fomit-frame-pointer, rbp an ordinary register)
+//! Full stacks in code built without frame pointers (DWARF unwinding, `--unwind dwarf`; frame
+//! pointers are the default): `workloads/nofp_paths.c` (-O2 -fomit-frame-pointer, rbp an ordinary register)
 //! reaches one leaf by two paths, one of them on a second thread too; each full path, root
 //! to leaf, carries exactly its own count, in launch and --pid mode, and every stack reaches
 //! its thread's entry (`_start`, or `clone3` under `start_thread`). With `--unwind fp` the
@@ -12,6 +12,14 @@ use std::ffi::OsString;
 use crate::support::*;
 
 /// nofp_paths.c's counts per path (A_CALLS, T_CALLS, B_CALLS there).
+/// The DWARF walk is opt-in (`--unwind dwarf`; frame pointers are the default).
+fn dwarf() -> [&'static std::ffi::OsStr; 2] {
+    [
+        std::ffi::OsStr::new("--unwind"),
+        std::ffi::OsStr::new("dwarf"),
+    ]
+}
+
 const A_MAIN: u64 = 300;
 const A_THREAD: u64 = 100;
 const B_MAIN: u64 = 200;
@@ -65,7 +73,7 @@ fn assert_full_paths(report: &Report, pid: u32, context: &str) {
 #[test]
 #[ignore = "needs root and BPF: run with `cargo xtask test`"]
 fn launch_mode_walks_full_paths_without_frame_pointers() {
-    let run = launch("nofp_paths", &[], &[], Scratch::new());
+    let run = launch("nofp_paths", &[], &dwarf(), Scratch::new());
     run.finished.assert_code(0);
     let context = run.finished.describe();
     assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
@@ -76,7 +84,7 @@ fn launch_mode_walks_full_paths_without_frame_pointers() {
 #[ignore = "needs root and BPF: run with `cargo xtask test`"]
 fn pid_mode_walks_full_paths_without_frame_pointers() {
     alloctrace_bin();
-    let run = attach("250ms", "nofp_paths", &["wait"], &[], Scratch::new());
+    let run = attach("250ms", "nofp_paths", &["wait"], &dwarf(), Scratch::new());
     assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
     assert_full_paths(&run.report, run.pid, &run.context);
 }
@@ -200,7 +208,9 @@ fn debian_programs_stacks_reach_the_thread_entry() {
     for argv in commands {
         let scratch = Scratch::new();
         let report_path = scratch.path("report.json");
-        let mut args: Vec<OsString> = ["--report", "json", "-o"].map(OsString::from).to_vec();
+        let mut args: Vec<OsString> = ["--unwind", "dwarf", "--report", "json", "-o"]
+            .map(OsString::from)
+            .to_vec();
         args.push(report_path.clone().into());
         args.push("--".into());
         args.extend(argv.iter().map(OsString::from));
@@ -236,7 +246,7 @@ fn debian_programs_stacks_reach_the_thread_entry() {
 fn a_dlopened_library_without_frame_pointers_unwinds() {
     let lib = workload("libnofp_lib.so");
     let lib = lib.to_str().expect("UTF-8 workload path");
-    let run = launch("nofp_dlopen", &[lib], &[], Scratch::new());
+    let run = launch("nofp_dlopen", &[lib], &dwarf(), Scratch::new());
     run.finished.assert_code(0);
     let context = run.finished.describe();
     assert_sites_match(&run.report, &run.truth, &["nofp_lib_leaf"]);
@@ -274,7 +284,7 @@ fn a_dlopened_library_without_frame_pointers_unwinds() {
 #[test]
 #[ignore = "needs root and BPF: run with `cargo xtask test`"]
 fn a_rust_release_binary_without_frame_pointers_unwinds() {
-    let run = launch("rust_nofp", &[], &[], Scratch::new());
+    let run = launch("rust_nofp", &[], &dwarf(), Scratch::new());
     run.finished.assert_code(0);
     let context = run.finished.describe();
     let pid = run.truth.pid;
