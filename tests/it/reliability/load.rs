@@ -46,10 +46,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// Peak RSS alloctrace may reach in the test below. Most of it comes at the start: the binary,
-/// the mapped site table (~31 MiB at the default --max-stacks), the ring buffer, and the DWARF
-/// unwind tables of every binary the machine's processes map, built then (the rows' map and
-/// the binaries mapped while their CFI is read: ~165 MiB peak here idle, ~100 MiB with
-/// `--unwind fp`). Other processes on the machine are traced too, so the bound leaves room.
+/// the mapped site table (~31 MiB at the default --max-stacks), the ring buffer: ~100 MiB
+/// peak here idle (with `--unwind dwarf` also the unwind tables of every binary the machine's
+/// processes map, built then: ~165 MiB). Other processes on the machine are traced too, so
+/// the bound leaves room.
 const SYSTEM_WIDE_RSS_BOUND_KIB: u64 = 256 * 1024;
 
 /// How much alloctrace's resident set may grow over the 1,000 processes, from one second into
@@ -128,7 +128,7 @@ fn system_wide_survives_a_thousand_short_processes() {
     let scratch = Scratch::new();
     let report_path = scratch.path("report.json");
     let mut tracer = trace_system_wide(INTERVAL, &[], &report_path);
-    // Start-up (the unwind tables of the machine's binaries) done.
+    // Start-up done.
     std::thread::sleep(Duration::from_secs(1));
     let baseline = rss_kib(tracer.pid());
     let script = format!(
