@@ -92,9 +92,11 @@ fn long_run_keeps_memory_bounded() {
 /// the site search is a BPF-to-BPF call, so the verifier walks each once per call site, not
 /// once per iteration and path: measured on kernel 6.18, every entry program ~17-19k (realloc
 /// in alloc-only mode ~36k), glibc's default-mode set for /bin/true 141k in all (1.50M
-/// before). The bounds leave room for another compiler or kernel, not for a loop unrolled
-/// again.
-const MOST_PER_PROGRAM: u64 = 50_000;
+/// before). With the DWARF walk beside it (`--unwind`, chosen at load), the frame-pointer
+/// mode's alloc-only realloc, which captures a stack on two paths, walks ~59k: the bound
+/// per program is 64k (the set's is unchanged). The bounds leave room for another compiler
+/// or kernel, not for a loop unrolled again.
+const MOST_PER_PROGRAM: u64 = 64_000;
 /// The bound on the sum over the programs loaded for `alloctrace -- /bin/true` (glibc's
 /// default-mode set, nine programs).
 const MOST_DEFAULT_SET: u64 = 160_000;
