@@ -99,7 +99,7 @@ fn long_run_keeps_memory_bounded() {
 const MOST_PER_PROGRAM: u64 = 64_000;
 /// The bound on the sum over the programs loaded for `alloctrace -- /bin/true` (glibc's
 /// default-mode set, nine programs): 219k in frame-pointer mode since the DWARF walk sits
-/// beside it (141k before; 62k with `--unwind dwarf`).
+/// beside it (141k before; ~66k with `--unwind dwarf`).
 const MOST_DEFAULT_SET: u64 = 256_000;
 
 #[test]
