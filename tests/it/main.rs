@@ -56,6 +56,8 @@ mod placement;
 mod stacks;
 // DWARF unwinding: full stacks in code without frame pointers (launch, --pid, threads).
 mod unwind;
+// The DWARF walk while the traced process's mapping lock is held by another thread.
+mod unwind_contended;
 
 // Sampling by bytes (--sample-bytes) on workloads/sampled.c: exact process totals, per-site
 // estimates within their statistical error.

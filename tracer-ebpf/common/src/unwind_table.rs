@@ -157,10 +157,13 @@ pub const GLOBAL_SB_DEV_OFFSET: &str = "SB_DEV_OFFSET";
 /// The kernel's cache of the mappings pcs were found in (an LRU hash): what `bpf_find_vma`
 /// said of a pc, for every pc of the same process in the same granule that the mapping
 /// covers. Cheaper than the lookup, and it needs no lock on the process's mappings (a
-/// lookup fails while another thread maps or unmaps memory). User space removes a process's
-/// entries over the range of each executable mapping it is seen to make.
+/// lookup fails while another thread maps or unmaps memory). User space fills it with each
+/// traced process's code mappings as it reads or records them (`code_maps`).
 pub const MAP_VMA_CACHE: &str = "VMA_CACHE";
 pub const VMA_CACHE_ENTRIES: u32 = 16384;
+/// System-wide, user space fills it with every process's code mappings (a process maps
+/// ~40-100 granules of code): room for several hundred processes.
+pub const VMA_CACHE_ENTRIES_SYSTEM: u32 = 65536;
 /// log2 of a granule's size (64 KiB).
 pub const VMA_GRANULE_SHIFT: u32 = 16;
 /// `vm_area_struct`'s `vm_end` (see `GLOBAL_VMA_START_OFFSET`).

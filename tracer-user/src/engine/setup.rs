@@ -25,7 +25,11 @@ use crate::probe::{self, children, follow, Scope};
 use crate::process::mmap_watch::MmapWatch;
 use crate::symbolize::Symbolizer;
 use crate::target::{self, allocators_of, launch};
-use crate::unwind::cfi::{feed::Feed, tables::Tables};
+use crate::unwind::cfi::{
+    code_maps::CodeMaps,
+    feed::{Feed, Running},
+    tables::Tables,
+};
 use crate::unwind::Unwind;
 
 impl Engine {
@@ -59,6 +63,10 @@ impl Engine {
             sample_bytes: cfg.sample_bytes.unwrap_or(0),
             unwind_mode: cfg.unwind.kernel_mode(),
             unwind_rows: cfg.unwind_rows,
+            code_mappings: match cfg.target {
+                TargetSpec::System => alloctrace_common::unwind_table::VMA_CACHE_ENTRIES_SYSTEM,
+                _ => alloctrace_common::unwind_table::VMA_CACHE_ENTRIES,
+            },
             // Must match the probes' scope (the process, not the thread attached through): the
             // programs take the tgid as given. Following forks, the probes fire in several
             // processes: 0 has the programs ask the kernel, as in system-wide mode.
@@ -250,7 +258,13 @@ impl Engine {
         let cfi = match cfg.unwind {
             Unwind::Dwarf => {
                 let tables = Tables::take(&mut programs.ebpf, cfg.unwind_rows)?;
-                let feed = Feed::start(tables, &unwind_files)?;
+                let code = CodeMaps::take(&mut programs.ebpf)?;
+                let running = match (&cfg.target, via) {
+                    (TargetSpec::Pid(pid), Some(via)) => Running::Process { pid: *pid, via },
+                    (TargetSpec::System, _) => Running::Every,
+                    _ => Running::Nothing,
+                };
+                let feed = Feed::start(tables, code, &unwind_files, running)?;
                 let st = feed.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 log::info!(
                     "unwind tables: {} files, {} rows, built in {:.1} ms ({} files without)",

@@ -54,6 +54,8 @@ pub struct Sizes {
     pub unwind_mode: u32,
     /// Rows of the DWARF unwind tables (`--unwind-rows`).
     pub unwind_rows: u32,
+    /// Entries of the DWARF walk's code-mapping cache.
+    pub code_mappings: u32,
 }
 
 /// The embedded eBPF object's bytes (its programs are loaded from them: `probe::Programs`).
@@ -117,6 +119,7 @@ pub fn load(sizes: &Sizes) -> Result<Ebpf, LoadError> {
         .override_global(ut::GLOBAL_VMA_END_OFFSET, &offsets[8], true)
         .override_global(ut::GLOBAL_UNWIND_MODE, &sizes.unwind_mode, true)
         .map_max_entries(ut::MAP_UNWIND_ROWS, sizes.unwind_rows)
+        .map_max_entries(ut::MAP_VMA_CACHE, sizes.code_mappings)
         .map_max_entries(abi::MAP_STACKS, sizes.max_stacks)
         .map_max_entries(abi::MAP_SITES, site_slots)
         .map_max_entries(abi::MAP_LIVE, live_slots)

@@ -60,7 +60,8 @@ pub struct ProcessMaps {
     mappings: Vec<Mapping>,
 }
 
-// `read` and `mappings` serve the tests; the tracer goes through MapsCache.
+// The symbolizer goes through MapsCache; `read` and `mappings` also fill the unwinder's
+// code-mapping cache (`unwind::cfi::code_maps`).
 #[cfg_attr(not(test), allow(dead_code))]
 impl ProcessMaps {
     /// Reads `/proc/PID/maps` now. A process that has exited fails with `NotFound` (or `ESRCH`);

@@ -7,9 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use alloctrace_common::unwind_table::{kernel_dev, FileKey, FileRows, SEARCH_STEPS};
-use alloctrace_common::unwind_table::{
-    VmaEntry, VmaKey, MAP_UNWIND_FILES, MAP_UNWIND_ROWS, MAP_VMA_CACHE, VMA_GRANULE_SHIFT,
-};
+use alloctrace_common::unwind_table::{MAP_UNWIND_FILES, MAP_UNWIND_ROWS};
 use aya::maps::{HashMap, MapData};
 use aya::Ebpf;
 
@@ -40,7 +38,6 @@ pub struct TableStats {
 pub struct Tables {
     rows: SharedArray<u64>,
     files: HashMap<MapData, FileKey, FileRows>,
-    vma_cache: HashMap<MapData, VmaKey, VmaEntry>,
     next: u32,
     /// Every file looked at, loaded or not: none is compiled twice.
     seen: HashSet<FileKey>,
@@ -65,10 +62,6 @@ impl Tables {
             .take_map(MAP_UNWIND_FILES)
             .ok_or(TablesError::MissingMap(MAP_UNWIND_FILES))?;
         let files = HashMap::try_from(files).map_err(|e| TablesError::Map(MAP_UNWIND_FILES, e))?;
-        let cache = ebpf
-            .take_map(MAP_VMA_CACHE)
-            .ok_or(TablesError::MissingMap(MAP_VMA_CACHE))?;
-        let vma_cache = HashMap::try_from(cache).map_err(|e| TablesError::Map(MAP_VMA_CACHE, e))?;
         let aya::maps::Map::Array(rows) = rows else {
             return Err(TablesError::Map(
                 MAP_UNWIND_ROWS,
@@ -80,28 +73,10 @@ impl Tables {
         Ok(Tables {
             rows: SharedArray::owning(rows, capacity as usize).map_err(TablesError::Mmap)?,
             files,
-            vma_cache,
             next: 0,
             seen: HashSet::new(),
             stats: TableStats::default(),
         })
-    }
-
-    /// Forgets what the kernel's walk cached of process `pid`'s mappings over [start, end):
-    /// a new mapping there replaced whatever was there before.
-    pub fn remap(&mut self, pid: u32, start: u64, end: u64) {
-        if end <= start {
-            return;
-        }
-        for granule in start >> VMA_GRANULE_SHIFT..=(end - 1) >> VMA_GRANULE_SHIFT {
-            let key = VmaKey {
-                tgid: pid,
-                _pad: 0,
-                granule,
-            };
-            // Absent (never cached) is the common case.
-            let _ = self.vma_cache.remove(&key);
-        }
     }
 
     /// Compiles and loads the table of the file `key` read at `path`, unless looked at
