@@ -98,16 +98,16 @@ pub struct Cli {
     #[arg(short, long, value_name = "FILE", global = true)]
     pub output: Option<PathBuf>,
 
-    /// How stacks are walked: `fp` (frame pointers: stacks of code built without them end at
-    /// the caller) or `dwarf` (each binary's unwind tables, compiled from its CFI: full stacks
-    /// in code built without frame pointers, frame pointers where a binary has none; on a
-    /// loaded machine a walk can find the process's mapping lock taken and the allocation is
-    /// counted without its site, as `stack_unchecked`).
+    /// How stacks are walked: `dwarf` (each binary's unwind tables, compiled from its CFI:
+    /// full stacks in code built without frame pointers, as most distributions' binaries are;
+    /// frame pointers where a binary has none) or `fp` (frame pointers only: cheaper per
+    /// frame and nothing to build at start, but stacks of code built without them end at the
+    /// caller).
     #[arg(
         long,
         value_enum,
         value_name = "HOW",
-        default_value = "fp",
+        default_value = "dwarf",
         global = true
     )]
     pub unwind: crate::unwind::Unwind,

@@ -1,8 +1,9 @@
-//! How a stack's frames are found, user side. Frame pointers today: the kernel walks them
-//! (tracer-ebpf's `unwind/frame_pointer.rs`) and keeps only frames inside executable mappings; a walk that
-//! meets code built without frame pointers is cut there, and sites that differ only past the
-//! cut are one site again here (`site_merge`). Unwinders that need user-side work (DWARF CFI
-//! turned into tables for the kernel) come here.
+//! How a stack's frames are found, user side. By default the kernel walks each binary's DWARF
+//! CFI, which user space compiles into tables for it and keeps current as processes map code
+//! (`cfi`); with `--unwind fp` it walks frame pointers (tracer-ebpf's
+//! `unwind/frame_pointer.rs`). Either keeps only frames inside executable mappings; a
+//! frame-pointer walk that meets code built without frame pointers is cut there, and sites
+//! that differ only past the cut are one site again here (`site_merge`).
 pub mod cfi;
 pub mod site_merge;
 
