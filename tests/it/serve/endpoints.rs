@@ -248,8 +248,7 @@ fn sigterm_during_a_request_ends_cleanly() {
     alloctrace_bin();
     let mut w = Workload::start("serve_sites", &[], &[]);
     let pid = w.pid();
-    let malloc_at = u64::from_str_radix(w.stdout_value("malloc_at ").trim_start_matches("0x"), 16)
-        .expect("malloc_at is hex");
+    let malloc_at = w.malloc_at();
     let original = byte_at(pid, malloc_at);
     let mut s = serve(&["--pid", &pid.to_string()]);
     assert_eq!(
