@@ -369,19 +369,11 @@ fn pid_mapping_a_non_utf8_path_is_traced() {
     std::fs::create_dir(&dir).expect("create the non-UTF-8 directory");
     let copy = dir.join("wait");
     std::fs::copy(workload("wait"), &copy).expect("copy the workload");
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let mut w = Workload::start_path(&copy, &[], &[("GROUND_TRUTH", truth_path.as_os_str())]);
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    assert_sites_match(&report, &truth, &[]);
-    assert_process_matches(&report, &truth);
+    let truth_path = scratch.path(TRUTH_FILE);
+    let w = Workload::start_path(&copy, &[], &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    let run = attach_started(w, INTERVAL, &[], scratch);
+    assert_sites_match(&run.report, &run.truth, &[]);
+    assert_process_matches(&run.report, &run.truth);
 }
 
 /// A command argument that is not UTF-8 was refused without being named: it reaches the

@@ -145,38 +145,31 @@ fn exec_and_exit_within_one_interval_is_announced() {
     alloctrace_bin();
     let ticker = workload("ticker");
     let scratch = Scratch::new();
-    let (before, after) = (scratch.path("before.txt"), scratch.path("after.txt"));
-    let report_path = scratch.path("report.json");
-    let mut w = Workload::start(
+    let after = scratch.path("after.txt");
+    let mut run = attach_env(
+        "10s",
         "execer",
         &[ticker.to_str().expect("UTF-8 workload path"), "1", "0"],
-        &[
-            ("GROUND_TRUTH", before.as_os_str()),
-            ("AFTER_TRUTH", after.as_os_str()),
-        ],
+        &[("AFTER_TRUTH", after.as_os_str())],
+        &[],
+        scratch,
     );
-    let mut args = vec![OsString::from("--pid"), w.pid().to_string().into()];
-    args.extend(report_args("10s", &report_path, &[]));
-    let mut tracer = Running::spawn(&args, &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line("done");
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
+    run.workload.wait_for_line("done");
+    let context = &run.context;
     let notice = format!(
         "alloctrace: pid {} executed {} (was {}): still tracing it",
-        w.pid(),
+        run.pid,
         ticker.display(),
         workload("execer").display()
     );
     assert!(
-        finished.stderr.lines().any(|l| l.starts_with(&notice)),
+        run.finished.stderr.lines().any(|l| l.starts_with(&notice)),
         "no notice starting {notice:?}\n{context}"
     );
-    let report = Report::read(&report_path, &context);
-    assert!(report.process(w.pid()).get("unseen").is_none(), "{context}");
-    assert_sites_match(&report, &GroundTruth::read(&before, &context), &[]);
-    assert_sites_match(&report, &GroundTruth::read(&after, &context), &[]);
+    assert!(
+        run.report.process(run.pid).get("unseen").is_none(),
+        "{context}"
+    );
+    assert_sites_match(&run.report, &run.truth, &[]);
+    assert_sites_match(&run.report, &GroundTruth::read(&after, context), &[]);
 }

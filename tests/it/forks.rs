@@ -98,42 +98,25 @@ fn without_follow_forks_an_untraced_child_is_said_once() {
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn pid_follow_forks_sees_the_forks_of_threads_started_before_it() {
     alloctrace_bin();
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
     let n = CHILDREN.to_string();
-    let mut w = Workload::start(
+    let run = attach_env(
+        "1s",
         "forks",
         &[&n, DELAY_MS],
-        &[
-            ("GROUND_TRUTH", truth_path.as_os_str()),
-            ("FORKS_FROM_THREAD", OsStr::new("1")),
-        ],
+        &[("FORKS_FROM_THREAD", OsStr::new("1"))],
+        &[OsStr::new("--follow-forks")],
+        Scratch::new(),
     );
-    let mut args = vec![
-        std::ffi::OsString::from("--pid"),
-        w.pid().to_string().into(),
-        "--follow-forks".into(),
-    ];
-    args.extend(report_args("1s", &report_path, &[]));
-    let mut tracer = Running::spawn(&args, &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let report = Report::read(&report_path, &context);
-    let truth = GroundTruth::read(&truth_path, &context);
     // Its sites only: it frees blocks allocated before alloctrace attached (unknown frees).
-    assert_sites_match(&report, &truth, &["in_parent"]);
-    let mut pids = vec![u64::from(truth.pid)];
+    assert_sites_match(&run.report, &run.truth, &["in_parent"]);
+    let mut pids = vec![u64::from(run.truth.pid)];
     for i in 0..CHILDREN {
-        let path = scratch.path(&format!("truth.txt.{i}"));
-        let child = GroundTruth::read(&path, &context);
-        assert_process_matches(&report, &child);
-        assert_sites_match(&report, &child, &["in_child"]);
+        let path = run.scratch.path(&format!("{TRUTH_FILE}.{i}"));
+        let child = GroundTruth::read(&path, &run.context);
+        assert_process_matches(&run.report, &child);
+        assert_sites_match(&run.report, &child, &["in_child"]);
         pids.push(u64::from(child.pid));
     }
     pids.sort_unstable();
-    assert_eq!(report.pids(), pids, "{context}");
+    assert_eq!(run.report.pids(), pids, "{}", run.context);
 }

@@ -18,28 +18,17 @@ use serde_json::json;
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn pid_attaches_to_a_running_process() {
     alloctrace_bin();
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let mut w = Workload::start("wait", &[], &[("GROUND_TRUTH", truth_path.as_os_str())]);
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    assert_target(&report, &json!({"mode": "pid", "pid": w.pid()}));
+    let run = attach(INTERVAL, "wait", &[], &[], Scratch::new());
+    assert_target(&run.report, &json!({"mode": "pid", "pid": run.pid}));
     assert_eq!(
-        report.pids(),
-        vec![u64::from(w.pid())],
+        run.report.pids(),
+        vec![u64::from(run.pid)],
         "--pid traces that process only\n{}",
-        report.text
+        run.report.text
     );
-    assert_sites_match(&report, &truth, &[]);
-    assert_process_matches(&report, &truth);
-    assert_no_losses(&report);
+    assert_sites_match(&run.report, &run.truth, &[]);
+    assert_process_matches(&run.report, &run.truth);
+    assert_no_losses(&run.report);
 }
 
 /// In --pid mode without --duration, the target's exit ends the run promptly: alloctrace exits

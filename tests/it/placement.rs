@@ -6,7 +6,7 @@
 //! `workloads/sites.c` and checks the report against its ground truth exactly.
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 
 use crate::support::*;
 
@@ -15,31 +15,9 @@ const PLACEMENT_PREFIX: &str = "probe placement: ";
 
 /// `sites` under `alloctrace -v` with `env` set for alloctrace; asserts both exited 0.
 fn run_sites_verbose(env: &[(&str, &OsStr)]) -> Launched {
-    let scratch = Scratch::new();
-    let command = workload("sites");
-    let report_path = scratch.path("report.json");
-    let truth_path = scratch.path("truth.txt");
-    let mut argv: Vec<OsString> = ["-v", "--interval", INTERVAL, "--report", "json", "-o"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    argv.push(report_path.clone().into());
-    argv.push("--".into());
-    argv.push(command.clone().into());
-    let mut env = env.to_vec();
-    env.push(("GROUND_TRUTH", truth_path.as_os_str()));
-    let finished = run_alloctrace(&argv, &env);
-    finished.assert_code(0);
-    let context = finished.describe();
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    Launched {
-        finished,
-        report,
-        truth,
-        command,
-        scratch,
-    }
+    let run = launch_env("sites", &[], &[OsStr::new("-v")], env, Scratch::new());
+    run.finished.assert_code(0);
+    run
 }
 
 /// The `-v` placement line of each probed function: symbol -> (offset, whole line).

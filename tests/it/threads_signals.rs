@@ -4,7 +4,7 @@
 //! vfork child): children like any other, not counted unless followed.
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 
 use crate::support::*;
 
@@ -197,25 +197,6 @@ fn exec_by_another_thread_moves_the_probes_and_counts_the_new_program() {
     }
 }
 
-/// Runs `alloctrace EXTRA -- WORKLOAD ARGS` (launch mode, JSON report) with `env` added.
-fn launch_with_env(
-    name: &str,
-    args: &[&str],
-    extra: &[&str],
-    env: &[(&str, &OsStr)],
-    scratch: &Scratch,
-) -> (Finished, Report) {
-    let report_path = scratch.path("report.json");
-    let mut argv = report_args(INTERVAL, &report_path, &[]);
-    argv.extend(extra.iter().map(OsString::from));
-    argv.push("--".into());
-    argv.push(workload(name).into());
-    argv.extend(args.iter().map(OsString::from));
-    let finished = run_alloctrace(&argv, env);
-    let report = Report::read(&report_path, &finished.describe());
-    (finished, report)
-}
-
 /// Allocations of the sites of `pid` whose innermost frame is `function` (alloc-only reports
 /// have no frees or live fields).
 fn allocs_of(report: &Report, pid: u32, function: &str) -> u64 {
@@ -269,24 +250,31 @@ fn clone_vm_and_vfork_children_are_children_like_any_other() {
     alloctrace_bin();
     for mode in [&[][..], &["--mode", "alloc-only"][..]] {
         let scratch = Scratch::new();
-        let paths = ["truth.txt", "child.txt", "vfork.txt"].map(|n| scratch.path(n));
-        let (finished, report) = launch_with_env(
+        let paths = ["child.txt", "vfork.txt"].map(|n| scratch.path(n));
+        let extra: Vec<&OsStr> = mode.iter().map(OsStr::new).collect();
+        // The scratch directory, with the children's ground truths, kept until they are read.
+        let Launched {
+            finished,
+            report,
+            truth,
+            scratch: _scratch,
+            ..
+        } = launch_env(
             "clone_vm",
             &[],
-            mode,
+            &extra,
             &[
-                ("GROUND_TRUTH", paths[0].as_os_str()),
-                ("CHILD_TRUTH", paths[1].as_os_str()),
-                ("VFORK_TRUTH", paths[2].as_os_str()),
+                ("CHILD_TRUTH", paths[0].as_os_str()),
+                ("VFORK_TRUTH", paths[1].as_os_str()),
             ],
-            &scratch,
+            scratch,
         );
         finished.assert_code(0);
         let context = format!("mode {mode:?}\n{}", finished.describe());
         let truths = CloneVmTruths {
-            parent: GroundTruth::read(&paths[0], &context),
-            clone_child: GroundTruth::read(&paths[1], &context),
-            vfork_child: GroundTruth::read(&paths[2], &context),
+            parent: truth,
+            clone_child: GroundTruth::read(&paths[0], &context),
+            vfork_child: GroundTruth::read(&paths[1], &context),
         };
         if mode.is_empty() {
             // The parent's truth states that the children's functions are none of its.
@@ -315,33 +303,26 @@ fn clone_vm_and_vfork_children_are_children_like_any_other() {
 fn clone_vm_and_vfork_children_are_children_like_any_other_with_pid() {
     alloctrace_bin();
     let scratch = Scratch::new();
-    let paths = ["truth.txt", "child.txt", "vfork.txt"].map(|n| scratch.path(n));
-    let mut w = Workload::start(
+    let paths = ["child.txt", "vfork.txt"].map(|n| scratch.path(n));
+    let run = attach_env(
+        INTERVAL,
         "clone_vm",
         &["wait"],
         &[
-            ("GROUND_TRUTH", paths[0].as_os_str()),
-            ("CHILD_TRUTH", paths[1].as_os_str()),
-            ("VFORK_TRUTH", paths[2].as_os_str()),
+            ("CHILD_TRUTH", paths[0].as_os_str()),
+            ("VFORK_TRUTH", paths[1].as_os_str()),
         ],
+        &[],
+        scratch,
     );
-    let report_path = scratch.path("report.json");
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let report = Report::read(&report_path, &context);
     let truths = CloneVmTruths {
-        parent: GroundTruth::read(&paths[0], &context),
-        clone_child: GroundTruth::read(&paths[1], &context),
-        vfork_child: GroundTruth::read(&paths[2], &context),
+        parent: run.truth,
+        clone_child: GroundTruth::read(&paths[0], &run.context),
+        vfork_child: GroundTruth::read(&paths[1], &run.context),
     };
-    assert_sites_match(&report, &truths.parent, &[]);
-    assert_process_matches(&report, &truths.parent);
-    assert_parent_alone(&report, &truths, &finished.stderr, &context);
+    assert_sites_match(&run.report, &truths.parent, &[]);
+    assert_process_matches(&run.report, &truths.parent);
+    assert_parent_alone(&run.report, &truths, &run.finished.stderr, &run.context);
 }
 
 /// `signals`: a thread allocates 20,000 times from loop_alloc (malloc and realloc(NULL, n) in
@@ -357,18 +338,15 @@ fn clone_vm_and_vfork_children_are_children_like_any_other_with_pid() {
 fn signal_handler_allocations_inside_malloc_count_exactly() {
     alloctrace_bin();
     for mode in [&[][..], &["--mode", "alloc-only"][..]] {
-        let scratch = Scratch::new();
-        let truth_path = scratch.path("truth.txt");
-        let (finished, report) = launch_with_env(
-            "signals",
-            &[],
-            mode,
-            &[("GROUND_TRUTH", truth_path.as_os_str())],
-            &scratch,
-        );
+        let extra: Vec<&OsStr> = mode.iter().map(OsStr::new).collect();
+        let Launched {
+            finished,
+            report,
+            truth,
+            ..
+        } = launch("signals", &[], &extra, Scratch::new());
         finished.assert_code(0);
         let context = format!("mode {mode:?}\n{}", finished.describe());
-        let truth = GroundTruth::read(&truth_path, &context);
         assert!(
             truth.site("handler_alloc").counters.allocs > 0,
             "no handler ran: the test proves nothing\n{}",

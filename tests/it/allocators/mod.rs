@@ -83,14 +83,12 @@ pub fn library(name: &str) -> PathBuf {
         })
 }
 
-/// The environment of a workload run: its ground truth file, and LD_PRELOAD when the variant
-/// preloads.
-fn workload_env(v: &Variant, truth: &Path) -> Vec<(&'static str, OsString)> {
-    let mut env = vec![("GROUND_TRUTH", truth.as_os_str().to_os_string())];
-    if let Some(lib) = v.preload {
-        env.push(("LD_PRELOAD", library(lib).into_os_string()));
-    }
-    env
+/// What a variant adds to a workload run's environment: LD_PRELOAD when it preloads.
+fn preload_env(v: &Variant) -> Vec<(&'static str, OsString)> {
+    v.preload
+        .map(|lib| ("LD_PRELOAD", library(lib).into_os_string()))
+        .into_iter()
+        .collect()
 }
 
 /// One traced run of a variant: alloctrace's outputs, the report, the workload's truth.
@@ -107,24 +105,16 @@ pub struct Traced {
 /// alloctrace's environment, which the command inherits (as `LD_PRELOAD=LIB alloctrace --
 /// CMD` run as root: alloctrace must resolve what the command will bind to).
 pub fn launch_variant(v: &Variant, extra: &[&OsStr]) -> Traced {
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let exe = workload(v.binary);
-    let mut args = report_args(INTERVAL, &report_path, extra);
-    args.push("--".into());
-    args.push(exe.clone().into());
-    let env = workload_env(v, &truth_path);
+    let env = preload_env(v);
     let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    let finished = run_alloctrace(&args, &env);
-    let context = finished.describe();
-    finished.assert_code(0);
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
+    let run = launch_env(v.binary, &[], extra, &env, Scratch::new());
+    let context = run.finished.describe();
+    run.finished.assert_code(0);
     Traced {
-        finished,
-        report,
-        truth,
-        exe,
+        finished: run.finished,
+        report: run.report,
+        truth: run.truth,
+        exe: run.command,
         context,
     }
 }
@@ -132,26 +122,15 @@ pub fn launch_variant(v: &Variant, extra: &[&OsStr]) -> Traced {
 /// The variant started with `wait` (LD_PRELOAD in its environment when it preloads),
 /// `alloctrace --pid` attached to it, the workload released, to its end.
 pub fn pid_variant(v: &Variant, extra: &[&OsStr]) -> Traced {
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let env = workload_env(v, &truth_path);
+    let env = preload_env(v);
     let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
-    let mut w = Workload::start(v.binary, &["wait"], &env);
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, extra), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    finished.assert_code(0);
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
+    let run = attach_env(INTERVAL, v.binary, &["wait"], &env, extra, Scratch::new());
     Traced {
-        finished,
-        report,
-        truth,
+        finished: run.finished,
+        report: run.report,
+        truth: run.truth,
         exe: workload(v.binary),
-        context,
+        context: run.context,
     }
 }
 

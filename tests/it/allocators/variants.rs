@@ -139,7 +139,8 @@ fn every_variant_holds_its_allocator_and_writes_its_truth() {
     let mut reference: Option<Vec<SiteTruth>> = None;
     for v in ALL {
         let truth_path = scratch.path(&format!("{}-{:?}.txt", v.binary, v.preload));
-        let env = workload_env(v, &truth_path);
+        let mut env = preload_env(v);
+        env.push(("GROUND_TRUTH", truth_path.clone().into_os_string()));
         let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         let mut w = Workload::start(v.binary, &["wait"], &env);
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid()))

@@ -346,31 +346,16 @@ fn go_outputs_read_like_gos_own_profiles() {
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn system_wide_alloc_only_traces_a_go_process_exactly() {
-    alloctrace_bin();
-    let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let mut w = Workload::start(
-        "go_alloc",
-        &["wait"],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
     let extra = [
         OsStr::new("--mode"),
         OsStr::new("alloc-only"),
         OsStr::new("--duration"),
         OsStr::new("5s"),
     ];
-    let mut tracer = Running::spawn(&report_args(INTERVAL, &report_path, &extra), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line(DONE);
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    assert_go_exact(&report, &truth, &context);
+    let mut run = system_wide_go(&extra);
+    run.workload.wait_for_line(DONE);
+    let truth = GroundTruth::read(&run.scratch.path(TRUTH_FILE), &run.context);
+    assert_go_exact(&run.report, &truth, &run.context);
 }
 
 /// System-wide in full mode, a Go runtime is left out and said so (its allocations would all
@@ -378,34 +363,54 @@ fn system_wide_alloc_only_traces_a_go_process_exactly() {
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn system_wide_full_mode_leaves_go_out_and_says_so() {
+    let run = system_wide_go(&[OsStr::new("--duration"), OsStr::new("3s")]);
+    assert!(
+        run.finished
+            .stderr
+            .lines()
+            .any(|l| l.contains("go_alloc runs Go") && l.contains("--mode alloc-only")),
+        "no line says the Go process is left out of a full trace\n{}",
+        run.context
+    );
+    assert!(
+        run.report.sites_of(run.workload.pid()).is_empty(),
+        "the Go process has sites in a full trace\n{}",
+        run.context
+    );
+}
+
+/// A system-wide run: go_alloc (`wait`) started first, then alloctrace with `--interval 250ms
+/// --report json -o REPORT EXTRA` and no target; go_alloc released once alloctrace traces and
+/// run to its exit code 0, then alloctrace to its own end (exit code 0).
+struct SystemWide {
+    finished: Finished,
+    workload: Workload,
+    report: Report,
+    /// alloctrace's run and the workload's output, for failure messages.
+    context: String,
+    /// Holds the report and the ground truth ([`TRUTH_FILE`]).
+    scratch: Scratch,
+}
+
+fn system_wide_go(extra: &[&OsStr]) -> SystemWide {
     alloctrace_bin();
     let scratch = Scratch::new();
-    let (truth_path, report_path) = (scratch.path("truth.txt"), scratch.path("report.json"));
-    let mut w = Workload::start(
+    let (truth_path, report_path) = (scratch.path(TRUTH_FILE), scratch.path("report.json"));
+    let mut workload = Workload::start(
         "go_alloc",
         &["wait"],
         &[("GROUND_TRUTH", truth_path.as_os_str())],
     );
-    let extra = [OsStr::new("--duration"), OsStr::new("3s")];
-    let mut tracer = Running::spawn(&report_args(INTERVAL, &report_path, &extra), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    assert!(
-        finished
-            .stderr
-            .lines()
-            .any(|l| l.contains("go_alloc runs Go") && l.contains("--mode alloc-only")),
-        "no line says the Go process is left out of a full trace\n{context}"
-    );
+    let (finished, context) =
+        trace_released(&mut workload, &report_args(INTERVAL, &report_path, extra));
     let report = Report::read(&report_path, &context);
-    assert!(
-        report.sites_of(w.pid()).is_empty(),
-        "the Go process has sites in a full trace\n{context}"
-    );
+    SystemWide {
+        finished,
+        workload,
+        report,
+        context,
+        scratch,
+    }
 }
 
 /// A full trace of a C program that executes a Go program: the Go program is marked unseen

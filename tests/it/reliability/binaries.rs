@@ -20,8 +20,8 @@ fn deleted_binary_still_symbolizes() {
     let scratch = Scratch::new();
     let copy = scratch.path("ticker-copy");
     std::fs::copy(workload("ticker"), &copy).unwrap();
-    let truth_path = scratch.path("truth.txt");
-    let mut w = Workload::start_path(
+    let truth_path = scratch.path(TRUTH_FILE);
+    let w = Workload::start_path(
         &copy,
         &["6", "0", "wait"],
         &[("GROUND_TRUTH", truth_path.as_os_str())],
@@ -29,24 +29,15 @@ fn deleted_binary_still_symbolizes() {
     std::fs::remove_file(&copy).unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
     assert!(maps.contains("ticker-copy (deleted)"), "{maps}");
-    let report_path = scratch.path("report.json");
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    assert_sites_match(&report, &truth, &[]);
-    assert_process_matches(&report, &truth);
-    let site = report.sites_of(w.pid())[0];
+    let run = attach_started(w, INTERVAL, &[], scratch);
+    assert_sites_match(&run.report, &run.truth, &[]);
+    assert_process_matches(&run.report, &run.truth);
+    let site = run.report.sites_of(run.pid)[0];
     assert_eq!(
         Report::frame_names(site).get(1).map(String::as_str),
         Some("main"),
         "{}",
-        report.describe_sites(w.pid())
+        run.report.describe_sites(run.pid)
     );
 }
 

@@ -28,8 +28,7 @@ fn sigkill_leaves_the_target_unharmed_and_no_probe_behind() {
         &[&ROUNDS.to_string(), "50", "wait"],
         &[("GROUND_TRUTH", truth_path.as_os_str())],
     );
-    let malloc_at = u64::from_str_radix(w.stdout_value("malloc_at ").trim_start_matches("0x"), 16)
-        .expect("malloc_at is hex");
+    let malloc_at = w.malloc_at();
     let original = byte_at(w.pid(), malloc_at);
     assert_ne!(
         original,
@@ -237,6 +236,33 @@ fn assert_outputs_complete(scratch: &Scratch, also: &[&str], context: &str) -> R
     report
 }
 
+/// Traces `w` (waiting for its go) with `--pid` and every output of [`output_args`] in
+/// `scratch`, releases it, and once it printed `line` (and `settle_ms` more) sends alloctrace
+/// `sig`: alloctrace must exit 128 + `sig` within 15 s. Returns the context for failure
+/// messages (alloctrace's run and the workload's output).
+fn signal_with_outputs(
+    w: &mut Workload,
+    scratch: &Scratch,
+    line: &str,
+    settle_ms: u64,
+    sig: libc::c_int,
+) -> String {
+    let extra = output_args(scratch);
+    let extra: Vec<&OsStr> = extra.iter().map(OsString::as_os_str).collect();
+    let mut tracer = Running::spawn(
+        &pid_args(w.pid(), &scratch.path("report.json"), &extra),
+        &[],
+    );
+    tracer.wait_until_tracing();
+    w.release();
+    w.wait_for_line(line);
+    std::thread::sleep(Duration::from_millis(settle_ms));
+    tracer.signal(sig);
+    let finished = tracer.wait(Duration::from_secs(15));
+    finished.assert_code(128 + sig);
+    format!("{}\n{}", finished.describe(), w.describe())
+}
+
 /// SIGTERM ends a --pid run whose target is still alive: exit status 143 (128 + SIGTERM), and
 /// every output file is complete, exact against the ground truth, and written atomically.
 #[test]
@@ -250,20 +276,7 @@ fn sigterm_writes_every_output_completely() {
         &["0", "hold"],
         &[("GROUND_TRUTH", truth_path.as_os_str())],
     );
-    let extra = output_args(&scratch);
-    let extra: Vec<&OsStr> = extra.iter().map(OsString::as_os_str).collect();
-    let mut tracer = Running::spawn(
-        &pid_args(w.pid(), &scratch.path("report.json"), &extra),
-        &[],
-    );
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line("done");
-    std::thread::sleep(Duration::from_millis(300));
-    tracer.signal(libc::SIGTERM);
-    let finished = tracer.wait(Duration::from_secs(15));
-    finished.assert_code(128 + libc::SIGTERM);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let context = signal_with_outputs(&mut w, &scratch, "done", 300, libc::SIGTERM);
     let report = assert_outputs_complete(&scratch, &["truth.txt"], &context);
     let truth = GroundTruth::read(&truth_path, &context);
     assert_sites_match(&report, &truth, &[]);
@@ -290,19 +303,7 @@ fn sigint_mid_allocation_writes_consistent_outputs() {
         &[&ROUNDS.to_string(), "20", "wait"],
         &[("GROUND_TRUTH", truth_path.as_os_str())],
     );
-    let extra = output_args(&scratch);
-    let extra: Vec<&OsStr> = extra.iter().map(OsString::as_os_str).collect();
-    let mut tracer = Running::spawn(
-        &pid_args(w.pid(), &scratch.path("report.json"), &extra),
-        &[],
-    );
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line("tick 10");
-    tracer.signal(libc::SIGINT);
-    let finished = tracer.wait(Duration::from_secs(15));
-    finished.assert_code(128 + libc::SIGINT);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
+    let context = signal_with_outputs(&mut w, &scratch, "tick 10", 0, libc::SIGINT);
     let report = assert_outputs_complete(&scratch, &[], &context);
     let got = report.process_counters(w.pid());
     assert!(

@@ -23,33 +23,23 @@ struct ExecRun {
 /// and exited 0, alloctrace exiting 0 after it; reads the report and both ground truths.
 fn trace_through_exec(name: &str, args: &[&str]) -> ExecRun {
     let scratch = Scratch::new();
-    let (before, after) = (scratch.path("before.txt"), scratch.path("after.txt"));
-    let mut w = Workload::start(
+    let after = scratch.path("after.txt");
+    let mut run = attach_env(
+        INTERVAL,
         name,
         args,
-        &[
-            ("GROUND_TRUTH", before.as_os_str()),
-            ("AFTER_TRUTH", after.as_os_str()),
-        ],
+        &[("AFTER_TRUTH", after.as_os_str())],
+        &[],
+        scratch,
     );
-    let report_path = scratch.path("report.json");
-    let mut tracer = Running::spawn(&pid_args(w.pid(), &report_path, &[]), &[]);
-    tracer.wait_until_tracing();
-    w.release();
-    w.wait_for_line("done");
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    finished.assert_code(0);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    let report = Report::read(&report_path, &context);
-    let before = GroundTruth::read(&before, &context);
-    let after = GroundTruth::read(&after, &context);
+    run.workload.wait_for_line("done");
+    let after = GroundTruth::read(&after, &run.context);
     ExecRun {
-        w,
-        finished,
-        context,
-        report,
-        before,
+        w: run.workload,
+        finished: run.finished,
+        context: run.context,
+        report: run.report,
+        before: run.truth,
         after,
     }
 }

@@ -8,7 +8,6 @@
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::ffi::OsStr;
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -73,16 +72,6 @@ fn prog_loaded(id: u32) -> bool {
         "BPF_PROG_GET_FD_BY_ID({id}) failed oddly: {err}"
     );
     false
-}
-
-/// The byte at `addr` in process `pid`'s memory (an int3, 0xcc, where a uprobe is installed).
-fn byte_at(pid: u32, addr: u64) -> u8 {
-    let path = format!("/proc/{pid}/mem");
-    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, addr)
-        .unwrap_or_else(|e| panic!("cannot read {path} at {addr:#x}: {e}"));
-    b[0]
 }
 
 /// Trace-event uprobes aya created for alloctrace process `pid` (named `aya_<pid>_...`), in

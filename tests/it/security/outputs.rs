@@ -108,11 +108,7 @@ fn a_fifo_nobody_reads_ends_the_run_with_the_probes_already_off() {
         finished.describe()
     );
     finished.assert_code(1);
-    let errors: Vec<&str> = finished
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with(ERROR_PREFIX))
-        .collect();
+    let errors = finished.error_lines();
     assert_eq!(
         errors,
         [format!(
@@ -208,11 +204,7 @@ fn a_full_disk_fails_one_output_and_the_others_are_written() {
     );
     let finished = &run.finished;
     finished.assert_code(1);
-    let errors: Vec<&str> = finished
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with(ERROR_PREFIX))
-        .collect();
+    let errors = finished.error_lines();
     let want = format!(
         "{ERROR_PREFIX}cannot write the HTML report to {}: ",
         html.display()

@@ -129,19 +129,19 @@ fn nobody_traces_its_own_process_exactly() {
     assert_no_losses(&report);
 }
 
-/// nobody traces its own `sh` with --pid; the sh then execs a setuid-root program (which
-/// allocates, and says `euid 0`): alloctrace re-checks the kernel's rule after the exec, says
-/// the process is no longer permitted, and shows nothing of it — no site, no counts, the
-/// process marked unseen with the reason.
-#[test]
-#[ignore = "needs root and BPF: run with cargo xtask test"]
-fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
+/// nobody's `sh` running `echo ready; read x; COMMAND` (`{}` in `command` stands for a
+/// setuid-root copy of the `euid` workload), traced by nobody's `alloctrace --pid SH EXTRA`;
+/// the sh let go and run to exit code 0, alloctrace to exit code 0, the setuid bit having
+/// taken effect (the program said `euid 0`). Returns the sh's pid, alloctrace's run, its report
+/// and the context for failure messages.
+fn trace_setuid_script(command: &str, extra: &[&OsStr]) -> (u32, Finished, Report, String) {
     let u = Unprivileged::new();
     let euid = u.copy_workload("euid", 0o4755);
     let report_path = u.out.join("report.json");
-    let mut w = u.nobody_sh(&format!("echo ready; read x; exec {}", euid.display()));
+    let command = command.replace("{}", &euid.display().to_string());
+    let mut w = u.nobody_sh(&format!("echo ready; read x; {command}"));
     let pid = w.pid();
-    let tracer = u.spawn(&pid_args(pid, &report_path, &[]));
+    let tracer = u.spawn(&pid_args(pid, &report_path, extra));
     tracer.wait_until_tracing();
     w.close_stdin();
     w.wait_code(0);
@@ -152,6 +152,18 @@ fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
         "the setuid bit did not take effect: {context}"
     );
     finished.assert_code(0);
+    let report = Report::read(&report_path, &context);
+    (pid, finished, report, context)
+}
+
+/// nobody traces its own `sh` with --pid; the sh then execs a setuid-root program (which
+/// allocates, and says `euid 0`): alloctrace re-checks the kernel's rule after the exec, says
+/// the process is no longer permitted, and shows nothing of it — no site, no counts, the
+/// process marked unseen with the reason.
+#[test]
+#[ignore = "needs root and BPF: run with cargo xtask test"]
+fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
+    let (pid, finished, report, context) = trace_setuid_script("exec {}", &[]);
     // The kernel records nothing of an undumpable process: the program is named by its comm.
     let notice = format!("alloctrace: pid {pid} executed ");
     assert!(
@@ -159,7 +171,6 @@ fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
             && l.contains("not permitted after exec of a setuid program")),
         "no notice starting {notice:?}\n{context}"
     );
-    let report = Report::read(&report_path, &context);
     let p = report.process(pid);
     assert_eq!(
         p["unseen"]["reason"], "not permitted after exec of a setuid program",
@@ -178,22 +189,7 @@ fn a_pid_target_that_execs_a_setuid_program_is_dropped() {
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn a_followed_child_that_execs_a_setuid_program_is_dropped() {
-    let u = Unprivileged::new();
-    let euid = u.copy_workload("euid", 0o4755);
-    let report_path = u.out.join("report.json");
-    let mut w = u.nobody_sh(&format!("echo ready; read x; {}; true", euid.display()));
-    let pid = w.pid();
-    let tracer = u.spawn(&pid_args(pid, &report_path, &[OsStr::new("-f")]));
-    tracer.wait_until_tracing();
-    w.close_stdin();
-    w.wait_code(0);
-    let finished = tracer.wait(RUN_TIMEOUT);
-    let context = format!("{}\n{}", finished.describe(), w.describe());
-    assert!(
-        w.stdout_value("euid").starts_with("0 "),
-        "the setuid bit did not take effect: {context}"
-    );
-    finished.assert_code(0);
+    let (pid, finished, report, context) = trace_setuid_script("{}; true", &[OsStr::new("-f")]);
     assert!(
         finished
             .stderr
@@ -202,7 +198,6 @@ fn a_followed_child_that_execs_a_setuid_program_is_dropped() {
                 || l.contains("its probes could not be attached")),
         "no line says the child is not traced\n{context}"
     );
-    let report = Report::read(&report_path, &context);
     let others: Vec<u64> = report
         .pids()
         .into_iter()

@@ -1,6 +1,5 @@
 //! The pprof endpoints read by `go tool pprof`, exact against the ground truth; bad requests
 //! and the token refused with clear errors; SIGTERM during a request.
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use super::*;
@@ -33,23 +32,16 @@ fn assert_sites(by_leaf: &BTreeMap<String, Vec<u64>>, truth: &GroundTruth, raw: 
 fn go_pprof_reads_allocs_heap_and_a_delta_exactly() {
     alloctrace_bin();
     let scratch = Scratch::new();
-    let truth_path = scratch.path("truth.txt");
-    let mut w = Workload::start(
-        "serve_sites",
-        &[],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    let pid = w.pid();
-    let s = serve(&["--pid", &pid.to_string()]);
-    let mut n = 0;
-    command(&mut w, "a 1000", &mut n);
-    command(&mut w, "b 20", &mut n);
-    let truth = truth_now(&mut w, &truth_path, &mut n);
-    await_allocs(&s.addr, pid, truth.total().allocs);
+    let mut t = serve_sites(&scratch);
+    let pid = t.w.pid();
+    t.command("a 1000");
+    t.command("b 20");
+    let truth = t.truth_now();
+    await_allocs(&t.s.addr, pid, truth.total().allocs);
     let pprof_dir = scratch.path("pprof");
     std::fs::create_dir_all(&pprof_dir).unwrap();
 
-    let url = |path: &str| format!("http://{}{path}", s.addr);
+    let url = |path: &str| format!("http://{}{path}", t.s.addr);
     let raw = go_pprof(
         &pprof_dir,
         &["-raw", &url(&format!("/debug/pprof/allocs?pid={pid}"))],
@@ -82,8 +74,8 @@ fn go_pprof_reads_allocs_heap_and_a_delta_exactly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("cannot run go tool pprof");
-    await_stderr(&s.tracer, "delta profile: window of 2 s opened");
-    command(&mut w, "a 300", &mut n);
+    await_stderr(&t.s.tracer, "delta profile: window of 2 s opened");
+    t.command("a 300");
     let out = delta.wait_with_output().unwrap();
     let raw = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -103,14 +95,12 @@ fn go_pprof_reads_allocs_heap_and_a_delta_exactly() {
         None,
         "site_beta allocated before the window:\n{raw}"
     );
-    let after = truth_now(&mut w, &truth_path, &mut n);
+    let after = t.truth_now();
     assert_eq!(
         after.site("site_alpha").counters.allocs,
         truth.site("site_alpha").counters.allocs + 300
     );
-    drop(s);
-    w.close_stdin();
-    w.wait_code(0);
+    t.finish();
 }
 
 /// Refusals, each a status and a one-line reason: an unknown or exited pid (404), `seconds=-1`
@@ -132,12 +122,10 @@ fn bad_requests_get_clear_errors() {
     ]);
 
     let scratch = Scratch::new();
-    let mut w = Workload::start("serve_sites", &[], &[]);
-    let pid = w.pid();
-    let s = serve(&["--pid", &pid.to_string()]);
-    let mut n = 0;
-    command(&mut w, "a 10", &mut n);
-    await_allocs(&s.addr, pid, 10);
+    let mut t = serve_sites(&scratch);
+    let pid = t.w.pid();
+    t.command("a 10");
+    await_allocs(&t.s.addr, pid, 10);
     let gone = {
         let mut c = Command::new("true").spawn().unwrap();
         c.wait().unwrap();
@@ -177,7 +165,7 @@ fn bad_requests_get_clear_errors() {
         ("/nope".into(), 404, "no endpoint /nope"),
     ];
     for (path, status, says) in &cases {
-        let (got, body) = get(&s.addr, path, &[]);
+        let (got, body) = get(&t.s.addr, path, &[]);
         let body = String::from_utf8_lossy(&body);
         assert_eq!(
             (got, body.lines().count()),
@@ -189,68 +177,66 @@ fn bad_requests_get_clear_errors() {
             "GET {path}: {body}"
         );
     }
-    let (status, body) = request(&s.addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, body) = request(&t.s.addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 405, "{body}");
     let (status, body) = request(
-        &s.addr,
+        &t.s.addr,
         "GET /metrics HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
     );
     assert_eq!(status, 413, "{body}");
     // 32 connections at most: the 33rd is answered 503 at once; a slot freed serves again.
     let idle: Vec<TcpStream> = (0..32)
-        .map(|_| TcpStream::connect(&s.addr).unwrap())
+        .map(|_| TcpStream::connect(&t.s.addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let (status, body) = get(&s.addr, "/metrics", &[]);
+    let (status, body) = get(&t.s.addr, "/metrics", &[]);
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("busy: 32 requests in progress"), "{body}");
     drop(idle);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(get(&s.addr, "/metrics", &[]).0, 200);
-    let (status, body) = get(&s.addr, "/debug/pprof/", &[]);
+    assert_eq!(get(&t.s.addr, "/metrics", &[]).0, 200);
+    let (status, body) = get(&t.s.addr, "/debug/pprof/", &[]);
     let page = String::from_utf8_lossy(&body);
     assert_eq!(status, 200);
     assert!(
         page.contains(&format!("/debug/pprof/allocs?pid={pid}")),
         "{page}"
     );
-    let (status, body) = get(&s.addr, "/", &[]);
+    let (status, body) = get(&t.s.addr, "/", &[]);
     assert_eq!(status, 200);
     assert!(
         String::from_utf8_lossy(&body).contains("site_alpha"),
         "the HTML report names the site"
     );
-    drop(s);
+    drop(t.s);
 
     let token = scratch.path("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let s = serve(&[
+    t.s = serve(&[
         "--pid",
         &pid.to_string(),
         "--auth-token-file",
         token.to_str().unwrap(),
     ]);
-    let (status, body) = get(&s.addr, "/metrics", &[]);
+    let (status, body) = get(&t.s.addr, "/metrics", &[]);
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("requires a bearer token"));
     let (status, body) = get(
-        &s.addr,
+        &t.s.addr,
         "/debug/pprof/allocs",
         &[("Authorization", "Bearer wrong")],
     );
     assert_eq!(status, 401);
     assert!(String::from_utf8_lossy(&body).contains("invalid bearer token"));
     let (status, body) = get(
-        &s.addr,
+        &t.s.addr,
         "/metrics",
         &[("Authorization", "Bearer s3cret-token")],
     );
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("# TYPE alloctrace_allocations_total counter"));
-    drop(s);
-    w.close_stdin();
-    w.wait_code(0);
+    t.finish();
 }
 
 /// SIGTERM while a `?seconds=30` delta is waiting: the request is answered 503 with its
@@ -262,8 +248,7 @@ fn sigterm_during_a_request_ends_cleanly() {
     alloctrace_bin();
     let mut w = Workload::start("serve_sites", &[], &[]);
     let pid = w.pid();
-    let malloc_at = u64::from_str_radix(w.stdout_value("malloc_at ").trim_start_matches("0x"), 16)
-        .expect("malloc_at is hex");
+    let malloc_at = w.malloc_at();
     let original = byte_at(pid, malloc_at);
     let mut s = serve(&["--pid", &pid.to_string()]);
     assert_eq!(
@@ -293,14 +278,4 @@ fn sigterm_during_a_request_ends_cleanly() {
     command(&mut w, "a 5", &mut n);
     w.close_stdin();
     w.wait_code(0);
-}
-
-/// The byte at `addr` in `pid`'s memory (read through /proc, the process untouched).
-fn byte_at(pid: u32, addr: u64) -> u8 {
-    let path = format!("/proc/{pid}/mem");
-    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, addr)
-        .unwrap_or_else(|e| panic!("cannot read {path} at {addr:#x}: {e}"));
-    b[0]
 }

@@ -23,18 +23,11 @@ fn free_port() -> u16 {
 fn prometheus_scrapes_the_allocation_counter() {
     alloctrace_bin();
     let scratch = Scratch::new();
-    let truth_path = scratch.path("truth.txt");
-    let mut w = Workload::start(
-        "serve_sites",
-        &[],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    let pid = w.pid();
-    let s = serve(&["--pid", &pid.to_string()]);
-    let mut n = 0;
-    command(&mut w, "a 500", &mut n);
-    command(&mut w, "b 7", &mut n);
-    let truth = truth_now(&mut w, &truth_path, &mut n);
+    let mut t = serve_sites(&scratch);
+    let pid = t.w.pid();
+    t.command("a 500");
+    t.command("b 7");
+    let truth = t.truth_now();
 
     let config = scratch.path("prometheus.yml");
     std::fs::write(
@@ -42,7 +35,7 @@ fn prometheus_scrapes_the_allocation_counter() {
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
              - job_name: alloctrace\n    static_configs:\n      - targets: ['{}']\n",
-            s.addr
+            t.s.addr
         ),
     )
     .unwrap();
@@ -98,9 +91,7 @@ fn prometheus_scrapes_the_allocation_counter() {
         excerpt(&prom_log.text(), 4000)
     );
     assert_eq!(bytes, Some(want.bytes));
-    drop(s);
-    w.close_stdin();
-    w.wait_code(0);
+    t.finish();
 }
 
 /// System-wide, 1,200 short processes (each a serve_sites allocating 100 blocks and exiting)

@@ -10,7 +10,7 @@ mod go;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,52 @@ fn serve(args: &[&str]) -> Served {
     let at = text.find(SERVING).unwrap() + SERVING.len();
     let addr = text[at..].split('/').next().unwrap().to_string();
     Served { tracer, addr }
+}
+
+/// A serve_sites workload, waiting for commands, and `alloctrace serve --pid` tracing it.
+struct SitesServed {
+    w: Workload,
+    s: Served,
+    /// Where the workload writes its ground truth (`truth` command).
+    truth_path: PathBuf,
+    /// Commands the workload has carried out (it answers each with `done N`).
+    done: u32,
+}
+
+/// Starts serve_sites (its ground truth in `scratch`), then `alloctrace serve --pid` on it.
+fn serve_sites(scratch: &Scratch) -> SitesServed {
+    let truth_path = scratch.path("truth.txt");
+    let w = Workload::start(
+        "serve_sites",
+        &[],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    let s = serve(&["--pid", &w.pid().to_string()]);
+    SitesServed {
+        w,
+        s,
+        truth_path,
+        done: 0,
+    }
+}
+
+impl SitesServed {
+    /// See [`command`].
+    fn command(&mut self, cmd: &str) {
+        command(&mut self.w, cmd, &mut self.done);
+    }
+
+    /// See [`truth_now`].
+    fn truth_now(&mut self) -> GroundTruth {
+        truth_now(&mut self.w, &self.truth_path, &mut self.done)
+    }
+
+    /// Stops the daemon, then lets the workload end: it must exit 0.
+    fn finish(mut self) {
+        drop(self.s);
+        self.w.close_stdin();
+        self.w.wait_code(0);
+    }
 }
 
 /// The status and body of `GET PATH` (HTTP/1.0: the body ends with the connection).

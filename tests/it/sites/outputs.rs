@@ -1,36 +1,34 @@
 //! What the run writes about the sites: the text report, the JSON report on stdout and its
 //! samples and shared frames, folded stacks and inferno flame graphs by every weight.
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 
 use crate::support::*;
 
 use super::*;
+
+/// `alloctrace --interval 250ms OPTIONS -- WORKLOAD`, the report on stdout (no `-o`), run to
+/// exit code 0; with the workload's ground truth.
+fn report_on_stdout(name: &str, options: &[&str]) -> (Finished, GroundTruth) {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let truth_path = scratch.path(TRUTH_FILE);
+    let mut args = vec![OsString::from("--interval"), OsString::from(INTERVAL)];
+    args.extend(options.iter().map(OsString::from));
+    args.push("--".into());
+    args.push(workload(name).into());
+    let finished = run_alloctrace(&args, &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    finished.assert_code(0);
+    let truth = GroundTruth::read(&truth_path, &finished.describe());
+    (finished, truth)
+}
 
 /// The text report (on stdout) names every allocating function of sites.c, and none of the
 /// functions that allocate nothing.
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn text_report_names_every_site() {
-    alloctrace_bin();
-    let scratch = Scratch::new();
-    let truth_path = scratch.path("truth.txt");
-    let sites = workload("sites");
-    let finished = run_alloctrace(
-        &[
-            OsStr::new("--interval"),
-            OsStr::new(INTERVAL),
-            OsStr::new("--report"),
-            OsStr::new("text"),
-            OsStr::new("--top"),
-            OsStr::new("100"),
-            OsStr::new("--"),
-            sites.as_os_str(),
-        ],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    finished.assert_code(0);
-    let truth = GroundTruth::read(&truth_path, &finished.describe());
+    let (finished, truth) = report_on_stdout("sites", &["--report", "text", "--top", "100"]);
     // A name counts when it is a whole word of the report (alloc_small, not alloc_small_x).
     let words: Vec<&str> = finished
         .stdout
@@ -70,24 +68,8 @@ fn text_report_names_every_site() {
 #[test]
 #[ignore = "needs root and BPF: run with cargo xtask test"]
 fn json_report_on_stdout_is_the_whole_stdout() {
-    alloctrace_bin();
-    let scratch = Scratch::new();
-    let truth_path = scratch.path("truth.txt");
-    let premain = workload("premain");
-    let finished = run_alloctrace(
-        &[
-            OsStr::new("--interval"),
-            OsStr::new(INTERVAL),
-            OsStr::new("--report"),
-            OsStr::new("json"),
-            OsStr::new("--"),
-            premain.as_os_str(),
-        ],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    finished.assert_code(0);
+    let (finished, truth) = report_on_stdout("premain", &["--report", "json"]);
     let report = Report::parse(&finished.stdout, &finished.describe());
-    let truth = GroundTruth::read(&truth_path, &finished.describe());
     assert_eq!(
         report.json["interval"].as_f64(),
         Some(0.25),

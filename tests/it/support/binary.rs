@@ -170,6 +170,14 @@ impl Finished {
         );
     }
 
+    /// The stderr lines that are errors (start with [`ERROR_PREFIX`]).
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with(ERROR_PREFIX))
+            .collect()
+    }
+
     /// Asserts the run failed the way every alloctrace error must: non-zero status and exactly
     /// one stderr line, which starts with `alloctrace: error: ` and contains every word of
     /// `mentions`. Returns that line.

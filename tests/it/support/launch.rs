@@ -52,19 +52,39 @@ pub fn launch_every(
     extra: &[&OsStr],
     scratch: Scratch,
 ) -> Launched {
+    launch_with(interval, name, args, extra, &[], scratch)
+}
+
+/// [`launch`] with `env` added to alloctrace's `GROUND_TRUTH`, and so to the workload's (more
+/// ground-truth files in `scratch`, switches).
+pub fn launch_env(
+    name: &str,
+    args: &[&str],
+    extra: &[&OsStr],
+    env: &[(&str, &OsStr)],
+    scratch: Scratch,
+) -> Launched {
+    launch_with(INTERVAL, name, args, extra, env, scratch)
+}
+
+fn launch_with(
+    interval: &str,
+    name: &str,
+    args: &[&str],
+    extra: &[&OsStr],
+    env: &[(&str, &OsStr)],
+    scratch: Scratch,
+) -> Launched {
     let command = workload(name);
     let report_path = scratch.path("report.json");
-    let truth_path = scratch.path("truth.txt");
-    let mut argv: Vec<OsString> = ["--interval", interval, "--report", "json", "-o"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    argv.push(report_path.clone().into());
-    argv.extend(extra.iter().map(|a| a.to_os_string()));
+    let truth_path = scratch.path(TRUTH_FILE);
+    let mut argv = report_args(interval, &report_path, extra);
     argv.push("--".into());
     argv.push(command.clone().into());
     argv.extend(args.iter().map(OsString::from));
-    let finished = run_alloctrace(&argv, &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    let mut all_env = vec![("GROUND_TRUTH", truth_path.as_os_str())];
+    all_env.extend_from_slice(env);
+    let finished = run_alloctrace(&argv, &all_env);
     let context = finished.describe();
     let truth = GroundTruth::read(&truth_path, &context);
     let report = Report::read(&report_path, &context);
@@ -81,14 +101,19 @@ pub fn launch_every(
 /// attached to it, the workload released once alloctrace traces and run to its exit code 0,
 /// then alloctrace's end (the target's exit ends it), with its report and the ground truth.
 pub struct Attached {
+    /// alloctrace's run: its status and outputs.
+    pub finished: Finished,
+    /// The workload, exited: its output.
+    pub workload: Workload,
     pub report: Report,
     pub truth: GroundTruth,
     /// The workload's pid.
     pub pid: u32,
     /// alloctrace's run and the workload's output, for failure messages.
     pub context: String,
-    /// Holds the report and ground truth files as long as the run is looked at.
-    _scratch: Scratch,
+    /// Holds the report, the ground truth and any other file the test named in it as long as
+    /// the run is looked at.
+    pub scratch: Scratch,
 }
 
 /// Runs workload `name` with `args` (those that make it wait for its go, e.g. `wait`) and
@@ -101,26 +126,65 @@ pub fn attach(
     extra: &[&OsStr],
     scratch: Scratch,
 ) -> Attached {
+    attach_env(interval, name, args, &[], extra, scratch)
+}
+
+/// [`attach`] with `env` added to the workload's `GROUND_TRUTH` (more ground-truth files in
+/// `scratch`, switches).
+pub fn attach_env(
+    interval: &str,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &OsStr)],
+    extra: &[&OsStr],
+    scratch: Scratch,
+) -> Attached {
+    let truth_path = scratch.path(TRUTH_FILE);
+    let mut all_env = vec![("GROUND_TRUTH", truth_path.as_os_str())];
+    all_env.extend_from_slice(env);
+    let w = Workload::start(name, args, &all_env);
+    attach_started(w, interval, extra, scratch)
+}
+
+/// [`attach`] to a workload the test started itself (a copy at another path, say), waiting
+/// for its go and writing its ground truth to [`TRUTH_FILE`] in `scratch`.
+pub fn attach_started(
+    mut w: Workload,
+    interval: &str,
+    extra: &[&OsStr],
+    scratch: Scratch,
+) -> Attached {
     let report_path = scratch.path("report.json");
-    let truth_path = scratch.path("truth.txt");
-    let mut w = Workload::start(name, args, &[("GROUND_TRUTH", truth_path.as_os_str())]);
     let pid = w.pid();
     let mut argv = vec![OsString::from("--pid"), OsString::from(pid.to_string())];
     argv.extend(report_args(interval, &report_path, extra));
-    let mut tracer = Running::spawn(&argv, &[]);
+    let (finished, context) = trace_released(&mut w, &argv);
+    let truth = GroundTruth::read(&scratch.path(TRUTH_FILE), &context);
+    let report = Report::read(&report_path, &context);
+    Attached {
+        finished,
+        workload: w,
+        report,
+        truth,
+        pid,
+        context,
+        scratch,
+    }
+}
+
+/// Where [`attach`]'s workload writes its ground truth, in the run's scratch directory.
+pub const TRUTH_FILE: &str = "truth.txt";
+
+/// Starts `alloctrace ARGV` against workload `w` (already started, waiting for its go),
+/// releases `w` once alloctrace traces, waits for `w` to exit 0 and then for alloctrace to
+/// exit 0 by itself. Returns alloctrace's run and a context naming both, for failure messages.
+pub fn trace_released<A: AsRef<OsStr>>(w: &mut Workload, argv: &[A]) -> (Finished, String) {
+    let mut tracer = Running::spawn(argv, &[]);
     tracer.wait_until_tracing();
     w.release();
     w.wait_code(0);
     let finished = tracer.wait(RUN_TIMEOUT);
     finished.assert_code(0);
     let context = format!("{}\n{}", finished.describe(), w.describe());
-    let truth = GroundTruth::read(&truth_path, &context);
-    let report = Report::read(&report_path, &context);
-    Attached {
-        report,
-        truth,
-        pid,
-        context,
-        _scratch: scratch,
-    }
+    (finished, context)
 }

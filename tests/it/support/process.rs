@@ -1,6 +1,7 @@
 //! Child processes of the tests: their output lines collected by threads and waited for with a
 //! timeout, signals, stopping one a test gave up on, and pinning to a CPU.
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -116,6 +117,17 @@ pub(crate) fn stop(child: &mut Child) {
             let _ = child.wait();
         }
     }
+}
+
+/// The byte at `addr` in process `pid`'s memory, read through /proc (the process untouched):
+/// an int3, 0xcc, where a uprobe is installed.
+pub fn byte_at(pid: u32, addr: u64) -> u8 {
+    let path = format!("/proc/{pid}/mem");
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, addr)
+        .unwrap_or_else(|e| panic!("cannot read {path} at {addr:#x}: {e}"));
+    b[0]
 }
 
 /// Pins the calling thread (and the processes and threads it starts later) to `cpu`.

@@ -246,6 +246,14 @@ impl Workload {
         }
     }
 
+    /// Where malloc is in the workload, as it printed it (`malloc_at 0x...`: ticker,
+    /// serve_sites): the byte a uprobe there replaces with an int3.
+    pub fn malloc_at(&self) -> u64 {
+        let at = self.stdout_value("malloc_at ");
+        u64::from_str_radix(at.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|e| panic!("malloc_at {at:?} is not hex: {e}"))
+    }
+
     /// Sends `sig` to the workload.
     pub fn signal(&mut self, sig: libc::c_int) {
         send_signal(&mut self.child, sig);

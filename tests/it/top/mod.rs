@@ -8,7 +8,6 @@
 mod go;
 mod tmux;
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,14 +50,6 @@ fn read_info(path: &Path) -> Info {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The byte at `addr` in `pid`'s memory (0xcc, an int3, where a uprobe is installed).
-fn byte_at(pid: u32, addr: u64) -> u8 {
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem");
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, addr).expect("read /proc/PID/mem");
-    b[0]
 }
 
 /// Waits until malloc in `pid` no longer starts with an int3: the probes are gone.
