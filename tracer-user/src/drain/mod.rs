@@ -288,6 +288,7 @@ impl Drainer {
             .filter(|(key, _)| only.is_none_or(|set| set.contains(&key.tgid)))
             .collect();
         let want = sites.iter().map(|(key, _)| *key).collect();
+        // One entry per key: the site table adds a site's lanes up.
         let mut stacks = stack_frames::read(&self.stacks, &want);
         for (key, stats) in sites {
             let (ips, cut) = stacks
