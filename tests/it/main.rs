@@ -54,6 +54,8 @@ mod placement;
 // Stacks hold only return addresses into code: no stack data from code without frame pointers
 // reaches any output, its junk frames do not split sites; C names are not demangled.
 mod stacks;
+// Stacks at the depth limit (MAX_FRAMES) whole, one frame deeper cut and counted.
+mod stacks_depth;
 // DWARF unwinding: full stacks in code without frame pointers (launch, --pid, threads).
 mod unwind;
 // The DWARF walk while the traced process's mapping lock is held by another thread.

@@ -40,4 +40,4 @@ pub use live::{AllocInfo, LiveSlot};
 pub use names::*;
 pub use process::{OwnedTotals, ProcStats, Unattributed};
 pub use sites::{SiteSlot, SiteStats};
-pub use stack::{StackKey, StackTrace, MAX_FRAMES, VM_EXEC};
+pub use stack::{StackKey, StackTrace, FP_MAX_FRAMES, MAX_FRAMES, VM_EXEC};

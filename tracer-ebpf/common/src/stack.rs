@@ -2,9 +2,19 @@
 //! frames are checked against.
 use core::mem::size_of;
 
-/// Deepest user stack recorded per allocation site. The walk is a bounded loop in the kernel,
-/// so this is also the verifier's loop bound.
-pub const MAX_FRAMES: usize = 32;
+/// Deepest user stack recorded per allocation site, and the DWARF walk's depth: Debian's
+/// python3 reaches 114 frames (nested imports: each Python-level call through C adds ~10),
+/// sqlite3 and git 29. The walk is a `bpf_loop`, so the verifier walks a frame once whatever
+/// the depth; only the clear of a walk's frames grows (the DWARF-mode set for /bin/true 64k
+/// -> 72k walked instructions). Memory: a `StackTrace` is 1 KiB, the stack map, preallocated,
+/// ~1.1 KiB per entry (17.3 MiB at the default `--max-stacks` 16384, measured; 5.4 MiB at 32
+/// frames).
+pub const MAX_FRAMES: usize = 127;
+/// The frame-pointer walk's depth (`--unwind fp`). Its hot path (hashing a known stack) is an
+/// unrolled loop the verifier walks once per frame: at 127 frames alloc-only realloc walked
+/// 128k instructions, over `reliability::limits`' 64k, at 32 ~59k.
+pub const FP_MAX_FRAMES: usize = 32;
+const _: () = assert!(FP_MAX_FRAMES <= MAX_FRAMES);
 /// `VM_EXEC` in `vm_area_struct::vm_flags` (include/linux/mm.h; unchanged since 2.6).
 pub const VM_EXEC: u64 = 0x4;
 
@@ -30,7 +40,7 @@ pub struct StackTrace {
     pub len: u32,
     /// One of `stack_cut::*`: `NONE` when the walk ended on its own (a zero frame pointer or
     /// return address, a frame pointer not above the last, an unreadable frame, or
-    /// `MAX_FRAMES`).
+    /// `FP_MAX_FRAMES` in the frame-pointer walk).
     pub cut: u32,
     pub ips: [u64; MAX_FRAMES],
 }

@@ -4,6 +4,7 @@
 pub mod live_blocks;
 pub mod sampling;
 pub mod series;
+mod stack_frames;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use std::path::Path;
@@ -14,7 +15,6 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::Ebpf;
 
 use crate::kmaps::live_table::LiveTable;
-use crate::kmaps::map_batch;
 use crate::kmaps::owned_totals::OwnedSlots;
 use crate::kmaps::site_table::{SiteCounters, SiteTable};
 use crate::model::{Counters, Losses, Sample, SitePoint};
@@ -283,19 +283,17 @@ impl Drainer {
         only: Option<&BTreeSet<u32>>,
     ) -> Vec<RawSite> {
         let mut out = Vec::new();
-        let stacks: StdHashMap<StackKey, StackTrace> =
-            map_batch::read_all(&self.stacks).into_iter().collect();
+        let sites: Vec<_> = sites
+            .into_iter()
+            .filter(|(key, _)| only.is_none_or(|set| set.contains(&key.tgid)))
+            .collect();
+        let want = sites.iter().map(|(key, _)| *key).collect();
+        // One entry per key: the site table adds a site's lanes up.
+        let mut stacks = stack_frames::read(&self.stacks, &want);
         for (key, stats) in sites {
-            if only.is_some_and(|set| !set.contains(&key.tgid)) {
-                continue;
-            }
-            let (ips, cut) = match stacks.get(&key) {
-                Some(st) => (
-                    st.ips[..(st.len as usize).min(abi::MAX_FRAMES)].to_vec(),
-                    st.cut,
-                ),
-                None => (Vec::new(), abi::stack_cut::NONE),
-            };
+            let (ips, cut) = stacks
+                .remove(&key)
+                .unwrap_or((Vec::new(), abi::stack_cut::NONE));
             let series = self
                 .series
                 .get(&key)

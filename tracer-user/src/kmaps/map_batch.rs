@@ -1,12 +1,11 @@
 //! Reads a whole BPF hash map (or array) with `BPF_MAP_LOOKUP_BATCH` (kernel ≥ 5.6): one syscall per few
 //! thousand entries instead of two per entry (get-next-key + lookup) as aya 0.14's iterator
-//! does, so a drain of many sites costs little per site. Falls back to the iterator where
-//! the kernel refuses batches.
+//! does, so a drain of many sites costs little per site. Where the kernel refuses batches the
+//! caller decides (the stack frames are then read entry by entry).
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
-use aya::maps::{HashMap, IterableMap, MapData};
 use aya::Pod;
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -27,25 +26,6 @@ struct BatchAttr {
 
 /// Entries asked for per syscall at first; doubled when a hash bucket holds more (ENOSPC).
 const CHUNK: usize = 4096;
-
-/// Every (key, value) of `map`, in the kernel's bucket order.
-pub fn read_all<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> Vec<(K, V)> {
-    match batched(map) {
-        Ok(v) => v,
-        Err(e) => {
-            log::debug!("batched map read refused ({e}): reading entry by entry");
-            map.iter().filter_map(Result::ok).collect()
-        }
-    }
-}
-
-fn batched<K: Pod, V: Pod>(map: &HashMap<MapData, K, V>) -> io::Result<Vec<(K, V)>> {
-    let mut out = Vec::new();
-    for_each_batch::<K, V>(map.map().fd().as_fd(), |keys, values| {
-        out.extend(keys.iter().copied().zip(values.iter().copied()))
-    })?;
-    Ok(out)
-}
 
 /// Hands every (key, value) of the map behind `fd` to `f`, a batch at a time, in the kernel's
 /// order (an array's: by index). `K` and `V` must be the map's key and value types. Memory
