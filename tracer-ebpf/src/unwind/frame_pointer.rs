@@ -62,7 +62,6 @@ pub fn walk_and_keep(st: &mut StackTrace, sp: u64, fp: u64, chunk_read: i64, chu
     // SAFETY: this CPU's slot, used only under the held scratch (above).
     let w = unsafe { &mut *w };
     let first = first(sp, chunk_read, chunk);
-    put(&mut w.sp, sp);
     // Frames live above the stack pointer; anything else is not a frame pointer.
     put(&mut w.fp, if fp < sp { 0 } else { fp });
     put(&mut w.ret, first.unwrap_or(0));
@@ -86,7 +85,6 @@ pub fn walk_and_keep(st: &mut StackTrace, sp: u64, fp: u64, chunk_read: i64, chu
 /// `walk_and_keep`'s loop state: one per CPU (see `walk_and_keep`).
 #[repr(C)]
 pub struct Walk {
-    sp: u64,
     /// The frame record to read next (0: none).
     fp: u64,
     /// Frame 0's return address (read at `sp`), then each record's.
