@@ -32,17 +32,14 @@ use core::ptr::write_volatile;
 
 use alloctrace_common::unwind_table::UNWIND_DWARF;
 use alloctrace_common::{event, loss, stack_cut, Event, SiteStats, StackKey, StackTrace};
-use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
-    programs::ProbeContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, programs::ProbeContext};
 
 use crate::account::loss::{bump_loss, notify};
 use crate::account::process::proc_stats;
 use crate::config::global;
 use crate::tables::maps::{STACKS, STACK_SCRATCH};
 use crate::tables::{sites, BPF_NOEXIST};
-use frame_pointer::{walk, walk_and_keep, Chunk, CHUNK_BYTES};
+use frame_pointer::{read_chunk, walk, walk_and_keep, Chunk};
 
 const EEXIST: i32 = 17;
 
@@ -84,38 +81,17 @@ pub fn record(
     // a read of 128 bytes instead of 8 ~3 ns more (larger chunks cost more than they saved).
     // Into the program's stack, not a map: the kernel's usercopy hardening checks a
     // destination on the task's stack with two compares, a map value by its page.
-    // Near the top of a stack the chunk can run past the mapping and the read fails; then the
-    // return address is read alone.
-    let mut buf = MaybeUninit::<Chunk>::uninit();
-    // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting; the
-    // cast only views the words as bytes.
-    let chunk = (sp & 7 == 0
-        && unsafe {
-            bpf_probe_read_user_buf(
-                sp as *const u8,
-                &mut *(buf.as_mut_ptr() as *mut [u8; CHUNK_BYTES as usize]),
-            )
-        }
-        .is_ok())
-    // SAFETY: the read filled every word.
-    .then(|| unsafe { buf.assume_init_ref() });
-    let first = match chunk {
-        Some(c) => Some(c[0]),
-        // SAFETY: as above.
-        None => unsafe { bpf_probe_read_user(sp as *const u64) }.ok(),
-    };
-    if first.is_none() {
-        bump_loss(ctx, loss::STACK_READ_FAILED);
-    }
-    let hash = walk(sp, fp, first, chunk);
+    let mut chunk = MaybeUninit::<Chunk>::uninit();
+    let read = read_chunk(sp, chunk.as_mut_ptr());
+    // SAFETY: bpf_probe_read_user wrote every byte: the words read, or zeroes if it failed.
+    let chunk = unsafe { chunk.assume_init_ref() };
+    let hash = walk(ctx, sp, fp, read, chunk);
     if let Some(site) = sites::counters(tgid, hash) {
         return (hash, Some(&mut site.stats));
     }
     // The same walk again, checking and writing the frames out (the thread is stopped in the
     // probe: its stack has not changed); its hash is the one stored.
-    keep_new(ctx, tgid, |st| {
-        walk_and_keep(st, sp, fp, first.is_some() as u64, first.unwrap_or(0))
-    })
+    keep_new(ctx, tgid, |st| walk_and_keep(st, sp, fp, read, chunk))
 }
 
 /// The DWARF walk in slot `idx`: the site of a known stack, else the new stack stored.
