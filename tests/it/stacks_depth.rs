@@ -107,3 +107,42 @@ fn a_stack_at_the_depth_limit_is_whole_and_one_deeper_is_cut_and_counted() {
         "the folded line of the {MAX_FRAMES}-frame stack\n{context}"
     );
 }
+
+/// The frame-pointer walk's own limit (`FP_MAX_FRAMES`) is counted too: `workloads/fill.c`
+/// (built with frame pointers) allocates once at each recursion depth 0..40, stacks of
+/// depth + 5 frames; those whose chain goes on past the limit are cut and counted, never
+/// shown as if they ended there. The DWARF walk keeps all 40 whole.
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn frame_pointer_stacks_past_their_limit_are_counted_cut() {
+    use alloctrace_common::FP_MAX_FRAMES;
+    for (how, want_cut) in [("fp", true), ("dwarf", false)] {
+        let run = launch(
+            "fill",
+            &["stacks", "40", "1"],
+            &[OsStr::new("--unwind"), OsStr::new(how)],
+            Scratch::new(),
+        );
+        run.finished.assert_code(0);
+        let context = run.finished.describe();
+        assert_sites_match(&run.report, &run.truth, &["recurse_alloc"]);
+        let pid = run.truth.pid;
+        let sites = run.report.sites_in(pid, "recurse_alloc");
+        let deepest = sites
+            .iter()
+            .map(|s| Report::frame_names(s).len())
+            .max()
+            .unwrap_or(0);
+        let cut = run.report.losses().get("stacks_cut").copied().unwrap_or(0);
+        if want_cut {
+            assert_eq!(deepest, FP_MAX_FRAMES, "--unwind fp\n{context}");
+            assert!(
+                cut >= 1,
+                "--unwind fp: stacks past {FP_MAX_FRAMES} frames not counted cut\n{}\n{context}",
+                run.report.describe_sites(pid)
+            );
+        } else {
+            assert_eq!((deepest, cut), (44, 0), "--unwind dwarf\n{context}");
+        }
+    }
+}

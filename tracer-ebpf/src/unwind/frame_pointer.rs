@@ -8,9 +8,7 @@
 //! site lookup and the store: ~10k more walked instructions per entry program).
 use core::ptr::{read_volatile, write_volatile};
 
-use alloctrace_common::{
-    loss, stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, FP_MAX_FRAMES,
-};
+use alloctrace_common::{loss, stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, FP_MAX_FRAMES};
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_probe_read_user, generated},
