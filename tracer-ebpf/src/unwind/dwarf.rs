@@ -158,7 +158,7 @@ pub fn walk(idx: u64, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
     put(&mut w.ended, 0);
     put(&mut w.interrupted, 0);
     w.tgid = bpf_get_current_pid_tgid() >> 32;
-    put(&mut s.window.ok, 0);
+    s.window.reset();
     forget(idx);
     let mut ctx = idx;
     if has_first != 0 {
