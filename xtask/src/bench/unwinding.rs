@@ -166,10 +166,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// alloctrace's own line on building python3's table (`-v`, tracing `python3 -c pass`).
+/// alloctrace's own line on building python3's table (`-v`, tracing `python3 -c pass`; with
+/// `--unwind dwarf`, which builds tables whatever the default).
 fn python_table(alloctrace: &Path) -> String {
     let out = Command::new(alloctrace)
-        .args(["-v", "--", "/usr/bin/python3", "-c", "pass"])
+        .args([
+            "-v",
+            "--unwind",
+            "dwarf",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "pass",
+        ])
         .output();
     let line = out.ok().and_then(|o| {
         String::from_utf8_lossy(&o.stderr)
