@@ -7,7 +7,10 @@
 //!
 //! Every frame is checked on the way (its mapping must be code: the same lookup), so one walk
 //! both finds a known stack's site and writes out a new one: it runs once per recorded
-//! allocation, writing into a per-CPU slot it claims (`claim`).
+//! allocation, writing into a per-CPU slot it claims (`claim`). So a frame costs little:
+//! a frame in the mapping of the one below takes no mapping lookup (`vma::find`), a return
+//! address seen before takes an array lookup for its rule (`RULE_FRONT`), and the stack is
+//! read once every few frames (`window`).
 use core::ptr::write_volatile;
 
 use alloctrace_common::unwind_table::{
@@ -17,16 +20,19 @@ use alloctrace_common::unwind_table::{
 use alloctrace_common::{stack_cut, stack_hash_step, StackTrace, FNV_OFFSET, MAX_FRAMES};
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
 
-use super::vma::{find, Found};
+use super::vma::{find, forget, Found};
 use crate::bounded::repeat;
 use crate::tables::maps::{UNWIND_FILES, UNWIND_ROWS};
 use alloctrace_common::unwind_table::{FileKey, VmaEntry};
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
+use window::{read, read_frame, Window};
+
+mod window;
 
 /// Slots of per-CPU room for walks in progress: a uprobe's program runs with migration
 /// disabled, not preemption, so on kernels that preempt kernel code another traced thread's
@@ -34,7 +40,8 @@ use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 /// passes its index down; with all four taken, the allocation has no site (counted).
 pub const SLOTS: u32 = 4;
 
-/// A walk's room: its state, its binary search's, the mapping looked up last, the frames.
+/// A walk's room: its state, its binary search's, the stack read last, the mapping looked
+/// up last, the frames.
 /// In a map, not on the program's stack: the verifier does not track values in a map, so it
 /// verifies each loop body once or twice rather than once per distinct state (a frame count
 /// on the stack is a new state every frame: ~70k more walked instructions per program).
@@ -43,6 +50,7 @@ pub struct Slot {
     held: u64,
     walk: Walk,
     search: Search,
+    window: Window,
     pub vma: VmaEntry,
     pub trace: StackTrace,
 }
@@ -144,11 +152,14 @@ pub fn walk(idx: u64, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
     w.sp = sp + 8;
     w.fp = fp;
     w.hash = FNV_OFFSET;
-    w.len = 0;
-    w.cut = stack_cut::NONE as u64;
-    w.ended = 0;
-    w.interrupted = 0;
+    // Volatile: adjacent zero stores become calls of a byte-wise memset otherwise.
+    put(&mut w.len, 0);
+    put(&mut w.cut, stack_cut::NONE as u64);
+    put(&mut w.ended, 0);
+    put(&mut w.interrupted, 0);
     w.tgid = bpf_get_current_pid_tgid() >> 32;
+    s.window.reset();
+    forget(idx);
     let mut ctx = idx;
     if has_first != 0 {
         repeat(MAX_FRAMES as u32, step, &mut ctx);
@@ -175,13 +186,6 @@ pub fn walk(idx: u64, sp: u64, fp: u64, has_first: u64, first: u64) -> u64 {
 fn put<T>(to: &mut T, v: T) {
     // SAFETY: `to` is a valid reference.
     unsafe { write_volatile(to, v) };
-}
-
-/// Reads a user word; None if unreadable.
-#[inline(always)]
-fn read(at: u64) -> Option<u64> {
-    // SAFETY: bpf_probe_read_user checks the user address and fails instead of faulting.
-    unsafe { bpf_probe_read_user(at as *const u64) }.ok()
 }
 
 /// Step `i`: keeps frame `i` (the return address in `ret`) if it lies in code, then unwinds
@@ -279,20 +283,10 @@ extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
         w.cut = stack_cut::TRUNCATED as u64;
         return 1;
     }
-    let Some(next) = read(cfa - 8) else {
+    let saved = (rule.cfa != 0 && rule.rbp == RBP_AT_CFA).then_some(rule.rbp_words as u64);
+    let Some((next, fp)) = read_frame(&mut s.window, cfa, saved, fp) else {
         w.cut = stack_cut::TRUNCATED as u64;
         return 1;
-    };
-    let fp = if rule.cfa != 0 && rule.rbp == RBP_AT_CFA {
-        match read(cfa - 8 * rule.rbp_words as u64) {
-            Some(v) => v,
-            None => {
-                w.cut = stack_cut::TRUNCATED as u64;
-                return 1;
-            }
-        }
-    } else {
-        fp
     };
     // A zero return address ends a frame-pointer chain (`_start` clears rbp).
     if next == 0 {
@@ -316,22 +310,67 @@ fn rule_of(idx: u64, vma: &VmaEntry, pc: u64) -> u32 {
     if off > u32::MAX as u64 {
         return 0;
     }
+    let front = front_entry(idx, &vma.file, off);
+    if let Some(f) = front.as_ref() {
+        if f.offset == off && f.file.ino == vma.file.ino && f.file.dev == vma.file.dev {
+            return f.rule;
+        }
+    }
     let key = RuleKey {
         file: vma.file,
         offset: off,
     };
     // SAFETY: a hash map lookup; the value is copied out at once.
-    if let Some(&rule) = unsafe { RULE_CACHE.get(&key) } {
-        return rule;
-    }
-    // SAFETY: as above.
-    let Some(rows) = (unsafe { UNWIND_FILES.get(&vma.file) }).copied() else {
-        // No table (yet): not cached, so the rule is found once the table is in.
-        return 0;
+    let rule = if let Some(&rule) = unsafe { RULE_CACHE.get(&key) } {
+        rule
+    } else {
+        // SAFETY: as above.
+        let Some(rows) = (unsafe { UNWIND_FILES.get(&vma.file) }).copied() else {
+            // No table (yet): cached nowhere, so the rule is found once the table is in.
+            return 0;
+        };
+        let rule = search(idx, rows.first, rows.count, off as u32).unwrap_or(0);
+        let _ = RULE_CACHE.insert(&key, &rule, 0);
+        rule
     };
-    let rule = search(idx, rows.first, rows.count, off as u32).unwrap_or(0);
-    let _ = RULE_CACHE.insert(&key, &rule, 0);
+    if let Some(f) = front {
+        f.file = vma.file;
+        f.offset = off;
+        f.rule = rule;
+    }
     rule
+}
+
+/// Entries of each slot's rule cache (a power of two).
+const FRONT_ENTRIES: u32 = 512;
+
+/// A rule found, as the front cache holds it: its file and offset (the tag) and the rule.
+#[repr(C)]
+struct FrontRule {
+    file: FileKey,
+    offset: u64,
+    rule: u32,
+    _pad: u32,
+}
+
+/// Per CPU and slot, a direct-mapped cache of rules in front of `RULE_CACHE`: an array
+/// lookup the kernel inlines instead of an LRU hash's (hashing the key, taking its bucket,
+/// marking the entry used): a rule is only ever found once per slot and return address.
+/// A slot's part is used by the walk holding it alone, so an entry is never read half
+/// written; a file's rules never change during a run, so an entry is never stale. A zeroed
+/// entry names no file (an anonymous mapping has no rule lookup).
+#[map]
+static RULE_FRONT: PerCpuArray<FrontRule> = PerCpuArray::with_max_entries(SLOTS * FRONT_ENTRIES, 0);
+
+/// The front cache's entry for `off` in `file`, in slot `idx`'s part.
+#[inline(always)]
+fn front_entry(idx: u64, file: &FileKey, off: u64) -> Option<&'static mut FrontRule> {
+    let h = (file.ino ^ file.dev.rotate_left(40) ^ off).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let i = (h >> 40) as u32 & (FRONT_ENTRIES - 1);
+    // SAFETY: this CPU's entry in the part of slot `idx`, which only its holder uses.
+    RULE_FRONT
+        .get_ptr_mut(idx as u32 * FRONT_ENTRIES + i)
+        .map(|p| unsafe { &mut *p })
 }
 
 /// A pc as its binary's file and offset: the key of a rule found, valid for every process

@@ -2,7 +2,8 @@
 //! where does it start, at which page of which file) and the file as the kernel names it
 //! (`s_dev`, `i_ino`), read at the struct offsets the loader took from the kernel's BTF;
 //! kept in a cache per process and 64 KiB granule (`VMA_CACHE`), so a known stack's walk
-//! takes no lock on the process's mappings.
+//! takes no lock on the process's mappings; and in the walk's slot, so the next frame in
+//! the same mapping takes no lookup at all.
 use alloctrace_common::unwind_table::{VmaEntry, VmaKey, VMA_CACHE_ENTRIES, VMA_GRANULE_SHIFT};
 use alloctrace_common::VM_EXEC;
 use aya_ebpf::{
@@ -11,6 +12,7 @@ use aya_ebpf::{
     macros::map,
     maps::LruHashMap,
 };
+use core::ptr::write_volatile;
 
 use crate::config::{global, VMA_FLAGS_OFFSET};
 
@@ -56,13 +58,29 @@ pub enum Found {
     Busy,
 }
 
-/// Looks `pc` of process `tgid` up: in the cache, else in the current task's mappings
-/// (and a code mapping found is cached). The mapping is returned with `Found::Code`.
+/// Forgets the mapping the walk holding slot `idx` found last: a new walk (of another
+/// process, maybe, or after user space replaced the cache's entry) looks its first pc up.
+#[inline(always)]
+pub fn forget(idx: u64) {
+    if let Some(vma) = found_slot(idx) {
+        vma.end = 0;
+    }
+}
+
+/// Looks `pc` of process `tgid` up: in the code mapping this walk found last (consecutive
+/// frames mostly lie in one binary: no lookup at all), else in the cache, else in the
+/// current task's mappings (and a code mapping found is cached). The mapping is returned
+/// with `Found::Code`.
 #[inline(always)]
 pub fn find(idx: u64, tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) {
     let Some(vma) = found_slot(idx) else {
         return (Found::Busy, None);
     };
+    // Within one walk only (`forget`): the thread is stopped in the probe, and a mapping
+    // another thread replaces meanwhile is as stale in the cache as here.
+    if vma.start <= pc && pc < vma.end {
+        return (Found::Code, Some(vma));
+    }
     let key = VmaKey {
         tgid,
         _pad: 0,
@@ -71,11 +89,11 @@ pub fn find(idx: u64, tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) 
     // SAFETY: a hash map lookup; the value is copied out at once.
     if let Some(v) = unsafe { VMA_CACHE.get(&key) } {
         if v.start <= pc && pc < v.end {
-            *vma = *v;
+            set(vma, v);
             return (Found::Code, Some(vma));
         }
     }
-    *vma = VmaEntry::default();
+    set(vma, &VmaEntry::default());
     let mut ctx = idx;
     // SAFETY: the current task is valid for the whole program; the callback is a BPF
     // subprogram of the signature bpf_find_vma calls; its context is the slot index (on the
@@ -97,9 +115,30 @@ pub fn find(idx: u64, tgid: u32, pc: u64) -> (Found, Option<&'static VmaEntry>) 
             let _ = VMA_CACHE.insert(&key, &*vma, 0);
             (Found::Code, Some(vma))
         }
-        0 => (Found::NotCode, None),
-        e if e == -ENOENT => (Found::NotCode, None),
-        _ => (Found::Busy, None),
+        r => {
+            // Only a code mapping is reused by the next frame.
+            vma.end = 0;
+            if r == 0 || r == -ENOENT {
+                (Found::NotCode, None)
+            } else {
+                (Found::Busy, None)
+            }
+        }
+    }
+}
+
+/// Copies a mapping field by field: a struct copy between two map values is a call of a
+/// byte-wise memmove (48 iterations).
+#[inline(always)]
+fn set(to: &mut VmaEntry, from: &VmaEntry) {
+    // SAFETY: valid references; volatile so the stores are not merged into a memmove again.
+    unsafe {
+        write_volatile(&mut to.flags, from.flags);
+        write_volatile(&mut to.start, from.start);
+        write_volatile(&mut to.end, from.end);
+        write_volatile(&mut to.pgoff, from.pgoff);
+        write_volatile(&mut to.file.dev, from.file.dev);
+        write_volatile(&mut to.file.ino, from.file.ino);
     }
 }
 

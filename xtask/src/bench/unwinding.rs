@@ -3,9 +3,10 @@
 //! build it. A malloc(32)+free loop at the bottom of a chain of DEPTH calls (gcc -O2
 //! -fomit-frame-pointer; every frame keeps values live, so rbp is an ordinary register), at two
 //! depths, under the floor (probes that return at once), `--unwind fp` and `--unwind dwarf`
-//! (the default): ns per allocator call, and per frame (the difference between the depths
-//! over the frames between them). And what building the unwind table of Debian's python3
-//! costs (alloctrace's `-v` line).
+//! (the default): ns of the thread's CPU time per allocator call (the probes run in its
+//! context; on a shared machine its waits for a CPU would swamp the wall clock), and per
+//! frame (the difference between the depths over the frames between them). And what
+//! building the unwind table of Debian's python3 costs (alloctrace's `-v` line).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,6 +22,14 @@ use crate::cmd;
 const SOURCE: &str = r#"
 #include "bench.h"
 void *volatile sink;
+/* The thread's CPU time, not the wall clock: the probes run in its context, so their cost
+ * counts, and the time it waits for a CPU on a loaded machine does not. */
+static long long cpu_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
 static long n_iter;
 __attribute__((noinline)) long step(long d, long a, long b, long c, long e, long f)
 {
@@ -40,9 +49,9 @@ __attribute__((noinline)) long step(long d, long a, long b, long c, long e, long
 int main(int argc, char **argv)
 {
     n_iter = bench_iterations(argc, argv);
-    long long start = bench_now_ns();
+    long long start = cpu_now_ns();
     sink = (void *)step(DEPTH, argc, 2, 3, 4, 5);
-    bench_report(argc, argv, bench_now_ns() - start, 2LL * n_iter);
+    bench_report(argc, argv, cpu_now_ns() - start, 2LL * n_iter);
     return 0;
 }
 "#;
@@ -118,8 +127,10 @@ pub(super) fn section(env: &Env, root: &Path, repeat: usize) -> Result<String> {
     let mut text = String::from(
         "\n## Stack unwinding in code without frame pointers\n\n\
          malloc(32)+free at the bottom of a chain of calls built with `-O2 \
-         -fomit-frame-pointer` (rbp an ordinary register): median ns per allocator call (a \
-         malloc and a free each), per depth of the chain below `main`.\n\n\
+         -fomit-frame-pointer` (rbp an ordinary register): median ns of the thread's CPU time \
+         per allocator call (a malloc and a free each; the probes run in its context, the time \
+         it waits for a CPU on a busy machine does not count), per depth of the chain below \
+         `main`.\n\n\
          | depth | floor | --unwind fp | --unwind dwarf | dwarf / floor |\n\
          |---|---|---|---|---|\n",
     );
@@ -155,10 +166,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// alloctrace's own line on building python3's table (`-v`, tracing `python3 -c pass`).
+/// alloctrace's own line on building python3's table (`-v`, tracing `python3 -c pass`; with
+/// `--unwind dwarf`, which builds tables whatever the default).
 fn python_table(alloctrace: &Path) -> String {
     let out = Command::new(alloctrace)
-        .args(["-v", "--", "/usr/bin/python3", "-c", "pass"])
+        .args([
+            "-v",
+            "--unwind",
+            "dwarf",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "pass",
+        ])
         .output();
     let line = out.ok().and_then(|o| {
         String::from_utf8_lossy(&o.stderr)
