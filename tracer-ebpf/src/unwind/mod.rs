@@ -118,6 +118,7 @@ fn record_dwarf(
         bump_loss(ctx, loss::STACK_UNCHECKED);
         return (0, None);
     }
+    dwarf::clear_past_end(idx);
     store(ctx, tgid, hash, &mut slot.trace)
 }
 
