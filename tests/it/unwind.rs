@@ -1,9 +1,9 @@
-//! Full stacks in code built without frame pointers (DWARF unwinding, `--unwind dwarf`; frame
-//! pointers are the default): `workloads/nofp_paths.c` (-O2 -fomit-frame-pointer, rbp an ordinary register)
-//! reaches one leaf by two paths, one of them on a second thread too; each full path, root
-//! to leaf, carries exactly its own count, in launch and --pid mode, and every stack reaches
-//! its thread's entry (`_start`, or `clone3` under `start_thread`). With `--unwind fp` the
-//! same stacks end early.
+//! Full stacks in code built without frame pointers (DWARF unwinding, the default):
+//! `workloads/nofp_paths.c` (-O2 -fomit-frame-pointer, rbp an ordinary register) reaches one
+//! leaf by two paths, one of them on a second thread too; each full path, root to leaf,
+//! carries exactly its own count, in launch and --pid mode and from a deleted binary, and
+//! every stack reaches its thread's entry (`_start`, or `clone3` under `start_thread`). With
+//! `--unwind fp` the same stacks end early.
 //!
 //! Privileged: run with `cargo xtask test` (root, `ALLOCTRACE_BIN`, `--include-ignored`).
 use std::collections::BTreeMap;
@@ -11,8 +11,7 @@ use std::ffi::OsString;
 
 use crate::support::*;
 
-/// nofp_paths.c's counts per path (A_CALLS, T_CALLS, B_CALLS there).
-/// The DWARF walk is opt-in (`--unwind dwarf`; frame pointers are the default).
+/// `--unwind dwarf`, said even though it is the default: these tests are about that walk.
 fn dwarf() -> [&'static std::ffi::OsStr; 2] {
     [
         std::ffi::OsStr::new("--unwind"),
@@ -20,6 +19,7 @@ fn dwarf() -> [&'static std::ffi::OsStr; 2] {
     ]
 }
 
+/// nofp_paths.c's counts per path (A_CALLS, T_CALLS, B_CALLS there).
 const A_MAIN: u64 = 300;
 const A_THREAD: u64 = 100;
 const B_MAIN: u64 = 200;
@@ -85,6 +85,29 @@ fn launch_mode_walks_full_paths_without_frame_pointers() {
 fn pid_mode_walks_full_paths_without_frame_pointers() {
     alloctrace_bin();
     let run = attach("250ms", "nofp_paths", &["wait"], &dwarf(), Scratch::new());
+    assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
+    assert_full_paths(&run.report, run.pid, &run.context);
+}
+
+/// A private copy of the binary, deleted after it started and before alloctrace attaches:
+/// its unwind table is read through `/proc/PID/map_files`, and the paths are as whole.
+#[test]
+#[ignore = "needs root and BPF: run with `cargo xtask test`"]
+fn a_deleted_binary_unwinds_in_full() {
+    alloctrace_bin();
+    let scratch = Scratch::new();
+    let copy = scratch.path("nofp-copy");
+    std::fs::copy(workload("nofp_paths"), &copy).unwrap();
+    let truth_path = scratch.path(TRUTH_FILE);
+    let w = Workload::start_path(
+        &copy,
+        &["wait"],
+        &[("GROUND_TRUTH", truth_path.as_os_str())],
+    );
+    std::fs::remove_file(&copy).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
+    assert!(maps.contains("nofp-copy (deleted)"), "{maps}");
+    let run = attach_started(w, "250ms", &dwarf(), scratch);
     assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
     assert_full_paths(&run.report, run.pid, &run.context);
 }
