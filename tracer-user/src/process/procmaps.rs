@@ -18,6 +18,17 @@ use std::time::Instant;
 /// How a binary is identified across processes: (device, inode) as `/proc/PID/maps` shows them.
 pub type BinaryId = (u64, u64);
 
+/// Every process now in /proc but alloctrace itself (never traced): system-wide mode's
+/// start.
+pub fn other_pids() -> impl Iterator<Item = u32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |&p| p != own)
+}
+
 /// One executable mapping of a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {

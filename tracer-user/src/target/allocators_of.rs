@@ -141,14 +141,7 @@ pub fn system_files() -> (Vec<Mapped>, FilesOf) {
     let mut files: Vec<Mapped> = Vec::new();
     let mut index: HashMap<(u64, u64), usize> = HashMap::new();
     let mut uses: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
-    let pids = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
-    for pid in pids {
-        if pid == std::process::id() {
-            continue;
-        }
+    for pid in crate::process::procmaps::other_pids() {
         // Gone, a kernel thread, or unreadable: nothing of it to probe.
         let Ok(mapped) = mapped_files(pid) else {
             continue;

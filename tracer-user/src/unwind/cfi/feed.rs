@@ -12,7 +12,7 @@ use alloctrace_common::unwind_table::FileKey;
 
 use super::code_maps::CodeMaps;
 use super::tables::{file_key, TableStats, Tables};
-use crate::process::procmaps::{Mapping, ProcessMaps};
+use crate::process::procmaps::{other_pids, Mapping, ProcessMaps};
 use crate::target::allocators_of::mapping_file;
 use crate::target::elf_deps::Mapped;
 
@@ -102,16 +102,10 @@ impl Feed {
     }
 }
 
-/// Every running process's code mappings, but alloctrace's own (never traced).
+/// Every running process's code mappings.
 fn fill_every(code: &mut CodeMaps) {
     let t = std::time::Instant::now();
-    let own = std::process::id();
-    let pids = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| p != own);
-    for pid in pids {
+    for pid in other_pids() {
         // Gone meanwhile, or a kernel thread: nothing to fill.
         if let Ok(maps) = ProcessMaps::read(pid) {
             code.fill(pid, maps.mappings());
