@@ -96,17 +96,7 @@ fn pid_mode_walks_full_paths_without_frame_pointers() {
 fn a_deleted_binary_unwinds_in_full() {
     alloctrace_bin();
     let scratch = Scratch::new();
-    let copy = scratch.path("nofp-copy");
-    std::fs::copy(workload("nofp_paths"), &copy).unwrap();
-    let truth_path = scratch.path(TRUTH_FILE);
-    let w = Workload::start_path(
-        &copy,
-        &["wait"],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    std::fs::remove_file(&copy).unwrap();
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
-    assert!(maps.contains("nofp-copy (deleted)"), "{maps}");
+    let w = start_deleted_copy("nofp_paths", &["wait"], &scratch);
     let run = attach_started(w, "250ms", &dwarf(), scratch);
     assert_sites_match(&run.report, &run.truth, &["nofp_leaf"]);
     assert_full_paths(&run.report, run.pid, &run.context);

@@ -18,17 +18,7 @@ use super::*;
 fn deleted_binary_still_symbolizes() {
     alloctrace_bin();
     let scratch = Scratch::new();
-    let copy = scratch.path("ticker-copy");
-    std::fs::copy(workload("ticker"), &copy).unwrap();
-    let truth_path = scratch.path(TRUTH_FILE);
-    let w = Workload::start_path(
-        &copy,
-        &["6", "0", "wait"],
-        &[("GROUND_TRUTH", truth_path.as_os_str())],
-    );
-    std::fs::remove_file(&copy).unwrap();
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
-    assert!(maps.contains("ticker-copy (deleted)"), "{maps}");
+    let w = start_deleted_copy("ticker", &["6", "0", "wait"], &scratch);
     let run = attach_started(w, INTERVAL, &[], scratch);
     assert_sites_match(&run.report, &run.truth, &[]);
     assert_process_matches(&run.report, &run.truth);

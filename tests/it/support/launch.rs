@@ -172,6 +172,20 @@ pub fn attach_started(
     }
 }
 
+/// Starts a private copy of workload `name` (waiting for its go with `args`), its ground
+/// truth going to [`TRUTH_FILE`] in `scratch`, then deletes the copy: `/proc/PID/maps` names
+/// it `(deleted)` (checked), for [`attach_started`].
+pub fn start_deleted_copy(name: &str, args: &[&str], scratch: &Scratch) -> Workload {
+    let copy = scratch.path(&format!("{name}-copy"));
+    std::fs::copy(workload(name), &copy).unwrap();
+    let truth_path = scratch.path(TRUTH_FILE);
+    let w = Workload::start_path(&copy, args, &[("GROUND_TRUTH", truth_path.as_os_str())]);
+    std::fs::remove_file(&copy).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
+    assert!(maps.contains(&format!("{name}-copy (deleted)")), "{maps}");
+    w
+}
+
 /// Where [`attach`]'s workload writes its ground truth, in the run's scratch directory.
 pub const TRUTH_FILE: &str = "truth.txt";
 
